@@ -1,0 +1,1 @@
+"""Headless subcommands of the `deeplab-studio` CLI, one module each."""

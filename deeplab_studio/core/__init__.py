@@ -1,0 +1,1 @@
+"""numpy-only data model: labels, brush, patches, fill, metrics."""

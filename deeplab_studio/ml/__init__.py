@@ -1,0 +1,1 @@
+"""DeepLab models, checkpoints, prediction, training and the dense CRF (torch, no Qt)."""
