@@ -1,0 +1,129 @@
+"""Model registry: DeepLab v3 / v3+ on ResNet-50/101 and MobileNetV2 (VainF naming).
+
+>>> model = build_model("deeplabv3plus_mobilenet", num_classes=21, output_stride=16)
+>>> model.eval()(torch.zeros(1, 3, 97, 131)).shape     # logits at input size
+torch.Size([1, 21, 97, 131])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import FeatureExtractor, mobilenet_v2_backbone, resnet_backbone, set_backbone_output_stride
+from .blocks import DeepLabHead, DeepLabHeadV3Plus, aspp_rates
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What a registered architecture is made of."""
+
+    name: str
+    head: str  # "deeplabv3" or "deeplabv3plus"
+    backbone: str  # "resnet50", "resnet101" or "mobilenetv2"
+    in_channels: int
+    low_level_channels: int
+
+
+class DeepLabV3(nn.Module):
+    """Backbone + head; ``forward`` returns logits N×C×H×W at the input size (bilinear).
+
+    Besides the weights it remembers how it was built (``arch``, ``num_classes``,
+    ``output_stride``, ``separable``, ``decoder_convs``) so checkpoints can describe it.
+    """
+
+    def __init__(self, backbone: FeatureExtractor, classifier: nn.Module, *, arch: str,
+                 num_classes: int, output_stride: int, separable: bool, decoder_convs: int):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.arch = arch
+        self.num_classes = num_classes
+        self.output_stride = output_stride
+        self.separable = separable
+        self.decoder_convs = decoder_convs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        logits = self.classifier(self.backbone(x))
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    @property
+    def aspp(self) -> nn.Module:
+        return self.classifier.aspp
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+
+
+def register_arch(spec: ArchSpec) -> ArchSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"architecture {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+for _head in ("deeplabv3plus", "deeplabv3"):
+    register_arch(ArchSpec(f"{_head}_resnet50", _head, "resnet50", 2048, 256))
+    register_arch(ArchSpec(f"{_head}_resnet101", _head, "resnet101", 2048, 256))
+    register_arch(ArchSpec(f"{_head}_mobilenet", _head, "mobilenetv2", 320, 24))
+
+
+def list_archs() -> list[str]:
+    """Registered architecture names, e.g. ``deeplabv3plus_resnet50``."""
+    return list(_REGISTRY)
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    try:
+        return _REGISTRY[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+_BACKBONES: dict[str, Callable[..., FeatureExtractor]] = {
+    "resnet50": lambda **kw: resnet_backbone(50, **kw),
+    "resnet101": lambda **kw: resnet_backbone(101, **kw),
+    "mobilenetv2": mobilenet_v2_backbone,
+}
+
+
+def build_model(arch: str, *, num_classes: int, output_stride: int = 16,
+                pretrained_backbone: bool = False, separable: bool = False,
+                decoder_convs: int = 1) -> DeepLabV3:
+    """Build a DeepLab model with VainF/DeepLabV3Plus-Pytorch parameter names.
+
+    ``output_stride`` 16 (ASPP rates 6/12/18) or 8 (12/24/36); ``pretrained_backbone`` loads
+    torchvision's ImageNet weights (offline: warning, random init); ``separable`` uses
+    depthwise-separable 3×3 convs in ASPP and decoder; ``decoder_convs=2`` is the paper's
+    decoder (two 3×3 convs, v3+ only). Returns the model in training mode.
+    """
+    spec = arch_spec(arch)
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if decoder_convs != 1 and spec.head != "deeplabv3plus":
+        raise ValueError("decoder_convs applies to deeplabv3plus_* models only")
+    rates = aspp_rates(output_stride)
+    plus = spec.head == "deeplabv3plus"
+    backbone = _BACKBONES[spec.backbone](output_stride=output_stride, low_level=plus,
+                                         pretrained=pretrained_backbone)
+    if plus:
+        head: nn.Module = DeepLabHeadV3Plus(spec.in_channels, spec.low_level_channels, num_classes,
+                                            rates, separable=separable, decoder_convs=decoder_convs)
+    else:
+        head = DeepLabHead(spec.in_channels, num_classes, rates, separable=separable)
+    return DeepLabV3(backbone, head, arch=arch, num_classes=int(num_classes),
+                     output_stride=output_stride, separable=separable, decoder_convs=decoder_convs)
+
+
+def set_output_stride(model: DeepLabV3, output_stride: int) -> DeepLabV3:
+    """Switch a built model between output stride 8 and 16 in place (same weights)."""
+    rates = aspp_rates(output_stride)
+    set_backbone_output_stride(model.backbone, output_stride)
+    model.aspp.set_rates(rates)
+    model.output_stride = output_stride
+    return model
