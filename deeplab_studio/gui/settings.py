@@ -1,0 +1,72 @@
+"""Remembered settings (`QSettings`): window geometry and docks, recent folders, last image per
+folder. Brush size, opacity and tool are stored by the window as they change. Tests pass their
+own `QSettings` (an INI file in a temporary folder), never the user's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+ORG, APP = "DeepLabStudio", "DeepLab Studio"
+MAX_RECENT = 10
+
+
+def default_settings() -> QSettings:
+    return QSettings(ORG, APP)
+
+
+def _list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value]
+
+
+def recent_folders(settings: QSettings) -> list[str]:
+    return _list(settings.value("recent_folders"))
+
+
+def add_recent(settings: QSettings, folder: str) -> None:
+    folder = str(Path(folder))
+    items = [folder] + [f for f in recent_folders(settings) if f != folder]
+    settings.setValue("recent_folders", items[:MAX_RECENT])
+    settings.setValue("last_folder", folder)
+
+
+def last_folder(settings: QSettings) -> str | None:
+    folder = settings.value("last_folder")
+    return str(folder) if folder and Path(str(folder)).is_dir() else None
+
+
+def _folder_key(folder: str) -> str:
+    return "last_image/" + str(Path(folder)).replace("/", "|").replace("\\", "|")
+
+
+def last_image(settings: QSettings, folder: str) -> str | None:
+    v = settings.value(_folder_key(folder))
+    return str(v) if v else None
+
+
+def set_last_image(settings: QSettings, folder: str, path: str) -> None:
+    settings.setValue(_folder_key(folder), path)
+
+
+def restore_window(window) -> None:
+    geometry = window.settings.value("geometry")
+    if geometry is not None:
+        window.restoreGeometry(geometry)
+    else:
+        window.resize(1400, 900)
+    state = window.settings.value("window_state")
+    if state is not None:
+        window.restoreState(state)
+    window.set_overlay_visible(str(window.settings.value("overlay_visible", "true")).lower() != "false")
+
+
+def save_window(window) -> None:
+    window.settings.setValue("geometry", window.saveGeometry())
+    window.settings.setValue("window_state", window.saveState())
+    window.settings.setValue("overlay_visible", window.canvas.overlay.isVisible())
+    window.settings.sync()

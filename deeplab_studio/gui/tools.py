@@ -1,0 +1,263 @@
+"""Annotation tools (Qt-free): brush, eraser, fill, polygon, picker.
+
+The canvas turns mouse events into image points (x, y) and calls `press/move/release`. Tools
+write through the core at once (rasterised immediately, edit mask marked) and hand one finished
+change per stroke/fill/polygon to `ToolContext.commit`, which makes it an undo command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from deeplab_studio.core.brush import paint_disk, paint_line
+from deeplab_studio.core.fill import fill_mask, flood_region, polygon_mask
+from deeplab_studio.core.labels import BACKGROUND, IGNORE
+from deeplab_studio.core.patches import MaskPatch, StrokeRecorder
+from deeplab_studio.gui.document import AnnotationDocument
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Mods:
+    """Keyboard modifiers held during a pointer event."""
+
+    shift: bool = False
+    ctrl: bool = False
+    alt: bool = False
+
+
+@dataclass
+class ToolContext:
+    """What tools read and call; owned by the main window."""
+
+    document: Callable[[], AnnotationDocument | None]
+    commit: Callable[[str, MaskPatch | None, MaskPatch | None], None]
+    pick: Callable[[int], None] = lambda value: None
+    preview_changed: Callable[[], None] = lambda: None
+    active_class: int = 1
+    brush_size: int = 20
+    background_only: bool = False
+
+    @property
+    def radius(self) -> int:
+        """Disk radius for the brush size in pixels (the disk is 2r+1 pixels across)."""
+        return max(0, int(self.brush_size) // 2)
+
+
+class Tool:
+    """Base tool: ignores everything."""
+
+    name = ""
+    title = ""
+    shows_brush = False
+
+    def __init__(self, ctx: ToolContext) -> None:
+        self.ctx = ctx
+
+    def press(self, p: Point, mods: Mods) -> None: ...
+    def move(self, p: Point, mods: Mods) -> None: ...
+    def release(self, p: Point, mods: Mods) -> None: ...
+    def double_click(self, p: Point, mods: Mods) -> None: ...
+
+    def finish(self) -> bool:
+        """Enter pressed: complete a pending action. True if the key was used."""
+        return False
+
+    def cancel(self) -> bool:
+        """Esc pressed (or the tool/image changes): drop a pending action. True if used."""
+        return False
+
+    @property
+    def busy(self) -> bool:
+        return False
+
+
+class BrushTool(Tool):
+    """Paints a gap-free capsule stroke of the active class; one undo step per stroke."""
+
+    name, title, shows_brush = "brush", "Brush", True
+
+    def __init__(self, ctx: ToolContext) -> None:
+        super().__init__(ctx)
+        self._doc: AnnotationDocument | None = None
+        self._last: Point | None = None
+        self._recorders: tuple[StrokeRecorder, StrokeRecorder] | None = None
+        self._protect: np.ndarray | None = None
+        self._value = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._doc is not None
+
+    def value(self, mods: Mods) -> int:
+        return self.ctx.active_class
+
+    def protect_for(self, doc: AnnotationDocument) -> np.ndarray | None:
+        return doc.labels != BACKGROUND if self.ctx.background_only else None
+
+    def press(self, p: Point, mods: Mods) -> None:
+        doc = self.ctx.document()
+        if doc is None:
+            return
+        self._doc, self._last, self._value = doc, p, self.value(mods)
+        self._recorders = (StrokeRecorder(doc.labels), StrokeRecorder(doc.edit_mask))
+        self._protect = self.protect_for(doc)
+        bbox = paint_disk(doc.labels, p, self.ctx.radius, self._value, protect=self._protect,
+                          edit_mask=doc.edit_mask, recorders=self._recorders)
+        doc.notify(bbox)
+
+    def move(self, p: Point, mods: Mods) -> None:
+        doc = self._doc
+        if doc is None or self._last is None:
+            return
+        bbox = paint_line(doc.labels, self._last, p, self.ctx.radius, self._value,
+                          protect=self._protect, edit_mask=doc.edit_mask, recorders=self._recorders)
+        self._last = p
+        doc.notify(bbox)
+
+    def release(self, p: Point, mods: Mods) -> None:
+        if self._doc is None:
+            return
+        if p != self._last:
+            self.move(p, mods)
+        rec_labels, rec_edit = self._recorders
+        lp, ep = rec_labels.finish(), rec_edit.finish()
+        self._doc = self._last = self._recorders = self._protect = None
+        if lp is not None or ep is not None:
+            self.ctx.commit(f"{self.title} stroke", lp, ep)
+
+    def cancel(self) -> bool:
+        if self._doc is None:
+            return False
+        self.release(self._last or (0.0, 0.0), Mods())
+        return True
+
+
+class EraserTool(BrushTool):
+    """Paints background; with Shift held at the press, paints ignore (255)."""
+
+    name, title = "eraser", "Eraser"
+
+    def value(self, mods: Mods) -> int:
+        return IGNORE if mods.shift else BACKGROUND
+
+    def protect_for(self, doc: AnnotationDocument) -> np.ndarray | None:
+        return None
+
+
+def _commit_fill(ctx: ToolContext, doc: AnnotationDocument, region: np.ndarray, title: str) -> None:
+    protect = doc.labels != BACKGROUND if ctx.background_only else None
+    result = fill_mask(doc.labels, region, ctx.active_class, protect=protect, edit_mask=doc.edit_mask)
+    if result is None:
+        return
+    lp, ep = result
+    doc.notify(_bbox_union(lp, ep))
+    ctx.commit(title, lp, ep)
+
+
+def _bbox_union(a: MaskPatch | None, b: MaskPatch | None):
+    boxes = [p.bbox for p in (a, b) if p is not None]
+    return (min(v[0] for v in boxes), min(v[1] for v in boxes),
+            max(v[2] for v in boxes), max(v[3] for v in boxes)) if boxes else None
+
+
+class FillTool(Tool):
+    """Fills the 4-connected region of equal label under the click with the active class."""
+
+    name, title = "fill", "Fill"
+
+    def press(self, p: Point, mods: Mods) -> None:
+        doc = self.ctx.document()
+        if doc is None or not doc.contains(*p):
+            return
+        _commit_fill(self.ctx, doc, flood_region(doc.labels, p), "Fill")
+
+
+class PolygonTool(Tool):
+    """Click vertices; Enter or double-click closes and fills; Esc cancels."""
+
+    name, title = "polygon", "Polygon"
+
+    def __init__(self, ctx: ToolContext) -> None:
+        super().__init__(ctx)
+        self.points: list[Point] = []
+        self.hover: Point | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.points)
+
+    def press(self, p: Point, mods: Mods) -> None:
+        if self.ctx.document() is None:
+            return
+        if not self.points or self.points[-1] != p:
+            self.points.append(p)
+        self.ctx.preview_changed()
+
+    def move(self, p: Point, mods: Mods) -> None:
+        if self.points:
+            self.hover = p
+            self.ctx.preview_changed()
+
+    def double_click(self, p: Point, mods: Mods) -> None:
+        self.finish()
+
+    def finish(self) -> bool:
+        doc = self.ctx.document()
+        pts, self.points, self.hover = self.points, [], None
+        self.ctx.preview_changed()
+        if doc is None or len(pts) < 3:
+            return bool(pts)
+        region = polygon_mask(doc.labels.shape, pts)
+        _commit_fill(self.ctx, doc, region, "Polygon")
+        return True
+
+    def cancel(self) -> bool:
+        had = bool(self.points)
+        self.points, self.hover = [], None
+        self.ctx.preview_changed()
+        return had
+
+
+class PickerTool(Tool):
+    """Makes the class under the click the active class."""
+
+    name, title = "picker", "Picker"
+
+    def press(self, p: Point, mods: Mods) -> None:
+        doc = self.ctx.document()
+        value = doc.label_at(*p) if doc is not None else None
+        if value is not None:
+            self.ctx.pick(value)
+
+
+TOOL_CLASSES: dict[str, type[Tool]] = {
+    cls.name: cls for cls in (BrushTool, EraserTool, FillTool, PolygonTool, PickerTool)
+}
+
+
+@dataclass
+class ToolBox:
+    """All tools sharing one context, and which one is active."""
+
+    ctx: ToolContext
+    tools: dict[str, Tool] = field(init=False)
+    active_name: str = "brush"
+
+    def __post_init__(self) -> None:
+        self.tools = {name: cls(self.ctx) for name, cls in TOOL_CLASSES.items()}
+
+    @property
+    def active(self) -> Tool:
+        return self.tools[self.active_name]
+
+    def select(self, name: str) -> None:
+        if name not in self.tools:
+            raise KeyError(f"no tool called {name!r}")
+        if name != self.active_name:
+            self.active.cancel()
+            self.active_name = name
