@@ -1,0 +1,127 @@
+"""Atomic file writes: a crash at any moment leaves either the old or the new file, never a torn one.
+
+Each write goes to a temporary file in the same folder, named `.<name>.tmp-<pid>-<random>`, is
+flushed and fsync'ed, renamed over the target with `os.replace`, and the folder is fsync'ed so the
+rename itself is durable. Leftovers of an interrupted write are hidden files with that pattern:
+readers ignore them and `cleanup_temp_files` removes the ones whose writer process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+_TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")
+
+
+def temp_name_for(path: Path) -> Path:
+    """A fresh temporary path beside `path` in the recognisable leftover pattern."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def is_temp_file(name: str) -> bool:
+    """True for names made by `temp_name_for` (leftovers of an interrupted write)."""
+    return _TEMP_RE.match(name) is not None
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name_for(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> None:
+    """Replace `path` with `text` atomically (`\\n` line ends on every platform)."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> None:
+    """Replace `path` with `obj` as UTF-8 JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def atomic_copy_file(src: str | Path, dst: str | Path) -> None:
+    """Copy the bytes of `src` to `dst` atomically, streaming (no whole-file buffer)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name_for(dst)
+    try:
+        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_dir(dst.parent)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but not ours, or cannot tell: leave its file alone
+    return True
+
+
+def cleanup_temp_files(folder: str | Path, *, recursive: bool = False) -> int:
+    """Delete leftovers of interrupted writes in `folder`; returns how many were removed.
+
+    Files whose writer process is still alive (including this one) are kept.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    walker = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
+    for root, _dirs, files in walker:
+        for name in files:
+            m = _TEMP_RE.match(name)
+            if m and not _pid_alive(int(m.group(1))):
+                try:
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
