@@ -1,0 +1,196 @@
+"""CRF panel: the dense CRF's parameters as sliders, a debounced live preview, Apply / Revert.
+
+Moving a slider restarts a short timer; when it fires, `refine_labels` runs on the current label
+map in the thread pool (human pixels protected) and the preview shows the result blended over
+the image, with the number of pixels it would change. Apply writes it as one undoable command
+and keeps the parameters for later proposals and Snap to edges; Revert drops the preview and
+returns the sliders to the last applied parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider,
+                               QVBoxLayout, QWidget)
+
+DEBOUNCE_MS = 300
+PREVIEW_SIDE = 320
+
+# field, label, minimum, maximum, scale (slider int / scale = value)
+SLIDERS: tuple[tuple[str, str, float, float, int], ...] = (
+    ("iterations", "Iterations", 1, 15, 1),
+    ("bilateral_compat", "Edge weight", 0, 15, 2),
+    ("bilateral_sxy", "Edge range (px)", 5, 150, 1),
+    ("bilateral_srgb", "Colour tolerance", 1, 30, 1),
+    ("gaussian_compat", "Smoothness weight", 0, 10, 2),
+    ("gaussian_sxy", "Smoothness range (px)", 1, 10, 2),
+    ("hard_confidence", "Trust in labels", 0.5, 0.99, 100),
+)
+
+
+def _default_params():
+    from deeplab_studio.ml.crf import CRFParams
+
+    return CRFParams()
+
+
+class CRFPanel(QWidget):
+    previewReady = Signal(int)  # changed pixel count
+    applied = Signal()
+
+    def __init__(self, controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.link = controller.link
+        self.applied_params = controller.crf_params or _default_params()
+        self.preview: np.ndarray | None = None
+        self._preview_key: tuple | None = None
+        self._serial = 0
+        self._sliders: dict[str, QSlider] = {}
+        self._values: dict[str, QLabel] = {}
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.run_preview)
+        self._build()
+        self.set_params(self.applied_params)
+
+    def _build(self) -> None:
+        form = QFormLayout()
+        for name, title, lo, hi, scale in SLIDERS:
+            s = QSlider(Qt.Orientation.Horizontal)
+            s.setRange(int(round(lo * scale)), int(round(hi * scale)))
+            s.valueChanged.connect(self._on_slider)
+            value = QLabel()
+            value.setMinimumWidth(36)
+            row = QHBoxLayout()
+            row.addWidget(s, 1)
+            row.addWidget(value)
+            form.addRow(title, row)
+            self._sliders[name], self._values[name] = s, value
+        self.preview_label = QLabel("Move a slider to preview the CRF on this image.")
+        self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview_label.setMinimumHeight(120)
+        self.preview_label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.apply_button = QPushButton("Apply")
+        self.revert_button = QPushButton("Revert")
+        self.defaults_button = QPushButton("Defaults")
+        self.apply_button.clicked.connect(self.apply)
+        self.revert_button.clicked.connect(self.revert)
+        self.defaults_button.clicked.connect(lambda: (self.set_params(_default_params()), self._on_slider()))
+        self.apply_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        for b in (self.apply_button, self.revert_button, self.defaults_button):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.preview_label, 1)
+        layout.addWidget(self.info)
+        layout.addLayout(buttons)
+
+    # --- parameters --------------------------------------------------------------------------
+    def set_params(self, params) -> None:
+        for name, _, _, _, scale in SLIDERS:
+            s = self._sliders[name]
+            s.blockSignals(True)
+            s.setValue(int(round(getattr(params, name) * scale)))
+            s.blockSignals(False)
+            self._show_value(name)
+        self._base = params
+
+    def params(self):
+        values = {}
+        for name, _, _, _, scale in SLIDERS:
+            v = self._sliders[name].value() / scale
+            values[name] = int(v) if name == "iterations" else float(v)
+        return replace(self._base, **values)
+
+    def _show_value(self, name: str) -> None:
+        scale = next(s for n, *_, s in SLIDERS if n == name)
+        v = self._sliders[name].value() / scale
+        self._values[name].setText(f"{v:g}")
+
+    def _on_slider(self, *_) -> None:
+        for name in self._sliders:
+            self._show_value(name)
+        self._timer.start()  # debounce: restart on every move
+
+    # --- preview -----------------------------------------------------------------------------
+    def run_preview(self) -> None:
+        """Refine the current label map with the sliders' parameters (in the thread pool)."""
+        from deeplab_studio.gui.model_controller import run_crf_async
+
+        doc = self.link.document()
+        if doc is None:
+            return
+        self._serial += 1
+        token = (self._serial, doc.key, doc.labels.copy())
+        self.info.setText("Computing preview…")
+        run_crf_async(self, token, doc.image, doc.labels, doc.edit_mask, self.params(), self._on_preview)
+
+    def _on_preview(self, token, result) -> None:
+        serial, key, before = token
+        doc = self.link.document()
+        if serial != self._serial or doc is None or doc.key != key:
+            return
+        if isinstance(result, Exception):
+            self.info.setText(f"CRF failed: {result}")
+            return
+        if not np.array_equal(doc.labels, before):  # the user painted meanwhile: recompute
+            self._timer.start()
+            return
+        self.preview, self._preview_key = result, (key, before)
+        changed = int(np.count_nonzero(result != doc.labels))
+        self.preview_label.setPixmap(self._thumbnail(doc, result))
+        self.info.setText(f"{changed} pixels would change ({100.0 * changed / result.size:.2f} %).")
+        self.apply_button.setEnabled(changed > 0)
+        self.previewReady.emit(changed)
+
+    def _thumbnail(self, doc, labels: np.ndarray) -> QPixmap:
+        h, w = labels.shape
+        step = max(1, int(np.ceil(max(h, w) / PREVIEW_SIDE)))
+        img = doc.image[::step, ::step].astype(np.uint16)
+        colors = doc.labelset.colorize(labels[::step, ::step]).astype(np.uint16)
+        obj = (labels[::step, ::step] != 0)[..., None]
+        blend = np.where(obj, (img + colors) // 2, img).astype(np.uint8)
+        blend = np.ascontiguousarray(blend)
+        qimg = QImage(blend.data, blend.shape[1], blend.shape[0], blend.strides[0], QImage.Format.Format_RGB888)
+        return QPixmap.fromImage(qimg.copy())
+
+    # --- apply / revert ----------------------------------------------------------------------
+    def apply(self) -> bool:
+        """Write the preview as one undoable command and keep its parameters."""
+        doc = self.link.document()
+        if self.preview is None or doc is None or self._preview_key is None:
+            return False
+        key, before = self._preview_key
+        if doc.key != key or not np.array_equal(doc.labels, before):
+            self.info.setText("The image changed since the preview; computing it again.")
+            self._timer.start()
+            return False
+        self.applied_params = self.params()
+        self.controller.crf_params = self.applied_params
+        self.link.apply_proposal(self.preview, "CRF refine")
+        self._clear_preview("Applied. These parameters are used for proposals and Snap to edges.")
+        self.applied.emit()
+        return True
+
+    def revert(self) -> None:
+        """Drop the preview and go back to the last applied parameters."""
+        self._timer.stop()
+        self._serial += 1
+        self.set_params(self.applied_params)
+        self._clear_preview("Reverted to the applied parameters.")
+
+    def _clear_preview(self, text: str) -> None:
+        self.preview, self._preview_key = None, None
+        self.preview_label.clear()
+        self.preview_label.setText("Move a slider to preview the CRF on this image.")
+        self.info.setText(text)
+        self.apply_button.setEnabled(False)

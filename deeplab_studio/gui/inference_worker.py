@@ -1,0 +1,481 @@
+"""The inference worker: one long-lived `QObject` on its own `QThread` that owns the Predictor.
+
+Main-thread code talks to `InferenceClient` only. It queues jobs (load a model, propose a label
+map for one image, a batch of images), each with a request id; the worker runs them one at a
+time in priority order (interactive before pre-compute before batch) and answers with signals.
+Only numpy arrays, strings and numbers cross the thread boundary.
+
+- torch and the ml package are imported lazily inside the worker thread, on its first job.
+- A result for an image the user has left, or for an older request of the same image, is dropped
+  by the client (`proposalReady` never fires for it).
+- Cancel works between images and, through the Predictor's cancel hook, between tiles.
+- Errors (bad checkpoint, CUDA out of memory, unreadable image) come back as `failed` signals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+# job priorities: lower runs first
+INTERACTIVE, PREFETCH, BATCH = 0, 1, 2
+
+
+@dataclass
+class Job:
+    """One unit of work for the worker thread (plain data only)."""
+
+    kind: str  # "load" | "predict"
+    request_id: int
+    key: str = ""
+    image: np.ndarray | None = None  # uint8 H×W×3; or read from `path` in the worker
+    path: str = ""
+    priority: int = INTERACTIVE
+    batch_id: int | None = None
+    crf: bool = False
+    crf_params: Any = None  # ml.crf.CRFParams (a plain dataclass) or None
+    lut: np.ndarray | None = None  # 256-entry uint8 model-class -> project-class table
+    device: str = "auto"
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Proposal:
+    """A finished proposal: labels in project classes and the model's per-pixel confidence."""
+
+    request_id: int
+    key: str
+    labels: np.ndarray  # uint8 H×W
+    confidence: np.ndarray  # uint8 H×W, max softmax probability × 255
+    priority: int
+    batch_id: int | None
+    seconds: float
+    refined: bool
+
+    @property
+    def mean_uncertainty(self) -> float:
+        """1 − mean confidence, in [0, 1]."""
+        return 1.0 - float(self.confidence.mean()) / 255.0
+
+
+@dataclass
+class JobFailure:
+    request_id: int
+    key: str
+    kind: str
+    message: str
+    batch_id: int | None = None
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for an exception raised while loading or predicting."""
+    text = str(exc).strip() or type(exc).__name__
+    if "out of memory" in text.lower():
+        return f"Out of memory on the device: {text.splitlines()[0]}. Try the CPU or a smaller tile size."
+    name = type(exc).__name__
+    if name in ("CheckpointError", "ImageReadError", "ProjectError"):
+        return text
+    return f"{name}: {text}"
+
+
+class InferenceWorker(QObject):
+    """Lives in the worker thread; pops jobs from the shared queue and runs them."""
+
+    modelLoaded = Signal(object)  # dict with arch, classes, device...
+    devicesProbed = Signal(object)  # list of (device name, label)
+    resultReady = Signal(object)  # Proposal
+    failed = Signal(object)  # JobFailure
+    cancelled = Signal(object)  # Job (without its arrays)
+    _wake = Signal()
+
+    def __init__(self, queue: "JobQueue") -> None:
+        super().__init__()
+        self._queue = queue
+        self._predictor = None
+        self._loaded = None
+        self.current: Job | None = None
+        self._wake.connect(self.pump)
+
+    @Slot()
+    def pump(self) -> None:
+        """Run one job, then post another pump so queued signals are handled in between."""
+        job = self._queue.pop()
+        if job is None:
+            return
+        self.current = job
+        try:
+            if job.kind == "load":
+                self._load(job)
+            elif job.kind == "probe":
+                self.devicesProbed.emit(probe_devices())
+            else:
+                self._predict(job)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a signal
+            if type(exc).__name__ == "PredictionCancelled" or job.cancelled.is_set():
+                self.cancelled.emit(_strip(job))
+            else:
+                self.failed.emit(JobFailure(job.request_id, job.key, job.kind, describe_error(exc), job.batch_id))
+        finally:
+            self.current = None
+        if len(self._queue):
+            self._wake.emit()
+
+    # --- jobs ----------------------------------------------------------------------------
+    def _load(self, job: Job) -> None:
+        from deeplab_studio.ml.checkpoints import load_checkpoint
+        from deeplab_studio.ml.predictor import Predictor, resolve_device
+
+        device = resolve_device(job.device)
+        loaded = load_checkpoint(job.path, device="cpu")
+        predictor = Predictor(loaded, device=str(device))
+        self._predictor, self._loaded = predictor, loaded
+        self.modelLoaded.emit(model_info(loaded, job.path, str(device)) | {"request_id": job.request_id})
+
+    def _predict(self, job: Job) -> None:
+        if self._predictor is None:
+            raise RuntimeError("no model is loaded (Model → Open model…)")
+        if job.cancelled.is_set():
+            raise _Cancelled()
+        t0 = time.perf_counter()
+        image = job.image
+        if image is None:
+            from deeplab_studio.storage.images import read_image
+
+            image = read_image(job.path)
+        pred = self._predictor.predict(image, cancel=job.cancelled.is_set)
+        if job.cancelled.is_set():
+            raise _Cancelled()
+        labels = pred.labels
+        refined = False
+        if job.crf:
+            from deeplab_studio.ml.crf import refine
+
+            labels = refine(image, pred.probs, params=job.crf_params)
+            refined = True
+        if job.lut is not None:
+            labels = job.lut[labels]
+        conf = np.clip(np.asarray(pred.confidence, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        self.resultReady.emit(Proposal(job.request_id, job.key, np.ascontiguousarray(labels, dtype=np.uint8),
+                                       conf, job.priority, job.batch_id, time.perf_counter() - t0, refined))
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _strip(job: Job) -> Job:
+    return Job(job.kind, job.request_id, job.key, None, job.path, job.priority, job.batch_id)
+
+
+def model_info(loaded, path: str, device: str) -> dict:
+    """Plain description of a loaded checkpoint and the device it runs on."""
+    info = {
+        "path": str(path),
+        "arch": loaded.arch,
+        "num_classes": int(loaded.num_classes),
+        "class_names": list(loaded.class_names) if loaded.class_names else None,
+        "class_colors": [tuple(c) for c in loaded.class_colors] if getattr(loaded, "class_colors", None) else None,
+        "output_stride": getattr(loaded, "output_stride", None),
+        "device": device,
+    }
+    info["device_label"] = device_label(device)
+    return info
+
+
+def device_label(device: str) -> str:
+    """'CPU' or 'CUDA: <GPU name>, <memory> GB' (torch must already be imported by the caller)."""
+    if not device.startswith("cuda"):
+        return device.upper()
+    import torch
+
+    idx = torch.device(device).index or 0
+    props = torch.cuda.get_device_properties(idx)
+    return f"CUDA: {props.name}, {props.total_memory / 2**30:.1f} GB"
+
+
+def probe_devices() -> list[tuple[str, str]]:
+    """[(device, label)]: "auto", "cpu", then each CUDA GPU with its name and memory, and MPS."""
+    import torch
+
+    from deeplab_studio.ml.predictor import resolve_device
+
+    auto = str(resolve_device("auto"))
+    out = [("auto", f"Auto ({device_label(auto)})"), ("cpu", "CPU")]
+    if torch.cuda.is_available():
+        out += [(f"cuda:{i}", device_label(f"cuda:{i}")) for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append(("mps", "Apple MPS"))
+    return out
+
+
+class JobQueue:
+    """Thread-safe priority queue shared by the client (producer) and the worker (consumer)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: list[Job] = []
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def push(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+
+    def pop(self) -> Job | None:
+        with self._lock:
+            if not self._jobs:
+                return None
+            best = min(range(len(self._jobs)), key=lambda i: (self._jobs[i].priority, i))
+            return self._jobs.pop(best)
+
+    def remove(self, predicate) -> list[Job]:
+        """Take out (and return) every queued job for which `predicate(job)` is true."""
+        with self._lock:
+            gone = [j for j in self._jobs if predicate(j)]
+            self._jobs = [j for j in self._jobs if not predicate(j)]
+        return gone
+
+
+@dataclass
+class BatchState:
+    batch_id: int
+    total: int
+    done: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def rate_and_eta(self) -> tuple[float, float]:
+        """Images per second so far and estimated seconds left."""
+        elapsed = max(time.perf_counter() - self.started, 1e-6)
+        finished = self.done + self.failed
+        rate = finished / elapsed
+        eta = (self.total - finished) / rate if rate > 0 else float("nan")
+        return rate, eta
+
+
+class InferenceClient(QObject):
+    """Main-thread side: queues requests, drops stale results, tracks batches.
+
+    `proposalReady(Proposal)` fires only for results still wanted: an interactive result only for
+    the image that is current (`set_current_key`) and only for the newest request of that image;
+    pre-compute and batch results only when no newer request for that image was made.
+    """
+
+    proposalReady = Signal(object)  # Proposal
+    failed = Signal(object)  # JobFailure
+    modelLoaded = Signal(object)  # dict
+    modelFailed = Signal(str)
+    devicesProbed = Signal(object)  # list of (device, label)
+    batchProgress = Signal(int, int, int, float, float)  # batch id, finished, total, images/s, eta s
+    batchFinished = Signal(int, int, int, bool)  # batch id, done, failed, cancelled
+    busyChanged = Signal(bool)
+    dropped = Signal(object)  # Proposal that arrived stale (for tests and the status bar)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._queue = JobQueue()
+        self._thread: QThread | None = None
+        self._worker: InferenceWorker | None = None
+        self._latest: dict[str, int] = {}
+        self._live: dict[int, Job] = {}  # request id -> job queued or running
+        self._batches: dict[int, BatchState] = {}
+        self.current_key: str | None = None
+        self.model: dict | None = None
+        self._was_busy = False
+
+    # --- life cycle ----------------------------------------------------------------------
+    def _ensure_thread(self) -> InferenceWorker:
+        if self._worker is None:
+            self._thread = QThread()
+            self._thread.setObjectName("deeplab-inference")
+            self._worker = InferenceWorker(self._queue)
+            self._worker.moveToThread(self._thread)
+            self._worker.resultReady.connect(self._on_result)
+            self._worker.failed.connect(self._on_failed)
+            self._worker.cancelled.connect(self._on_cancelled)
+            self._worker.modelLoaded.connect(self._on_model_loaded)
+            self._worker.devicesProbed.connect(self._on_devices)
+            self._thread.start()
+        return self._worker
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._live)
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Cancel everything and join the thread; True when it ended in time."""
+        self.cancel_all()
+        if self._thread is None:
+            return True
+        self._thread.quit()
+        ok = self._thread.wait(timeout_ms)
+        self._worker = None
+        self._thread = None
+        return bool(ok)
+
+    # --- requests ------------------------------------------------------------------------
+    def _submit(self, job: Job) -> int:
+        worker = self._ensure_thread()
+        self._live[job.request_id] = job
+        if job.kind == "predict":
+            self._latest[job.key] = job.request_id
+        self._queue.push(job)
+        worker._wake.emit()
+        if not self._was_busy:
+            self._was_busy = True
+            self.busyChanged.emit(True)
+        return job.request_id
+
+    def probe_devices(self) -> int:
+        """Ask the worker which devices exist (answered by `devicesProbed`)."""
+        return self._submit(Job("probe", next(self._ids), priority=INTERACTIVE))
+
+    def load_model(self, path: str, device: str = "auto") -> int:
+        """Load a checkpoint in the worker (replaces the current model once it succeeds)."""
+        return self._submit(Job("load", next(self._ids), path=str(path), device=device))
+
+    def request(self, key: str, *, image: np.ndarray | None = None, path: str = "", priority: int = INTERACTIVE,
+                crf: bool = False, crf_params=None, lut: np.ndarray | None = None, batch_id: int | None = None) -> int:
+        """Ask for a proposal for image `key` (pass the pixels, or a path the worker reads)."""
+        if image is None and not path:
+            raise ValueError("a proposal request needs an image array or a path")
+        if priority == INTERACTIVE:  # a new interactive request supersedes older ones for the same key
+            self._cancel_where(lambda j: j.kind == "predict" and j.key == key and j.priority == INTERACTIVE)
+        job = Job("predict", next(self._ids), key, image, str(path), priority, batch_id, crf, crf_params, lut)
+        return self._submit(job)
+
+    def start_batch(self, items: list[tuple[str, str]], *, crf: bool = False, crf_params=None,
+                    lut: np.ndarray | None = None) -> int:
+        """Queue (key, image path) pairs as one batch; returns the batch id."""
+        batch_id = next(self._ids)
+        self._batches[batch_id] = BatchState(batch_id, len(items))
+        for key, path in items:
+            self.request(key, path=path, priority=BATCH, crf=crf, crf_params=crf_params, lut=lut, batch_id=batch_id)
+        if not items:
+            self._finish_batch(batch_id, cancelled=False)
+        return batch_id
+
+    def promote(self, key: str) -> bool:
+        """Turn a queued or running pre-compute for `key` into an interactive request."""
+        rid = self._latest.get(key)
+        job = self._live.get(rid) if rid is not None else None
+        if job is None or job.priority != PREFETCH:
+            return False
+        job.priority = INTERACTIVE
+        return True
+
+    def pending(self, key: str) -> bool:
+        """Whether a proposal for `key` is queued or running."""
+        return any(j.kind == "predict" and j.key == key for j in self._live.values())
+
+    def set_current_key(self, key: str | None) -> None:
+        """The user is now looking at `key`: interactive work for other images is cancelled."""
+        self.current_key = key
+        self._cancel_where(lambda j: j.kind == "predict" and j.priority == INTERACTIVE and j.key != key)
+
+    # --- cancelling ----------------------------------------------------------------------
+    def _cancel_where(self, predicate) -> int:
+        n = 0
+        for job in self._queue.remove(predicate):
+            self._live.pop(job.request_id, None)
+            self._count_batch(job.batch_id, failed=False, cancelled=True)
+            n += 1
+        worker = self._worker
+        running = worker.current if worker is not None else None
+        if running is not None and predicate(running):
+            running.cancelled.set()
+            n += 1
+        self._emit_idle()
+        return n
+
+    def cancel_batch(self, batch_id: int) -> None:
+        state = self._batches.get(batch_id)
+        if state is not None:
+            state.total = state.done + state.failed  # nothing more is expected
+        self._cancel_where(lambda j: j.batch_id == batch_id)
+        if batch_id in self._batches and not any(j.batch_id == batch_id for j in self._live.values()):
+            self._finish_batch(batch_id, cancelled=True)
+
+    def cancel_all(self) -> None:
+        for batch_id in list(self._batches):
+            self.cancel_batch(batch_id)
+        self._cancel_where(lambda j: True)
+
+    # --- results (queued from the worker thread) ----------------------------------------
+    def _is_wanted(self, p: Proposal) -> bool:
+        if self._latest.get(p.key) != p.request_id:
+            return False
+        return p.priority != INTERACTIVE or p.key == self.current_key
+
+    @Slot(object)
+    def _on_result(self, p: Proposal) -> None:
+        self._live.pop(p.request_id, None)
+        if self._is_wanted(p):
+            self.proposalReady.emit(p)
+        else:
+            self.dropped.emit(p)
+        self._count_batch(p.batch_id, failed=False)
+        self._emit_idle()
+
+    @Slot(object)
+    def _on_failed(self, f: JobFailure) -> None:
+        self._live.pop(f.request_id, None)
+        if f.kind == "load":
+            self.modelFailed.emit(f.message)
+        else:
+            self.failed.emit(f)
+            self._count_batch(f.batch_id, failed=True)
+        self._emit_idle()
+
+    @Slot(object)
+    def _on_cancelled(self, job: Job) -> None:
+        self._live.pop(job.request_id, None)
+        self._count_batch(job.batch_id, failed=False, cancelled=True)
+        self._emit_idle()
+
+    @Slot(object)
+    def _on_devices(self, devices: list) -> None:
+        self._live = {k: j for k, j in self._live.items() if j.kind != "probe"}
+        self.devicesProbed.emit(devices)
+        self._emit_idle()
+
+    @Slot(object)
+    def _on_model_loaded(self, info: dict) -> None:
+        self._live.pop(info.get("request_id"), None)
+        self.model = info
+        self.modelLoaded.emit(info)
+        self._emit_idle()
+
+    def _count_batch(self, batch_id: int | None, *, failed: bool, cancelled: bool = False) -> None:
+        state = self._batches.get(batch_id) if batch_id is not None else None
+        if state is None:
+            return
+        if not cancelled:
+            if failed:
+                state.failed += 1
+            else:
+                state.done += 1
+            rate, eta = state.rate_and_eta()
+            self.batchProgress.emit(batch_id, state.done + state.failed, state.total, rate, eta)
+        if not any(j.batch_id == batch_id for j in self._live.values()):
+            self._finish_batch(batch_id, cancelled=cancelled or state.done + state.failed < state.total)
+
+    def _finish_batch(self, batch_id: int, *, cancelled: bool) -> None:
+        state = self._batches.pop(batch_id, None)
+        if state is not None:
+            self.batchFinished.emit(batch_id, state.done, state.failed, cancelled)
+
+    def _emit_idle(self) -> None:
+        if not self._live and self._was_busy:
+            self._was_busy = False
+            self.busyChanged.emit(False)

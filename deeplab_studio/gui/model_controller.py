@@ -1,0 +1,447 @@
+"""Model in the loop: the Model menu's actions, attached to the main window from outside.
+
+`ModelController(window)` owns the `InferenceClient` (the worker thread) and talks to the window
+only through `WindowLink` (gui/window_link.py), which names every window method it uses.
+
+- Auto-segment (Ctrl+R): a proposal for the current image fills only pixels no human painted,
+  as one undoable command; the status becomes `auto` unless a human edited the image.
+- Auto-segment all: every `unlabeled`/`auto` image as a batch (progress, images/s, ETA, Cancel);
+  results for images not on screen are merged into their saved label maps the same way.
+- Refine proposals with CRF (setting, on by default); Snap to edges (Ctrl+Shift+R) runs the CRF
+  on the current label map in the thread pool, human pixels protected.
+- Uncertainty: each proposal's confidence is kept; an overlay toggle shows it; "Next most
+  uncertain image" orders the images not yet reviewed by mean uncertainty.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+from PySide6.QtCore import QObject, QRunnable, QSettings, QThreadPool, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QProgressBar, QPushButton
+
+from deeplab_studio.core.labels import BACKGROUND
+from deeplab_studio.gui.class_mapping import ClassMapping, is_default_labelset, map_classes, model_labelset
+from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
+from deeplab_studio.gui.uncertainty import UncertaintyStore, uncertainty_overlay
+from deeplab_studio.gui.window_link import WindowLink
+
+SETTINGS_CRF = "model/refine_with_crf"
+SETTINGS_PRECOMPUTE = "model/precompute_next"
+SETTINGS_UNMATCHED = "model/unmatched_to"
+
+
+class _CRFTask(QRunnable):
+    """Runs `refine_labels` in the thread pool; answers through a QObject's signal."""
+
+    class Emitter(QObject):
+        done = Signal(object, object)  # token, labels or Exception
+
+    def __init__(self, token, image: np.ndarray, labels: np.ndarray, protect: np.ndarray, params) -> None:
+        super().__init__()
+        self.emitter = _CRFTask.Emitter()
+        self.token, self.image, self.labels, self.protect, self.params = token, image, labels, protect, params
+
+    def run(self) -> None:
+        try:
+            from deeplab_studio.ml.crf import refine_labels
+
+            out = refine_labels(self.image, self.labels, protect=self.protect, params=self.params)
+        except Exception as exc:  # noqa: BLE001 - reported in the window
+            out = exc
+        self.emitter.done.emit(self.token, out)
+
+
+def run_crf_async(owner: QObject, token, image, labels, protect, params, callback) -> None:
+    """Refine `labels` in the global thread pool and call `callback(token, result)` in the GUI thread."""
+    task = _CRFTask(token, image, labels.copy(), protect.copy(), params)
+    task.emitter.setParent(None)
+    task.emitter.done.connect(callback)
+    owner._crf_tasks = getattr(owner, "_crf_tasks", set()) | {task.emitter}
+    task.emitter.done.connect(lambda *_: owner._crf_tasks.discard(task.emitter))
+    QThreadPool.globalInstance().start(task)
+
+
+class ModelController(QObject):
+    """The Model menu and the glue between the window, the worker and the CRF."""
+
+    proposalApplied = Signal(str)  # image key
+    snapApplied = Signal(str)
+    message = Signal(str)
+
+    def __init__(self, window, *, settings: QSettings | None = None) -> None:
+        super().__init__(window)
+        self.link = WindowLink(window)
+        if settings is None:
+            settings = getattr(window, "settings", None)
+        self.settings = settings if isinstance(settings, QSettings) else QSettings()
+        self.client = InferenceClient(self)
+        self.uncertainty = UncertaintyStore()
+        self.mapping: ClassMapping | None = None
+        self.crf_params = None  # ml.crf.CRFParams; None = the module's measured defaults
+        self._prefetched: dict[str, Proposal] = {}
+        self._batch_id: int | None = None
+        self._snap_token = 0
+        self._pending_model_device: str = "auto"
+        self._build_actions()
+        self._build_status_widgets()
+        self.message.connect(self.link.show_message)
+        self.client.proposalReady.connect(self._on_proposal)
+        self.client.failed.connect(self._on_failed)
+        self.client.modelLoaded.connect(self._on_model_loaded)
+        self.client.modelFailed.connect(self._on_model_failed)
+        self.client.batchProgress.connect(self._on_batch_progress)
+        self.client.batchFinished.connect(self._on_batch_finished)
+        self.link.on_image_changed(self._on_image_changed)
+        self.link.on_project_changed(self._on_project_changed)
+        self.link.on_close(self.shutdown)
+        self._on_project_changed()
+        self._on_image_changed()
+
+    # --- UI ----------------------------------------------------------------------------------
+    def _action(self, text: str, slot, shortcut: str | None = None, checkable: bool = False,
+                checked: bool = False) -> QAction:
+        act = QAction(text, self.link.window)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+        act.setCheckable(checkable)
+        if checkable:
+            act.setChecked(checked)
+            act.toggled.connect(slot)
+        else:
+            act.triggered.connect(slot)
+        return act
+
+    def _build_actions(self) -> None:
+        s = self.settings
+        self.act_open = self._action("Open model…", self.open_model_dialog, "Ctrl+M")
+        self.act_segment = self._action("Auto-segment image", self.auto_segment, "Ctrl+R")
+        self.act_segment_all = self._action("Auto-segment all unlabeled/auto images", self.auto_segment_all)
+        self.act_cancel = self._action("Cancel batch", self.cancel_batch)
+        self.act_crf = self._action("Refine proposals with CRF", self._on_crf_toggled, checkable=True,
+                                    checked=_bool(s.value(SETTINGS_CRF, True)))
+        self.act_snap = self._action("Snap to edges", self.snap_to_edges, "Ctrl+Shift+R")
+        self.act_crf_panel = self._action("CRF parameters…", self.show_crf_panel)
+        self.act_precompute = self._action("Pre-compute next image", self._on_precompute_toggled, checkable=True,
+                                           checked=_bool(s.value(SETTINGS_PRECOMPUTE, False)))
+        self.act_uncertainty = self._action("Show uncertainty", self._on_uncertainty_toggled, "U", checkable=True)
+        self.act_next_uncertain = self._action("Next most uncertain image", self.next_most_uncertain, "Ctrl+U")
+        self.act_cancel.setEnabled(False)
+        self.actions = [self.act_open, None, self.act_segment, self.act_segment_all, self.act_cancel, None,
+                        self.act_crf, self.act_snap, self.act_crf_panel, None, self.act_precompute,
+                        self.act_uncertainty, self.act_next_uncertain]
+        self.link.add_menu("&Model", self.actions)
+
+    def _build_status_widgets(self) -> None:
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setFormat("%v / %m")
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_batch)
+        self.cancel_button.hide()
+        self.link.add_status_widget(self.progress)
+        self.link.add_status_widget(self.cancel_button)
+        self.link.set_model_status("No model")
+
+    def _on_crf_toggled(self, on: bool) -> None:
+        self.settings.setValue(SETTINGS_CRF, bool(on))
+
+    def _on_precompute_toggled(self, on: bool) -> None:
+        self.settings.setValue(SETTINGS_PRECOMPUTE, bool(on))
+        if on:
+            self._precompute_next()
+
+    @property
+    def refine_with_crf(self) -> bool:
+        return self.act_crf.isChecked()
+
+    # --- model -------------------------------------------------------------------------------
+    def load_model(self, path: str, device: str = "auto") -> int:
+        """Load a checkpoint in the worker; the status bar shows it once loaded."""
+        self._pending_model_device = device
+        self.link.set_model_status(f"Loading model… ({device})")
+        return self.client.load_model(path, device)
+
+    def open_model_dialog(self) -> None:
+        from deeplab_studio.gui.model_dialog import ModelDialog
+
+        dlg = ModelDialog(self, parent=self.link.window)
+        dlg.open()
+
+    def _on_model_loaded(self, info: dict) -> None:
+        self._prefetched.clear()
+        self.update_mapping(info)
+        name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
+        self.link.set_model_status(f"{name} · {info['arch']} · {info['device_label']}")
+        self._remember_recent(info["path"])
+        self.message.emit(f"Model loaded: {name}")
+        self._precompute_next()
+
+    def _on_model_failed(self, message: str) -> None:
+        current = self.client.model
+        self.link.set_model_status("No model" if current is None else self._model_status_text(current))
+        self.link.show_error("Could not load the model", message)
+
+    def _model_status_text(self, info: dict) -> str:
+        name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
+        return f"{name} · {info['arch']} · {info['device_label']}"
+
+    def update_mapping(self, info: dict | None = None, *, unmatched: int | None = None) -> ClassMapping | None:
+        """Map the loaded model's classes onto the project's (a project with default classes
+        and no labels yet takes the model's classes)."""
+        info = info or self.client.model
+        if info is None:
+            return None
+        if unmatched is None:
+            unmatched = int(self.settings.value(SETTINGS_UNMATCHED, BACKGROUND))
+        labelset = self.link.labelset()
+        if labelset is None:
+            return None
+        if is_default_labelset(labelset) and not self.link.project_has_labels():
+            own = model_labelset(info["class_names"], info["class_colors"], info["num_classes"])
+            if own.names != labelset.names:
+                self.link.set_labelset(own)
+                labelset = own
+        self.mapping = map_classes(info["class_names"], labelset, unmatched=unmatched,
+                                   num_classes=info["num_classes"])
+        return self.mapping
+
+    def set_mapping(self, mapping: ClassMapping) -> None:
+        """Use a mapping edited by the user (pre-computed proposals are dropped)."""
+        self.mapping = mapping
+        self._prefetched.clear()
+
+    def _lut(self) -> np.ndarray | None:
+        if self.mapping is None or self.mapping.is_identity():
+            return None
+        return self.mapping.lut()
+
+    def _remember_recent(self, path: str) -> None:
+        recent = [p for p in _list(self.settings.value("model/recent", [])) if p != path]
+        self.settings.setValue("model/recent", [path] + recent[:7])
+
+    def recent_models(self) -> list[str]:
+        return _list(self.settings.value("model/recent", []))
+
+    def _require_model(self) -> bool:
+        if self.client.model is None and not self.client.busy:
+            self.link.show_error("No model", "Open a model first (Model → Open model…).")
+            return False
+        return True
+
+    # --- auto-segment ------------------------------------------------------------------------
+    def auto_segment(self) -> int | None:
+        """Ctrl+R: propose labels for the current image (uses a pre-computed one when ready)."""
+        doc = self.link.document()
+        if doc is None or not self._require_model():
+            return None
+        cached = self._prefetched.pop(doc.key, None)
+        if cached is not None:
+            self._apply_to_document(cached)
+            return cached.request_id
+        if self.client.promote(doc.key):
+            self.message.emit("Auto-segmenting (pre-compute already running)…")
+            return None
+        self.message.emit("Auto-segmenting…")
+        return self.client.request(doc.key, image=doc.image, priority=INTERACTIVE, crf=self.refine_with_crf,
+                                   crf_params=self.crf_params, lut=self._lut())
+
+    def auto_segment_all(self) -> int | None:
+        """Queue every unlabeled/auto image as one batch; returns the batch id."""
+        if not self._require_model():
+            return None
+        items = self.link.batch_items()
+        if self._batch_id is not None:
+            self.cancel_batch()
+        self._batch_id = self.client.start_batch(items, crf=self.refine_with_crf, crf_params=self.crf_params,
+                                                 lut=self._lut())
+        if items:
+            self.progress.setRange(0, len(items))
+            self.progress.setValue(0)
+            self.progress.show()
+            self.cancel_button.show()
+            self.act_cancel.setEnabled(True)
+        else:
+            self.message.emit("No unlabeled or auto images to segment.")
+        return self._batch_id
+
+    def cancel_batch(self) -> None:
+        if self._batch_id is not None:
+            self.client.cancel_batch(self._batch_id)
+
+    def _on_batch_progress(self, batch_id: int, finished: int, total: int, rate: float, eta: float) -> None:
+        if batch_id != self._batch_id:
+            return
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(finished)
+        eta_text = f", ETA {eta:.0f} s" if eta == eta else ""
+        self.message.emit(f"Auto-segment all: {finished}/{total} images, {rate:.2f} images/s{eta_text}")
+
+    def _on_batch_finished(self, batch_id: int, done: int, failed: int, cancelled: bool) -> None:
+        if batch_id != self._batch_id:
+            return
+        self._batch_id = None
+        self.progress.hide()
+        self.cancel_button.hide()
+        self.act_cancel.setEnabled(False)
+        self.uncertainty.save()
+        what = "cancelled" if cancelled else "finished"
+        self.message.emit(f"Auto-segment all {what}: {done} images proposed, {failed} failed.")
+
+    def _on_proposal(self, p: Proposal) -> None:
+        self.uncertainty.put(p.key, p.confidence)
+        doc = self.link.document()
+        if p.priority == PREFETCH and (doc is None or doc.key != p.key):
+            self._prefetched = {p.key: p}  # keep only the newest pre-computed proposal
+            return
+        if doc is not None and doc.key == p.key:
+            self._apply_to_document(p)
+        elif p.priority == BATCH:
+            self._apply_to_storage(p)
+
+    def _apply_to_document(self, p: Proposal) -> None:
+        doc = self.link.document()
+        if doc is None or doc.key != p.key:
+            return
+        if p.labels.shape != doc.labels.shape:
+            self.link.show_error("Proposal skipped", f"{p.key}: the image size changed while it was predicted.")
+            return
+        self.link.apply_proposal(p.labels, "Auto-segment")
+        self._refresh_uncertainty_overlay()
+        how = " + CRF" if p.refined else ""
+        self.message.emit(f"Proposal{how} in {p.seconds:.2f} s; mean uncertainty {p.mean_uncertainty:.2f}")
+        self.proposalApplied.emit(p.key)
+        self._precompute_next()
+
+    def _apply_to_storage(self, p: Proposal) -> None:
+        try:
+            self.link.merge_into_saved(p.key, p.labels)
+        except Exception as exc:  # noqa: BLE001 - a bad file must not stop the batch
+            self.link.show_error("Could not save a proposal", f"{p.key}: {exc}")
+            return
+        self.proposalApplied.emit(p.key)
+
+    def _on_failed(self, f: JobFailure) -> None:
+        if f.batch_id is not None:
+            self.message.emit(f"Skipped {f.key}: {f.message}")
+            return
+        self.link.show_error("Auto-segment failed", f"{f.key}: {f.message}" if f.key else f.message)
+
+    # --- pre-compute ---------------------------------------------------------------------------
+    def _precompute_next(self) -> None:
+        if not self.act_precompute.isChecked() or self.client.model is None:
+            return
+        nxt = self.link.next_key_and_path()
+        if nxt is None or nxt[0] in self._prefetched or self.client.pending(nxt[0]):
+            return
+        key, path = nxt
+        if self.link.record_status(key) in ("unlabeled", "auto"):
+            self.client.request(key, path=path, priority=PREFETCH, crf=self.refine_with_crf,
+                                crf_params=self.crf_params, lut=self._lut())
+
+    # --- CRF snapping --------------------------------------------------------------------------
+    def snap_to_edges(self) -> None:
+        """Ctrl+Shift+R: refine the current label map with the CRF, human pixels kept."""
+        doc = self.link.document()
+        if doc is None:
+            return
+        self._snap_token += 1
+        token = (self._snap_token, doc.key, doc.labels.copy())
+        self.message.emit("Snapping to edges…")
+        run_crf_async(self, token, doc.image, doc.labels, doc.edit_mask, self.crf_params, self._on_snap_done)
+
+    def _on_snap_done(self, token, result) -> None:
+        serial, key, before = token
+        if serial != self._snap_token:
+            return
+        doc = self.link.document()
+        if doc is None or doc.key != key:
+            return
+        if isinstance(result, Exception):
+            self.link.show_error("Snap to edges failed", str(result))
+            return
+        # pixels that changed while the CRF ran win over its answer
+        changed = doc.labels != before
+        merged = np.where(changed, doc.labels, result).astype(np.uint8)
+        self.link.apply_proposal(merged, "Snap to edges")
+        self.message.emit("Snapped to edges.")
+        self.snapApplied.emit(key)
+
+    def show_crf_panel(self) -> None:
+        from deeplab_studio.gui.crf_panel import CRFPanel
+
+        panel = getattr(self, "crf_panel", None)
+        if panel is None:
+            self.crf_panel = panel = CRFPanel(self)
+            self.link.add_dock(panel)
+        panel.show()
+        panel.raise_()
+
+    # --- uncertainty ---------------------------------------------------------------------------
+    def _on_uncertainty_toggled(self, on: bool) -> None:
+        self._refresh_uncertainty_overlay()
+
+    def _refresh_uncertainty_overlay(self) -> None:
+        doc = self.link.document()
+        conf = self.uncertainty.map(doc.key) if doc is not None else None
+        if self.act_uncertainty.isChecked() and conf is not None and conf.shape == doc.labels.shape:
+            self.link.set_extra_overlay(uncertainty_overlay(conf))
+        else:
+            self.link.set_extra_overlay(None)
+            if self.act_uncertainty.isChecked() and doc is not None:
+                self.message.emit("No confidence for this image yet: auto-segment it first.")
+
+    def next_most_uncertain(self) -> str | None:
+        """Go to the image not yet reviewed whose proposal the model was least sure about."""
+        doc = self.link.document()
+        keys = [k for k in self.link.unreviewed_keys() if doc is None or k != doc.key]
+        ranked = self.uncertainty.ranked(keys)
+        if not ranked:
+            self.message.emit("No proposals with a known uncertainty left: run Auto-segment all first.")
+            return None
+        self.link.go_to(ranked[0])
+        return ranked[0]
+
+    # --- window events -------------------------------------------------------------------------
+    def _on_image_changed(self, *_) -> None:
+        doc = self.link.document()
+        self.client.set_current_key(doc.key if doc is not None else None)
+        self._refresh_uncertainty_overlay() if self.act_uncertainty.isChecked() else None
+        self._precompute_next()
+
+    def _on_project_changed(self, *_) -> None:
+        self._prefetched.clear()
+        if self._batch_id is not None:
+            self.cancel_batch()
+        self.uncertainty.bind(self.link.data_dir())
+        if self.client.model is not None:
+            self.update_mapping()
+
+    def shutdown(self, *_) -> None:
+        """Cancel every job and join the inference thread (window closing)."""
+        self.uncertainty.save()
+        self.client.shutdown()
+        QThreadPool.globalInstance().waitForDone(30000)
+
+
+def attach_model_tools(window) -> ModelController:
+    """The window's ModelController (a child QObject), created on first use."""
+    existing = window.findChild(ModelController)
+    return existing if existing is not None else ModelController(window)
+
+
+def _bool(v) -> bool:
+    return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+
+
+def _list(v) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [v]
+    return [str(x) for x in v]
+
+
+__all__ = ["ModelController", "attach_model_tools", "run_crf_async"]

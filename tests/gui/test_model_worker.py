@@ -1,0 +1,174 @@
+"""The inference worker thread and its client, with a real tiny checkpoint on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, InferenceClient, JobQueue, Job
+
+ARCH = "deeplabv3plus_mobilenet"
+CLASSES = ["background", "disk", "square", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    from deeplab_studio.ml.checkpoints import save_checkpoint
+    from deeplab_studio.ml.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ARCH, num_classes=len(CLASSES)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, arch=ARCH, num_classes=len(CLASSES), class_names=CLASSES)
+    return path
+
+
+def _image(seed: int, h: int = 64, w: int = 64) -> np.ndarray:
+    from deeplab_studio.core.scenes import generate_scene
+
+    return generate_scene(h, w, seed=seed)[0]
+
+
+def _write_images(folder: Path, n: int) -> list[tuple[str, str]]:
+    from PIL import Image
+
+    items = []
+    for i in range(n):
+        p = folder / f"img{i}.png"
+        Image.fromarray(_image(i)).save(p)
+        items.append((p.name, str(p)))
+    return items
+
+
+@pytest.fixture
+def client(qtbot, tiny_checkpoint):
+    c = InferenceClient()
+    with qtbot.waitSignal(c.modelLoaded, timeout=60000) as blocker:
+        c.load_model(str(tiny_checkpoint), "cpu")
+    assert blocker.args[0]["arch"] == ARCH
+    yield c
+    assert c.shutdown()
+
+
+def test_gui_modules_do_not_import_torch_until_the_first_request() -> None:
+    code = (
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "import deeplab_studio.gui.inference_worker as w, deeplab_studio.gui.model_controller, "
+        "deeplab_studio.gui.model_dialog, deeplab_studio.gui.crf_panel, deeplab_studio.gui.demo\n"
+        "c = w.InferenceClient()\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.stdout.split()[-1] == "False"
+
+
+def test_queue_runs_interactive_before_batch() -> None:
+    q = JobQueue()
+    for i, prio in enumerate([BATCH, BATCH, INTERACTIVE, BATCH]):
+        q.push(Job("predict", i, key=str(i), priority=prio))
+    assert [q.pop().request_id for _ in range(4)] == [2, 0, 1, 3]
+    assert q.pop() is None
+
+
+def test_proposal_matches_the_predictor(qtbot, client, tiny_checkpoint) -> None:
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+    from deeplab_studio.ml.predictor import Predictor
+
+    image = _image(1)
+    client.set_current_key("a")
+    with qtbot.waitSignal(client.proposalReady, timeout=60000) as blocker:
+        rid = client.request("a", image=image)
+    p = blocker.args[0]
+    assert (p.key, p.request_id) == ("a", rid)
+    expected = Predictor(load_checkpoint(tiny_checkpoint), device="cpu").predict(image)
+    np.testing.assert_array_equal(p.labels, expected.labels)
+    assert p.confidence.dtype == np.uint8 and p.confidence.shape == image.shape[:2]
+    assert abs(p.confidence.mean() / 255 - expected.confidence.mean()) < 0.01
+
+
+def test_result_for_an_image_the_user_left_is_dropped(qtbot, client) -> None:
+    got = []
+    client.proposalReady.connect(got.append)
+    client.set_current_key("a")
+    client.request("a", image=_image(1))
+    client.set_current_key("b")  # the user moved on before the answer came
+    with qtbot.waitSignal(client.proposalReady, timeout=60000):
+        client.request("b", image=_image(2))
+    assert [p.key for p in got] == ["b"]
+
+
+def test_an_older_request_for_the_same_image_is_dropped(qtbot, client) -> None:
+    got = []
+    client.proposalReady.connect(got.append)
+    client.set_current_key("a")
+    first = client.request("a", image=_image(1))
+    with qtbot.waitSignal(client.proposalReady, timeout=60000):
+        second = client.request("a", image=_image(2))
+    qtbot.waitUntil(lambda: not client.busy, timeout=60000)
+    assert [p.request_id for p in got] == [second] and first != second
+
+
+def test_cancel_stops_a_batch(qtbot, client, tmp_path) -> None:
+    items = _write_images(tmp_path, 8)
+    progress = []
+    client.batchProgress.connect(lambda b, done, total, rate, eta: progress.append(done))
+    with qtbot.waitSignal(client.batchProgress, timeout=60000):
+        batch = client.start_batch(items)
+    with qtbot.waitSignal(client.batchFinished, timeout=60000) as finished:
+        client.cancel_batch(batch)
+    b, done, failed, cancelled = finished.args
+    assert b == batch and cancelled and done < len(items) and failed == 0
+    qtbot.waitUntil(lambda: not client.busy, timeout=60000)
+
+
+def test_batch_reports_progress_and_survives_an_unreadable_image(qtbot, client, tmp_path) -> None:
+    items = _write_images(tmp_path, 3)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    items.insert(1, (bad.name, str(bad)))
+    keys, failures = [], []
+    client.proposalReady.connect(lambda p: keys.append(p.key))
+    client.failed.connect(failures.append)
+    with qtbot.waitSignal(client.batchFinished, timeout=60000) as finished:
+        client.start_batch(items)
+    _, done, failed, cancelled = finished.args
+    assert (done, failed, cancelled) == (3, 1, False)
+    assert sorted(keys) == ["img0.png", "img1.png", "img2.png"]
+    assert failures[0].key == "broken.png" and "broken.png" in failures[0].message
+
+
+def test_a_corrupt_checkpoint_is_reported_and_the_old_model_stays(qtbot, client, tmp_path) -> None:
+    bad = tmp_path / "corrupt.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    with qtbot.waitSignal(client.modelFailed, timeout=60000) as blocker:
+        client.load_model(str(bad), "cpu")
+    assert "corrupt.safetensors" in blocker.args[0]
+    client.set_current_key("a")
+    with qtbot.waitSignal(client.proposalReady, timeout=60000):
+        client.request("a", image=_image(3))
+
+
+def test_request_without_model_fails_cleanly(qtbot) -> None:
+    c = InferenceClient()
+    try:
+        with qtbot.waitSignal(c.failed, timeout=60000) as blocker:
+            c.request("x", image=_image(0))
+        assert "no model" in blocker.args[0].message
+    finally:
+        assert c.shutdown()
+
+
+def test_model_info_is_plain_data(client) -> None:
+    info = client.model
+    json.dumps(info)
+    assert info["class_names"] == CLASSES and info["device"] == "cpu"
