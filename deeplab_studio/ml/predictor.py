@@ -1,0 +1,412 @@
+"""Run a segmentation model on whole images: device choice, tiling, TTA, out-of-memory fallback.
+
+`Predictor(loaded_or_model).predict(image)` turns a uint8 H×W×3 RGB image into per-class
+probabilities at full image size, argmax labels and per-pixel confidence. Images larger than
+`tile_size` run in overlapping tiles blended with linear ramps (or are downscaled first, per
+`large_image`); tiles are accumulated row band by row band, so memory beyond the outputs is one
+band of tiles, never all of them. The model is moved to its device once and reused.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deeplab_studio.ml.prefetch import prefetch_images, read_rgb
+from deeplab_studio.ml.tiling import tile_grid, tile_weight
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MS_SCALES = (0.75, 1.0, 1.25)
+
+Cancel = Callable[[], bool] | threading.Event | None
+
+
+class PredictionCancelled(Exception):
+    """The cancel hook asked to stop; raised between tiles (or images)."""
+
+
+class PredictionError(RuntimeError):
+    """Prediction failed for a reason other than bad input (e.g. out of memory everywhere)."""
+
+
+class DeviceError(ValueError):
+    """An unknown or unavailable device name."""
+
+
+class PredictorWarning(UserWarning):
+    """A degraded run: smaller tiles or the CPU after an out-of-memory error."""
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto` → CUDA, then Apple MPS, then CPU; `cpu`, `cuda`, `cuda:N`, `mps` are checked.
+
+    A `torch.device` instance is returned as given.
+    """
+    if isinstance(name, torch.device):
+        return name
+    key = str(name).strip().lower()
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if key == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    if key == "cpu":
+        return torch.device("cpu")
+    if key == "mps":
+        if not mps_ok:
+            raise DeviceError("device 'mps' requested but Apple MPS is not available on this machine")
+        return torch.device("mps")
+    if key == "cuda" or key.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU was found"
+            raise DeviceError(f"device {name!r} requested but CUDA is not available ({why})")
+        index = key.partition(":")[2]
+        if index:
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise DeviceError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(key)
+    raise DeviceError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
+
+
+@dataclass
+class Prediction:
+    """A model's answer for one image, all at full image size.
+
+    `probs` is C×H×W (float32, or float16 if asked; None when the Predictor keeps no
+    probabilities), `labels` the argmax as uint8 H×W, `confidence` the max probability (float32 H×W).
+    """
+
+    probs: np.ndarray | None
+    labels: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.probs is None else int(self.probs.shape[0])
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Check/convert an input image to uint8 H×W×3 (gray and RGBA are converted)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        what = f"dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"expected a uint8 H×W×3 RGB image, got {what}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"expected a uint8 H×W×3 RGB image, got shape {image.shape}")
+    return image
+
+
+def _check_cancel(cancel: Cancel) -> None:
+    if cancel is None:
+        return
+    stop = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
+    if stop:
+        raise PredictionCancelled("prediction cancelled")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class _Outputs:
+    """Preallocated full-size outputs, filled one row band at a time."""
+
+    def __init__(self, height: int, width: int, keep_probs: bool, probs_dtype: torch.dtype) -> None:
+        self.height, self.width = height, width
+        self.keep_probs, self.probs_dtype = keep_probs, probs_dtype
+        self.labels = np.empty((height, width), dtype=np.uint8)
+        self.confidence = np.empty((height, width), dtype=np.float32)
+        self.probs: np.ndarray | None = None
+
+    def write(self, y0: int, band: torch.Tensor) -> None:
+        """Store probabilities `band` (C×n×W, float32) for rows `y0 .. y0+n`."""
+        n = band.shape[1]
+        if band.shape[0] > 256:
+            raise PredictionError(f"the model has {band.shape[0]} classes; uint8 label maps hold at most 256")
+        conf, idx = band.max(dim=0)
+        self.labels[y0 : y0 + n] = idx.to(torch.uint8).cpu().numpy()
+        self.confidence[y0 : y0 + n] = conf.cpu().numpy()
+        if self.keep_probs:
+            if self.probs is None:
+                dtype = np.float16 if self.probs_dtype == torch.float16 else np.float32
+                self.probs = np.empty((band.shape[0], self.height, self.width), dtype=dtype)
+            self.probs[:, y0 : y0 + n] = band.to(self.probs_dtype).cpu().numpy()
+
+    def result(self) -> Prediction:
+        return Prediction(self.probs, self.labels, self.confidence)
+
+
+def _upsample_rows(small: torch.Tensor, height: int, width: int, y0: int, y1: int) -> torch.Tensor:
+    """Rows `y0..y1` of `small` (C×h×w) resized bilinearly (half-pixel centres) to height×width."""
+    h = small.shape[1]
+    ys = (torch.arange(y0, y1, dtype=torch.float64) + 0.5) * (h / height) - 0.5
+    ys = ys.clamp(0, h - 1)
+    lo = ys.floor().long()
+    hi = (lo + 1).clamp(max=h - 1)
+    frac = (ys - lo).to(small.dtype)[None, :, None]
+    rows = small[:, lo] * (1 - frac) + small[:, hi] * frac  # C×n×w
+    c, n, w = rows.shape
+    cols = F.interpolate(rows.reshape(1, c * n, w), size=width, mode="linear", align_corners=False)
+    return cols.reshape(c, n, width)
+
+
+class Predictor:
+    """Segment images with one model on one device.
+
+    `model` is a `LoadedModel` (from `ml.checkpoints.load_checkpoint`; its normalisation and
+    class count are used) or any `nn.Module` whose forward maps N×3×H×W normalised images to
+    N×C×H×W logits (a dict with "out", as torchvision returns, is accepted).
+
+    - `tile_size`, `tile_overlap` (default `tile_size // 8`): images with a side over `tile_size`
+      run in overlapping tiles.
+    - `large_image`: "tile" (default) or "downscale" — shrink the image so its longest side is
+      `max_side` (default `tile_size`), predict, and resize the probabilities back.
+    - `tta`: None, "flip" (average with the mirrored image) or "ms" (scales `scales`, default
+      0.75/1/1.25, each with flip); softmax outputs are averaged.
+    - `probs_dtype`: float32 or float16 for `Prediction.probs`; `keep_probs=False` returns none
+      (labels and confidence only), which is what very large images need.
+    - On CUDA: autocast (`amp` "auto" = bf16 where supported, else fp16; None to disable) and
+      channels_last. Out of memory → the tile size halves (down to `min_tile_size`), then the
+      model moves to the CPU; each step is reported through `on_warning` or `warnings.warn`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        device: str | torch.device = "auto",
+        tile_size: int = 1024,
+        tile_overlap: int | None = None,
+        large_image: str = "tile",
+        max_side: int | None = None,
+        tta: str | None = None,
+        scales: Iterable[float] | None = None,
+        probs_dtype: Any = np.float32,
+        keep_probs: bool = True,
+        mean: Iterable[float] | None = None,
+        std: Iterable[float] | None = None,
+        amp: str | None = "auto",
+        min_tile_size: int = 256,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        module = model if isinstance(model, nn.Module) else getattr(model, "model", None)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"expected an nn.Module or a loaded checkpoint, got {type(model).__name__}")
+        self.loaded = None if model is module else model
+        self.num_classes: int | None = getattr(self.loaded, "num_classes", None)
+        self.class_names = getattr(self.loaded, "class_names", None)
+        self.class_colors = getattr(self.loaded, "class_colors", None)
+        mean = mean if mean is not None else getattr(self.loaded, "mean", None) or IMAGENET_MEAN
+        std = std if std is not None else getattr(self.loaded, "std", None) or IMAGENET_STD
+        self._mean_std = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        if len(self._mean_std[0]) != 3 or len(self._mean_std[1]) != 3 or min(self._mean_std[1]) <= 0:
+            raise ValueError(f"mean/std need 3 values each (std > 0), got {mean!r} / {std!r}")
+
+        tile_overlap = tile_size // 8 if tile_overlap is None else tile_overlap
+        if tile_size < 32 or tile_overlap < 0 or tile_overlap >= tile_size:
+            raise ValueError(f"need tile_size >= 32 and 0 <= tile_overlap < tile_size, got {tile_size}/{tile_overlap}")
+        if large_image not in ("tile", "downscale"):
+            raise ValueError(f"large_image must be 'tile' or 'downscale', not {large_image!r}")
+        if tta not in (None, "flip", "ms"):
+            raise ValueError(f"tta must be None, 'flip' or 'ms', not {tta!r}")
+        self.tile_size, self.tile_overlap, self.min_tile_size = int(tile_size), int(tile_overlap), int(min_tile_size)
+        self.large_image = large_image
+        self.max_side = int(max_side) if max_side else self.tile_size
+        self.tta = tta
+        self.scales = tuple(scales) if scales is not None else (MS_SCALES if tta == "ms" else (1.0,))
+        self.flip = tta in ("flip", "ms")
+        self.probs_dtype = torch.float16 if np.dtype(probs_dtype) == np.float16 else torch.float32
+        if np.dtype(probs_dtype) not in (np.float16, np.float32):
+            raise ValueError(f"probs_dtype must be float32 or float16, not {probs_dtype!r}")
+        self.keep_probs = keep_probs
+        self.amp = amp
+        self.on_warning = on_warning
+        self.model = module.eval()
+        self._move_to(resolve_device(device))
+
+    # --- device ----------------------------------------------------------------------------
+    def _move_to(self, device: torch.device) -> None:
+        self.device = device
+        cuda = device.type == "cuda"
+        self._channels_last = cuda
+        if cuda and self.amp == "auto":
+            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif cuda and self.amp in ("fp16", "bf16"):
+            self._amp_dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
+        else:
+            self._amp_dtype = None
+        self.model.to(device, memory_format=torch.channels_last) if cuda else self.model.to(device)
+        mean, std = self._mean_std
+        self._mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+
+    def _warn(self, message: str) -> None:
+        if self.on_warning is not None:
+            self.on_warning(message)
+        else:
+            warnings.warn(message, PredictorWarning, stacklevel=3)
+
+    # --- public API ------------------------------------------------------------------------
+    def predict(self, image: np.ndarray, *, cancel: Cancel = None) -> Prediction:
+        """Probabilities, labels and confidence for one uint8 H×W×3 RGB image.
+
+        `cancel` (a callable returning True, or a `threading.Event`) is checked between tiles;
+        when set, `PredictionCancelled` is raised.
+        """
+        image = as_rgb(image)
+        while True:
+            try:
+                with torch.inference_mode():
+                    return self._run(image, cancel)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+                if not _is_oom(exc):
+                    raise
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self._recover_from_oom(image, reason)  # outside `except`: the failed tensors are freed
+
+    def predict_many(
+        self, paths: Iterable[str | Path], *, decode_workers: int = 1, cancel: Cancel = None,
+        read: Callable[[Path], np.ndarray] = read_rgb,
+    ) -> Iterator[tuple[Path, Prediction | Exception]]:
+        """Yield `(path, Prediction or the error)` for each image, in order.
+
+        Images are decoded `decode_workers` threads ahead (0 = on this thread), so the model does
+        not wait for decoding; an unreadable image yields its error and the rest go on.
+        """
+        for path, item in prefetch_images(paths, workers=decode_workers, read=read):
+            _check_cancel(cancel)
+            if isinstance(item, Exception):
+                yield path, item
+                continue
+            try:
+                result: Prediction | Exception = self.predict(item, cancel=cancel)
+            except (ValueError, PredictionError) as exc:
+                result = exc
+            yield path, result
+
+    # --- internals -------------------------------------------------------------------------
+    def _work_side(self, image: np.ndarray) -> int:
+        side = max(image.shape[:2])
+        if self.large_image == "downscale":
+            side = min(side, self.max_side)
+        return min(side, self.tile_size)
+
+    def _recover_from_oom(self, image: np.ndarray, reason: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        side = self._work_side(image)
+        if side > self.min_tile_size:
+            self.tile_size = max(self.min_tile_size, side // 2)
+            self.tile_overlap = min(self.tile_overlap, self.tile_size // 4)
+            self._warn(f"out of memory on {self.device} ({reason}); retrying with {self.tile_size}px tiles")
+        elif self.device.type != "cpu":
+            old = self.device
+            self._move_to(torch.device("cpu"))
+            self._warn(f"out of memory on {old} even with {side}px tiles ({reason}); continuing on the CPU")
+        else:
+            h, w = image.shape[:2]
+            raise PredictionError(f"out of memory on the CPU even with {side}px tiles for a {w}×{h} image ({reason})")
+
+    def _run(self, image: np.ndarray, cancel: Cancel) -> Prediction:
+        height, width = image.shape[:2]
+        if self.large_image == "downscale" and max(height, width) > self.max_side:
+            from PIL import Image
+
+            scale = self.max_side / max(height, width)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small_image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            small = torch.from_numpy(self._tiled(small_image, cancel, keep_probs=True, dtype=torch.float32).probs)
+            out = _Outputs(height, width, self.keep_probs, self.probs_dtype)
+            band = max(1, (64 << 20) // (4 * small.shape[0] * width))  # ~64 MB of float32 per band
+            for y0 in range(0, height, band):
+                out.write(y0, _upsample_rows(small, height, width, y0, min(height, y0 + band)))
+            return out.result()
+        return self._tiled(image, cancel, keep_probs=self.keep_probs, dtype=self.probs_dtype)
+
+    def _tiled(self, image: np.ndarray, cancel: Cancel, *, keep_probs: bool, dtype: torch.dtype) -> Prediction:
+        height, width = image.shape[:2]
+        th, tw, ys, xs = tile_grid(height, width, self.tile_size, self.tile_overlap)
+        out = _Outputs(height, width, keep_probs, dtype)
+        _check_cancel(cancel)
+        if len(ys) == 1 and len(xs) == 1:
+            out.write(0, self._tile_probs(image))
+            return out.result()
+        acc: torch.Tensor | None = None  # C×th×W sums of weighted probabilities, rows from y0
+        wsum = torch.zeros(th, width)
+        for i, y0 in enumerate(ys):
+            for x0 in xs:
+                _check_cancel(cancel)
+                probs = self._tile_probs(image[y0 : y0 + th, x0 : x0 + tw])
+                weight = torch.from_numpy(tile_weight(y0, x0, th, tw, height, width, self.tile_overlap))
+                if acc is None:
+                    acc = torch.zeros(probs.shape[0], th, width)
+                acc[:, :, x0 : x0 + tw] += (probs * weight.to(probs.device)).cpu()
+                wsum[:, x0 : x0 + tw] += weight
+            done = (ys[i + 1] if i + 1 < len(ys) else height) - y0  # rows no later tile touches
+            out.write(y0, acc[:, :done] / wsum[:done])
+            keep = th - done
+            if keep > 0:
+                acc[:, :keep] = acc[:, done:].clone()
+                wsum[:keep] = wsum[done:].clone()
+            acc[:, keep:] = 0
+            wsum[keep:] = 0
+        return out.result()
+
+    def _tile_probs(self, tile: np.ndarray) -> torch.Tensor:
+        """Softmax probabilities (C×h×w float32, on the device) for one tile, TTA averaged."""
+        h, w = tile.shape[:2]
+        x = torch.from_numpy(np.array(tile, order="C")).to(self.device).permute(2, 0, 1)[None].float()
+        x = (x - self._mean) / self._std
+        total: torch.Tensor | None = None
+        passes = 0
+        for s in self.scales:
+            xs = x
+            if s != 1.0:
+                size = (max(8, round(h * s)), max(8, round(w * s)))
+                xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            batch = torch.cat([xs, xs.flip(-1)]) if self.flip else xs
+            logits = self._forward(batch)
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            probs = logits.softmax(dim=1)
+            summed = probs[0] + probs[1].flip(-1) if self.flip else probs[0]
+            total = summed if total is None else total + summed
+            passes += 2 if self.flip else 1
+        assert total is not None
+        return total / passes
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self._amp_dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self._amp_dtype):
+                out = self.model(x)
+        else:
+            out = self.model(x)
+        if isinstance(out, dict):
+            out = out["out"]
+        elif isinstance(out, (tuple, list)):
+            out = out[0]
+        if out.ndim != 4 or out.shape[0] != x.shape[0]:
+            raise PredictionError(f"the model returned shape {tuple(out.shape)}; expected N×C×H×W logits")
+        if out.shape[-2:] != x.shape[-2:]:
+            out = F.interpolate(out.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out.float()
