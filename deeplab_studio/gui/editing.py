@@ -84,7 +84,7 @@ class EditingMixin:
 
     def _saved(self, rec) -> None:
         if self.project is not None and rec in self.project.records:
-            self.image_panel.setrecord_status(self.project.records.index(rec), record_status(rec))
+            self.image_panel.set_status(self.project.records.index(rec), record_status(rec))
         self._update_title()
 
     def _save_failed(self, message: str) -> None:

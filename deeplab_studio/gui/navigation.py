@@ -151,11 +151,11 @@ class NavigationMixin:
         try:
             if not self.project.has_annotation(rec):
                 self.project.save_annotation(rec, self.document.labels, self.document.edit_mask)
-            self.project.setrecord_status(rec, Status.REVIEWED)
+            self.project.set_status(rec, Status.REVIEWED)
         except (ProjectError, OSError, ValueError) as exc:
             self.show_message(f"Cannot mark {rec.path} reviewed: {exc}")
             return False
-        self.image_panel.setrecord_status(self.index, record_status(rec))
+        self.image_panel.set_status(self.index, record_status(rec))
         return self.next_unreviewed() if any(record_status(r) != "reviewed" for r in self.project.records) else True
 
     # --- API for the model-in-the-loop modules ------------------------------------------------

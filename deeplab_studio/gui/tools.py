@@ -204,6 +204,8 @@ class PolygonTool(Tool):
             self.ctx.preview_changed()
 
     def double_click(self, p: Point, mods: Mods) -> None:
+        if self.points and self.points[-1] != p and _pixel(self.points[-1]) != _pixel(p):
+            self.points.append(p)
         self.finish()
 
     def finish(self) -> bool:
@@ -221,6 +223,10 @@ class PolygonTool(Tool):
         self.points, self.hover = [], None
         self.ctx.preview_changed()
         return had
+
+
+def _pixel(p: Point) -> tuple[int, int]:
+    return int(p[0] // 1), int(p[1] // 1)
 
 
 class PickerTool(Tool):

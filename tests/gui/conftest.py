@@ -1,0 +1,70 @@
+"""GUI test fixtures: a tiny folder of generated images, private settings, an open window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
+
+H, W = 48, 64
+
+
+def make_folder(folder: Path, n: int = 3, size: tuple[int, int] = (W, H)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"img_{i}.png")
+    return folder
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path / "images")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> QSettings:
+    """Settings in a temporary INI file (never the user's)."""
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def new_window(qtbot, settings, folder=None):
+    from deeplab_studio.gui.main_window import MainWindow
+
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.resize(900, 700)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    if folder is not None:
+        assert w.open_folder(folder)
+    return w
+
+
+@pytest.fixture
+def window(qtbot, settings, folder):
+    w = new_window(qtbot, settings, folder)
+    yield w
+    w.close()
+
+
+def view_pos(window, x: float, y: float) -> QPoint:
+    """Viewport position of the centre of image pixel (x, y)."""
+    return window.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5))
+
+
+def click(qtbot, window, x, y, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, modifier, view_pos(window, x, y))
+
+
+def drag(qtbot, window, points, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    vp = window.canvas.viewport()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, modifier, view_pos(window, *points[0]))
+    for p in points[1:]:
+        qtbot.mouseMove(vp, view_pos(window, *p))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, modifier, view_pos(window, *points[-1]))

@@ -1,0 +1,33 @@
+"""run_app's platform check: a missing xcb library or display gives a clear hint."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from deeplab_studio.gui.app import XCB_LIBRARIES, platform_problem
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="xcb is Linux only")
+
+
+def _loader_missing(*names):
+    def load(lib):
+        if lib in names:
+            raise OSError(f"{lib}: cannot open shared object file")
+    return load
+
+
+def test_missing_xcb_library_names_the_debian_package():
+    msg = platform_problem({"DISPLAY": ":0"}, loader=_loader_missing("libxcb-cursor.so.0", "libxcb-icccm.so.4"))
+    assert "libxcb-cursor.so.0" in msg and "apt-get install libxcb-cursor0 libxcb-icccm4" in msg
+
+
+def test_no_display_is_explained():
+    assert "DISPLAY" in platform_problem({}, loader=_loader_missing())
+
+
+def test_offscreen_and_complete_xcb_are_fine():
+    assert platform_problem({"QT_QPA_PLATFORM": "offscreen"}, loader=_loader_missing("libxcb.so.1")) is None
+    assert platform_problem({"DISPLAY": ":0"}, loader=_loader_missing()) is None
+    assert len({pkg for _, pkg in XCB_LIBRARIES}) == len(XCB_LIBRARIES)

@@ -1,0 +1,141 @@
+"""Real mouse events on the canvas viewport: brush, eraser, fill, polygon, picker, undo."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+
+from deeplab_studio.core.labels import IGNORE
+from tests.gui.conftest import click, drag, view_pos
+
+
+def disk_mask(shape, cx, cy, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def test_click_paints_a_disk_of_the_brush_size_and_marks_the_edit_mask(qtbot, window):
+    window.set_brush_size(9)  # radius 4
+    window.set_active_class(3)
+    click(qtbot, window, 20, 15)
+    doc = window.document
+    expected = disk_mask(doc.labels.shape, 20, 15, 4)
+    assert ((doc.labels == 3) == expected).all()
+    assert (doc.edit_mask == expected).all()
+    # the overlay image got the same bytes in the touched box
+    from deeplab_studio.gui.layers import qimage_array
+    assert (qimage_array(window.canvas.overlay.qimage) == doc.labels).all()
+
+
+def test_stroke_is_one_undo_step_and_undo_restores_bytes(qtbot, window):
+    doc = window.document
+    doc.labels[:, :10] = 5  # pre-existing labels (as if loaded)
+    window.canvas.overlay.set_labels(doc.labels)
+    before_labels, before_mask = doc.labels.copy(), doc.edit_mask.copy()
+    window.set_brush_size(5)
+    window.set_active_class(2)
+    drag(qtbot, window, [(5, 10), (15, 12), (30, 20), (40, 30)])
+    after_labels, after_mask = doc.labels.copy(), doc.edit_mask.copy()
+    assert (after_labels == 2).sum() > 50 and after_mask.sum() == (after_labels == 2).sum()
+    stack = window.undo.active
+    assert stack.count() == 1 and stack.text(0) == "Brush stroke"
+    qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert np.array_equal(doc.labels, before_labels) and np.array_equal(doc.edit_mask, before_mask)
+    qtbot.keyClick(window, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    assert np.array_equal(doc.labels, after_labels) and np.array_equal(doc.edit_mask, after_mask)
+    window.undo.group.undo()
+    qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert np.array_equal(doc.labels, after_labels)
+
+
+def test_eraser_sets_background_and_shift_sets_ignore(qtbot, window):
+    doc = window.document
+    window.set_brush_size(7)
+    window.set_active_class(4)
+    click(qtbot, window, 30, 20)
+    window.set_tool("eraser")
+    click(qtbot, window, 30, 20)
+    assert not doc.labels.any()
+    click(qtbot, window, 10, 10, Qt.KeyboardModifier.ShiftModifier)
+    assert (doc.labels == IGNORE).sum() == disk_mask(doc.labels.shape, 10, 10, 3).sum()
+    assert doc.edit_mask[10, 10]
+
+
+def test_background_only_leaves_labelled_pixels(qtbot, window):
+    doc = window.document
+    doc.labels[:, 32:] = 6
+    window.canvas.overlay.set_labels(doc.labels)
+    window.set_background_only(True)
+    window.set_brush_size(21)
+    window.set_active_class(1)
+    click(qtbot, window, 32, 24)
+    assert (doc.labels[:, 32:] == 6).all()
+    assert (doc.labels[:, :32] == 1).sum() == disk_mask(doc.labels.shape, 32, 24, 10)[:, :32].sum()
+
+
+def test_fill_fills_the_connected_region(qtbot, window):
+    doc = window.document
+    doc.labels[:, 20] = 9  # a wall splits the image
+    window.canvas.overlay.set_labels(doc.labels)
+    window.set_active_class(2)
+    window.set_tool("fill")
+    click(qtbot, window, 5, 5)
+    assert (doc.labels[:, :20] == 2).all() and not doc.labels[:, 21:].any()
+    assert doc.edit_mask[:, :20].all() and not doc.edit_mask[:, 20:].any()
+    assert window.undo.active.text(0) == "Fill"
+    window.undo.group.undo()
+    assert not (doc.labels == 2).any()
+
+
+def test_polygon_enter_closes_and_escape_cancels(qtbot, window):
+    doc = window.document
+    window.set_active_class(7)
+    window.set_tool("polygon")
+    for x, y in [(10, 10), (40, 10), (40, 30), (10, 30)]:
+        click(qtbot, window, x, y)
+    assert not doc.labels.any()  # nothing until closed
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Return)
+    assert (doc.labels[12:29, 12:39] == 7).all()
+    assert not doc.labels[:9].any() and not doc.labels[:, :9].any()
+    n = (doc.labels == 7).sum()
+    for x, y in [(45, 5), (60, 5), (60, 40)]:
+        click(qtbot, window, x, y)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Escape)
+    assert (doc.labels == 7).sum() == n and window.toolbox.tools["polygon"].points == []
+
+
+def test_polygon_double_click_closes(qtbot, window):
+    doc = window.document
+    window.set_active_class(5)
+    window.set_tool("polygon")
+    for x, y in [(5, 5), (30, 5)]:
+        click(qtbot, window, x, y)
+    qtbot.mouseDClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(window, 30, 30))
+    assert doc.labels[10, 20] == 5 and doc.edit_mask[10, 20]
+    assert window.undo.active.count() == 1
+
+
+def test_picker_tool_and_alt_click(qtbot, window):
+    doc = window.document
+    doc.labels[:, 40:] = 12
+    window.set_active_class(1)
+    window.set_tool("picker")
+    click(qtbot, window, 50, 10)
+    assert window.toolbox.ctx.active_class == 12 and window.class_panel.active == 12
+    window.set_tool("brush")
+    window.set_active_class(1)
+    click(qtbot, window, 50, 10, Qt.KeyboardModifier.AltModifier)
+    assert window.toolbox.ctx.active_class == 12
+    assert window.undo.active.count() == 0  # picking never paints
+
+
+def test_wheel_zoom_and_fit_shortcuts(qtbot, window):
+    canvas = window.canvas
+    z0 = canvas.zoom()
+    qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    assert canvas.zoom() == 1.0
+    qtbot.keyClick(window, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert abs(canvas.zoom() - z0) < 1e-9
+    canvas.zoom_by(2.0)
+    assert abs(canvas.zoom() - 2 * z0) < 1e-9

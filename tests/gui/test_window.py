@@ -1,0 +1,228 @@
+"""The window's work flow: shortcuts, image switching, autosave and reopen, errors, classes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from deeplab_studio.gui.shortcuts import ACTIONS, GESTURES
+from deeplab_studio.storage.project import Project, Status
+from tests.gui.conftest import click, drag, new_window
+
+
+def key(qtbot, window, k, mod=Qt.KeyboardModifier.NoModifier):
+    qtbot.keyClick(window, k, mod)
+
+
+def test_tool_shortcuts(qtbot, window):
+    for k, name in ((Qt.Key.Key_E, "eraser"), (Qt.Key.Key_F, "fill"), (Qt.Key.Key_P, "polygon"),
+                    (Qt.Key.Key_I, "picker"), (Qt.Key.Key_B, "brush")):
+        key(qtbot, window, k)
+        assert window.toolbox.active_name == name
+        assert window.actions[f"tool_{name}"].isChecked()
+    size = window.toolbox.ctx.brush_size
+    key(qtbot, window, Qt.Key.Key_BracketRight)
+    assert window.toolbox.ctx.brush_size > size and window.size_slider.value() == window.toolbox.ctx.brush_size
+    key(qtbot, window, Qt.Key.Key_BracketLeft)
+    key(qtbot, window, Qt.Key.Key_BracketLeft)
+    assert window.toolbox.ctx.brush_size < size
+    key(qtbot, window, Qt.Key.Key_4)
+    assert window.toolbox.ctx.active_class == 4 and window.class_panel.active == 4
+    key(qtbot, window, Qt.Key.Key_T)
+    assert not window.canvas.overlay.isVisible()
+    key(qtbot, window, Qt.Key.Key_T)
+    assert window.canvas.overlay.isVisible()
+
+
+def test_image_navigation_shortcuts(qtbot, window):
+    assert window.index == 0
+    key(qtbot, window, Qt.Key.Key_D)
+    assert window.index == 1 and window.document.key == "img_1.png"
+    key(qtbot, window, Qt.Key.Key_PageDown)
+    assert window.index == 2
+    key(qtbot, window, Qt.Key.Key_D)  # at the end: stays
+    assert window.index == 2
+    key(qtbot, window, Qt.Key.Key_A)
+    key(qtbot, window, Qt.Key.Key_PageUp)
+    assert window.index == 0
+
+
+def test_mark_reviewed_moves_to_next_not_reviewed(qtbot, window):
+    click(qtbot, window, 10, 10)
+    key(qtbot, window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    proj = window.project
+    assert proj.records[0].status == Status.REVIEWED and window.index == 1
+    assert "1 / 3 reviewed" in window.image_panel.counts.text()
+    key(qtbot, window, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert window.index == 2
+    key(qtbot, window, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert window.index == 1  # wraps around, skipping the reviewed image 0
+    window.image_panel.status_filter.setCurrentIndex(4)  # reviewed only
+    assert window.image_panel.visible_indices() == [0]
+
+
+def test_autosave_writes_and_a_new_window_reopens_the_work(qtbot, settings, folder, tmp_path):
+    w = new_window(qtbot, settings, folder)
+    w.set_brush_size(5)
+    w.set_active_class(8)
+    drag(qtbot, w, [(10, 10), (30, 20)])
+    labels, mask = w.document.labels.copy(), w.document.edit_mask.copy()
+    assert w.isWindowModified()
+    with qtbot.waitSignal(w.autosave.saved, timeout=5000):
+        pass  # the debounced save fires by itself
+    assert not w.isWindowModified()
+    proj = Project.open(folder)
+    saved_labels, saved_mask = proj.load_annotation(proj.records[0])
+    assert np.array_equal(saved_labels, labels) and np.array_equal(saved_mask, mask)
+    assert proj.records[0].status == Status.EDITED
+    # a change, then closing at once: the close saves it
+    click(qtbot, w, 50, 40)
+    labels = w.document.labels.copy()
+    w.close()
+    w2 = new_window(qtbot, settings, folder)
+    assert w2.document.key == "img_0.png"
+    assert np.array_equal(w2.document.labels, labels)
+    assert w2.image_panel.list.item(0).toolTip().endswith("edited")
+    # switching images saves first, and the undo history survives the round trip
+    click(qtbot, w2, 40, 5)
+    w2.step(+1)
+    w2.step(-1)
+    assert w2.document.labels[5, 40] == w2.toolbox.ctx.active_class != labels[5, 40]
+    w2.undo.group.undo()
+    assert np.array_equal(w2.document.labels, labels)
+    w2.close()
+
+
+def test_unreadable_image_shows_a_message_and_the_app_goes_on(qtbot, window, folder):
+    bad = folder / "img_1.png"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 3])  # header intact, pixel data cut
+    assert not window.open_image(1)
+    assert "img_1.png" in window.banner.text()
+    assert window.document is None
+    window.step(+1)
+    assert window.index == 2 and window.document is not None
+    click(qtbot, window, 5, 5)
+    assert window.document.labels[5, 5] == window.toolbox.ctx.active_class
+
+
+def test_failed_save_is_reported_and_kept_dirty(qtbot, window, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(window.project, "save_annotation", disk_full)
+    click(qtbot, window, 10, 10)
+    assert not window.autosave.flush()
+    assert "No space left on device" in window.banner.text()
+    assert window.isWindowModified()
+    monkeypatch.undo()
+    assert window.autosave.flush() and not window.isWindowModified()
+
+
+def test_read_only_folder_opens_with_a_notice(qtbot, settings, folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    folder.chmod(0o555)
+    try:
+        if (folder / "probe").exists() or _writable(folder):
+            pytest.skip("permissions are not enforced for this user (root)")
+        w = new_window(qtbot, settings, folder)
+        assert "not writable" in w.banner.text()
+        click(qtbot, w, 10, 10)
+        assert w.autosave.flush()
+        w.close()
+    finally:
+        folder.chmod(0o755)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / ".w").write_bytes(b"")
+        (folder / ".w").unlink()
+        return True
+    except OSError:
+        return False
+
+
+def test_delete_class_with_replacement(qtbot, window):
+    doc = window.document
+    doc.labels[:5] = 3
+    doc.labels[5:10] = 4
+    names = list(window.labelset.names)
+    assert window.delete_class(3, replacement=15)
+    assert window.labelset.names == names[:3] + names[4:]
+    assert (doc.labels[:5] == 14).all()  # person moved down from 15 to 14
+    assert (doc.labels[5:10] == 3).all()  # boat moved down from 4 to 3
+    assert window.class_panel.list.count() == len(names)  # one fewer class + the ignore row
+    assert window.autosave.flush()
+    assert window.add_class("tree", (10, 200, 10))
+    assert window.project.labels.names[-1] == "tree"
+    assert not window.add_class("tree")  # duplicate: a message, no change
+    assert "tree" in window.banner.text()
+
+
+def test_hidden_class_is_transparent_in_the_overlay(qtbot, window):
+    from PySide6.QtGui import QColor
+
+    item = window.class_panel.list.item(5)
+    item.setCheckState(Qt.CheckState.Unchecked)
+    table = window.canvas.overlay.qimage.colorTable()
+    assert QColor.fromRgba(table[5]).alpha() == 0 and QColor.fromRgba(table[6]).alpha() == 255
+    assert QColor.fromRgba(table[0]).alpha() == 0
+
+
+def test_help_lists_every_shortcut(qtbot, window):
+    dlg = window.show_shortcuts()
+    qtbot.addWidget(dlg)
+    cells = {dlg.table.item(r, 2).text() for r in range(dlg.table.rowCount())}
+    for spec in ACTIONS:
+        if spec.keys and not spec.id.startswith("class_"):
+            assert ", ".join(spec.keys) in cells, spec.id
+    for keys, _ in GESTURES:
+        assert keys in cells
+
+
+def test_settings_remember_brush_opacity_tool_and_recent(qtbot, settings, folder):
+    w = new_window(qtbot, settings, folder)
+    w.set_brush_size(77)
+    w.set_opacity(0.3)
+    w.set_tool("fill")
+    w.close()
+    w2 = new_window(qtbot, settings)
+    assert w2.toolbox.ctx.brush_size == 77 and w2.toolbox.active_name == "fill"
+    assert abs(w2.canvas.overlay.opacity() - 0.3) < 0.01
+    assert [a.text() for a in w2.recent_menu.actions()] == [str(folder.resolve())]
+    w2.close()
+
+
+def test_proposal_is_one_undo_step_and_spares_human_pixels(qtbot, window):
+    click(qtbot, window, 10, 10)
+    doc = window.document
+    human = doc.edit_mask.copy()
+    painted = doc.labels.copy()
+    proposal = np.full(doc.labels.shape, 9, np.uint8)
+    assert window.apply_labels(proposal, text="Auto-segment", status=Status.AUTO)
+    assert (doc.labels[human] == painted[human]).all() and (doc.labels[~human] == 9).all()
+    window.undo.group.undo()
+    assert np.array_equal(doc.labels, painted)
+
+
+def test_window_start_does_not_import_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from PySide6.QtCore import QSettings\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from deeplab_studio.gui.main_window import MainWindow\n"
+        f"w = MainWindow(QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat))\n"
+        "w.show(); app.processEvents()\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules, w.isVisible())\n"
+    )
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-3:] == ["False", "False", "True"]
