@@ -92,10 +92,55 @@ class MaskPatch:
         diff = self.before != self.after
         return diff if diff.ndim == 2 else diff.reshape(diff.shape[0], diff.shape[1], -1).any(axis=2)
 
+    def compact(self) -> "MaskPatch | SparsePatch":
+        """This patch or a `SparsePatch` of the changed pixels only, whichever is smaller."""
+        sparse = SparsePatch.from_dense(self)
+        return sparse if sparse.nbytes < self.nbytes else self
+
     def _check(self, arr: np.ndarray) -> None:
+        _check_fits(self.bbox, self.before.shape[2:], arr)
+
+
+def _check_fits(bbox: BBox, tail: tuple[int, ...], arr: np.ndarray) -> None:
+    x0, y0, x1, y1 = bbox
+    if arr.shape[0] < y1 or arr.shape[1] < x1 or arr.shape[2:] != tail:
+        raise ValueError(f"patch box {bbox} does not fit an array of shape {arr.shape}")
+
+
+class SparsePatch:
+    """A patch that keeps only the changed pixels of its box: a bit mask plus their values.
+
+    Same interface as `MaskPatch` (`bbox`, `apply`, `revert`, `nbytes`, `changed`); memory is
+    box/8 + 2 × changed pixels (× channels and item size) instead of 2 × box.
+    """
+
+    def __init__(self, bbox: BBox, bits: np.ndarray, before: np.ndarray, after: np.ndarray) -> None:
+        self.bbox = bbox
+        self._bits = bits  # np.packbits of the box-sized changed mask
+        self.before = before  # values at the changed pixels, in row-major order
+        self.after = after
+
+    @classmethod
+    def from_dense(cls, patch: MaskPatch) -> "SparsePatch":
+        where = patch.changed()
+        return cls(patch.bbox, np.packbits(where), patch.before[where], patch.after[where])
+
+    def changed(self) -> np.ndarray:
         x0, y0, x1, y1 = self.bbox
-        if arr.shape[0] < y1 or arr.shape[1] < x1 or arr.shape[2:] != self.before.shape[2:]:
-            raise ValueError(f"patch box {self.bbox} does not fit an array of shape {arr.shape}")
+        n = (x1 - x0) * (y1 - y0)
+        return np.unpackbits(self._bits, count=n).view(bool).reshape(y1 - y0, x1 - x0)
+
+    def apply(self, arr: np.ndarray) -> None:
+        _check_fits(self.bbox, self.after.shape[1:], arr)
+        arr[_slices(self.bbox)][self.changed()] = self.after
+
+    def revert(self, arr: np.ndarray) -> None:
+        _check_fits(self.bbox, self.before.shape[1:], arr)
+        arr[_slices(self.bbox)][self.changed()] = self.before
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._bits.nbytes + self.before.nbytes + self.after.nbytes)
 
 
 def diff_to_patch(old: np.ndarray, new: np.ndarray) -> MaskPatch | None:
@@ -153,10 +198,11 @@ class StrokeRecorder:
                 if (ty, tx) not in tiles:
                     tiles[ty, tx] = self.target[ty * t : (ty + 1) * t, tx * t : (tx + 1) * t].copy()
 
-    def finish(self) -> MaskPatch | None:
+    def finish(self, *, compact: bool = False) -> MaskPatch | SparsePatch | None:
         """One patch over the union box, shrunk to the changed pixels; None if nothing changed.
 
-        The recorder is reset afterwards and can record the next stroke.
+        With `compact=True` a long, thin stroke (whose box is mostly untouched) comes back as a
+        `SparsePatch` when that is smaller. The recorder is reset and can record the next stroke.
         """
         box, tiles = self._box, self._tiles
         self._box, self._tiles = None, {}
@@ -181,8 +227,9 @@ class StrokeRecorder:
         if inner is None:
             return None
         sl = _slices(inner)
-        return MaskPatch((inner[0] + x0, inner[1] + y0, inner[2] + x0, inner[3] + y0),
-                         before[sl].copy(), after[sl].copy())
+        patch = MaskPatch((inner[0] + x0, inner[1] + y0, inner[2] + x0, inner[3] + y0),
+                          before[sl].copy(), after[sl].copy())
+        return patch.compact() if compact else patch
 
     def cancel(self) -> None:
         """Forget the stroke without making a patch (the pixels stay as they are)."""

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from deeplab_studio.core.brush import paint_line
-from deeplab_studio.core.patches import (MaskPatch, StrokeRecorder, bbox_of, clip_bbox, diff_to_patch,
-                                         union_bbox)
+from deeplab_studio.core.patches import (MaskPatch, SparsePatch, StrokeRecorder, bbox_of, clip_bbox,
+                                         diff_to_patch, union_bbox)
 
 
 def test_bbox_helpers() -> None:
@@ -116,3 +116,48 @@ def test_long_stroke_patch_is_exact_and_small() -> None:
     assert (labels[3000:3100] == 4).all() and labels[:3000].max() == 0 and labels[3100:].max() == 0
     patch.apply(labels)
     assert np.array_equal(labels[y0:y1, x0:x1], after)
+
+
+def test_sparse_patch_round_trip_2d_bool_and_channels() -> None:
+    rng = np.random.default_rng(2)
+    for shape, dtype in (((40, 50), np.uint8), ((40, 50), bool), ((40, 50, 3), np.uint8)):
+        old = (rng.integers(0, 2, shape) if dtype is bool else rng.integers(0, 255, shape)).astype(dtype)
+        new = old.copy()
+        new[5, 7] = ~new[5, 7] if dtype is bool else new[5, 7] + 1
+        new[30, 44] = ~new[30, 44] if dtype is bool else new[30, 44] + 1
+        dense = diff_to_patch(old, new)
+        sparse = dense.compact()
+        assert isinstance(sparse, SparsePatch) and sparse.nbytes < dense.nbytes
+        assert sparse.bbox == dense.bbox
+        assert np.array_equal(sparse.changed(), dense.changed())
+        arr = old.copy()
+        sparse.apply(arr)
+        assert arr.tobytes() == new.tobytes()
+        sparse.revert(arr)
+        assert arr.tobytes() == old.tobytes()
+    # a dense change stays a MaskPatch
+    a = np.zeros((10, 10), np.uint8)
+    p = diff_to_patch(a, a + 1)
+    assert p.compact() is p
+
+
+def test_compact_long_stroke_is_o_touched_area() -> None:
+    h, w = 6000, 8000
+    labels = np.zeros((h, w), np.uint8)
+    rec = StrokeRecorder(labels)
+    # a diagonal drag: its union box is most of the image, the touched band is thin
+    pts = [(100 + i * 15.0, 100 + i * 11.0) for i in range(501)]
+    for a, b in zip(pts[:-1], pts[1:]):
+        paint_line(labels, a, b, 20, 7, recorders=[rec])
+    touched = int((labels == 7).sum())
+    patch = rec.finish(compact=True)
+    assert isinstance(patch, SparsePatch)
+    x0, y0, x1, y1 = patch.bbox
+    box_area = (x1 - x0) * (y1 - y0)
+    assert box_area > 0.5 * h * w
+    assert patch.nbytes <= 2 * touched + box_area // 8 + 16
+    assert patch.nbytes < 0.15 * box_area
+    patch.revert(labels)
+    assert not labels.any()
+    patch.apply(labels)
+    assert int((labels == 7).sum()) == touched
