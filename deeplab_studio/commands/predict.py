@@ -1,0 +1,224 @@
+"""`deeplab-studio predict`: label maps for images and folders of images with a checkpoint.
+
+Writes, for every input image, `OUT/<name>.png` (palette PNG, class indices, the checkpoint's
+class colours or the VOC colormap), optionally `<name>.probs.npy` (C×H×W float16) and
+`<name>.overlay.jpg`. Folder inputs are searched recursively and their sub-folders are mirrored
+under OUT, so equal file names in different folders never overwrite each other. An unreadable
+image is reported and skipped; the exit status is 1 if any image failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deeplab_studio.cli import CommandError
+
+
+# --- options shared with `evaluate` ----------------------------------------------------------------
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --output-stride, --tta, --crf, --tile-size, --max-side, --decode-workers."""
+    parser.add_argument("--model", required=True, metavar="CKPT",
+                        help="checkpoint: this project's .safetensors, a VainF .pth or torchvision weights")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16), default=None,
+                        help="run the network at output stride 8 or 16 (default: the checkpoint's)")
+    parser.add_argument("--tta", choices=("flip", "ms"), default=None,
+                        help="test-time augmentation: flip, or ms (scales 0.75/1/1.25, each with flip)")
+    parser.add_argument("--crf", action="store_true", help="refine each prediction with the dense CRF")
+    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX",
+                        help="images with a longer side run in overlapping tiles of this size (default 1024)")
+    parser.add_argument("--max-side", type=int, default=None, metavar="PX",
+                        help="instead of tiling, shrink images to this longest side and scale the result back")
+    parser.add_argument("--decode-workers", type=int, default=1, metavar="N",
+                        help="threads decoding images ahead of the model (0 = decode in line; default 1)")
+
+
+def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=None) -> Any:
+    """A Predictor for `args.model` with the options above; bad input → CommandError."""
+    from deeplab_studio.ml.checkpoints import CheckpointError, load_checkpoint
+    from deeplab_studio.ml.predictor import DeviceError, Predictor, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as exc:
+        raise CommandError(str(exc)) from None
+    if args.tile_size < 64:
+        raise CommandError(f"--tile-size must be at least 64, not {args.tile_size}")
+    if args.max_side is not None and args.max_side < 32:
+        raise CommandError(f"--max-side must be at least 32, not {args.max_side}")
+    try:
+        loaded = load_checkpoint(args.model, device="cpu", output_stride=args.output_stride)
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+    return Predictor(
+        loaded, device=device, tta=args.tta, tile_size=args.tile_size,
+        large_image="downscale" if args.max_side else "tile", max_side=args.max_side,
+        keep_probs=keep_probs, on_warning=on_warning,
+    )
+
+
+def model_palette(predictor: Any) -> np.ndarray:
+    """256×3 palette: the checkpoint's class colours over the VOC colormap (255 = ignore colour)."""
+    from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, voc_colormap
+
+    palette = voc_colormap(256)
+    colors = predictor.class_colors
+    if colors:
+        palette[: len(colors)] = np.asarray(colors, dtype=np.uint8)[:255]
+    palette[IGNORE] = IGNORE_COLOR
+    return palette
+
+
+class Progress:
+    """One stderr line per image with the running rate in images/s."""
+
+    def __init__(self, total: int, *, quiet: bool = False) -> None:
+        self.total, self.quiet, self.done, self.failed = total, quiet, 0, 0
+        self.start = time.perf_counter()
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def step(self, path: Path, error: BaseException | None = None) -> None:
+        self.done += 1
+        if error is not None:
+            self.failed += 1
+            print(f"[{self.done}/{self.total}] skipped {path}: {error}", file=sys.stderr, flush=True)
+        elif not self.quiet:
+            print(f"[{self.done}/{self.total}] {path}  ({self.rate():.2f} images/s)", file=sys.stderr, flush=True)
+
+    def summary(self, what: str) -> str:
+        elapsed = time.perf_counter() - self.start
+        ok = self.done - self.failed
+        text = f"{what} {ok} of {self.total} images in {elapsed:.1f} s ({self.rate():.2f} images/s)"
+        return text + (f"; {self.failed} failed" if self.failed else "")
+
+
+# --- inputs and output names -------------------------------------------------------------------------
+def collect_images(inputs: list[str], *, exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(image path, output stem relative to OUT) for every input file and image in input folders.
+
+    Stems mirror sub-folders of folder inputs; clashes (same stem from two inputs, or `a.jpg`
+    beside `a.png`) get the extension appended, then a counter, in input order.
+    """
+    from deeplab_studio.storage.images import is_image_file
+
+    found: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+    for arg in inputs:
+        root = Path(arg)
+        if root.is_dir():
+            files = sorted(
+                f for f in root.rglob("*")
+                if f.is_file() and is_image_file(f)
+                and not any(part.startswith(".") for part in f.relative_to(root).parts)
+                and not (exclude is not None and f.resolve().is_relative_to(exclude))
+            )
+            items = [(f, f.relative_to(root).with_suffix("")) for f in files]
+        elif root.is_file():
+            items = [(root, Path(root.stem))]
+        else:
+            raise CommandError(f"{arg}: no such file or folder")
+        for path, stem in items:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append((path, stem))
+    taken: set[str] = set()
+    named: list[tuple[Path, Path]] = []
+    for path, stem in found:
+        candidates = [stem, stem.with_name(f"{stem.name}_{path.suffix.lstrip('.').lower()}")]
+        candidates += [stem.with_name(f"{stem.name}_{n}") for n in range(2, len(found) + 2)]
+        for cand in candidates:
+            if cand.as_posix().lower() not in taken:
+                taken.add(cand.as_posix().lower())
+                named.append((path, cand))
+                break
+    return named
+
+
+# --- outputs ------------------------------------------------------------------------------------------
+def overlay_jpeg(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> bytes:
+    """JPEG bytes of `image` with non-background classes tinted in their palette colour."""
+    from PIL import Image
+
+    tinted = image.astype(np.float32)
+    mask = labels != 0
+    tinted[mask] = (1 - alpha) * tinted[mask] + alpha * palette[labels[mask]]
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(tinted + 0.5, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the label maps (created if needed)")
+    add_model_arguments(parser)
+    parser.add_argument("--save-probs", action="store_true", help="also write <name>.probs.npy (C×H×W float16)")
+    parser.add_argument("--overlay", action="store_true", help="also write <name>.overlay.jpg (classes over the image)")
+    parser.add_argument("--quiet", action="store_true", help="report only failures and the summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out}: exists and is not a folder")
+    images = collect_images(args.inputs, exclude=out.resolve())
+    if not images:
+        raise CommandError(f"no images found in {' '.join(args.inputs)}")
+
+    from deeplab_studio.ml.prefetch import prefetch_images
+    from deeplab_studio.storage.atomic import atomic_write_bytes
+    from deeplab_studio.storage.labelmaps import write_label_png
+
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    predictor = load_predictor(args, keep_probs=args.crf or args.save_probs, on_warning=warn)
+    refine = None
+    if args.crf:
+        from deeplab_studio.ml.crf import refine
+    palette = model_palette(predictor)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"--out {out}: cannot create the folder ({exc})") from None
+
+    stems = dict(images)
+    progress = Progress(len(images), quiet=args.quiet)
+    print(f"predicting {len(images)} images on {predictor.device}", file=sys.stderr, flush=True)
+    for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers):
+        if isinstance(image, Exception):
+            progress.step(path, image)
+            continue
+        try:
+            pred = predictor.predict(image)
+            labels = refine(image, pred.probs) if refine is not None else pred.labels
+            target = out / stems[path]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_label_png(target.with_name(target.name + ".png"), labels, palette)
+            if args.save_probs:
+                atomic_write_bytes(target.with_name(target.name + ".probs.npy"),
+                                   npy_bytes(pred.probs.astype(np.float16, copy=False)))
+            if args.overlay:
+                atomic_write_bytes(target.with_name(target.name + ".overlay.jpg"), overlay_jpeg(image, labels, palette))
+        except (ValueError, RuntimeError, OSError) as exc:
+            progress.step(path, exc)
+            continue
+        progress.step(path)
+    print(progress.summary("wrote label maps for"), file=sys.stderr, flush=True)
+    return 1 if progress.failed else 0
