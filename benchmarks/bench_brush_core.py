@@ -8,6 +8,9 @@ Measures, in one process:
   3. The exact capsule versus stamping disks at spacing r/2 along the segment, for short and long
      mouse moves (which way of making a gap-free line is cheaper).
 
+  4. Flood fill of a large region (4000×3000 map) against a plain Python BFS on a smaller one,
+     and `polygon_mask` of a large polygon.
+
 Usage: python benchmarks/bench_brush_core.py [--radius 20] [--events 500]
 """
 
@@ -17,9 +20,12 @@ import argparse
 import math
 import time
 
+from collections import deque
+
 import numpy as np
 
 from deeplab_studio.core.brush import disk, paint_disk, paint_line
+from deeplab_studio.core.fill import flood_region, polygon_mask
 from deeplab_studio.core.patches import StrokeRecorder
 
 H, W = 6000, 8000
@@ -99,6 +105,61 @@ def capsule_vs_stamps(radius: int, step: float, events: int) -> tuple[float, flo
     return out[0], out[1]
 
 
+def python_bfs(labels: np.ndarray, sx: int, sy: int) -> np.ndarray:
+    """The plain baseline: a 4-connected BFS over pixels with a deque."""
+    h, w = labels.shape
+    v = labels[sy, sx]
+    out = np.zeros((h, w), bool)
+    out[sy, sx] = True
+    q = deque([(sy, sx)])
+    lab = labels.tolist()
+    seen = out
+    while q:
+        y, x = q.popleft()
+        for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if 0 <= yy < h and 0 <= xx < w and not seen[yy, xx] and lab[yy][xx] == v:
+                seen[yy, xx] = True
+                q.append((yy, xx))
+    return out
+
+
+def scene(h: int, w: int) -> np.ndarray:
+    """A label map with one big region (class 1) holding holes and a bar of class 2."""
+    labels = np.zeros((h, w), np.uint8)
+    labels[h // 30 : h - h // 30, w // 40 : w - w // 40] = 1
+    labels[h // 6 : h // 5, w // 8 : 3 * w // 4] = 2
+    yy, xx = np.ogrid[0:h, 0:w]
+    for k in range(12):
+        cy, cx = (k * 0.37 % 1) * h, (k * 0.61 % 1) * w
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < (h / 25) ** 2] = 3
+    return labels
+
+
+def bench_fill() -> None:
+    small = scene(300, 400)
+    t = time.perf_counter()
+    ref = python_bfs(small, 200, 150)
+    t_bfs = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = flood_region(small, (200, 150))
+    t_ours = time.perf_counter() - t
+    assert np.array_equal(ref, ours)
+    print(f"flood fill 400x300 ({int(ours.sum())} px): python BFS {t_bfs * 1e3:.1f} ms, "
+          f"flood_region {t_ours * 1e3:.2f} ms, ratio {t_bfs / t_ours:.0f}x")
+    big = scene(3000, 4000)
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter()
+        region = flood_region(big, (2000, 1500))
+        ts.append(time.perf_counter() - t)
+    print(f"flood fill 4000x3000 ({int(region.sum())} px region): {min(ts) * 1e3:.0f} ms (best of 3); "
+          f"python BFS extrapolated per pixel ~{t_bfs / ref.sum() * region.sum():.0f} s")
+    pts = [(100.5, 80.2), (3900, 300), (3500, 2900), (2000, 1200), (200, 2800)]
+    t = time.perf_counter()
+    m = polygon_mask((3000, 4000), pts)
+    print(f"polygon_mask 4000x3000 ({int(m.sum())} px): {(time.perf_counter() - t) * 1e3:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--radius", type=int, default=20, help="brush radius (20 = a ~40 px brush)")
@@ -126,6 +187,7 @@ def main() -> None:
     for step in (2.0, 8.0, 32.0, 128.0):
         cap, stp = capsule_vs_stamps(r, step, 120)
         print(f"  move {step:5.0f} px: capsule {cap:8.1f}   stamps {stp:8.1f}   stamps/capsule {stp / cap:.2f}")
+    bench_fill()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ pixels with `(x-cx)² + (y-cy)² <= r²`; a stroke segment covers every pixel wh
 position lies within r of the segment between the two snapped end pixels: the exact union of all
 disks along it, so even a very fast mouse move leaves no gap.
 
-Modes are values: paint = a class index, erase = 0 (`BACKGROUND`), ignore = 255 (`IGNORE`).
+Radii are whole pixels (a float radius is truncated). Modes are values: paint = a class index, erase = 0 (`BACKGROUND`), ignore = 255 (`IGNORE`).
 All work happens inside the stamp's box; nothing allocates image-sized temporaries.
 """
 
@@ -85,6 +85,8 @@ def _check(labels: np.ndarray, value: int, radius: float,
     for name, arr in (("protect", protect), ("edit_mask", edit_mask)):
         if arr is not None and arr.shape != labels.shape:
             raise ValueError(f"{name} shape {arr.shape} differs from labels {labels.shape}")
+        if arr is not None and arr.dtype != bool:
+            raise ValueError(f"{name} must be a bool array, got {arr.dtype}")
     return int(value)
 
 

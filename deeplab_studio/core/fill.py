@@ -17,7 +17,8 @@ from .patches import MaskPatch, bbox_of
 
 Point = tuple[float, float]
 
-_BFS_LEVELS = 96  # run rows searched breadth-first before switching to the union-find
+_BFS_LEVELS = 32  # run rows searched breadth-first before switching to the union-find
+_LOOP_RUNS = 50_000  # up to this many runs, paint them with slices (cheaper than a cumsum pass)
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,6 +86,10 @@ def _paint_runs(shape: tuple[int, int], row: np.ndarray, start: np.ndarray,
     """A full-size bool mask with the given runs set, built over the runs' box only."""
     out = np.zeros(shape, bool)
     if row.size == 0:
+        return out
+    if row.size <= _LOOP_RUNS:
+        for y, x0, x1 in zip(row.tolist(), start.tolist(), end.tolist()):
+            out[y, x0:x1] = True
         return out
     y0, y1 = int(row.min()), int(row.max()) + 1
     x0, x1 = int(start.min()), int(end.max())
@@ -199,6 +204,8 @@ def fill_mask(labels: np.ndarray, mask: np.ndarray, value: int, *,
     for name, arr in (("protect", protect), ("edit_mask", edit_mask)):
         if arr is not None and arr.shape != labels.shape:
             raise ValueError(f"{name} shape {arr.shape} differs from labels {labels.shape}")
+        if arr is not None and arr.dtype != bool:
+            raise ValueError(f"{name} must be a bool array, got {arr.dtype}")
     box = bbox_of(mask)
     if box is None:
         return None

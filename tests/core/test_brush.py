@@ -175,6 +175,8 @@ def test_bad_arguments() -> None:
         paint_line(labels, (1, 1), (3, 3), 2, 1, edit_mask=np.zeros((4, 4), bool))
     with pytest.raises(ValueError):
         paint_disk(np.zeros((8, 8, 3), np.uint8), (1, 1), 2, 1)
+    with pytest.raises(ValueError, match="bool"):
+        paint_disk(labels, (1, 1), 2, 1, protect=np.zeros((8, 8), np.uint8))
 
 
 def test_stroke_with_recorders_undoes_exactly() -> None:

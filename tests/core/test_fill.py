@@ -62,6 +62,15 @@ def test_flood_long_winding_region(monkeypatch, levels) -> None:
     assert np.array_equal(got, labels == 0)
 
 
+def test_paint_runs_cumsum_path_matches_loop(monkeypatch) -> None:
+    rng = np.random.default_rng(9)
+    labels = (rng.random((40, 50)) < 0.6).astype(np.uint8)
+    loop = flood_region(labels, (0, 0), connectivity=8)
+    monkeypatch.setattr(fill, "_LOOP_RUNS", 0)
+    assert np.array_equal(flood_region(labels, (0, 0), connectivity=8), loop)
+    assert np.array_equal(loop, ref_flood(labels, (0, 0), 8))
+
+
 def test_flood_bad_input() -> None:
     labels = np.zeros((5, 5), np.uint8)
     with pytest.raises(ValueError):
