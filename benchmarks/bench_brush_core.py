@@ -3,7 +3,7 @@
 Measures, in one process:
   1. `paint_line` per mouse event with two `StrokeRecorder`s (labels + edit mask), as the GUI
      calls it, then `finish()`; patch size versus the image.
-  2. A naive baseline: an image-sized disk mask per stamp, written with `labels[mask] = value`
+  2. A naive baseline: an image-sized bool mask per stamp, written with `labels[mask] = value`
      (run for fewer stamps: it is slow).
   3. The exact capsule versus stamping disks at spacing r/2 along the segment, for short and long
      mouse moves (which way of making a gap-free line is cheaper).
@@ -62,16 +62,17 @@ def run_ours(radius: int, events: int, step: float) -> tuple[list[float], float,
 
 
 def run_naive(radius: int, stamps: int, step: float) -> list[float]:
-    """Image-sized mask per stamp; the undo copy of the whole map is made once, at the press."""
+    """An image-sized bool mask per stamp (disk pasted in), written with `labels[mask] = value`;
+    the undo copy of both maps is made once, at the press."""
     labels, edit = maps()
     _undo = labels.copy(), edit.copy()
-    yy = np.arange(H)[:, None]
-    xx = np.arange(W)[None, :]
+    d = disk(radius)
     ts = []
     for x, y in wavy_points(stamps, step)[:stamps]:
         t = time.perf_counter()
         cx, cy = math.floor(x), math.floor(y)
-        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius * radius
+        mask = np.zeros((H, W), bool)
+        mask[cy - radius : cy + radius + 1, cx - radius : cx + radius + 1] = d
         labels[mask] = 3
         edit[mask] = True
         ts.append(time.perf_counter() - t)

@@ -27,6 +27,7 @@ Point = tuple[float, float]
 # close to the capsule (a diagonal drag across the image never builds an image-sized box).
 _PIECE_RADII = 3.0
 _MIN_PIECE = 24.0
+_CACHED_MOVE = 24  # moves up to this many pixels per axis reuse a cached capsule mask
 
 
 class ChangeListener(Protocol):
@@ -102,13 +103,29 @@ def paint_disk(labels: np.ndarray, center_xy: Point, radius: int, value: int, *,
     value = _check(labels, value, radius, protect, edit_mask)
     r = int(radius)
     cx, cy = _pixel(center_xy)
+    return _stamp(labels, cx - r, cy - r, disk(r), value, protect, edit_mask, recorders)
+
+
+def _stamp(labels: np.ndarray, ox: int, oy: int, shape_mask: np.ndarray, value: int,
+           protect: np.ndarray | None, edit_mask: np.ndarray | None,
+           recorders: Iterable[ChangeListener]) -> BBox | None:
+    """Write a ready-made mask whose top-left pixel sits at (ox, oy), clipped to the image."""
     h, w = labels.shape
-    x0, y0, x1, y1 = max(cx - r, 0), max(cy - r, 0), min(cx + r + 1, w), min(cy + r + 1, h)
+    mh, mw = shape_mask.shape
+    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + mw, w), min(oy + mh, h)
     if x1 <= x0 or y1 <= y0:
         return None
-    d = disk(r)
-    mask = d[y0 - (cy - r) : y1 - (cy - r), x0 - (cx - r) : x1 - (cx - r)]
+    mask = shape_mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     return _write(labels, (x0, y0, x1, y1), mask, value, protect, edit_mask, recorders)
+
+
+@lru_cache(maxsize=4096)
+def _capsule_cached(dx: int, dy: int, r: int) -> np.ndarray:
+    """Read-only capsule from (0, 0) to (dx, dy); its top-left is (min(0,dx)-r, min(0,dy)-r)."""
+    box = (min(0, dx) - r, min(0, dy) - r, max(0, dx) + r + 1, max(0, dy) + r + 1)
+    m = capsule_mask(box, (0.0, 0.0), (float(dx), float(dy)), r)
+    m.setflags(write=False)
+    return m
 
 
 def capsule_mask(box: BBox, a: Point, b: Point, radius: float) -> np.ndarray:
@@ -150,8 +167,13 @@ def paint_line(labels: np.ndarray, p0_xy: Point, p1_xy: Point, radius: int, valu
     if ax == bx and ay == by:
         return paint_disk(labels, (ax, ay), r, value, protect=protect, edit_mask=edit_mask,
                           recorders=recorders)
+    dx, dy = bx - ax, by - ay
+    if abs(dx) <= _CACHED_MOVE and abs(dy) <= _CACHED_MOVE:
+        # the usual case: a short move; its capsule depends only on (dx, dy, r), so reuse it
+        return _stamp(labels, min(ax, bx) - r, min(ay, by) - r, _capsule_cached(dx, dy, r),
+                      value, protect, edit_mask, recorders)
     h, w = labels.shape
-    length = math.hypot(bx - ax, by - ay)
+    length = math.hypot(dx, dy)
     n = max(1, math.ceil(length / max(_PIECE_RADII * r, _MIN_PIECE)))
     out: BBox | None = None
     for k in range(n):
