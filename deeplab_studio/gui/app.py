@@ -97,8 +97,11 @@ def run_app(folder: str | None = None, demo: bool = False) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from deeplab_studio.gui import qt_compat
     from deeplab_studio.gui import settings as prefs
     from deeplab_studio.gui.main_window import MainWindow
+
+    qt_compat.apply()
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "deeplab-studio"])
     app.setOrganizationName(prefs.ORG)

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QDockWidget, QLabel, QMainWindow, QMes
                                QSpinBox, QToolBar, QUndoView, QVBoxLayout, QWidget)
 
 from deeplab_studio import __version__
+from deeplab_studio.gui import qt_compat
 from deeplab_studio.core.labels import LabelSet
 from deeplab_studio.gui import settings as prefs
 from deeplab_studio.gui.autosave import AutoSaver
@@ -30,6 +31,8 @@ from deeplab_studio.gui.tools import ToolBox, ToolContext
 from deeplab_studio.gui.undo import UndoManager
 from deeplab_studio.gui.widgets import Banner, ShortcutsDialog, StatusFields
 from deeplab_studio.storage.project import Project
+
+qt_compat.apply()  # before any window exists: see qt_compat (PySide6 refcount bug on Python 3.11)
 
 TOOL_ACTIONS = ("tool_brush", "tool_eraser", "tool_fill", "tool_polygon", "tool_picker")
 

@@ -9,6 +9,10 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
 
+from deeplab_studio.gui import qt_compat
+
+qt_compat.apply()  # PySide6 builds that leak None/True/False references abort long test runs otherwise
+
 H, W = 48, 64
 
 
