@@ -1,0 +1,220 @@
+"""Model in the loop through the real main window: Ctrl+R, batches, CRF snap, undo, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from deeplab_studio.core.brush import paint_disk
+from deeplab_studio.core.labels import IGNORE, LabelSet
+from deeplab_studio.core.scenes import generate_scene
+from deeplab_studio.gui.class_mapping import map_classes
+from deeplab_studio.gui.model_controller import attach_model_tools
+
+ARCH = "deeplabv3plus_mobilenet"
+CLASSES = ["background", "disk", "square", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    from deeplab_studio.ml.checkpoints import save_checkpoint
+    from deeplab_studio.ml.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ARCH, num_classes=len(CLASSES)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, arch=ARCH, num_classes=len(CLASSES), class_names=CLASSES)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    from PIL import Image
+
+    d = tmp_path / "images"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(generate_scene(64, 64, seed=(7, i))[0]).save(d / f"scene{i}.png")
+    return d
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, folder):
+    from deeplab_studio.gui.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings)
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_folder(folder)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def controller(qtbot, window, tiny_checkpoint):
+    c = attach_model_tools(window)
+    c.act_crf.setChecked(False)
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        c.load_model(str(tiny_checkpoint), "cpu")
+    yield c
+    c.shutdown()
+
+
+def _expected(tiny_checkpoint, image) -> np.ndarray:
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+    from deeplab_studio.ml.predictor import Predictor
+
+    return Predictor(load_checkpoint(tiny_checkpoint), device="cpu").predict(image).labels
+
+
+def test_a_default_project_takes_the_model_classes(controller, window) -> None:
+    assert window.project.labels.names == CLASSES
+    assert controller.mapping.is_identity()
+    assert "tiny.safetensors" in controller.link._model_label.text()
+
+
+def test_ctrl_r_proposal_lands_on_the_canvas_and_undoes(qtbot, window, controller, tiny_checkpoint) -> None:
+    doc = window.document
+    before = doc.labels.copy()
+    with qtbot.waitSignal(controller.proposalApplied, timeout=60000):
+        qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    expected = _expected(tiny_checkpoint, doc.image)
+    np.testing.assert_array_equal(doc.labels, expected)
+    np.testing.assert_array_equal(window.canvas.overlay.pixels(), expected)
+    assert controller.uncertainty.map(doc.key) is not None
+    stack = window.undo.active
+    assert stack.count() == 1
+    stack.undo()
+    np.testing.assert_array_equal(doc.labels, before)
+    np.testing.assert_array_equal(window.canvas.overlay.pixels(), before)
+    stack.redo()
+    np.testing.assert_array_equal(doc.labels, expected)
+    assert window.autosave.flush()
+    assert window.project.record(doc.key).status.value == "auto"
+
+
+def test_human_pixels_survive_a_rerun_and_a_crf_snap(qtbot, window, controller, tiny_checkpoint) -> None:
+    doc = window.document
+    expected = _expected(tiny_checkpoint, doc.image)
+    human = int((np.bincount(expected.ravel(), minlength=4)[:4]).argmin())  # a class the model rarely says
+    paint_disk(doc.labels, (32.0, 32.0), 9, human, edit_mask=doc.edit_mask)
+    paint_disk(doc.labels, (8.0, 8.0), 4, IGNORE, edit_mask=doc.edit_mask)
+    doc.notify((0, 0, 64, 64))
+    painted, mask = doc.labels.copy(), doc.edit_mask.copy()
+    assert mask.sum() > 200
+    controller.act_crf.setChecked(True)  # proposals refined by the CRF, human pixels still kept
+    with qtbot.waitSignal(controller.proposalApplied, timeout=60000):
+        controller.auto_segment()
+    np.testing.assert_array_equal(doc.labels[mask], painted[mask])
+    assert (doc.labels[~mask] != painted[~mask]).any() or (expected[~mask] == painted[~mask]).all()
+    with qtbot.waitSignal(controller.snapApplied, timeout=60000):
+        qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    np.testing.assert_array_equal(doc.labels[mask], painted[mask])
+    np.testing.assert_array_equal(doc.edit_mask, mask)
+
+
+def test_a_result_for_an_image_the_user_left_is_dropped(qtbot, window, controller) -> None:
+    first = window.document.key
+    dropped_or_cancelled = []
+    controller.client.dropped.connect(dropped_or_cancelled.append)
+    applied = []
+    controller.proposalApplied.connect(applied.append)
+    controller.auto_segment()
+    assert window.step(1)  # move on before the answer
+    qtbot.waitUntil(lambda: not controller.client.busy, timeout=60000)
+    assert applied == []
+    assert not window.document.labels.any() and not window.undo.active.count()
+    rec = window.project.record(first)
+    assert rec.status.value == "unlabeled"
+
+
+def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tiny_checkpoint) -> None:
+    with qtbot.waitSignal(controller.client.batchFinished, timeout=120000) as blocker:
+        controller.auto_segment_all()
+    _, done, failed, cancelled = blocker.args
+    assert (done, failed, cancelled) == (3, 0, False)
+    assert window.autosave.flush()
+    project = window.project
+    for rec in project.records:
+        assert rec.status.value == "auto"
+        labels, mask = project.load_annotation(rec)
+        np.testing.assert_array_equal(labels, _expected(tiny_checkpoint, project.read_image(rec)))
+    current = window.document.key
+    means = controller.uncertainty.mean
+    others = [k for k in means if k != current]
+    target = controller.next_most_uncertain()
+    assert target == max(others, key=lambda k: means[k]) and window.document.key == target
+    controller.act_uncertainty.setChecked(True)
+    assert window.canvas.extra.isVisible() or window.canvas.extra.qimage is not None
+
+
+def test_a_corrupt_checkpoint_shows_a_message_and_the_app_goes_on(qtbot, window, tmp_path, tiny_checkpoint) -> None:
+    c = attach_model_tools(window)
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    with qtbot.waitSignal(window.messageShown, timeout=60000) as blocker:
+        c.load_model(str(bad), "cpu")
+    assert "corrupt.pth" in blocker.args[0]
+    assert c.client.model is None
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        c.load_model(str(tiny_checkpoint), "cpu")
+    with qtbot.waitSignal(c.proposalApplied, timeout=60000):
+        c.auto_segment()
+    c.shutdown()
+
+
+def test_class_mapping_by_name() -> None:
+    project = LabelSet(["background", "Triangle", "cat"])
+    m = map_classes(CLASSES, project)
+    assert m.targets == [0, 0, 0, 1] and m.unmatched == ["disk", "square"]
+    lut = map_classes(CLASSES, project, unmatched=IGNORE).lut()
+    np.testing.assert_array_equal(lut[[0, 1, 2, 3]], [0, IGNORE, IGNORE, 1])
+    voc = map_classes(None, LabelSet.voc(), num_classes=21)
+    assert voc.is_identity()
+    aliased = map_classes(["background", "tv", "airplane"], LabelSet.voc())
+    assert aliased.targets == [0, 20, 1]
+
+
+def test_proposals_follow_the_mapping_into_a_project_with_its_own_classes(qtbot, window, tiny_checkpoint) -> None:
+    assert window.set_labelset(LabelSet(["background", "triangle", "square"]))
+    c = attach_model_tools(window)
+    c.act_crf.setChecked(False)
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        c.load_model(str(tiny_checkpoint), "cpu")
+    assert window.project.labels.names == ["background", "triangle", "square"]  # not replaced
+    assert c.mapping.targets == [0, 0, 2, 1]
+    doc = window.document
+    with qtbot.waitSignal(c.proposalApplied, timeout=60000):
+        c.auto_segment()
+    expected = np.array([0, 0, 2, 1], np.uint8)[_expected(tiny_checkpoint, doc.image)]
+    np.testing.assert_array_equal(doc.labels, expected)
+    c.shutdown()
+
+
+def test_crf_panel_preview_apply_revert(qtbot, window, controller) -> None:
+    from deeplab_studio.gui.crf_panel import CRFPanel
+
+    doc = window.document
+    yy, xx = np.mgrid[:64, :64]
+    blocky = np.where((xx // 16 + yy // 16) % 2 == 0, 1, 0).astype(np.uint8)  # blocky map vs. round scene objects
+    assert window.apply_labels(blocky, text="test")
+    panel = CRFPanel(controller)
+    qtbot.addWidget(panel)
+    with qtbot.waitSignal(panel.previewReady, timeout=60000) as blocker:
+        panel._sliders["iterations"].setValue(3)
+    assert blocker.args[0] == int((panel.preview != doc.labels).sum())
+    np.testing.assert_array_equal(doc.labels, blocky)  # a preview changes nothing
+    n = window.undo.active.count()
+    if blocker.args[0]:
+        assert panel.apply()
+        assert window.undo.active.count() == n + 1
+        assert controller.crf_params.iterations == 3
+    panel._sliders["iterations"].setValue(9)
+    panel.revert()
+    assert panel.params().iterations == 3 and panel.preview is None
