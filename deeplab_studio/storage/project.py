@@ -125,14 +125,27 @@ def can_write_dir(path: Path) -> bool:
         return False
 
 
+def user_data_dir_for(folder: Path) -> Path:
+    """The user-data location of the project of a read-only `folder` (absolute path)."""
+    return user_data_root() / "projects" / hashlib.sha256(str(folder).encode("utf-8")).hexdigest()[:16]
+
+
+def existing_data_dir(folder: str | Path) -> Path | None:
+    """Where the project of `folder` already keeps its data, or None if it has no project yet."""
+    folder = Path(folder).expanduser().resolve()
+    for d in (folder / DATA_DIR_NAME, user_data_dir_for(folder)):
+        if (d / PROJECT_FILE).is_file():
+            return d
+    return None
+
+
 def choose_data_dir(folder: Path) -> Path:
     """The project's data folder: `folder/.deeplab_studio` when writable, else the user data folder
     (seeded once from a read-only `folder/.deeplab_studio` if one exists)."""
     local = folder / DATA_DIR_NAME
     if can_write_dir(local):
         return local
-    digest = hashlib.sha256(str(folder).encode("utf-8")).hexdigest()[:16]
-    user = user_data_root() / "projects" / digest
+    user = user_data_dir_for(folder)
     if (local / PROJECT_FILE).is_file() and not (user / PROJECT_FILE).exists():
         shutil.copytree(local, user, dirs_exist_ok=True, ignore=lambda _d, names: [n for n in names if is_temp_file(n)])
     if not can_write_dir(user):
@@ -324,9 +337,14 @@ class Project:
     def __len__(self) -> int:
         return len(self.records)
 
-    def record(self, path: str) -> ImageRecord:
-        """The record with relative posix `path` (KeyError if absent)."""
-        return self._all[path]
+    def record(self, path_or_key: str) -> ImageRecord:
+        """The record with relative posix path (or storage key) `path_or_key` (KeyError if absent)."""
+        rec = self._all.get(path_or_key)
+        if rec is None:
+            rec = next((r for r in self._all.values() if r.key == path_or_key), None)
+        if rec is None:
+            raise KeyError(path_or_key)
+        return rec
 
     def image_path(self, rec: ImageRecord) -> Path:
         return self.folder / rec.path

@@ -47,6 +47,7 @@ def test_scan_natural_order_subfolders_hidden_skipped(folder: Path) -> None:
     keys = [r.key for r in proj.records]
     assert len(set(keys)) == len(keys) and len({k.casefold() for k in keys}) == len(keys)
     assert proj.record("img2.png").key != proj.record("sub/img2.png").key
+    assert proj.record(proj.record("sub/img2.png").key).path == "sub/img2.png"
     doc = json.loads((proj.data_dir / "project.json").read_text())
     assert doc["format_version"] == FORMAT_VERSION and doc["classes"] == LabelSet.voc().to_json()
     assert {"path", "width", "height", "status", "created", "modified", "key"} <= set(doc["images"][0])
