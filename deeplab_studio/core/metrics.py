@@ -41,9 +41,43 @@ class ConfusionMatrix:
         pred = np.asarray(pred)
         if gt.shape != pred.shape:
             raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in shape")
+        if gt.size == 0:
+            return
+        if gt.dtype == np.uint8 and pred.dtype == np.uint8:
+            # one pass: a 256×256 joint histogram of (gt, pred), then keep what counts
+            joint = (gt.astype(np.uint16) << 8) | pred
+            self._add_joint(np.bincount(joint.ravel(), minlength=65536).reshape(256, 256))
+            return
+        self._update_general(gt.ravel().astype(np.int64, copy=False),
+                             pred.ravel().astype(np.int64, copy=False))
+
+    def _bad_value(self, name: str, value: int) -> ValueError:
+        extra = f" or the ignore index {self.ignore_index}" if self.ignore_index is not None else ""
+        return ValueError(f"{name} holds value {value}, not a class 0..{self.num_classes - 1}{extra}")
+
+    def _add_joint(self, hist: np.ndarray) -> None:
+        """Add a 256×256 histogram hist[gt value, pred value] of uint8 maps."""
+        k, ig = self.num_classes, self.ignore_index
+        ig = ig if ig is not None and 0 <= ig < 256 else None
+        if ig is not None:
+            hist = hist.copy()
+            hist[ig, :] = 0  # ignored ground truth
+        gt_values = np.flatnonzero(hist.sum(axis=1))
+        if gt_values.size and gt_values[-1] >= k:
+            raise self._bad_value("ground truth", int(gt_values[gt_values >= k][0]))
+        kk = min(k, 256)
+        pred_counts = hist[:kk].sum(axis=0)
+        if ig is not None:
+            pred_counts[ig] = 0
+        pred_values = np.flatnonzero(pred_counts)
+        if pred_values.size and pred_values[-1] >= k:
+            raise self._bad_value("prediction", int(pred_values[pred_values >= k][0]))
+        self._counts[:kk, :kk] += hist[:kk, :kk]
+        if ig is not None:
+            self._counts[:kk, k] += hist[:kk, ig]
+
+    def _update_general(self, g: np.ndarray, p: np.ndarray) -> None:
         k = self.num_classes
-        g = gt.ravel().astype(np.int64, copy=False)
-        p = pred.ravel().astype(np.int64, copy=False)
         abstain = None
         if self.ignore_index is not None:
             keep = g != self.ignore_index
@@ -56,8 +90,7 @@ class ConfusionMatrix:
         for name, arr in (("ground truth", g), ("prediction", checked)):
             lo, hi = int(arr.min()), int(arr.max())
             if lo < 0 or hi >= k:
-                extra = f" or the ignore index {self.ignore_index}" if self.ignore_index is not None else ""
-                raise ValueError(f"{name} holds value {lo if lo < 0 else hi}, not a class 0..{k - 1}{extra}")
+                raise self._bad_value(name, lo if lo < 0 else hi)
         if abstain is not None and abstain.any():
             p = np.where(abstain, k, p)
         self._counts += np.bincount(g * (k + 1) + p, minlength=k * (k + 1)).reshape(k, k + 1)

@@ -99,3 +99,33 @@ def test_bad_input() -> None:
         no_ignore.update(np.array([0]), np.array([255]))
     with pytest.raises(ValueError):
         no_ignore.update(np.array([0]), np.array([3]))
+
+
+@pytest.mark.parametrize("ignore", [255, None, 7])
+def test_uint8_fast_path_equals_general_path(ignore) -> None:
+    rng = np.random.default_rng(4)
+    k = 6
+    gt = rng.integers(0, k, (30, 40)).astype(np.uint8)
+    pred = rng.integers(0, k, (30, 40)).astype(np.uint8)
+    if ignore is not None:
+        gt[rng.random(gt.shape) < 0.1] = ignore
+        pred[rng.random(pred.shape) < 0.1] = ignore
+    fast, general = ConfusionMatrix(k, ignore), ConfusionMatrix(k, ignore)
+    fast.update(gt, pred)
+    general.update(gt.astype(np.int32), pred.astype(np.int32))
+    assert np.array_equal(fast.matrix, general.matrix)
+    assert np.array_equal(fast.missed, general.missed)
+    assert fast.total == general.total == int((gt != (ignore if ignore is not None else -1)).sum())
+
+
+def test_uint8_bad_values_raise() -> None:
+    cm = ConfusionMatrix(3)
+    with pytest.raises(ValueError, match="ground truth holds value 7"):
+        cm.update(np.array([[7, 0]], np.uint8), np.array([[0, 0]], np.uint8))
+    with pytest.raises(ValueError, match="prediction holds value 3"):
+        cm.update(np.array([[0, 255]], np.uint8), np.array([[3, 3]], np.uint8))
+    # a bad prediction under ignored ground truth is not counted, so not an error
+    cm.update(np.array([[0, 255]], np.uint8), np.array([[0, 9]], np.uint8))
+    assert cm.total == 1 and cm.matrix[0, 0] == 1
+    with pytest.raises(ValueError):
+        ConfusionMatrix(3, ignore_index=None).update(np.array([[0]], np.uint8), np.array([[255]], np.uint8))
