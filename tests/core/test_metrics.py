@@ -129,3 +129,30 @@ def test_uint8_bad_values_raise() -> None:
     assert cm.total == 1 and cm.matrix[0, 0] == 1
     with pytest.raises(ValueError):
         ConfusionMatrix(3, ignore_index=None).update(np.array([[0]], np.uint8), np.array([[255]], np.uint8))
+
+
+def _voc_indices(path) -> np.ndarray:
+    from PIL import Image
+
+    from deeplab_studio.core.labels import voc_colormap
+
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(np.int64)
+    key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    cmap = voc_colormap().astype(np.int64)
+    ckey = (cmap[:, 0] << 16) | (cmap[:, 1] << 8) | cmap[:, 2]
+    order = np.argsort(ckey)
+    pos = np.searchsorted(ckey[order], key).clip(0, 255)
+    assert np.array_equal(ckey[order][pos], key), f"{path} holds colours outside the VOC colormap"
+    return order[pos].astype(np.uint8)
+
+
+@pytest.mark.parametrize("n, cls, miou", [(1, 1, 0.9692), (23, 17, 0.9660), (114, 3, 0.9637)])
+def test_real_deeplab_prediction_miou(data_dir, n, cls, miou) -> None:
+    gt = _voc_indices(data_dir / "voc_samples" / f"{n}_target.png")
+    pred = _voc_indices(data_dir / "voc_samples" / f"{n}_pred.png")
+    assert (gt == 255).any() and set(np.unique(gt)) <= {0, cls, 255}
+    cm = ConfusionMatrix(21)
+    cm.update(gt, pred)
+    assert cm.total == int((gt != 255).sum())
+    assert cm.miou() == pytest.approx(miou, abs=5e-5)
+    assert np.isfinite(cm.iou()).sum() == 2  # background and the object only
