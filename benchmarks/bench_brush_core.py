@@ -10,6 +10,7 @@ Measures, in one process:
 
   4. Flood fill of a large region (4000×3000 map) against a plain Python BFS on a smaller one,
      and `polygon_mask` of a large polygon.
+  5. `ConfusionMatrix.update` on a 4000×3000 uint8 pair against a plain int64 bincount.
 
 Usage: python benchmarks/bench_brush_core.py [--radius 20] [--events 500]
 """
@@ -26,6 +27,7 @@ import numpy as np
 
 from deeplab_studio.core.brush import disk, paint_disk, paint_line
 from deeplab_studio.core.fill import flood_region, polygon_mask
+from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.core.patches import StrokeRecorder
 
 H, W = 6000, 8000
@@ -161,6 +163,25 @@ def bench_fill() -> None:
     print(f"polygon_mask 4000x3000 ({int(m.sum())} px): {(time.perf_counter() - t) * 1e3:.0f} ms")
 
 
+def bench_metrics() -> None:
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 21, (3000, 4000)).astype(np.uint8)
+    pred = rng.integers(0, 21, (3000, 4000)).astype(np.uint8)
+    gt[:300] = 255
+    t = time.perf_counter()
+    g, p = gt.ravel().astype(np.int64), pred.ravel().astype(np.int64)
+    keep = g != 255
+    plain = np.bincount(g[keep] * 21 + p[keep], minlength=21 * 21).reshape(21, 21)
+    t_plain = time.perf_counter() - t
+    cm = ConfusionMatrix(21)
+    t = time.perf_counter()
+    cm.update(gt, pred)
+    t_ours = time.perf_counter() - t
+    assert np.array_equal(cm.matrix, plain)
+    print(f"ConfusionMatrix.update 4000x3000 uint8: {t_ours * 1e3:.0f} ms; plain int64 bincount "
+          f"{t_plain * 1e3:.0f} ms; ratio {t_plain / t_ours:.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--radius", type=int, default=20, help="brush radius (20 = a ~40 px brush)")
@@ -189,6 +210,7 @@ def main() -> None:
         cap, stp = capsule_vs_stamps(r, step, 120)
         print(f"  move {step:5.0f} px: capsule {cap:8.1f}   stamps {stp:8.1f}   stamps/capsule {stp / cap:.2f}")
     bench_fill()
+    bench_metrics()
 
 
 if __name__ == "__main__":
