@@ -222,9 +222,35 @@ def _configure_mobilenet(backbone: FeatureExtractor, output_stride: int) -> None
         block.set_stride_dilation(stride, dilation)
 
 
+# ------------------------------------------------------- MobileNetV3-Large (torchvision)
+
+MOBILENET_V3_LARGE_URL = "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth"
+
+
+def mobilenet_v3_large_backbone(*, output_stride: int = 16, low_level: bool = False,
+                                pretrained: bool = False) -> FeatureExtractor:
+    """torchvision's dilated MobileNetV3-Large trunk (``0`` … ``16``, 960 channels), as used by
+    torchvision's ``deeplabv3_mobilenet_v3_large``; output stride 16 only."""
+    if output_stride != 16:
+        raise ValueError("the MobileNetV3-Large backbone supports output stride 16 only")
+    if low_level:
+        raise ValueError("the MobileNetV3-Large backbone has no DeepLab v3+ variant here")
+    from torchvision.models import mobilenet_v3_large
+
+    net = mobilenet_v3_large(weights=None, dilated=True)
+    if pretrained:
+        _load_imagenet(net, MOBILENET_V3_LARGE_URL, lambda k: k, "MobileNetV3-Large")
+    return FeatureExtractor(((str(i), m) for i, m in enumerate(net.features)),
+                            {str(len(net.features) - 1): "out"})
+
+
 def set_backbone_output_stride(backbone: FeatureExtractor, output_stride: int) -> None:
     """Re-dilate a backbone built by this module for output stride 8 or 16 (weights kept)."""
     _check_os(output_stride)
+    if "16" in backbone and "layer4" not in backbone:
+        if output_stride != 16:
+            raise ValueError("the MobileNetV3-Large backbone supports output stride 16 only")
+        return
     if "layer4" in backbone:
         _configure_resnet(backbone, output_stride)
     elif "high_level_features" in backbone:

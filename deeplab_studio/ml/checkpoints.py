@@ -30,7 +30,7 @@ from torch import nn
 from ..core.labels import VOC_CLASSES, voc_colormap
 from . import hub
 from .layouts import Layout, LayoutError, detect_layout, diff_state, normalise, strip_wrappers
-from .zoo import build_model, list_archs
+from .zoo import arch_spec, build_model, list_archs
 
 FORMAT_NAME = "deeplab_studio.checkpoint"
 FORMAT_VERSION = 1
@@ -43,6 +43,8 @@ _DEFAULT_STRIDE = {"vainf": 16, "torchvision": 8}
 TORCHVISION_WEIGHTS = {
     "deeplabv3_resnet50": "https://download.pytorch.org/models/deeplabv3_resnet50_coco-cd0a2569.pth",
     "deeplabv3_resnet101": "https://download.pytorch.org/models/deeplabv3_resnet101_coco-586e9e4e.pth",
+    "deeplabv3_mobilenet_v3_large":
+        "https://download.pytorch.org/models/deeplabv3_mobilenet_v3_large-fc3c493d.pth",
 }
 
 
@@ -332,7 +334,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         mean, std = tuple(own.get("mean", IMAGENET_MEAN)), tuple(own.get("std", IMAGENET_STD))
         meta = {"format": "deeplab_studio", **own}
     else:
-        stride = output_stride or _DEFAULT_STRIDE[layout.source]
+        strides = arch_spec(layout.arch).output_strides if layout.arch in list_archs() else (8, 16)
+        stride = output_stride or (strides[0] if len(strides) == 1 else _DEFAULT_STRIDE[layout.source])
         names, colors = _default_classes(layout.num_classes)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
         fmt = layout.source if kind == "torch" else "safetensors_state_dict"

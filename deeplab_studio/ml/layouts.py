@@ -84,12 +84,13 @@ def _backbone_of(keys) -> str:
     if "backbone.low_level_features.0.0.weight" in keys:
         return "mobilenet"
     if "backbone.block1.rep.0.weight" in keys or any(k.startswith("backbone.block1.") for k in keys):
-        raise LayoutError("Xception backbone is not supported (ResNet-50/101 and MobileNetV2 are)")
+        raise LayoutError("Xception backbone is not supported (ResNet-50/101, MobileNetV2 and "
+                          "MobileNetV3-Large are)")
     if any(k.startswith("backbone.stage4.") or k.startswith("backbone.transition1.") for k in keys):
-        raise LayoutError("HRNetV2 backbone is not supported (ResNet-50/101 and MobileNetV2 are)")
+        raise LayoutError("HRNetV2 backbone is not supported (ResNet-50/101, MobileNetV2 and "
+                          "MobileNetV3-Large are)")
     if "backbone.0.0.weight" in keys and "backbone.16.0.weight" in keys:
-        raise LayoutError("torchvision's MobileNetV3-Large DeepLab is not supported "
-                          "(ResNet-50/101 and MobileNetV2 are)")
+        return "mobilenet_v3_large"  # torchvision's layout
     sample = sorted(k for k in keys if k.startswith("backbone."))[:3]
     raise LayoutError(f"unknown backbone (first keys: {sample or 'no backbone.* keys'})")
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import FeatureExtractor, mobilenet_v2_backbone, resnet_backbone, set_backbone_output_stride
+from .backbones import (FeatureExtractor, mobilenet_v2_backbone, mobilenet_v3_large_backbone,
+                        resnet_backbone, set_backbone_output_stride)
 from .blocks import DeepLabHead, DeepLabHeadV3Plus, aspp_rates
 
 
@@ -27,6 +28,17 @@ class ArchSpec:
     backbone: str  # "resnet50", "resnet101" or "mobilenetv2"
     in_channels: int
     low_level_channels: int
+    fixed_rates: tuple[int, int, int] | None = None  # ASPP rates the weights were trained with
+
+    @property
+    def output_strides(self) -> tuple[int, ...]:
+        return (16,) if self.fixed_rates else (8, 16)
+
+    def rates(self, output_stride: int) -> tuple[int, int, int]:
+        if output_stride not in self.output_strides:
+            raise ValueError(f"{self.name} supports output stride "
+                             f"{' or '.join(map(str, self.output_strides))}, not {output_stride}")
+        return self.fixed_rates or aspp_rates(output_stride)
 
 
 class DeepLabV3(nn.Module):
@@ -71,6 +83,9 @@ for _head in ("deeplabv3plus", "deeplabv3"):
     register_arch(ArchSpec(f"{_head}_resnet50", _head, "resnet50", 2048, 256))
     register_arch(ArchSpec(f"{_head}_resnet101", _head, "resnet101", 2048, 256))
     register_arch(ArchSpec(f"{_head}_mobilenet", _head, "mobilenetv2", 320, 24))
+# torchvision's own MobileNetV3 DeepLab v3 (layout of its released weights, ASPP 12/24/36 at OS 16)
+register_arch(ArchSpec("deeplabv3_mobilenet_v3_large", "deeplabv3", "mobilenetv3_large", 960, 40,
+                       fixed_rates=(12, 24, 36)))
 
 
 def list_archs() -> list[str]:
@@ -89,6 +104,7 @@ _BACKBONES: dict[str, Callable[..., FeatureExtractor]] = {
     "resnet50": lambda **kw: resnet_backbone(50, **kw),
     "resnet101": lambda **kw: resnet_backbone(101, **kw),
     "mobilenetv2": mobilenet_v2_backbone,
+    "mobilenetv3_large": mobilenet_v3_large_backbone,
 }
 
 
@@ -107,7 +123,7 @@ def build_model(arch: str, *, num_classes: int, output_stride: int = 16,
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     if decoder_convs != 1 and spec.head != "deeplabv3plus":
         raise ValueError("decoder_convs applies to deeplabv3plus_* models only")
-    rates = aspp_rates(output_stride)
+    rates = spec.rates(output_stride)
     plus = spec.head == "deeplabv3plus"
     backbone = _BACKBONES[spec.backbone](output_stride=output_stride, low_level=plus,
                                          pretrained=pretrained_backbone)
@@ -122,7 +138,7 @@ def build_model(arch: str, *, num_classes: int, output_stride: int = 16,
 
 def set_output_stride(model: DeepLabV3, output_stride: int) -> DeepLabV3:
     """Switch a built model between output stride 8 and 16 in place (same weights)."""
-    rates = aspp_rates(output_stride)
+    rates = arch_spec(model.arch).rates(output_stride)
     set_backbone_output_stride(model.backbone, output_stride)
     model.aspp.set_rates(rates)
     model.output_stride = output_stride

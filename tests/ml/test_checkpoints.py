@@ -181,12 +181,15 @@ def test_fetch_offline_is_a_clear_error(tmp_path, monkeypatch) -> None:
         fetch_torchvision_weights("fcn_resnet50")
 
 
-def test_torchvision_mobilenet_v3_is_refused_clearly(tmp_path: Path) -> None:
-    tv = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
-        weights=None, weights_backbone=None, aux_loss=True)
+def test_torchvision_mobilenet_v3_large_reproduces_outputs(tmp_path: Path) -> None:
+    tv = randomize(torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, aux_loss=True), seed=7)
     torch.save(tv.state_dict(), tmp_path / "mbv3.pth")
-    with pytest.raises(CheckpointError, match="MobileNetV3"):
-        load_checkpoint(tmp_path / "mbv3.pth")
+    loaded = load_checkpoint(tmp_path / "mbv3.pth")
+    assert (loaded.arch, loaded.output_stride) == ("deeplabv3_mobilenet_v3_large", 16)
+    torch.testing.assert_close(run(loaded.model, X), run(tv, X), rtol=1e-4, atol=1e-4)
+    with pytest.raises(CheckpointError, match="output stride 16"):
+        load_checkpoint(tmp_path / "mbv3.pth", output_stride=8)
 
 
 @pytest.fixture()

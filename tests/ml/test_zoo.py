@@ -31,7 +31,7 @@ def layout(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def test_registry_names() -> None:
-    assert sorted(list_archs()) == sorted(ARCHS)
+    assert sorted(list_archs()) == sorted(ARCHS + ["deeplabv3_mobilenet_v3_large"])
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("deeplabv3plus_xception", num_classes=21)
 
@@ -39,6 +39,24 @@ def test_registry_names() -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_state_dict_equals_vainf_layout(arch: str) -> None:
     assert layout(build_model(arch, num_classes=21)) == reference_layout(arch)
+
+
+def test_mobilenet_v3_large_matches_torchvision_layout() -> None:
+    """torchvision's released deeplabv3_mobilenet_v3_large keys, head renamed, aux dropped."""
+    rows = []
+    for line in (KEYS / "tv_deeplabv3_mobilenet_v3_large.txt").read_text().splitlines():
+        key, shape = line.split("\t")
+        if key.startswith("aux_classifier."):
+            continue
+        key = "classifier." + key if key.startswith("classifier.") else key
+        rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
+    model = build_model("deeplabv3_mobilenet_v3_large", num_classes=21)
+    assert layout(model) == rows
+    assert model.aspp.rates == (12, 24, 36)
+    with pytest.raises(ValueError, match="output stride 16"):
+        build_model("deeplabv3_mobilenet_v3_large", num_classes=21, output_stride=8)
+    with pytest.raises(ValueError, match="output stride 16"):
+        set_output_stride(model, 8)
 
 
 def _separable_layout(rows):
