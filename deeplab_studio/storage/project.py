@@ -27,12 +27,9 @@ Callers holding a label map in memory apply the same LUT to it themselves.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -43,12 +40,13 @@ import numpy as np
 
 from deeplab_studio.core.labels import LabelSet, LabelSetError
 from deeplab_studio.storage import images as _images
-from deeplab_studio.storage.atomic import atomic_write_json, cleanup_temp_files, is_temp_file
+from deeplab_studio.storage import locations
+from deeplab_studio.storage.atomic import atomic_write_json, cleanup_temp_files
+from deeplab_studio.storage.locations import (  # noqa: F401  (re-exported: part of the project API)
+    DATA_DIR_NAME, PROJECT_FILE, existing_data_dir, natural_key, record_key, scan_images, user_data_root)
 from deeplab_studio.storage.labelmaps import read_label_png_with_text, read_mask_png, write_label_png, write_mask_png
 
 FORMAT_VERSION = 1
-DATA_DIR_NAME = ".deeplab_studio"
-PROJECT_FILE = "project.json"
 REV_TEXT_KEY = "deeplab-studio-label-rev"
 
 
@@ -73,84 +71,6 @@ class ProjectCorruptError(ProjectError):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def record_key(rel_path: str) -> str:
-    """A filesystem-safe storage name for an image, unique per relative path (also on
-    case-insensitive file systems: the hash of the exact path is part of it)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", rel_path.replace("/", "__")).strip("._")[:60] or "image"
-    return f"{safe}-{hashlib.sha1(rel_path.encode('utf-8')).hexdigest()[:10]}"
-
-
-def natural_key(rel_path: str) -> tuple:
-    """Sort key: per path component, digit runs compare as numbers, text case-insensitively."""
-    parts = []
-    for comp in rel_path.split("/"):
-        bits = re.split(r"(\d+)", comp)
-        parts.append(tuple(int(b) if i % 2 else b.casefold() for i, b in enumerate(bits)))
-    return (tuple(parts), rel_path)
-
-
-def scan_images(folder: Path, *, skip: tuple[Path, ...] = ()) -> list[str]:
-    """Relative posix paths of the images under `folder` (subfolders included; hidden files and
-    folders and the `skip` folders left out), in natural order."""
-    skip_set = {os.path.normcase(str(p)) for p in skip}
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")
-                   and os.path.normcase(os.path.join(root, d)) not in skip_set]
-        for name in files:
-            if not name.startswith(".") and _images.is_image_file(name):
-                found.append(Path(root, name).relative_to(folder).as_posix())
-    return sorted(found, key=natural_key)
-
-
-def user_data_root() -> Path:
-    """Where per-user data lives: `$XDG_DATA_HOME/deeplab-studio` (default `~/.local/share/...`)."""
-    base = os.environ.get("XDG_DATA_HOME") or (
-        os.environ.get("LOCALAPPDATA") if os.name == "nt" else None) or str(Path.home() / ".local" / "share")
-    return Path(base) / "deeplab-studio"
-
-
-def can_write_dir(path: Path) -> bool:
-    """True when a file can be created in `path` (made if missing) — a real probe, not `os.access`,
-    which says yes to root even on read-only mounts."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".probe-", dir=path)
-        os.close(fd)
-        os.unlink(name)
-        return True
-    except OSError:
-        return False
-
-
-def user_data_dir_for(folder: Path) -> Path:
-    """The user-data location of the project of a read-only `folder` (absolute path)."""
-    return user_data_root() / "projects" / hashlib.sha256(str(folder).encode("utf-8")).hexdigest()[:16]
-
-
-def existing_data_dir(folder: str | Path) -> Path | None:
-    """Where the project of `folder` already keeps its data, or None if it has no project yet."""
-    folder = Path(folder).expanduser().resolve()
-    for d in (folder / DATA_DIR_NAME, user_data_dir_for(folder)):
-        if (d / PROJECT_FILE).is_file():
-            return d
-    return None
-
-
-def choose_data_dir(folder: Path) -> Path:
-    """The project's data folder: `folder/.deeplab_studio` when writable, else the user data folder
-    (seeded once from a read-only `folder/.deeplab_studio` if one exists)."""
-    local = folder / DATA_DIR_NAME
-    if can_write_dir(local):
-        return local
-    user = user_data_dir_for(folder)
-    if (local / PROJECT_FILE).is_file() and not (user / PROJECT_FILE).exists():
-        shutil.copytree(local, user, dirs_exist_ok=True, ignore=lambda _d, names: [n for n in names if is_temp_file(n)])
-    if not can_write_dir(user):
-        raise ProjectError(f"{folder}: the folder is read-only and the user data folder {user} is not writable")
-    return user
 
 
 @dataclass
@@ -226,8 +146,12 @@ class Project:
         folder = Path(folder).expanduser().resolve()
         if not folder.is_dir():
             raise ProjectError(f"{folder}: not a folder")
-        ddir = Path(data_dir).expanduser().resolve() if data_dir is not None else choose_data_dir(folder)
-        if data_dir is not None and not can_write_dir(ddir):
+        try:
+            ddir = Path(data_dir).expanduser().resolve() if data_dir is not None else locations.choose_data_dir(folder)
+        except OSError as exc:  # DataDirError, or copying a read-only project to the user folder failed
+            raise ProjectError(str(exc) if isinstance(exc, locations.DataDirError) else
+                               f"{folder}: cannot set up the project data folder ({exc})") from None
+        if data_dir is not None and not locations.can_write_dir(ddir):
             raise ProjectError(f"{ddir}: the project data folder is not writable")
         proj = cls(folder, ddir)
         for sub in (ddir, ddir / "labels", ddir / "masks"):

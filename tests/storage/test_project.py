@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from deeplab_studio.core.labels import LabelSet
-from deeplab_studio.storage import project as project_mod
+from deeplab_studio.storage import locations
 from deeplab_studio.storage.project import (
     DATA_DIR_NAME, FORMAT_VERSION, ImageRecord, Project, ProjectCorruptError, ProjectError, ProjectVersionError,
     Status, natural_key, record_key)
@@ -195,8 +195,8 @@ def test_read_only_folder_uses_user_data_dir_injected(folder: Path, tmp_path: Pa
     """We run as root, so chmod cannot make a folder unwritable: the writability probe is replaced
     for paths inside the image folder (see the next test for a real read-only mount)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    real = project_mod.can_write_dir
-    monkeypatch.setattr(project_mod, "can_write_dir",
+    real = locations.can_write_dir
+    monkeypatch.setattr(locations, "can_write_dir",
                         lambda p: False if str(p).startswith(str(folder.resolve())) else real(p))
     proj = Project.open(folder)
     assert proj.data_dir.parent == tmp_path / "xdg" / "deeplab-studio" / "projects"
@@ -206,6 +206,21 @@ def test_read_only_folder_uses_user_data_dir_injected(folder: Path, tmp_path: Pa
     again = Project.open(folder)
     assert again.data_dir == proj.data_dir and again.record(rec.path).status == Status.AUTO
     assert json.loads((proj.data_dir / "project.json").read_text())["folder"] == str(folder.resolve())
+
+
+def test_read_only_folder_with_existing_project_is_seeded(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    proj = Project.open(folder)  # writable at first: data beside the images
+    rec = proj.records[0]
+    proj.save_annotation(rec, np.full((24, 32), 2, np.uint8), np.zeros((24, 32), bool), status=Status.REVIEWED)
+    local = (folder / DATA_DIR_NAME / "project.json").read_bytes()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    real = locations.can_write_dir
+    monkeypatch.setattr(locations, "can_write_dir",
+                        lambda p: False if str(p).startswith(str(folder.resolve())) else real(p))
+    ro = Project.open(folder)  # now read-only: the existing project is copied to the user folder once
+    assert ro.data_dir.is_relative_to(tmp_path / "xdg") and ro.record(rec.path).status == Status.REVIEWED
+    np.testing.assert_array_equal(ro.load_annotation(ro.record(rec.path))[0], 2)
+    assert (folder / DATA_DIR_NAME / "project.json").read_bytes() == local
 
 
 def _can_mount_read_only(tmp_path: Path) -> bool:
