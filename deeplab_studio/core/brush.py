@@ -6,8 +6,9 @@ pixels with `(x-cx)² + (y-cy)² <= r²`; a stroke segment covers every pixel wh
 position lies within r of the segment between the two snapped end pixels: the exact union of all
 disks along it, so even a very fast mouse move leaves no gap.
 
-Radii are whole pixels (a float radius is truncated). Modes are values: paint = a class index, erase = 0 (`BACKGROUND`), ignore = 255 (`IGNORE`).
-All work happens inside the stamp's box; nothing allocates image-sized temporaries.
+Radii are whole pixels, 0..`MAX_RADIUS` (a float radius is truncated). Modes are values:
+paint = a class index, erase = 0 (`BACKGROUND`), ignore = 255 (`IGNORE`). All work happens inside
+the stamp's box; nothing allocates image-sized temporaries.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ Point = tuple[float, float]
 # close to the capsule (a diagonal drag across the image never builds an image-sized box).
 _PIECE_RADII = 3.0
 _MIN_PIECE = 24.0
-_CACHED_MOVE = 24  # moves up to this many pixels per axis reuse a cached capsule mask
+_CACHED_MOVE = 24  # moves up to this many pixels per axis reuse a cached capsule mask ...
+_CACHED_RADIUS = 64  # ... for brushes up to this radius (bounds the cache's memory)
+MAX_RADIUS = 1000
 
 
 class ChangeListener(Protocol):
     def before_change(self, bbox: BBox) -> None: ...
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=32)
 def _disk_cached(radius: int) -> np.ndarray:
     r = radius
     d = np.arange(-r, r + 1, dtype=np.int64)
@@ -46,8 +49,8 @@ def _disk_cached(radius: int) -> np.ndarray:
 def disk(radius: int) -> np.ndarray:
     """Read-only boolean (2r+1)×(2r+1) disk: True where dx² + dy² <= r². Cached per radius."""
     r = int(radius)
-    if r < 0:
-        raise ValueError(f"brush radius must be >= 0, got {radius}")
+    if not 0 <= r <= MAX_RADIUS:
+        raise ValueError(f"brush radius must be 0..{MAX_RADIUS}, got {radius}")
     return _disk_cached(r)
 
 
@@ -81,8 +84,8 @@ def _check(labels: np.ndarray, value: int, radius: float,
         raise ValueError(f"labels must be a 2-D array, got shape {labels.shape}")
     if not 0 <= int(value) <= 255:
         raise ValueError(f"brush value must be 0..255, got {value}")
-    if radius < 0:
-        raise ValueError(f"brush radius must be >= 0, got {radius}")
+    if not 0 <= radius <= MAX_RADIUS:
+        raise ValueError(f"brush radius must be 0..{MAX_RADIUS}, got {radius}")
     for name, arr in (("protect", protect), ("edit_mask", edit_mask)):
         if arr is not None and arr.shape != labels.shape:
             raise ValueError(f"{name} shape {arr.shape} differs from labels {labels.shape}")
@@ -119,7 +122,7 @@ def _stamp(labels: np.ndarray, ox: int, oy: int, shape_mask: np.ndarray, value: 
     return _write(labels, (x0, y0, x1, y1), mask, value, protect, edit_mask, recorders)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _capsule_cached(dx: int, dy: int, r: int) -> np.ndarray:
     """Read-only capsule from (0, 0) to (dx, dy); its top-left is (min(0,dx)-r, min(0,dy)-r)."""
     box = (min(0, dx) - r, min(0, dy) - r, max(0, dx) + r + 1, max(0, dy) + r + 1)
@@ -168,7 +171,7 @@ def paint_line(labels: np.ndarray, p0_xy: Point, p1_xy: Point, radius: int, valu
         return paint_disk(labels, (ax, ay), r, value, protect=protect, edit_mask=edit_mask,
                           recorders=recorders)
     dx, dy = bx - ax, by - ay
-    if abs(dx) <= _CACHED_MOVE and abs(dy) <= _CACHED_MOVE:
+    if abs(dx) <= _CACHED_MOVE and abs(dy) <= _CACHED_MOVE and r <= _CACHED_RADIUS:
         # the usual case: a short move; its capsule depends only on (dx, dy, r), so reuse it
         return _stamp(labels, min(ax, bx) - r, min(ay, by) - r, _capsule_cached(dx, dy, r),
                       value, protect, edit_mask, recorders)

@@ -109,6 +109,31 @@ def test_paint_line_matches_exact_capsule_on_random_segments() -> None:
             assert box is None
 
 
+@pytest.mark.parametrize("cached_move", [0, 24])  # 0: every move computed, never cached
+def test_cached_and_computed_capsules_agree(monkeypatch, cached_move) -> None:
+    from deeplab_studio.core import brush
+
+    monkeypatch.setattr(brush, "_CACHED_MOVE", cached_move)
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        r = int(rng.integers(0, 9))
+        a = tuple(rng.uniform(-4, 52, 2))
+        b = (a[0] + rng.uniform(-20, 20), a[1] + rng.uniform(-20, 20))
+        labels = np.zeros((48, 48), np.uint8)
+        paint_line(labels, a, b, r, 1)
+        assert np.array_equal(labels == 1, ref_capsule(labels.shape, a, b, r))
+
+
+def test_large_radius_and_limits() -> None:
+    labels = np.zeros((200, 220), np.uint8)
+    paint_line(labels, (100.5, 90.5), (110.2, 97.9), 70, 4)  # above the cached radius
+    assert np.array_equal(labels == 4, ref_capsule(labels.shape, (100.5, 90.5), (110.2, 97.9), 70))
+    with pytest.raises(ValueError):
+        paint_disk(labels, (1, 1), 1001, 1)
+    with pytest.raises(ValueError):
+        disk(5000)
+
+
 def test_fast_stroke_is_gap_free() -> None:
     # a few far-apart mouse points, as a fast drag delivers them
     labels = np.zeros((200, 300), np.uint8)
