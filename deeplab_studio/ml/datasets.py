@@ -1,0 +1,317 @@
+"""Training data: samples from a project, a VOC folder or arrays, split into train/val, as torch Datasets.
+
+A ``Sample`` holds an image and a label map, each an array or a file path (project label maps:
+PNG bytes read once from the project), decoded lazily in the DataLoader workers. ``TrainData`` is the split plus
+the class list. ``SegmentationDataset`` applies the seeded augmentation of ``augment.py``; the
+``EpochSampler`` hands it ``(index, seed)`` keys, so every epoch is reproducible from
+``(seed, epoch)`` no matter how many workers run, and a resumed run can start mid-epoch.
+
+Images cross the loader as uint8 CHW tensors (4× less to copy than float); the training loop
+normalises on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset, Sampler
+
+from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, voc_colormap
+from deeplab_studio.ml.augment import AugmentParams, augment
+
+TRAINABLE_STATUSES = ("edited", "reviewed")
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+class DatasetError(Exception):
+    """Unusable training data; the message names the file or folder and the reason."""
+
+
+@dataclass
+class Sample:
+    """One image and its label map: arrays or file paths; labels may also be PNG-encoded bytes."""
+
+    image: np.ndarray | str | Path
+    labels: np.ndarray | str | Path | bytes
+    name: str = ""
+
+
+@dataclass
+class TrainData:
+    """A train/val split with its class list and a one-line description of where it came from."""
+
+    train: list[Sample]
+    val: list[Sample]
+    class_names: list[str]
+    class_colors: list[tuple[int, int, int]] | None = None
+    source: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# --- reading -------------------------------------------------------------------------------
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as uint8 H×W×3 RGB in its EXIF orientation, as a viewer (and the project's
+    label maps) shows it; DatasetError naming the file if it can't be read."""
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise DatasetError(f"{path}: image too large ({im.width}×{im.height})")
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
+    except DatasetError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{path}: cannot read image ({exc})") from None
+
+
+_VOC_LUT: dict[int, int] | None = None
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """A label PNG as uint8 H×W indices: palette (P) or grey (L) values as they are; RGB through
+    the VOC colormap (255 = the void colour); unknown colours raise DatasetError."""
+    global _VOC_LUT
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "L"):
+                return np.asarray(im, dtype=np.uint8).copy()
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read label map ({exc})") from None
+    if _VOC_LUT is None:
+        cmap = voc_colormap(256).astype(np.int64)
+        _VOC_LUT = {int(k): i for i, k in enumerate((cmap[:, 0] << 16) | (cmap[:, 1] << 8) | cmap[:, 2])}
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    uniq, inv = np.unique(code, return_inverse=True)
+    unknown = [int(u) for u in uniq if int(u) not in _VOC_LUT]
+    if unknown:
+        u = unknown[0]
+        raise DatasetError(f"{path}: colour {(u >> 16, (u >> 8) & 255, u & 255)} is not in the VOC colormap")
+    return np.array([_VOC_LUT[int(u)] for u in uniq], np.uint8)[inv].reshape(rgb.shape[:2])
+
+
+def load_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's (image, labels) arrays, checked to be the same size."""
+    image = sample.image if isinstance(sample.image, np.ndarray) else read_rgb(sample.image)
+    lab = sample.labels
+    if isinstance(lab, np.ndarray):
+        labels = lab
+    elif isinstance(lab, bytes):
+        labels = cv2.imdecode(np.frombuffer(lab, np.uint8), cv2.IMREAD_UNCHANGED)
+    else:
+        labels = read_label_map(lab)
+    if labels.shape != image.shape[:2]:
+        raise DatasetError(f"{sample.name or sample.image}: label map {labels.shape[::-1]} "
+                           f"does not match the image size {image.shape[1::-1]}")
+    return image, labels
+
+
+# --- splits --------------------------------------------------------------------------------
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded shuffle split: at least one validation item and one training item when n >= 2."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = 0 if val_fraction == 0 or n < 2 else min(n - 1, max(1, round(n * val_fraction)))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def from_arrays(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str], *,
+    val_fraction: float = 0.2, seed: int = 0, class_colors=None, source: str = "arrays",
+) -> TrainData:
+    """In-memory (image, labels) pairs split by ``val_fraction``."""
+    if len(images) != len(labels):
+        raise DatasetError(f"{len(images)} images but {len(labels)} label maps")
+    samples = [Sample(np.asarray(i), np.asarray(lb, dtype=np.uint8), f"#{k}")
+               for k, (i, lb) in enumerate(zip(images, labels))]
+    tr, va = split_indices(len(samples), val_fraction, seed)
+    return TrainData([samples[i] for i in tr], [samples[i] for i in va], list(class_names),
+                     class_colors, f"{source} ({len(samples)} images)")
+
+
+def encode_labels(labels: np.ndarray) -> bytes:
+    """A label map as PNG bytes (label maps compress tens of times; decoded in the loader)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(labels, dtype=np.uint8))
+    if not ok:
+        raise DatasetError("cannot encode a label map")
+    return buf.tobytes()
+
+
+def _status(record: Any) -> str:
+    s = record.status
+    return str(getattr(s, "value", s))
+
+
+def from_project(
+    project: Any, *, val_fraction: float = 0.2, seed: int = 0, edited_pixels_only: bool = False,
+) -> TrainData:
+    """The ``edited`` and ``reviewed`` images of an open ``storage.project.Project``.
+
+    ``unlabeled`` and ``auto`` images (the model's own unreviewed proposals) are never used. With
+    ``edited_pixels_only``, the unpainted pixels of ``edited`` images are ignored (255); reviewed
+    images always count whole.
+    """
+    records = [r for r in project.records if _status(r) in TRAINABLE_STATUSES and project.has_annotation(r)]
+    if len(records) < 2:
+        raise DatasetError(f"{project.folder}: training needs at least 2 edited or reviewed images, "
+                           f"found {len(records)}")
+    samples = []
+    for r in records:  # label maps are read here, once, so loader workers never touch the project
+        labels, edit_mask = project.load_annotation(r)
+        labels = np.array(labels, dtype=np.uint8)
+        if edited_pixels_only and _status(r) == "edited":
+            labels[~np.asarray(edit_mask, bool)] = IGNORE
+        samples.append(Sample(Path(project.image_path(r)), encode_labels(labels), r.path))
+    tr, va = split_indices(len(samples), val_fraction, seed)
+    counts = {s: sum(_status(r) == s for r in records) for s in TRAINABLE_STATUSES}
+    ls = project.labels
+    return TrainData([samples[i] for i in tr], [samples[i] for i in va], list(ls.names),
+                     [tuple(c) for c in ls.colors],
+                     f"project {project.folder} ({counts['edited']} edited, {counts['reviewed']} reviewed)",
+                     {"kind": "project", "folder": str(project.folder), **counts})
+
+
+def find_voc_root(path: str | Path) -> Path | None:
+    """The folder holding ``ImageSets/Segmentation`` at ``path``, ``path/VOC2012`` or
+    ``path/VOCdevkit/VOC2012``; None if ``path`` is not a VOC dataset."""
+    path = Path(path)
+    for cand in (path, path / "VOC2012", path / "VOCdevkit" / "VOC2012"):
+        if (cand / "ImageSets" / "Segmentation").is_dir():
+            return cand
+    return None
+
+
+def _read_ids(path: Path) -> list[str]:
+    try:
+        return [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the split list ({exc})") from None
+
+
+def _voc_class_names(root: Path) -> list[str]:
+    for cand in (root / "class_names.txt", root.parent / "class_names.txt", root.parent.parent / "class_names.txt"):
+        if cand.is_file():
+            names = [ln.strip() for ln in cand.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            if names:
+                return names
+    return list(VOC_CLASSES)
+
+
+def from_voc(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> TrainData:
+    """A Pascal VOC segmentation folder: ``train.txt``/``val.txt`` when both exist, else a seeded
+    split of ``trainval.txt`` (or of every listed id). Class names from ``class_names.txt``
+    when present, else the 21 VOC classes."""
+    root = find_voc_root(path)
+    if root is None:
+        raise DatasetError(f"{path}: not a VOC folder (no ImageSets/Segmentation)")
+    sets = root / "ImageSets" / "Segmentation"
+
+    def samples(ids: list[str]) -> list[Sample]:
+        out = []
+        for i in ids:
+            img = root / "JPEGImages" / f"{i}.jpg"
+            if not img.is_file():
+                alts = sorted((root / "JPEGImages").glob(f"{i}.*"))
+                img = alts[0] if alts else img
+            lab = root / "SegmentationClass" / f"{i}.png"
+            for p in (img, lab):
+                if not p.is_file():
+                    raise DatasetError(f"{p}: missing (listed in {sets})")
+            out.append(Sample(img, lab, i))
+        return out
+
+    if (sets / "train.txt").is_file() and (sets / "val.txt").is_file():
+        train, val = samples(_read_ids(sets / "train.txt")), samples(_read_ids(sets / "val.txt"))
+        how = "train.txt/val.txt"
+    else:
+        lists = [sets / "trainval.txt"] if (sets / "trainval.txt").is_file() else sorted(sets.glob("*.txt"))
+        ids = sorted({i for f in lists for i in _read_ids(f)})
+        everything = samples(ids)
+        tr, va = split_indices(len(everything), val_fraction, seed)
+        train, val = [everything[i] for i in tr], [everything[i] for i in va]
+        how = f"seeded split {val_fraction:g}"
+    if not train:
+        raise DatasetError(f"{sets}: no training images listed")
+    names = _voc_class_names(root)
+    return TrainData(train, val, names, None, f"VOC {root} ({len(train)} train, {len(val)} val, {how})",
+                     {"kind": "voc", "folder": str(root)})
+
+
+# --- torch datasets ------------------------------------------------------------------------
+def _check_labels(labels: np.ndarray, num_classes: int, sample: Sample) -> None:
+    valid = labels[labels != IGNORE]
+    if valid.size and int(valid.max()) >= num_classes:
+        raise DatasetError(f"{sample.name or sample.labels}: label {int(valid.max())} but only "
+                           f"{num_classes} classes (0..{num_classes - 1}, 255 = ignore)")
+
+
+class SegmentationDataset(Dataset):
+    """Augmented training crops: key ``(index, seed)`` → (uint8 3×crop×crop, uint8 crop×crop)."""
+
+    def __init__(self, samples: Sequence[Sample], num_classes: int, params: AugmentParams) -> None:
+        self.samples, self.num_classes, self.params = list(samples), num_classes, params
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        sample = self.samples[index]
+        image, labels = load_sample(sample)
+        _check_labels(labels, self.num_classes, sample)
+        img, lab = augment(image, labels, np.random.default_rng(seed), self.params)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), torch.from_numpy(lab)
+
+
+class EvalDataset(Dataset):
+    """Whole images for validation: index → (uint8 3×H×W, uint8 H×W)."""
+
+    def __init__(self, samples: Sequence[Sample], num_classes: int) -> None:
+        self.samples, self.num_classes = list(samples), num_classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = load_sample(self.samples[index])
+        _check_labels(labels, self.num_classes, self.samples[index])
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(labels)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, augmentation seed)`` for one epoch: a permutation seeded by (seed, epoch),
+    repeated to at least ``min_items`` items, starting at ``start`` (to resume mid-epoch)."""
+
+    def __init__(self, n: int, seed: int, *, min_items: int = 0) -> None:
+        if n < 1:
+            raise DatasetError("no training images")
+        self.n, self.seed = n, seed
+        self.per_epoch = max(n, min_items)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def keys(self) -> list[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        reps = math.ceil(self.per_epoch / self.n)
+        order = np.concatenate([rng.permutation(self.n) for _ in range(reps)])[: self.per_epoch]
+        seeds = rng.integers(0, 2**31 - 1, self.per_epoch)
+        return [(int(i), int(s)) for i, s in zip(order, seeds)]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.keys()[self.start:])
+
+    def __len__(self) -> int:
+        return self.per_epoch - self.start
