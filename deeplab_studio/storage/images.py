@@ -21,6 +21,7 @@ says elsewhere in the process.
 from __future__ import annotations
 
 import io
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class ImageInfo:
 
 def is_image_file(path: str | Path) -> bool:
     """True when the name has one of `IMAGE_EXTENSIONS` (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
 def _orientation(im: Image.Image) -> int:

@@ -45,13 +45,13 @@ def scan_images(folder: Path, *, skip: tuple[Path, ...] = ()) -> list[str]:
     """Relative posix paths of the images under `folder` (subfolders included; hidden files and
     folders and the `skip` folders left out), in natural order."""
     skip_set = {os.path.normcase(str(p)) for p in skip}
+    base = os.fspath(folder)
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(base):
         dirs[:] = [d for d in dirs if not d.startswith(".")
                    and os.path.normcase(os.path.join(root, d)) not in skip_set]
-        for name in files:
-            if not name.startswith(".") and _images.is_image_file(name):
-                found.append(Path(root, name).relative_to(folder).as_posix())
+        prefix = "" if root == base else root[len(base) + 1:].replace(os.sep, "/") + "/"
+        found.extend(prefix + name for name in files if not name.startswith(".") and _images.is_image_file(name))
     return sorted(found, key=natural_key)
 
 

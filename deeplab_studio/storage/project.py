@@ -203,16 +203,17 @@ class Project:
         problems: list[Problem] = []
         usable: list[ImageRecord] = []
         present = scan_images(self.folder, skip=(self.data_dir,))
+        base = os.fspath(self.folder)
         for rel in present:
-            p = self.folder / rel
             try:
-                st = p.stat()
+                st = os.stat(os.path.join(base, rel))
             except OSError:
                 continue
             rec = self._all.get(rel)
             if rec is not None and (st.st_size, st.st_mtime_ns) == (rec.file_size, rec.file_mtime_ns):
                 usable.append(rec)
                 continue
+            p = self.folder / rel
             try:
                 w, h = _images.image_size(p)
             except _images.ImageReadError as exc:
