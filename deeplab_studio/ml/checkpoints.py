@@ -258,6 +258,20 @@ def _own_meta(path: Path, raw: dict[str, str]) -> dict[str, Any] | None:
                               f"DeepLab Studio understands ({FORMAT_VERSION})")
     if meta.get("arch") not in list_archs():
         raise CheckpointError(path, f"unknown architecture {meta.get('arch')!r}")
+    try:
+        n = int(meta["num_classes"])
+        meta["mean"] = _triple(meta.get("mean", IMAGENET_MEAN), "mean")
+        meta["std"] = _triple(meta.get("std", IMAGENET_STD), "std")
+        if min(meta["std"]) <= 0:
+            raise ValueError("std must be positive")
+        meta["class_colors"] = _colors(meta.get("class_colors"), n)
+        names = meta.get("class_names")
+        if names is not None and (not isinstance(names, list) or len(names) != n):
+            raise ValueError(f"class_names must be a list of {n} names")
+        if meta.get("output_stride", 16) not in (8, 16):
+            raise ValueError(f"output_stride {meta.get('output_stride')!r} is not 8 or 16")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"damaged metadata ({exc})") from None
     return meta
 
 
@@ -331,7 +345,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         stride = output_stride or int(own.get("output_stride", 16))
         names, colors = own.get("class_names"), own.get("class_colors")
         colors = [tuple(c) for c in colors] if colors else None
-        mean, std = tuple(own.get("mean", IMAGENET_MEAN)), tuple(own.get("std", IMAGENET_STD))
+        mean, std = own["mean"], own["std"]
         meta = {"format": "deeplab_studio", **own}
     else:
         strides = arch_spec(layout.arch).output_strides if layout.arch in list_archs() else (8, 16)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -62,6 +64,27 @@ def check_hash(path: Path, digest: str) -> None:
             f"{path.name}: sha256 {digest[:len(prefix)]}… does not match the expected {prefix}")
 
 
+def _resolve(host: str, port: int, timeout: float) -> None:
+    """Resolve ``host`` within ``timeout`` seconds (getaddrinfo itself has no timeout, and a
+    broken resolver can block for a long time), else raise WeightsUnavailable."""
+    result: list[BaseException | None] = []
+
+    def worker() -> None:
+        try:
+            socket.getaddrinfo(host, port)
+            result.append(None)
+        except OSError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=worker, name="resolve-" + host, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not result:
+        raise WeightsUnavailable(f"cannot resolve {host} within {timeout:g} s (offline?)")
+    if result[0] is not None:
+        raise WeightsUnavailable(f"cannot resolve {host} ({result[0]}); no network?")
+
+
 def download(url: str, *, progress: Progress | None = None, timeout: float = 10.0,
              verify: bool = False) -> Path:
     """Return the cached file for ``url``, downloading it first when it is not cached.
@@ -75,6 +98,9 @@ def download(url: str, *, progress: Progress | None = None, timeout: float = 10.
             check_hash(dst, sha256_of(dst))
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
+    parts = urlparse(url)
+    if parts.hostname:
+        _resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout)
     try:
         response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (https URL)
     except (urllib.error.URLError, OSError, ValueError) as exc:

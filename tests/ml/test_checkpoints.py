@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import http.server
 import pickle
 import threading
@@ -280,6 +281,18 @@ def test_each_bad_file_has_one_clear_error(tmp_path: Path, vainf_model: nn.Modul
     torch.save({"model_state": {line.split("\t")[0]: torch.zeros(1) for line in keys}},
                tmp_path / "xception.pth")
     cases[tmp_path / "xception.pth"] = "Xception backbone is not supported"
+    header = {"format": "deeplab_studio.checkpoint", "version": 1, "arch": "deeplabv3plus_mobilenet",
+              "num_classes": 21}
+    for name, meta, reason in [
+        ("badjson", "{not json", "damaged metadata"),
+        ("newer", json.dumps({**header, "version": 99}), "newer than this"),
+        ("arch", json.dumps({**header, "arch": "deeplabv3plus_hrnetv2_48"}), "unknown architecture"),
+        ("mean", json.dumps({**header, "mean": [0.5, "x"]}), "damaged metadata"),
+        ("names", json.dumps({**header, "class_names": ["a"]}), "damaged metadata"),
+    ]:
+        path = tmp_path / f"meta_{name}.safetensors"
+        safetensors.torch.save_file({"w": torch.zeros(1)}, str(path), metadata={"deeplab_studio": meta})
+        cases[path] = reason
     for path, reason in cases.items():
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(path)
