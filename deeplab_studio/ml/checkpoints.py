@@ -163,7 +163,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, num
 
 def _numpy_safe_globals() -> list:
     """The only non-torch types a weights-only load may rebuild: numpy scalars and dtypes."""
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
 
     allowed: list = [(multiarray.scalar, "numpy.core.multiarray.scalar"),
                      (multiarray.scalar, "numpy._core.multiarray.scalar"), np.dtype]
