@@ -7,6 +7,7 @@ Image scanning: subfolders included, hidden files/folders skipped, natural sort 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -32,6 +33,7 @@ def record_key(rel_path: str) -> str:
     return f"{safe}-{hashlib.sha1(rel_path.encode('utf-8')).hexdigest()[:10]}"
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def natural_key(rel_path: str) -> tuple:
     """Sort key: per path component, digit runs compare as numbers, text case-insensitively."""
     parts = []
