@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -50,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--status: {exc}") from None
     if not 0.0 <= args.val_fraction < 1.0:
         raise CommandError(f"--val-fraction must be in [0, 1), not {args.val_fraction}")
-    data_dir = existing_data_dir(args.folder)
-    if data_dir is None:
+    if not os.path.isdir(args.folder):
+        raise CommandError(f"{args.folder}: no such folder")
+    if existing_data_dir(args.folder) is None:
         raise CommandError(f"{args.folder}: no DeepLab Studio project here (nothing annotated to export)")
     try:
-        project = Project.open(args.folder, data_dir=data_dir)
+        project = Project.open(args.folder)
         for p in project.problems:
             print(f"warning: {p.message}", file=sys.stderr)
         summary = export_voc(project, args.out, val_fraction=args.val_fraction, seed=args.seed,

@@ -45,7 +45,8 @@ def _one_error_line(rc: int, err: str, *words: str) -> None:
 
 def test_cli_bad_input_gives_one_line_and_exit_2(annotated: Project, tmp_path: Path, capsys) -> None:
     cases = [
-        (["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], ("no DeepLab Studio project",)),
+        (["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], ("no such folder",)),
+        (["export", str(tmp_path), "--out", str(tmp_path / "o")], ("no DeepLab Studio project",)),
         (["export", str(annotated.folder), "--out", str(tmp_path / "o"), "--status", "great"], ("unknown status",)),
         (["export", str(annotated.folder), "--out", str(tmp_path / "o"), "--val-fraction", "1.5"], ("val-fraction",)),
         (["export", str(annotated.folder), "--out", str(annotated.folder / "x")], ("outside the image folder",)),
