@@ -6,6 +6,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,72 +93,85 @@ def test_mask_png_is_one_bit(tmp_path: Path) -> None:
         read_mask_png(tmp_path / "junk.png")
 
 
-def _saver_child(folder: Path, side_file: Path, wfd: int) -> None:
-    """Runs in the forked child: saves versions 1, 2, ... forever, announcing each on the pipe."""
-    proj = Project.open(folder)
-    rec = proj.records[0]
-    v = 0
-    while True:
-        v += 1
-        os.write(wfd, b"S%d\n" % v)
-        atomic_write_json(side_file, {"v": v, "payload": [v] * 20000})
-        labels = np.full((rec.height, rec.width), v % 200, np.uint8)
-        mask = np.zeros(labels.shape, bool)
-        mask[: v % rec.height] = True
-        proj.save_annotation(rec, labels, mask)
-        os.write(wfd, b"D%d\n" % v)
+# A fresh, single-threaded helper process forks one saver child per round (forking the pytest
+# process itself could inherit locks held by threads of torch/Qt loaded by other tests). Each
+# child saves versions 1, 2, ... forever and announces "S<v>" before and "D<v>" after each save.
+_FORK_SERVER = r"""
+import os, sys
+import numpy as np
+from deeplab_studio.storage.atomic import atomic_write_json
+from deeplab_studio.storage.project import Project
 
-
-def _read_tokens(fd: int, buf: bytes, n: int) -> bytes:
-    """Read from the pipe until it holds `n` complete announcements (or EOF)."""
-    while buf.count(b"\n") < n:
-        chunk = os.read(fd, 256)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
+folder, side = sys.argv[1], sys.argv[2]
+for _cmd in sys.stdin:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            proj = Project.open(folder)
+            rec = proj.records[0]
+            v = 0
+            while True:
+                v += 1
+                os.write(w, b"S%d\n" % v)
+                atomic_write_json(side, {"v": v, "payload": [v] * 20000})
+                mask = np.zeros((rec.height, rec.width), bool)
+                mask[: v % rec.height] = True
+                proj.save_annotation(rec, np.full(mask.shape, v % 200, np.uint8), mask)
+                os.write(w, b"D%d\n" % v)
+        finally:
+            os._exit(0)
+    os.close(w)
+    print(f"PID{pid}", flush=True)
+    while chunk := os.read(r, 4096):
+        sys.stdout.write(chunk.decode())
+        sys.stdout.flush()
+    os.close(r)
+    os.waitpid(pid, 0)
+    print("END", flush=True)
+"""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_atomic_writes_survive_sigkill(tmp_path: Path) -> None:
-    """A forked child saves in a loop; it is SIGKILLed at a random point (after a random number of
-    its own progress announcements), 30 times; every file must parse and be the old or new version."""
+    """A saver process is SIGKILLed at a random point (after a random number of its own progress
+    announcements), 30 times; every file must parse and be the old or the new version."""
     folder = tmp_path / "imgs"
     folder.mkdir()
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(folder / "a.png")
     side = tmp_path / "side.json"
     rng = random.Random(0)
     mid_save = 0
-    for _round in range(30):
-        atomic_write_json(side, {"v": 0, "payload": [0] * 20000})
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: never returns into pytest
-            try:
-                os.close(r)
-                _saver_child(folder, side, w)
-            finally:
-                os._exit(0)
-        os.close(w)
-        buf = _read_tokens(r, b"", rng.randint(1, 6))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        buf = _read_tokens(r, buf, 10**9)
-        os.close(r)
-        tokens = buf.decode().split()
-        done = [int(x[1:]) for x in tokens if x.startswith("D")]
-        last_done, last_started = (done[-1] if done else 0), int(tokens[-1][1:]) if tokens[-1][0] == "S" else done[-1]
-        mid_save += last_started != last_done
-        ok = {last_done, last_started}
-        doc = json.loads(side.read_text())
-        assert doc["payload"] == [doc["v"]] * 20000 and doc["v"] in ok
-        proj = Project.open(folder)  # parses project.json; cleans the dead child's leftovers
-        rec = proj.records[0]
-        labels, mask = proj.load_annotation(rec)  # zeros/empty when nothing was saved yet
-        assert (labels == labels[0, 0]).all() and int(labels[0, 0]) in {v % 200 for v in ok}
-        assert mask.sum(axis=1).tolist() in ([32] * (v % 24) + [0] * (24 - v % 24) for v in ok)
-        for sub in (tmp_path, proj.data_dir, proj.data_dir / "labels", proj.data_dir / "masks"):
-            cleanup_temp_files(sub)
-            assert not [n for n in os.listdir(sub) if is_temp_file(n)] if sub.exists() else True
-        proj.clear_annotation(rec)
+    server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER, str(folder), str(side)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        for _round in range(30):
+            atomic_write_json(side, {"v": 0, "payload": [0] * 20000})
+            server.stdin.write("go\n")
+            server.stdin.flush()
+            pid = int(server.stdout.readline().strip()[3:])
+            tokens = [server.stdout.readline().strip() for _ in range(rng.randint(1, 6))]
+            os.kill(pid, signal.SIGKILL)
+            while (line := server.stdout.readline().strip()) != "END":
+                tokens.append(line)
+            done = [int(x[1:]) for x in tokens if x.startswith("D")]
+            last_done = done[-1] if done else 0
+            last_started = int(tokens[-1][1:]) if tokens[-1].startswith("S") else last_done
+            mid_save += last_started != last_done
+            ok = {last_done, last_started}
+            doc = json.loads(side.read_text())
+            assert doc["payload"] == [doc["v"]] * 20000 and doc["v"] in ok
+            proj = Project.open(folder)  # parses project.json; cleans the dead child's leftovers
+            rec = proj.records[0]
+            labels, mask = proj.load_annotation(rec)  # zeros/empty when nothing was saved yet
+            assert (labels == labels[0, 0]).all() and int(labels[0, 0]) in {v % 200 for v in ok}
+            assert mask.sum(axis=1).tolist() in ([32] * (v % 24) + [0] * (24 - v % 24) for v in ok)
+            for sub in (tmp_path, proj.data_dir, proj.data_dir / "labels", proj.data_dir / "masks"):
+                cleanup_temp_files(sub)
+                assert not [n for n in os.listdir(sub) if is_temp_file(n)] if sub.exists() else True
+            proj.clear_annotation(rec)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
     assert mid_save > 0  # some kills landed in the middle of a save
