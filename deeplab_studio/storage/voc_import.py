@@ -22,6 +22,7 @@ from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.storage.atomic import atomic_copy_file
 from deeplab_studio.storage.images import apply_orientation, probe_image
 from deeplab_studio.storage.labelmaps import read_label_png
+from deeplab_studio.storage.locations import can_write_dir
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc_format import (
     CLASS_DIR, JPEG_DIR, SPLIT_DIR, VOCError, find_voc_root, read_classes, read_split)
@@ -99,6 +100,8 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
     folder.mkdir(parents=True, exist_ok=True)
     if folder.resolve() == root or folder.resolve().is_relative_to(root):
         raise VOCError(f"{folder}: import into a folder outside the dataset {root}")
+    if not can_write_dir(folder):
+        raise VOCError(f"{folder}: the folder is not writable, so the images cannot be copied into it")
     project = Project.open(folder, data_dir=data_dir)
     _merge_classes(project, classes)
     summary = ImportSummary(root, split, project.labels)

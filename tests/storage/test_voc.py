@@ -180,8 +180,12 @@ def test_import_colour_masks_and_exif(tmp_path: Path) -> None:
     np.testing.assert_array_equal(proj.load_annotation(rec)[0], np.rot90(lab))  # rotated like the image
 
 
-def test_import_errors_and_conflicts(tmp_path: Path, data_dir: Path, annotated: Project) -> None:
+def test_import_errors_and_conflicts(tmp_path: Path, data_dir: Path, annotated: Project, monkeypatch) -> None:
     voc, gts = _devkit(tmp_path, data_dir)
+    with monkeypatch.context() as m:  # root can write anywhere: inject the read-only answer
+        m.setattr("deeplab_studio.storage.voc_import.can_write_dir", lambda p: False)
+        with pytest.raises(VOCError, match="not writable"):
+            import_voc(voc, tmp_path / "ro")
     with pytest.raises(VOCError, match="not a VOC dataset"):
         import_voc(tmp_path, tmp_path / "p")
     with pytest.raises(VOCError, match="no such folder"):
