@@ -97,13 +97,14 @@ def object_map(labels: np.ndarray) -> tuple[np.ndarray, int]:
         if cls in (0, IGNORE):
             continue
         n, comp = cv2.connectedComponents((labels == cls).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-        for c in range(1, n):
-            if next_id <= 254:
-                out[comp == c] = next_id
-                next_id += 1
-            else:
-                out[comp == c] = IGNORE
-                dropped += 1
+        take = max(0, min(n - 1, 255 - next_id))  # instance numbers next_id..254
+        lut = np.full(n, IGNORE, np.uint8)
+        lut[0] = 0
+        lut[1:1 + take] = np.arange(next_id, next_id + take)
+        dropped += n - 1 - take
+        next_id += take
+        sel = comp > 0
+        out[sel] = lut[comp[sel]]
     return out, dropped
 
 
@@ -129,17 +130,27 @@ def _digest(arr: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(arr).tobytes() + str(arr.shape).encode()).hexdigest()
 
 
+_EXPORT_ENTRIES = {JPEG_DIR, CLASS_DIR, OBJECT_DIR, "ImageSets", CLASS_NAMES_FILE, LABELMAP_FILE, MARKER_FILE}
+
+
 def _prepare_out_dir(project: Project, out_dir: Path) -> None:
-    if out_dir == project.folder or out_dir.is_relative_to(project.folder) and not any(
-            part.startswith(".") for part in out_dir.relative_to(project.folder).parts):
+    """Refuse targets inside the image folder, above it, or holding anything but a previous export."""
+    inside = out_dir.is_relative_to(project.folder)
+    if inside and not any(part.startswith(".") for part in out_dir.relative_to(project.folder).parts) or (
+            project.folder.is_relative_to(out_dir)):
         raise VOCError(f"{out_dir}: the export folder must be outside the image folder {project.folder} "
-                       "(its JPEGs would become project images)")
+                       "(its JPEGs would become project images)" if inside else
+                       f"{out_dir}: the export folder cannot contain the image folder {project.folder}")
     if out_dir.exists():
         if not out_dir.is_dir():
             raise VOCError(f"{out_dir}: exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / MARKER_FILE).is_file():
+        entries = {p.name for p in out_dir.iterdir()}
+        if entries and MARKER_FILE not in entries:
             raise VOCError(f"{out_dir}: folder is not empty and not a previous DeepLab Studio export; "
                            "choose an empty or new folder")
+        if entries - _EXPORT_ENTRIES:
+            raise VOCError(f"{out_dir}: a previous export, but it also holds {', '.join(sorted(entries - _EXPORT_ENTRIES))}; "
+                           "move those away or choose another folder (the export replaces the folder)")
 
 
 def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0.2, seed: int = 0,

@@ -227,6 +227,11 @@ def test_export_refuses_bad_targets_and_replaces_previous_export(annotated: Proj
     export_voc(annotated, out)
     export_voc(annotated, out, statuses=["reviewed"])  # a previous export is replaced whole
     assert sorted(p.stem for p in (out / "JPEGImages").iterdir()) == ["a", "rot"]
+    (out / "my_notes.txt").write_text("keep me")
+    with pytest.raises(VOCError, match="my_notes.txt"):
+        export_voc(annotated, out)  # never deletes files an export did not write
+    with pytest.raises(VOCError, match="cannot contain the image folder"):
+        export_voc(annotated, annotated.folder.parent)
     (tmp_path / "empty_project").mkdir()
     empty = Project.open(tmp_path / "empty_project")
     with pytest.raises(VOCError, match="no images"):
