@@ -56,6 +56,9 @@ class Status(str, Enum):
     EDITED = "edited"
     REVIEWED = "reviewed"
 
+    def __str__(self) -> str:  # "auto", not "Status.AUTO", in messages and f-strings
+        return self.value
+
 
 class ProjectError(Exception):
     """A project that cannot be opened or a request it cannot honour (one clear message)."""
