@@ -33,6 +33,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 400_000_000
 DEFAULT_MIN_SIDE = 2
+_BLOCK_ROWS = 512
 _ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO")  # MPO: multi-picture JPEG from cameras
 
 # Pillow's bomb limit and truncation flag are process globals; we set them for the duration of a
@@ -155,9 +156,23 @@ def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
         arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = 1.0 if arr.max(initial=0.0) <= 1.0 else float(arr.max())
         return np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
-    # I;16* and I (Pillow stores 16-bit grayscale PNG/TIFF as one of these): full 16-bit range
-    arr = np.clip(arr.astype(np.int64), 0, 65535)
-    return ((arr * 255 + 32767) // 65535).astype(np.uint8)
+    # I;16* and I (Pillow stores 16-bit grayscale PNG/TIFF as one of these): full 16-bit range,
+    # in row blocks so a 400 MP image needs no multi-GB temporaries
+    out = np.empty(arr.shape, np.uint8)
+    for y in range(0, arr.shape[0], _BLOCK_ROWS):
+        blk = np.clip(arr[y:y + _BLOCK_ROWS].astype(np.int64), 0, 65535)
+        out[y:y + _BLOCK_ROWS] = (blk * 255 + 32767) // 65535
+    return out
+
+
+def _over_white(rgba: np.ndarray) -> np.ndarray:
+    """RGBA uint8 composited over white, rounded, in integer row blocks."""
+    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    for y in range(0, rgba.shape[0], _BLOCK_ROWS):
+        blk = rgba[y:y + _BLOCK_ROWS].astype(np.uint32)
+        a = blk[:, :, 3:4]
+        out[y:y + _BLOCK_ROWS] = (blk[:, :, :3] * a + 255 * (255 - a) + 127) // 255
+    return out
 
 
 def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
@@ -187,9 +202,7 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
     elif mode == "P":
         im = im.convert("RGB")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[:, :, 3:4] / 255.0
-        return np.rint(rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        return _over_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 

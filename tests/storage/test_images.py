@@ -93,6 +93,10 @@ def test_16_bit_scaled_not_clipped(tmp_path: Path) -> None:
         Image.fromarray(vals).save(tmp_path / name)
         out = read_image(tmp_path / name)[:, :, 0]
         np.testing.assert_array_equal(out[0], [0, 4, 128, 255])
+    tall = np.tile(np.arange(1100, dtype=np.uint16)[:, None] * 59, (1, 3))  # spans several row blocks
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "tall.png")[:, 0, 0],
+                                  np.rint(tall[:, 0].astype(float) * 255 / 65535).astype(np.uint8))
 
 
 def test_cmyk_converted(tmp_path: Path) -> None:
