@@ -155,17 +155,17 @@ class _Outputs:
 
 
 def _upsample_rows(small: torch.Tensor, height: int, width: int, y0: int, y1: int) -> torch.Tensor:
-    """Rows `y0..y1` of `small` (C×h×w) resized bilinearly (half-pixel centres) to height×width."""
-    h = small.shape[1]
-    ys = (torch.arange(y0, y1, dtype=torch.float64) + 0.5) * (h / height) - 0.5
-    ys = ys.clamp(0, h - 1)
-    lo = ys.floor().long()
-    hi = (lo + 1).clamp(max=h - 1)
-    frac = (ys - lo).to(small.dtype)[None, :, None]
-    rows = small[:, lo] * (1 - frac) + small[:, hi] * frac  # C×n×w
-    c, n, w = rows.shape
-    cols = F.interpolate(rows.reshape(1, c * n, w), size=width, mode="linear", align_corners=False)
-    return cols.reshape(c, n, width)
+    """Rows `y0..y1` of `small` (C×h×w) resized bilinearly (half-pixel centres) to height×width.
+
+    The same values as `F.interpolate(..., mode="bilinear", align_corners=False)` cropped to the
+    rows, computed with `grid_sample` so that memory is O(band).
+    """
+    gx = (torch.arange(width, dtype=torch.float32) + 0.5) * (2 / width) - 1
+    gy = (torch.arange(y0, y1, dtype=torch.float32) + 0.5) * (2 / height) - 1
+    grid = torch.stack((gx[None, :].expand(len(gy), -1), gy[:, None].expand(-1, width)), dim=-1)
+    out = F.grid_sample(small[None], grid[None].to(small.device), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out[0]
 
 
 class Predictor:
