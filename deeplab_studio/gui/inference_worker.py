@@ -42,6 +42,7 @@ class Job:
     crf_params: Any = None  # ml.crf.CRFParams (a plain dataclass) or None
     lut: np.ndarray | None = None  # 256-entry uint8 model-class -> project-class table
     device: str = "auto"
+    project: Any = None  # storage.Project: merge the proposal into the saved map here (batch jobs)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -57,6 +58,7 @@ class Proposal:
     batch_id: int | None
     seconds: float
     refined: bool
+    saved: bool = False  # already merged into the project's saved label map by the worker
 
     @property
     def mean_uncertainty(self) -> float:
@@ -160,9 +162,28 @@ class InferenceWorker(QObject):
             refined = True
         if job.lut is not None:
             labels = job.lut[labels]
+        labels = np.ascontiguousarray(labels, dtype=np.uint8)
         conf = np.clip(np.asarray(pred.confidence, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        self.resultReady.emit(Proposal(job.request_id, job.key, np.ascontiguousarray(labels, dtype=np.uint8),
-                                       conf, job.priority, job.batch_id, time.perf_counter() - t0, refined))
+        saved = False
+        if job.project is not None and job.key != self._queue.current_key and not job.cancelled.is_set():
+            saved = merge_into_project(job.project, job.key, labels)
+        self.resultReady.emit(Proposal(job.request_id, job.key, labels, conf, job.priority, job.batch_id,
+                                       time.perf_counter() - t0, refined, saved))
+
+
+def merge_into_project(project, key: str, proposal: np.ndarray) -> bool:
+    """Merge a proposal into the saved label map of `key`, human pixels kept (worker thread).
+
+    The project index (project.json) is written later, once per batch, by the GUI thread.
+    """
+    rec = project.record(key)
+    labels, edit_mask = project.load_annotation(rec)
+    if labels.shape != proposal.shape:
+        raise ValueError(f"{key}: the image is {labels.shape[1]}×{labels.shape[0]}, "
+                         f"the proposal {proposal.shape[1]}×{proposal.shape[0]}")
+    merged = np.where(edit_mask, labels, proposal).astype(np.uint8)
+    project.save_annotation(rec, merged, edit_mask, write_index=False)
+    return True
 
 
 class _Cancelled(Exception):
@@ -221,6 +242,7 @@ class JobQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: list[Job] = []
+        self.current_key: str | None = None  # the image on screen (written by the GUI thread)
 
     def __len__(self) -> int:
         with self._lock:
@@ -345,22 +367,29 @@ class InferenceClient(QObject):
         return self._submit(Job("load", next(self._ids), path=str(path), device=device))
 
     def request(self, key: str, *, image: np.ndarray | None = None, path: str = "", priority: int = INTERACTIVE,
-                crf: bool = False, crf_params=None, lut: np.ndarray | None = None, batch_id: int | None = None) -> int:
+                crf: bool = False, crf_params=None, lut: np.ndarray | None = None, batch_id: int | None = None,
+                project=None) -> int:
         """Ask for a proposal for image `key` (pass the pixels, or a path the worker reads)."""
         if image is None and not path:
             raise ValueError("a proposal request needs an image array or a path")
         if priority == INTERACTIVE:  # a new interactive request supersedes older ones for the same key
             self._cancel_where(lambda j: j.kind == "predict" and j.key == key and j.priority == INTERACTIVE)
-        job = Job("predict", next(self._ids), key, image, str(path), priority, batch_id, crf, crf_params, lut)
+        job = Job("predict", next(self._ids), key, image, str(path), priority, batch_id, crf, crf_params, lut,
+                  project=project)
         return self._submit(job)
 
     def start_batch(self, items: list[tuple[str, str]], *, crf: bool = False, crf_params=None,
-                    lut: np.ndarray | None = None) -> int:
-        """Queue (key, image path) pairs as one batch; returns the batch id."""
+                    lut: np.ndarray | None = None, project=None) -> int:
+        """Queue (key, image path) pairs as one batch; returns the batch id.
+
+        With `project`, the worker merges each proposal into the image's saved label map (human
+        pixels kept) unless the image is on screen, so the GUI thread does no disk work.
+        """
         batch_id = next(self._ids)
         self._batches[batch_id] = BatchState(batch_id, len(items))
         for key, path in items:
-            self.request(key, path=path, priority=BATCH, crf=crf, crf_params=crf_params, lut=lut, batch_id=batch_id)
+            self.request(key, path=path, priority=BATCH, crf=crf, crf_params=crf_params, lut=lut, batch_id=batch_id,
+                         project=project)
         if not items:
             self._finish_batch(batch_id, cancelled=False)
         return batch_id
@@ -380,7 +409,7 @@ class InferenceClient(QObject):
 
     def set_current_key(self, key: str | None) -> None:
         """The user is now looking at `key`: interactive work for other images is cancelled."""
-        self.current_key = key
+        self.current_key = self._queue.current_key = key
         self._cancel_where(lambda j: j.kind == "predict" and j.priority == INTERACTIVE and j.key != key)
 
     # --- cancelling ----------------------------------------------------------------------
@@ -420,7 +449,7 @@ class InferenceClient(QObject):
     @Slot(object)
     def _on_result(self, p: Proposal) -> None:
         self._live.pop(p.request_id, None)
-        if self._is_wanted(p):
+        if p.saved or self._is_wanted(p):  # a saved one changed the disk: always reported
             self.proposalReady.emit(p)
         else:
             self.dropped.emit(p)

@@ -256,7 +256,7 @@ class ModelController(QObject):
         if self._batch_id is not None:
             self.cancel_batch()
         self._batch_id = self.client.start_batch(items, crf=self.refine_with_crf, crf_params=self.crf_params,
-                                                 lut=self._lut())
+                                                 lut=self._lut(), project=self.link.project())
         if items:
             self.progress.setRange(0, len(items))
             self.progress.setValue(0)
@@ -287,12 +287,23 @@ class ModelController(QObject):
         self.cancel_button.hide()
         self.act_cancel.setEnabled(False)
         self.uncertainty.save()
+        try:
+            self.link.save_project_index()  # the worker saved label maps without the index
+        except Exception as exc:  # noqa: BLE001 - shown; the maps on disk are recovered on open
+            self.link.show_error("Could not save the project index", str(exc))
         what = "cancelled" if cancelled else "finished"
         self.message.emit(f"Auto-segment all {what}: {done} images proposed, {failed} failed.")
 
     def _on_proposal(self, p: Proposal) -> None:
         self.uncertainty.put(p.key, p.confidence)
         doc = self.link.document()
+        if p.saved:  # a batch result the worker already merged into the saved map
+            self.link.annotation_saved_elsewhere(p.key)
+            if doc is not None and doc.key == p.key:  # the user opened it meanwhile
+                self._apply_to_document(p)
+            else:
+                self.proposalApplied.emit(p.key)
+            return
         if p.priority == PREFETCH and (doc is None or doc.key != p.key):
             self._prefetched = {p.key: p}  # keep only the newest pre-computed proposal
             return

@@ -100,6 +100,24 @@ class WindowLink:
         """A proposal for an image that is not open: merge it into the saved label map."""
         self.window.merge_proposal_into_saved(key, proposal)
 
+    def annotation_saved_elsewhere(self, key: str) -> None:
+        """The worker replaced the saved map of `key`: drop its undo history, refresh its status."""
+        fn = getattr(self.window, "annotation_saved_elsewhere", None)
+        if fn is not None:
+            fn(key)
+            return
+        project = self.project()  # fallback until the window offers the method
+        rec = self.record(key)
+        if project is None or rec is None:
+            return
+        self.window.undo.drop(key)
+        self.window.image_panel.set_status(project.records.index(rec), _status_name(rec.status))
+
+    def save_project_index(self) -> None:
+        project = self.project()
+        if project is not None:
+            project.save()
+
     def set_labelset(self, labelset: LabelSet) -> None:
         self.window.set_labelset(labelset)
 

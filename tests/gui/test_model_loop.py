@@ -145,6 +145,10 @@ def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tin
         assert rec.status.value == "auto"
         labels, mask = project.load_annotation(rec)
         np.testing.assert_array_equal(labels, _expected(tiny_checkpoint, project.read_image(rec)))
+    from deeplab_studio.storage.project import Project
+
+    reopened = Project.open(window.project.folder)  # the index was written at the end of the batch
+    assert [r.status.value for r in reopened.records] == ["auto"] * 3
     current = window.document.key
     means = controller.uncertainty.mean
     others = [k for k in means if k != current]
