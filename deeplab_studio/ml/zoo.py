@@ -143,3 +143,40 @@ def set_output_stride(model: DeepLabV3, output_stride: int) -> DeepLabV3:
     model.aspp.set_rates(rates)
     model.output_stride = output_stride
     return model
+
+
+# Named builders, torchvision style: ``deeplabv3plus_resnet50(num_classes=21)``.
+
+def deeplabv3plus_resnet50(**kwargs) -> DeepLabV3:
+    """DeepLab v3+ on a dilated ResNet-50 (see :func:`build_model` for the options)."""
+    return build_model("deeplabv3plus_resnet50", **kwargs)
+
+
+def deeplabv3plus_resnet101(**kwargs) -> DeepLabV3:
+    """DeepLab v3+ on a dilated ResNet-101."""
+    return build_model("deeplabv3plus_resnet101", **kwargs)
+
+
+def deeplabv3plus_mobilenet(**kwargs) -> DeepLabV3:
+    """DeepLab v3+ on MobileNetV2."""
+    return build_model("deeplabv3plus_mobilenet", **kwargs)
+
+
+def deeplabv3_resnet50(**kwargs) -> DeepLabV3:
+    """DeepLab v3 on a dilated ResNet-50."""
+    return build_model("deeplabv3_resnet50", **kwargs)
+
+
+def deeplabv3_resnet101(**kwargs) -> DeepLabV3:
+    """DeepLab v3 on a dilated ResNet-101."""
+    return build_model("deeplabv3_resnet101", **kwargs)
+
+
+def deeplabv3_mobilenet(**kwargs) -> DeepLabV3:
+    """DeepLab v3 on MobileNetV2."""
+    return build_model("deeplabv3_mobilenet", **kwargs)
+
+
+def deeplabv3_mobilenet_v3_large(**kwargs) -> DeepLabV3:
+    """torchvision's DeepLab v3 on MobileNetV3-Large (output stride 16 only)."""
+    return build_model("deeplabv3_mobilenet_v3_large", **kwargs)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from deeplab_studio.ml import backbones
+from deeplab_studio.ml import backbones, zoo
 from deeplab_studio.ml.blocks import ASPP
 from deeplab_studio.ml.zoo import build_model, list_archs, set_output_stride
 
@@ -34,6 +34,9 @@ def test_registry_names() -> None:
     assert sorted(list_archs()) == sorted(ARCHS + ["deeplabv3_mobilenet_v3_large"])
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("deeplabv3plus_xception", num_classes=21)
+    for arch in list_archs():  # a named builder for each, torchvision style
+        assert callable(getattr(zoo, arch))
+    assert zoo.deeplabv3_mobilenet(num_classes=2, output_stride=8).arch == "deeplabv3_mobilenet"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
