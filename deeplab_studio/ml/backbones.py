@@ -7,6 +7,7 @@ backbone in place (8 or 16) without touching its weights.
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -50,7 +51,7 @@ def _load_imagenet(module: nn.Module, url: str, rename, what: str) -> None:
     try:
         path = hub.download(url, timeout=5.0)
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (hub.WeightsUnavailable, RuntimeError, OSError) as exc:
+    except (hub.WeightsUnavailable, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         warnings.warn(f"ImageNet weights for the {what} backbone are unavailable ({exc}); "
                       "it starts from random initialisation", RuntimeWarning, stacklevel=3)
         return
