@@ -52,7 +52,8 @@ def _load_imagenet(module: nn.Module, url: str, rename, what: str) -> None:
         path = hub.download(url, timeout=5.0)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (hub.WeightsUnavailable, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        warnings.warn(f"ImageNet weights for the {what} backbone are unavailable ({exc}); "
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        warnings.warn(f"ImageNet weights for the {what} backbone are unavailable ({reason}); "
                       "it starts from random initialisation", RuntimeWarning, stacklevel=3)
         return
     renamed = {}
