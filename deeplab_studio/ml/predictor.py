@@ -145,10 +145,14 @@ class _Outputs:
         self.labels[y0 : y0 + n] = idx.to(torch.uint8).cpu().numpy()
         self.confidence[y0 : y0 + n] = conf.cpu().numpy()
         if self.keep_probs:
+            values = band.to(self.probs_dtype).cpu()
+            if self.probs is None and n == self.height:  # the whole image at once: adopt, no copy
+                self.probs = values.numpy() if values.is_contiguous() else values.contiguous().numpy()
+                return
             if self.probs is None:
                 dtype = np.float16 if self.probs_dtype == torch.float16 else np.float32
                 self.probs = np.empty((band.shape[0], self.height, self.width), dtype=dtype)
-            self.probs[:, y0 : y0 + n] = band.to(self.probs_dtype).cpu().numpy()
+            self.probs[:, y0 : y0 + n] = values.numpy()
 
     def result(self) -> Prediction:
         return Prediction(self.probs, self.labels, self.confidence)
@@ -391,7 +395,7 @@ class Predictor:
             total = summed if total is None else total + summed
             passes += 2 if self.flip else 1
         assert total is not None
-        return total / passes
+        return total if passes == 1 else total.div_(passes)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._channels_last:
