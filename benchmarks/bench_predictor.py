@@ -1,0 +1,219 @@
+"""Predictor speed and memory on the CPU, against plain model calls and torchvision's DeepLab v3.
+
+    .venv/bin/python benchmarks/bench_predictor.py [--repeat 3] [--images 50] [--skip-memory]
+                                                   [--skip-batch] [--large]
+
+1. Latency per 513×513 image (median of `--repeat`, after one warm-up), interleaved in this
+   process, 21 classes, random weights, CPU, for deeplabv3plus_mobilenet and deeplabv3plus_resnet50:
+   - `Predictor.predict(uint8 image)` (normalisation, softmax, argmax, confidence, copies),
+   - a plain `model(x)` call of the same network on a ready normalised tensor (the baseline),
+   - torchvision's deeplabv3_mobilenet_v3_large / deeplabv3_resnet50 (weights=None), plain call.
+2. Peak memory of one such call: each variant in a fresh process, RSS sampled every 1 ms on a
+   thread (growth over the RSS before the call).
+3. Batch throughput (images/s) on a folder of `--images` generated 1280×960 JPEGs with
+   `Predictor.predict_many` (deeplabv3plus_mobilenet, downscaled to 385 px, labels only), decoding
+   on the calling thread (decode_workers=0) vs one background thread (decode_workers=1).
+4. `--large`: one 4000×3000 image in 1024 px tiles, labels and confidence only: time and peak RSS
+   growth against the size full float32 probabilities would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deeplab_studio.core.scenes import generate_scene
+from deeplab_studio.ml.predictor import IMAGENET_MEAN, IMAGENET_STD, Predictor
+from deeplab_studio.ml.zoo import build_model
+
+PAIRS = {"deeplabv3plus_mobilenet": "deeplabv3_mobilenet_v3_large", "deeplabv3plus_resnet50": "deeplabv3_resnet50"}
+NUM_CLASSES = 21
+SIDE = 513
+BATCH_SIZE, BATCH_SIDE = (1280, 960), 385  # JPEG size (w, h) and the side the model sees
+
+
+class PeakRSS:
+    """Peak resident-set growth inside a `with` block, sampled on a thread every millisecond."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def make_variant(arch: str, variant: str):
+    """(callable taking nothing, description) for one benchmarked variant."""
+    torch.manual_seed(0)
+    image, _ = generate_scene(SIDE, SIDE, seed=1)
+    if variant == "torchvision":
+        from torchvision.models import segmentation
+
+        model = getattr(segmentation, PAIRS[arch])(weights=None, weights_backbone=None,
+                                                   num_classes=NUM_CLASSES, aux_loss=False).eval()
+    else:
+        model = build_model(arch, num_classes=NUM_CLASSES).eval()
+    if variant == "predictor":
+        predictor = Predictor(model, device="cpu")
+        return lambda: predictor.predict(image)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - mean) / std
+
+    def plain():
+        with torch.inference_mode():
+            return model(x)
+
+    return plain
+
+
+def latency(archs: list[str], repeat: int) -> dict[tuple[str, str], float]:
+    variants = ("predictor", "plain", "torchvision")
+    times: dict[tuple[str, str], float] = {}
+    for arch in archs:
+        calls = {v: make_variant(arch, v) for v in variants}
+        for fn in calls.values():
+            fn()  # warm-up
+        samples: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(repeat):
+            for v, fn in calls.items():  # interleaved so load changes hit all variants alike
+                t0 = time.perf_counter()
+                fn()
+                samples[v].append(time.perf_counter() - t0)
+        for v in variants:
+            times[(arch, v)] = statistics.median(samples[v])
+        del calls
+    return times
+
+
+def memory_child(arch: str, variant: str) -> None:
+    fn = make_variant(arch, variant)
+    with PeakRSS() as peak:
+        fn()
+    print(json.dumps({"growth_mb": peak.growth_mb}))
+
+
+def memory(archs: list[str]) -> dict[tuple[str, str], float]:
+    out = {}
+    for arch in archs:
+        for v in ("predictor", "plain", "torchvision"):
+            res = subprocess.run([sys.executable, __file__, "--memory-child", arch, v],
+                                 capture_output=True, text=True, check=True)
+            out[(arch, v)] = json.loads(res.stdout.strip().splitlines()[-1])["growth_mb"]
+    return out
+
+
+def batch(n_images: int) -> dict[int, float]:
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus_mobilenet", num_classes=NUM_CLASSES).eval()
+    predictor = Predictor(model, device="cpu", large_image="downscale", max_side=BATCH_SIDE, keep_probs=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        scenes = [generate_scene(480, 640, seed=s)[0] for s in range(5)]
+        paths = []
+        for i in range(n_images):
+            big = np.asarray(Image.fromarray(np.roll(scenes[i % 5], 37 * i, axis=1)).resize(BATCH_SIZE))
+            path = Path(tmp) / f"img{i:03d}.jpg"
+            Image.fromarray(big).save(path, quality=92)
+            paths.append(path)
+        predictor.predict(np.asarray(Image.open(paths[0]).convert("RGB")))  # warm-up
+        # each setting runs every image once; halves interleaved so load changes hit both alike
+        seconds = {0: 0.0, 1: 0.0}
+        count = {0: 0, 1: 0}
+        half = max(1, len(paths) // 2)
+        for chunk in (paths[:half], paths[half:]):
+            for workers in (0, 1):
+                t0 = time.perf_counter()
+                count[workers] += sum(1 for _, r in predictor.predict_many(chunk, decode_workers=workers)
+                                      if not isinstance(r, Exception))
+                seconds[workers] += time.perf_counter() - t0
+        rates = {w: count[w] / seconds[w] for w in (0, 1)}
+        t0 = time.perf_counter()
+        for p in paths:
+            np.asarray(Image.open(p).convert("RGB"))
+        rates[-1] = len(paths) / (time.perf_counter() - t0)  # decoding alone
+    return rates
+
+
+def large() -> tuple[float, float, float]:
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus_mobilenet", num_classes=NUM_CLASSES).eval()
+    predictor = Predictor(model, device="cpu", tile_size=1024, keep_probs=False)
+    image = np.asarray(Image.fromarray(generate_scene(750, 1000, seed=2)[0]).resize((4000, 3000)))
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        predictor.predict(image)
+        seconds = time.perf_counter() - t0
+    return seconds, peak.growth_mb, NUM_CLASSES * 4000 * 3000 * 4 / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-batch", action="store_true")
+    ap.add_argument("--large", action="store_true")
+    ap.add_argument("--memory-child", nargs=2, metavar=("ARCH", "VARIANT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+    archs = list(PAIRS)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {SIDE}×{SIDE}, "
+          f"{NUM_CLASSES} classes, random weights, median of {args.repeat}")
+    times = latency(archs, args.repeat)
+    mem = {} if args.skip_memory else memory(archs)
+    print(f"\n{'network':<28} {'variant':<34} {'ms/image':>9} {'vs plain':>9} {'peak MB':>8}")
+    for arch in archs:
+        plain = times[(arch, "plain")]
+        for v, label in (("predictor", "Predictor.predict (uint8 in)"), ("plain", "plain model(x)"),
+                         ("torchvision", f"torchvision {PAIRS[arch]}")):
+            t = times[(arch, v)]
+            m = f"{mem[(arch, v)]:8.0f}" if mem else f"{'-':>8}"
+            print(f"{arch:<28} {label:<34} {t * 1000:9.0f} {t / plain:8.2f}× {m}")
+    if not args.skip_batch:
+        rates = batch(args.images)
+        print(f"\nbatch: {args.images} JPEGs {BATCH_SIZE[0]}×{BATCH_SIZE[1]}, deeplabv3plus_mobilenet at "
+              f"{BATCH_SIDE} px (downscale mode), labels only")
+        print(f"  decoding in line (decode_workers=0):   {rates[0]:.2f} images/s")
+        print(f"  decoding thread  (decode_workers=1):   {rates[1]:.2f} images/s  ({rates[1] / rates[0]:.2f}×)")
+        print(f"  decoding alone:                        {rates[-1]:.1f} images/s")
+    if args.large:
+        seconds, growth, full = large()
+        print(f"\nlarge: 4000×3000 in 1024 px tiles, labels only: {seconds:.1f} s, peak RSS growth {growth:.0f} MB "
+              f"(full float32 probabilities alone would be {full:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
