@@ -190,6 +190,8 @@ class Predictor:
     - On CUDA: autocast (`amp` "auto" = bf16 where supported, else fp16; None to disable) and
       channels_last. Out of memory → the tile size halves (down to `min_tile_size`), then the
       model moves to the CPU; each step is reported through `on_warning` or `warnings.warn`.
+
+    One Predictor serves one thread at a time (the GUI's inference worker owns it).
     """
 
     def __init__(
@@ -231,6 +233,8 @@ class Predictor:
             raise ValueError(f"large_image must be 'tile' or 'downscale', not {large_image!r}")
         if tta not in (None, "flip", "ms"):
             raise ValueError(f"tta must be None, 'flip' or 'ms', not {tta!r}")
+        if amp not in (None, False, "auto", "fp16", "bf16"):
+            raise ValueError(f"amp must be 'auto', 'fp16', 'bf16' or None, not {amp!r}")
         self.tile_size, self.tile_overlap, self.min_tile_size = int(tile_size), int(tile_overlap), int(min_tile_size)
         self.large_image = large_image
         self.max_side = int(max_side) if max_side else self.tile_size
@@ -257,7 +261,10 @@ class Predictor:
             self._amp_dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
         else:
             self._amp_dtype = None
-        self.model.to(device, memory_format=torch.channels_last) if cuda else self.model.to(device)
+        if cuda:
+            self.model.to(device, memory_format=torch.channels_last)
+        else:
+            self.model.to(device)
         mean, std = self._mean_std
         self._mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
@@ -316,6 +323,8 @@ class Predictor:
     def _recover_from_oom(self, image: np.ndarray, reason: str) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        elif self.device.type == "mps":
+            torch.mps.empty_cache()
         side = self._work_side(image)
         if side > self.min_tile_size:
             self.tile_size = max(self.min_tile_size, side // 2)
@@ -327,7 +336,8 @@ class Predictor:
             self._warn(f"out of memory on {old} even with {side}px tiles ({reason}); continuing on the CPU")
         else:
             h, w = image.shape[:2]
-            raise PredictionError(f"out of memory on the CPU even with {side}px tiles for a {w}×{h} image ({reason})")
+            raise PredictionError(f"out of memory on the CPU even with {side}px tiles for a {w}×{h} image ({reason}); "
+                                  "float16 or no probabilities (probs_dtype, keep_probs) need less")
 
     def _run(self, image: np.ndarray, cancel: Cancel) -> Prediction:
         height, width = image.shape[:2]

@@ -92,10 +92,10 @@ def test_predict_skips_a_bad_image_and_exits_non_zero(tmp_path: Path, ckpt: Path
         assert (np.array(im) == 1).all()  # the constant model's class
 
 
-def test_predict_with_crf_and_tiles(tmp_path: Path, random_ckpt: Path) -> None:
+def test_predict_with_crf_tiles_tta_and_output_stride(tmp_path: Path, random_ckpt: Path) -> None:
     src = _image(tmp_path / "x.png", 40, 72)
     rc = main(["predict", "--model", str(random_ckpt), "--device", "cpu", "--crf", "--tile-size", "64",
-               "--tta", "flip", str(src), "--out", str(tmp_path / "out")])
+               "--tta", "flip", "--output-stride", "8", str(src), "--out", str(tmp_path / "out")])
     assert rc == 0
     with Image.open(tmp_path / "out" / "x.png") as im:
         assert im.mode == "P" and im.size == (72, 40) and np.array(im).max() <= 2

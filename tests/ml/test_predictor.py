@@ -260,7 +260,7 @@ def test_resolve_device() -> None:
 
 def test_invalid_settings_are_rejected() -> None:
     for kwargs in ({"tta": "rotate"}, {"large_image": "crop"}, {"tile_size": 64, "tile_overlap": 64},
-                   {"probs_dtype": np.int8}, {"mean": (0.5, 0.5)}):
+                   {"probs_dtype": np.int8}, {"mean": (0.5, 0.5)}, {"amp": "fp8"}):
         with pytest.raises(ValueError):
             Predictor(ColourNet(), device="cpu", **kwargs)
 
