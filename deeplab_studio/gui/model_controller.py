@@ -30,6 +30,7 @@ from deeplab_studio.gui.window_link import WindowLink
 SETTINGS_CRF = "model/refine_with_crf"
 SETTINGS_PRECOMPUTE = "model/precompute_next"
 SETTINGS_UNMATCHED = "model/unmatched_to"
+MAX_PREFETCHED = 3
 
 
 class _CRFTask(QRunnable):
@@ -305,7 +306,9 @@ class ModelController(QObject):
                 self.proposalApplied.emit(p.key)
             return
         if p.priority == PREFETCH and (doc is None or doc.key != p.key):
-            self._prefetched = {p.key: p}  # keep only the newest pre-computed proposal
+            self._prefetched[p.key] = p
+            while len(self._prefetched) > MAX_PREFETCHED:  # bounded memory: oldest first out
+                self._prefetched.pop(next(iter(self._prefetched)))
             return
         if doc is not None and doc.key == p.key:
             self._apply_to_document(p)

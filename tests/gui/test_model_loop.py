@@ -222,3 +222,27 @@ def test_crf_panel_preview_apply_revert(qtbot, window, controller) -> None:
     panel._sliders["iterations"].setValue(9)
     panel.revert()
     assert panel.params().iterations == 3 and panel.preview is None
+
+
+def test_the_next_image_is_precomputed_and_used_by_ctrl_r(qtbot, window, controller, tiny_checkpoint) -> None:
+    controller.act_precompute.setChecked(True)
+    with qtbot.waitSignal(controller.proposalApplied, timeout=60000):
+        controller.auto_segment()
+    qtbot.waitUntil(lambda: not controller.client.busy, timeout=60000)
+    assert window.step(1)
+    key = window.document.key
+    assert key in controller._prefetched
+    applied = []
+    controller.proposalApplied.connect(applied.append)
+    assert controller.auto_segment() is not None
+    assert applied == [key]  # applied at once, no round trip to the worker
+    np.testing.assert_array_equal(window.document.labels, _expected(tiny_checkpoint, window.document.image))
+
+
+def test_closing_the_window_during_a_batch_cancels_and_joins(qtbot, window, controller) -> None:
+    with qtbot.waitSignal(controller.client.batchProgress, timeout=60000):
+        controller.auto_segment_all()
+    thread = controller.client._thread
+    assert thread is not None and thread.isRunning()
+    window.close()  # emits `closing`: the controller cancels the batch and joins the worker thread
+    assert controller.client._thread is None and thread.isFinished()
