@@ -84,7 +84,6 @@ class ModelController(QObject):
         self._prefetched: dict[str, Proposal] = {}
         self._batch_id: int | None = None
         self._snap_token = 0
-        self._pending_model_device: str = "auto"
         self._build_actions()
         self._build_status_widgets()
         self.message.connect(self.link.show_message)
@@ -148,6 +147,7 @@ class ModelController(QObject):
 
     def _on_crf_toggled(self, on: bool) -> None:
         self.settings.setValue(SETTINGS_CRF, bool(on))
+        self._prefetched.clear()  # computed with the other setting
 
     def _on_precompute_toggled(self, on: bool) -> None:
         self.settings.setValue(SETTINGS_PRECOMPUTE, bool(on))
@@ -161,7 +161,6 @@ class ModelController(QObject):
     # --- model -------------------------------------------------------------------------------
     def load_model(self, path: str, device: str = "auto") -> int:
         """Load a checkpoint in the worker; the status bar shows it once loaded."""
-        self._pending_model_device = device
         self.link.set_model_status(f"Loading model… ({device})")
         return self.client.load_model(path, device)
 
@@ -322,7 +321,7 @@ class ModelController(QObject):
         if p.labels.shape != doc.labels.shape:
             self.link.show_error("Proposal skipped", f"{p.key}: the image size changed while it was predicted.")
             return
-        self.link.apply_proposal(p.labels, "Auto-segment")
+        self.link.apply_proposal(p.labels, "Auto-segment", mark_auto=True)
         self._refresh_uncertainty_overlay()
         how = " + CRF" if p.refined else ""
         self.message.emit(f"Proposal{how} in {p.seconds:.2f} s; mean uncertainty {p.mean_uncertainty:.2f}")
@@ -422,7 +421,8 @@ class ModelController(QObject):
     def _on_image_changed(self, *_) -> None:
         doc = self.link.document()
         self.client.set_current_key(doc.key if doc is not None else None)
-        self._refresh_uncertainty_overlay() if self.act_uncertainty.isChecked() else None
+        if self.act_uncertainty.isChecked():
+            self._refresh_uncertainty_overlay()
         self._precompute_next()
 
     def _on_project_changed(self, *_) -> None:

@@ -87,13 +87,15 @@ class WindowLink:
         return keys[i + 1], str(self.project().image_path(recs[i + 1]))
 
     # --- changes -----------------------------------------------------------------------------
-    def apply_proposal(self, labels: np.ndarray, text: str) -> bool:
-        """One undoable command writing `labels` except on human pixels; status → auto unless edited."""
+    def apply_proposal(self, labels: np.ndarray, text: str, *, mark_auto: bool = False) -> bool:
+        """One undoable command writing `labels` except on human pixels. With `mark_auto` (a model
+        proposal) an unlabeled image becomes `auto` even when the proposal is all background;
+        otherwise the status is derived when saved (auto, or edited when a human painted)."""
         from deeplab_studio.storage.project import Status
 
         doc = self.document()
         status = self.record_status(doc.key) if doc is not None else None
-        auto = Status.AUTO if status in AUTO_STATUSES else None
+        auto = Status.AUTO if mark_auto and status in AUTO_STATUSES else None
         return bool(self.window.apply_labels(labels, text=text, status=auto))
 
     def merge_into_saved(self, key: str, proposal: np.ndarray) -> None:
