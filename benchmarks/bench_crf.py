@@ -149,7 +149,7 @@ def settings() -> dict[str, CRFParams]:
     d = CRFParams()
     return {
         "defaults": d,
-        "iterations=10": replace(d, iterations=10),
+        "iterations=5": replace(d, iterations=5),
         "no gaussian": replace(d, gaussian_compat=0),
         "gaussian sxy=3": replace(d, gaussian_sxy=3),
         "no bilateral": replace(d, bilateral_compat=0),
