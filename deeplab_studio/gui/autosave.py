@@ -1,13 +1,18 @@
 """Debounced autosave: each change is written atomically through `Project.save_annotation`
 at most `delay_ms` after the last edit; `flush()` saves at once (image switch, close, export).
 
-The undo stack's clean state is the "saved" marker: a successful save calls `setClean()`.
-A failed save (read-only folder, disk full) leaves the state dirty, reports `failed(message)`
-and is retried on the next change or flush.
+Debounced saves run on a background thread from a snapshot of the label map and edit mask,
+so encoding a large label map never freezes painting; `flush()` waits for them and saves
+synchronously. The undo stack's clean state is the "saved" marker: a save whose snapshot is
+still the current state calls `setClean()`. A failed save (read-only folder, disk full) leaves
+the state dirty, reports `failed(message)` and is retried on the next change or flush.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
@@ -16,20 +21,28 @@ from deeplab_studio.gui.document import AnnotationDocument
 DELAY_MS = 800
 
 
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
 class AutoSaver(QObject):
     saved = Signal(object)  # the record that was written
     failed = Signal(str)  # one line naming the file and the reason
+    _finished = Signal(object, object, int, object)  # (record, document, stack index, error) from the thread
 
-    def __init__(self, parent=None, *, delay_ms: int = DELAY_MS) -> None:
+    def __init__(self, parent=None, *, delay_ms: int = DELAY_MS, background: bool = True) -> None:
         super().__init__(parent)
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(delay_ms)
-        self.timer.timeout.connect(self.flush)
+        self.timer.timeout.connect(self._save_in_background if background else self.flush)
         self.project = self.record = self.document = None
         self.stack: QUndoStack | None = None
         self._forced = False
         self.pending_status = None  # status for the next save (e.g. auto after a model run)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autosave")
+        self._inflight: Future | None = None
+        self._finished.connect(self._background_done)
 
     def attach(self, project, record, document: AnnotationDocument | None, stack: QUndoStack | None) -> None:
         """Follow another image (call `flush()` first)."""
@@ -53,22 +66,76 @@ class AutoSaver(QObject):
         if self.dirty():
             self.timer.start()
 
+    def _status(self, edit_mask: np.ndarray):
+        return None if self.pending_status is None or edit_mask.any() else self.pending_status
+
+    def wait(self) -> None:
+        """Block until a background save in flight has finished (its result is then handled)."""
+        fut, self._inflight = self._inflight, None
+        if fut is not None:
+            rec, doc, index, error = fut.result()
+            self._background_done(rec, doc, index, error)
+
     def flush(self) -> bool:
-        """Save now if anything is unsaved. True when the file on disk is up to date."""
+        """Save now (in this thread) if anything is unsaved. True when the file on disk is up to date."""
         self.timer.stop()
+        self.wait()
         if not self.dirty():
             return True
         rec, doc = self.record, self.document
         try:
-            status = None if self.pending_status is None or doc.edit_mask.any() else self.pending_status
-            self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=status)
+            self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=self._status(doc.edit_mask))
         except Exception as exc:  # noqa: BLE001 - any failure must end as a message, never a crash
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.failed.emit(f"Could not save the annotation of {rec.path}: {reason}")
+            self.failed.emit(f"Could not save the annotation of {rec.path}: {_reason(exc)}")
             return False
+        self._mark_saved(rec)
+        return True
+
+    def _mark_saved(self, rec) -> None:
         self._forced = False
         self.pending_status = None
         if self.stack is not None:
             self.stack.setClean()
         self.saved.emit(rec)
-        return True
+
+    def _save_in_background(self) -> None:
+        if not self.dirty():
+            return
+        if self._inflight is not None:  # one at a time: try again when it is done
+            self.timer.start()
+            return
+        rec, doc, project = self.record, self.document, self.project
+        labels, mask = doc.labels.copy(), doc.edit_mask.copy()
+        status = self._status(mask)
+        index = self.stack.index() if self.stack is not None else -1
+        forced = self._forced
+
+        def work():
+            try:
+                project.save_annotation(rec, labels, mask, status=status)
+            except Exception as exc:  # noqa: BLE001
+                return rec, doc, index, exc
+            return rec, doc, index, None
+
+        fut = self._pool.submit(work)
+        self._inflight = fut
+        self._snapshot_forced = forced
+        fut.add_done_callback(lambda f: self._finished.emit(*f.result()) if self._inflight is f else None)
+
+    def _background_done(self, rec, doc, index, error) -> None:
+        if self._inflight is not None and self._inflight.done():
+            self._inflight = None
+        if doc is not self.document:
+            return  # the user moved on; flush() already saved that image
+        if error is not None:
+            self.failed.emit(f"Could not save the annotation of {rec.path}: {_reason(error)}")
+            return
+        if self.stack is None or self.stack.index() == index:
+            self._mark_saved(rec)
+        else:
+            self.saved.emit(rec)  # written, but newer edits exist: stay dirty and save again
+            self.schedule()
+
+    def shutdown(self) -> None:
+        self.wait()
+        self._pool.shutdown(wait=True)

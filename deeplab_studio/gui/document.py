@@ -64,17 +64,27 @@ class AnnotationDocument:
         return int(self.labels[int(y), int(x)])
 
     def class_counts(self) -> np.ndarray:
-        """Pixels per label value (256 entries, index 255 = ignore); cached until the next change."""
+        """Pixels per label value (256 entries, index 255 = ignore).
+
+        Counted once, then kept up to date from patches (`account`, `apply`, `revert`), so a
+        stroke costs O(touched area). During a stroke, before its patch exists, they lag behind.
+        """
         if self._counts is None:
             self._counts = np.bincount(self.labels.ravel(), minlength=256)
         return self._counts
+
+    def account(self, labels_patch: MaskPatch | None, *, forward: bool = True) -> None:
+        """Update the class counts for a labels patch that was applied (or reverted)."""
+        if labels_patch is None or self._counts is None:
+            return
+        old, new = (labels_patch.before, labels_patch.after) if forward else (labels_patch.after, labels_patch.before)
+        self._counts = self._counts - np.bincount(old.ravel(), minlength=256) + np.bincount(new.ravel(), minlength=256)
 
     # --- changes ----------------------------------------------------------------------------
     def notify(self, bbox: BBox | None) -> None:
         """Tell listeners that pixels in `bbox` changed (tools call this after writing)."""
         if bbox is None:
             return
-        self._counts = None
         self.changed.emit(tuple(int(v) for v in bbox))
 
     def apply(self, labels_patch: MaskPatch | None, edit_patch: MaskPatch | None) -> None:
@@ -82,6 +92,7 @@ class AnnotationDocument:
         for patch, arr in ((labels_patch, self.labels), (edit_patch, self.edit_mask)):
             if patch is not None:
                 patch.apply(arr)
+        self.account(labels_patch)
         self.notify(_union(labels_patch, edit_patch))
 
     def revert(self, labels_patch: MaskPatch | None, edit_patch: MaskPatch | None) -> None:
@@ -89,6 +100,7 @@ class AnnotationDocument:
         for patch, arr in ((labels_patch, self.labels), (edit_patch, self.edit_mask)):
             if patch is not None:
                 patch.revert(arr)
+        self.account(labels_patch, forward=False)
         self.notify(_union(labels_patch, edit_patch))
 
     def proposal_patch(self, proposal: np.ndarray) -> MaskPatch | None:

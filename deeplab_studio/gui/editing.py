@@ -17,6 +17,9 @@ class EditingMixin:
 
     # --- editing ----------------------------------------------------------------------------
     def _commit(self, text: str, labels_patch, edit_patch) -> None:
+        """A tool finished a change (already written): count it and make it an undo step."""
+        if self.document is not None:
+            self.document.account(labels_patch)
         self.undo.push(text, labels_patch, edit_patch)
 
     def apply_proposal(self, labels: np.ndarray, text: str = "Model proposal") -> bool:
@@ -30,8 +33,8 @@ class EditingMixin:
         patch = doc.proposal_patch(labels)
         if patch is None:
             return False
-        doc.apply(patch, None)
-        self._commit(text, patch, None)
+        doc.apply(patch, None)  # writes, counts and repaints the changed box
+        self.undo.push(text, patch, None)
         return True
 
     def apply_labels(self, new_labels: np.ndarray, *, text: str = "Auto-segment", status=None) -> bool:

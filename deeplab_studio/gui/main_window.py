@@ -261,6 +261,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.closing.emit()
         self.close_image()  # saves; a failure was shown and the file on disk keeps the last save
+        self.autosave.shutdown()
         prefs.save_window(self)
         super().closeEvent(event)
 

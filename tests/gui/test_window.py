@@ -226,3 +226,17 @@ def test_window_start_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-3:] == ["False", "False", "True"]
+
+
+def test_class_counts_follow_strokes_undo_and_proposals(qtbot, window):
+    doc = window.document
+    window.set_brush_size(7)
+    window.set_active_class(6)
+    drag(qtbot, window, [(10, 10), (30, 12)])
+    window.apply_labels(np.where(doc.labels == 0, 2, doc.labels).astype(np.uint8))
+    window.set_tool("fill")
+    click(qtbot, window, 60, 40)
+    window.undo.group.undo()
+    window.undo.group.undo()
+    window.undo.group.redo()
+    assert np.array_equal(doc.class_counts(), np.bincount(doc.labels.ravel(), minlength=256))
