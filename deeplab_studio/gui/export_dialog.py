@@ -1,0 +1,210 @@
+"""File → Export VOC…: destination, validation fraction, seed, statuses; runs the export on a
+background thread with a progress bar, then shows a summary and offers to open the folder.
+
+The export itself is `storage.voc.export_voc` (staged, self-checked, swapped into place).
+With "VOCdevkit layout" the dataset lands in `<destination>/VOCdevkit/VOC2012`, so
+`torchvision.datasets.VOCSegmentation(<destination>, year="2012")` loads it unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (QCheckBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout)
+
+from deeplab_studio.storage.labelmaps import read_label_png
+from deeplab_studio.storage.project import Project, Status
+from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc
+from deeplab_studio.storage.voc_format import CLASS_DIR
+
+EXPORTABLE = (Status.REVIEWED, Status.EDITED, Status.AUTO)
+
+
+class ExportJob(QObject):
+    """Runs one export on a Python thread; its signals arrive in the GUI thread."""
+
+    progress = Signal(int, int, str)
+    finished = Signal(object, object)  # (ExportSummary, pixel counts per class: np.ndarray)
+    failed = Signal(str)
+
+    def __init__(self, project: Project, out_dir: Path, **options) -> None:
+        super().__init__()
+        self.project, self.out_dir, self.options = project, out_dir, options
+        self.thread = threading.Thread(target=self._run, name="voc-export", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            summary = export_voc(self.project, self.out_dir, progress=self.progress.emit, **self.options)
+            counts = np.zeros(256, np.int64)
+            for voc_id in summary.ids:
+                counts += np.bincount(read_label_png(summary.out_dir / CLASS_DIR / f"{voc_id}.png").ravel(),
+                                      minlength=256)
+        except Exception as exc:  # noqa: BLE001 - shown in the dialog, never a crash
+            self.failed.emit(str(exc))
+            return
+        self.finished.emit(summary, counts)
+
+
+class ExportDialog(QDialog):
+    """Non-modal export dialog; `exportFinished(summary)` / `exportFailed(message)` for callers and tests."""
+
+    exportFinished = Signal(object)
+    exportFailed = Signal(str)
+
+    def __init__(self, project: Project, settings: QSettings, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export Pascal VOC dataset")
+        self.project, self.settings = project, settings
+        self.job: ExportJob | None = None
+        self.summary: ExportSummary | None = None
+        default = str(Path(project.folder).parent / f"{Path(project.folder).name}_voc")
+        self.destination = QLineEdit(str(settings.value("export/destination", default)))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        dest_row = QHBoxLayout()
+        dest_row.addWidget(self.destination, 1)
+        dest_row.addWidget(browse)
+        self.devkit = QCheckBox("VOCdevkit/VOC2012 layout (torchvision root = destination)")
+        self.devkit.setChecked(str(settings.value("export/devkit", "true")).lower() != "false")
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.0, 0.9)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(float(settings.value("export/val_fraction", 0.2)))
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(int(settings.value("export/seed", 0)))
+        counts = {s: 0 for s in Status}
+        for rec in project.records:
+            counts[rec.status] += 1
+        self.statuses: dict[Status, QCheckBox] = {}
+        status_row = QHBoxLayout()
+        for status in EXPORTABLE:
+            box = QCheckBox(f"{status.value} ({counts[status]})")
+            box.setChecked(status in DEFAULT_STATUSES)
+            self.statuses[status] = box
+            status_row.addWidget(box)
+        status_row.addStretch(1)
+        self.objects = QCheckBox("Also write SegmentationObject/ (connected components)")
+        form = QFormLayout()
+        form.addRow("Destination", dest_row)
+        form.addRow("", self.devkit)
+        form.addRow("Validation fraction", self.val_fraction)
+        form.addRow("Split seed", self.seed)
+        form.addRow("Images with status", status_row)
+        form.addRow("", self.objects)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.report = QPlainTextEdit()
+        self.report.setReadOnly(True)
+        self.report.setVisible(False)
+        self.export_button = QPushButton("Export")
+        self.export_button.setDefault(True)
+        self.open_button = QPushButton("Open folder")
+        self.open_button.setEnabled(False)
+        close = QPushButton("Close")
+        self.export_button.clicked.connect(self.start_export)
+        self.open_button.clicked.connect(self.open_folder)
+        close.clicked.connect(self.close)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for b in (self.open_button, self.export_button, close):
+            buttons.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.message)
+        lay.addWidget(self.report, 1)
+        lay.addLayout(buttons)
+        self.resize(640, 380)
+
+    def out_dir(self) -> Path:
+        root = Path(self.destination.text().strip()).expanduser()
+        return root / "VOCdevkit" / "VOC2012" if self.devkit.isChecked() else root
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export destination", self.destination.text())
+        if folder:
+            self.destination.setText(folder)
+
+    def start_export(self) -> bool:
+        if self.job is not None:
+            return False
+        if not self.destination.text().strip():
+            self._fail("Choose a destination folder.")
+            return False
+        statuses = [s for s, box in self.statuses.items() if box.isChecked()]
+        if not statuses:
+            self._fail("Choose at least one status to export.")
+            return False
+        for key, value in (("destination", self.destination.text().strip()), ("val_fraction", self.val_fraction.value()),
+                           ("seed", self.seed.value()), ("devkit", self.devkit.isChecked())):
+            self.settings.setValue(f"export/{key}", value)
+        self.job = ExportJob(self.project, self.out_dir(), val_fraction=self.val_fraction.value(),
+                             seed=self.seed.value(), statuses=statuses, objects=self.objects.isChecked())
+        self.job.progress.connect(self._progress)
+        self.job.finished.connect(self._finished)
+        self.job.failed.connect(self._fail)
+        self.export_button.setEnabled(False)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.message.setText("Exporting…")
+        self.job.start()
+        return True
+
+    def _progress(self, done: int, total: int, what: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.message.setText(f"{done} / {total}  {what}")
+
+    def _finished(self, summary: ExportSummary, counts: np.ndarray) -> None:
+        self.job = None
+        self.summary = summary
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.export_button.setEnabled(True)
+        self.open_button.setEnabled(True)
+        self.message.setText(f"Exported {len(summary.ids)} images to {summary.out_dir} in {summary.seconds:.1f} s.")
+        self.report.setPlainText(self.summary_text(summary, counts))
+        self.report.setVisible(True)
+        self.exportFinished.emit(summary)
+
+    def summary_text(self, summary: ExportSummary, counts: np.ndarray) -> str:
+        names = self.project.labels.names
+        lines = [f"images: {len(summary.ids)} (train {len(summary.train)}, val {len(summary.val)})",
+                 f"classes: {summary.num_classes}",
+                 f"JPEGs copied unchanged: {summary.jpegs_copied}, converted: {summary.images_converted}"]
+        if summary.skipped:
+            lines.append("left out: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.skipped.items())))
+        total = max(int(counts.sum()), 1)
+        lines.append("pixels per class:")
+        for i, name in enumerate(names):
+            if counts[i]:
+                lines.append(f"  {i:>3} {name:<16} {int(counts[i]):>12,}  {100 * counts[i] / total:5.1f} %")
+        if counts[255]:
+            lines.append(f"  255 {'ignore':<16} {int(counts[255]):>12,}  {100 * counts[255] / total:5.1f} %")
+        if self.devkit.isChecked():
+            root = summary.out_dir.parent.parent
+            lines.append(f'\ntorchvision: VOCSegmentation("{root}", year="2012", image_set="train")')
+        return "\n".join(lines)
+
+    def _fail(self, message: str) -> None:
+        self.job = None
+        self.export_button.setEnabled(True)
+        self.progress.setVisible(False)
+        self.message.setText(f"<span style='color:#d33'>Export failed: {message}</span>")
+        self.message.setTextFormat(Qt.TextFormat.RichText)
+        self.exportFailed.emit(message)
+
+    def open_folder(self) -> None:
+        if self.summary is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.summary.out_dir)))
