@@ -4,7 +4,8 @@ Everything is driven by a ``numpy.random.Generator`` so a sample's augmentation 
 from its seed, whichever DataLoader worker draws it. Scale, crop, padding and flip are one
 ``cv2.warpAffine`` per array (bilinear for the image, nearest for the labels), so a 2× scale of a
 large image never materialises the full scaled image. Padding is the ImageNet mean colour for
-the image and 255 (ignore) for the labels.
+the image (image edges replicate under interpolation, so no mean colour bleeds in) and 255
+(ignore) for the labels.
 """
 
 from __future__ import annotations
@@ -60,12 +61,16 @@ def random_scale_crop(
     else:
         m = np.array([[sx, 0, ox], [0, sy, oy]], np.float64)
         x0, x1 = int(tx), int(tx) + sw
-    out_img = cv2.warpAffine(image, m, (crop, crop), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=MEAN_PIXEL)
+    # edge pixels replicate (no mean colour bleeding into the image), then the padding is set
+    out_img = cv2.warpAffine(image, m, (crop, crop), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     out_lab = cv2.warpAffine(labels, m, (crop, crop), flags=cv2.INTER_NEAREST,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE)
     y0, y1 = int(ty), int(ty) + sh
     box = (max(0, x0), max(0, y0), min(crop, x1), min(crop, y1))
+    if box != (0, 0, crop, crop):
+        inside = out_img[box[1]:box[3], box[0]:box[2]].copy()
+        out_img[:] = MEAN_PIXEL
+        out_img[box[1]:box[3], box[0]:box[2]] = inside
     return out_img, out_lab, box
 
 

@@ -61,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # used on CUDA only
     num_workers: int | None = None  # None: up to 4, fewer on small machines
+    cpu_threads: int | None = None  # torch intra-op threads while training on the CPU (None: as set)
     seed: int = 0
     val_fraction: float = 0.2
     init: str | None = None  # None/"imagenet": ImageNet backbone if available; "random"; or a checkpoint path
@@ -173,43 +174,52 @@ def _matching_rows(old_names: list[str], new_names: list[str]) -> list[tuple[int
     return [(old[n.casefold()], j) for j, n in enumerate(new_names) if n.casefold() in old]
 
 
+def class_head_keys(model: nn.Module, num_classes: int) -> list[str]:
+    """State-dict keys of the last convolution producing ``num_classes`` channels (the class head)."""
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.out_channels == num_classes:
+            last = name
+    if last is None:
+        raise TrainError(f"no {num_classes}-channel class head in the model")
+    return [k for k in model.state_dict() if k.rsplit(".", 1)[0] == last]
+
+
 def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor], old_names: list[str] | None,
                      new_names: list[str]) -> dict[str, Any]:
-    """Copy ``state`` into ``model``; per-class tensors (the classifier's last layer) are copied
-    row by row for the classes present in both lists, new classes keep their fresh init.
+    """Copy ``state`` into ``model``. The class head is copied row by row for the classes whose
+    names (case-insensitive) appear in both lists; new classes keep their fresh init.
 
-    Returns a summary: ``{"kept_classes": [...], "new_classes": [...], "resized": [keys]}``.
+    Returns a summary: ``{"kept_classes": [...], "new_classes": [...]}``.
     """
     own = model.state_dict()
-    n_old = None
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            n_old = value.shape[0]
-            break
+    head = class_head_keys(model, len(new_names))
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise TrainError(f"the initial checkpoint lacks {missing[0]!r}: not the same architecture")
+    n_old = int(state[head[0]].shape[0])
     if old_names is None:  # unnamed checkpoint: same size → same classes, 21 → VOC
-        n = n_old if n_old is not None else len(new_names)
-        old_names = list(new_names) if n == len(new_names) else list(VOC_CLASSES) if n == 21 else \
-            [f"class {i}" for i in range(n)]
+        old_names = list(new_names) if n_old == len(new_names) else list(VOC_CLASSES) if n_old == 21 else \
+            [f"class {i}" for i in range(n_old)]
+    if len(old_names) != n_old:
+        raise TrainError(f"the initial checkpoint has {n_old} output channels but {len(old_names)} class names")
     pairs = _matching_rows(old_names, new_names)
-    merged, resized = {}, []
+    merged = {}
     for key, mine in own.items():
-        if key not in state:
-            raise TrainError(f"the initial checkpoint lacks {key!r}: not the same architecture")
         theirs = state[key]
-        if theirs.shape == mine.shape:
-            merged[key] = theirs
-        elif theirs.shape[1:] == mine.shape[1:] and theirs.shape[0] == len(old_names) \
-                and mine.shape[0] == len(new_names):
+        if key in head and theirs.shape[1:] == mine.shape[1:]:
             out = mine.clone()
             for i, j in pairs:
                 out[j] = theirs[i]
-            merged[key], _ = out, resized.append(key)
+            merged[key] = out
+        elif theirs.shape == mine.shape:
+            merged[key] = theirs
         else:
             raise TrainError(f"the initial checkpoint's {key!r} has shape {tuple(theirs.shape)}, "
                              f"expected {tuple(mine.shape)}")
     model.load_state_dict(merged, strict=True)
     kept = [new_names[j] for _, j in pairs]
-    return {"kept_classes": kept, "new_classes": [n for n in new_names if n not in kept], "resized": resized}
+    return {"kept_classes": kept, "new_classes": [n for n in new_names if n not in kept]}
 
 
 def _build(config: TrainConfig, data: TrainData, say: Callable[[str], None]) -> tuple[nn.Module, str, bool, dict]:
@@ -358,6 +368,17 @@ def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, devic
 def train(config: TrainConfig, data: TrainData, out_path: str | Path, *,
           progress: ProgressFn | None = None, cancel: Any = None, resume: bool = False) -> TrainResult:
     """Train on ``data`` and keep the best model (by validation mIoU) at ``out_path``."""
+    threads = torch.get_num_threads()
+    if config.cpu_threads:
+        torch.set_num_threads(max(1, int(config.cpu_threads)))
+    try:
+        return _train(config, data, out_path, progress=progress, cancel=cancel, resume=resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progress: ProgressFn | None,
+           cancel: Any, resume: bool) -> TrainResult:
     t_start = time.monotonic()
     out_path = Path(out_path)
     last_path = last_state_path(out_path)
@@ -401,7 +422,9 @@ def train(config: TrainConfig, data: TrainData, out_path: str | Path, *,
     sampler = EpochSampler(len(data.train), config.seed, min_items=steps_per_epoch * bs)
     params = AugmentParams(crop=config.crop, scale=config.scale, jitter=config.jitter)
     workers = _workers(config)
-    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    # own generator: creating a loader iterator must not draw from the global RNG (exact resume)
+    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                     generator=torch.Generator().manual_seed(config.seed))
     train_loader = DataLoader(SegmentationDataset(data.train, data.num_classes, params), batch_size=bs,
                               sampler=sampler, drop_last=True, **loader_kw)
     val_loader = DataLoader(EvalDataset(data.val, data.num_classes), batch_size=1, **loader_kw) if data.val else None

@@ -1,0 +1,162 @@
+"""`deeplab-studio train`: train or fine-tune a model on a project folder or a VOC folder.
+
+DATA is a Pascal VOC folder (ImageSets/Segmentation at its root, in VOC2012/ or in
+VOCdevkit/VOC2012/) or an annotated project folder (its `edited` and `reviewed` images only).
+The best model by validation mIoU is written to --out in the own checkpoint format, loadable by
+`predict`/`evaluate`; `<out stem>.last.pt` beside it holds the resume state (--resume).
+Ctrl-C once stops after the current step, keeping the best model and the resume state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from deeplab_studio.cli import CommandError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="project folder or VOC folder")
+    parser.add_argument("--out", required=True, metavar="CKPT", help="where to write the best model (.safetensors)")
+    parser.add_argument("--arch", default=None,
+                        help="architecture (default: the --init checkpoint's, else deeplabv3plus_mobilenet)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=321, help="square training crop in pixels (default 321)")
+    parser.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 SGD, 1e-4 AdamW)")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed (small batches)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    parser.add_argument("--init", default="imagenet", metavar="CKPT|imagenet|random",
+                        help="start from a checkpoint (fine-tune), an ImageNet backbone (default; random "
+                             "when the weights cannot be had) or random weights")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16), default=16)
+    parser.add_argument("--separable", action="store_true", help="depthwise-separable ASPP/decoder (new models)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="held-out share when the data has no validation split (default 0.2)")
+    parser.add_argument("--edited-pixels-only", action="store_true",
+                        help="project: learn only the painted pixels of `edited` images (reviewed count whole)")
+    parser.add_argument("--workers", type=int, default=None, help="data loader processes (default: up to 4)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch while training")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from <out stem>.last.pt")
+    parser.add_argument("--quiet", action="store_true", help="only messages and one line per epoch")
+
+
+def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only: bool = False):
+    """TrainData from a VOC folder or a project folder (CommandError if it is neither)."""
+    from deeplab_studio.ml.datasets import DatasetError, find_voc_root, from_project, from_voc
+
+    if not path.is_dir():
+        raise CommandError(f"{path}: not a folder")
+    try:
+        if find_voc_root(path) is not None:
+            return from_voc(path, val_fraction=val_fraction, seed=seed)
+        from deeplab_studio.storage.locations import existing_data_dir
+        from deeplab_studio.storage.project import Project, ProjectError
+
+        if existing_data_dir(path) is None:
+            raise CommandError(f"{path}: neither a VOC folder (ImageSets/Segmentation) nor an annotated project")
+        try:
+            project = Project.open(path)
+        except ProjectError as exc:
+            raise CommandError(str(exc)) from None
+        return from_project(project, val_fraction=val_fraction, seed=seed, edited_pixels_only=edited_pixels_only)
+    except (DatasetError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class ProgressBar:
+    """Training progress on stderr: one rewritten line on a terminal, plain lines otherwise."""
+
+    def __init__(self, *, quiet: bool = False, stream=None) -> None:
+        self.quiet, self.stream = quiet, stream if stream is not None else sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.open_line = False
+
+    def _line(self, text: str, *, final: bool) -> None:
+        if self.tty and not final:
+            self.stream.write("\r\033[K" + text)
+            self.open_line = True
+        else:
+            self.stream.write(("\r\033[K" if self.tty and self.open_line else "") + text + "\n")
+            self.open_line = False
+        self.stream.flush()
+
+    def __call__(self, p) -> None:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        if p.kind == "message":
+            self._line(p.message, final=True)
+        elif p.kind == "step" and not self.quiet:
+            done = int(30 * p.step / max(1, p.total_steps))
+            self._line(f"epoch {p.epoch}/{p.epochs} [{'#' * done}{'.' * (30 - done)}] step {p.step}/{p.total_steps} "
+                       f"loss {p.loss:.4f} lr {p.lr:.2e} val mIoU {fmt(p.val_miou)} "
+                       f"{p.images_per_s or 0:.1f} img/s ETA {_duration(p.eta_s)}", final=False)
+        elif p.kind == "epoch":
+            self._line(f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}  val mIoU {fmt(p.val_miou)}  best "
+                       f"{fmt(p.best_miou)}{'  (saved)' if p.message == 'new best' else ''}  ETA {_duration(p.eta_s)}",
+                       final=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deeplab_studio.ml.datasets import DatasetError
+    from deeplab_studio.ml.training import TrainConfig, TrainError, train
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CommandError(f"{out.parent}: the output folder does not exist")
+    init = args.init
+    if init not in ("imagenet", "random") and not Path(init).is_file():
+        raise CommandError(f"{init}: --init must be a checkpoint file, 'imagenet' or 'random'")
+    lr = args.lr if args.lr is not None else (1e-4 if args.optimizer == "adamw" else 0.01)
+    try:
+        config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, lr=lr,
+                             optimizer=args.optimizer, weight_decay=args.weight_decay, freeze_bn=args.freeze_bn,
+                             device=args.device, amp=not args.no_amp, num_workers=args.workers, seed=args.seed,
+                             val_fraction=args.val_fraction, init=init, output_stride=args.output_stride,
+                             separable=args.separable, cpu_threads=args.threads)
+    except TrainError as exc:
+        raise CommandError(str(exc)) from None
+    data = load_data(Path(args.data), val_fraction=args.val_fraction, seed=args.seed,
+                     edited_pixels_only=args.edited_pixels_only)
+
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame) -> None:
+        if stop.is_set():  # second Ctrl-C: stop at once
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, on_sigint)
+    t0 = time.monotonic()
+    try:
+        result = train(config, data, out, progress=ProgressBar(quiet=args.quiet), cancel=stop, resume=args.resume)
+    except (TrainError, DatasetError) as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    best = "-" if result.best_miou is None else f"{result.best_miou:.4f}"
+    state = "cancelled" if result.cancelled else "finished"
+    where = f"best model (epoch {result.best_epoch}, val mIoU {best}) in {out}" if result.saved else "no model saved"
+    print(f"{state} after {result.steps} steps in {_duration(time.monotonic() - t0)}: {where}; "
+          f"resume state {result.last_path}", file=sys.stderr, flush=True)
+    return 130 if result.cancelled else 0
