@@ -119,6 +119,8 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
             act.setShortcuts([QKeySequence(k) for k in spec.keys])
             act.setCheckable(spec.checkable)
             act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            plain = spec.text.replace("&", "").rstrip("…")
+            act.setToolTip(f"{plain} ({', '.join(spec.keys)})" if spec.keys else plain)
             self.actions[spec.id] = act
             self.addAction(act)
             if spec.menu:
@@ -163,6 +165,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         for name in TOOL_ACTIONS:
             tb.addAction(self.actions[name])
+            tb.widgetForAction(self.actions[name]).setText(name[5:].capitalize())
         tb.addSeparator()
         tb.addWidget(QLabel(" Size "))
         self.size_slider = QSlider(Qt.Orientation.Horizontal)
@@ -188,7 +191,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         self.opacity_slider.valueChanged.connect(lambda v: self.set_opacity(v / 100.0))
         self.bg_only.toggled.connect(self.set_background_only)
         self.set_brush_size(int(self.settings.value("brush_size", 20)))
-        self.set_opacity(float(self.settings.value("opacity", 0.6)))
+        self.set_opacity(float(self.settings.value("opacity", 0.5)))
         self.set_tool(str(self.settings.value("tool", "brush")))
 
     def _connect(self) -> None:
