@@ -40,6 +40,7 @@ def test_demo_project_is_created_once_and_reopened(tmp_path) -> None:
 def test_demo_opens_and_its_model_segments_well_above_chance(qtbot, tmp_path, monkeypatch) -> None:
     from deeplab_studio.gui.main_window import MainWindow
 
+    assert demo.DEMO_MODEL.is_file()
     monkeypatch.setenv("DEEPLAB_STUDIO_DEMO_DIR", str(tmp_path / "demo"))
     window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(window)
@@ -47,10 +48,10 @@ def test_demo_opens_and_its_model_segments_well_above_chance(qtbot, tmp_path, mo
     controller = demo.open_demo(window, device="cpu")
     try:
         assert window.project is not None and window.document is not None
-        qtbot.waitUntil(lambda: controller.client.model is not None, timeout=120000)
+        qtbot.waitUntil(lambda: controller.client.model is not None, timeout=60000)
         assert controller.mapping.is_identity()
         controller.act_crf.setChecked(True)
-        with qtbot.waitSignal(controller.proposalApplied, timeout=120000):
+        with qtbot.waitSignal(controller.proposalApplied, timeout=60000):
             controller.auto_segment()
         doc = window.document
         truth = demo.ground_truth(window.project.folder, doc.key)
