@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -29,18 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from deeplab_studio.core.labels import IGNORE, VOC_CLASSES
+from deeplab_studio.core.labels import IGNORE
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentParams
 from deeplab_studio.ml.datasets import EpochSampler, EvalDataset, SegmentationDataset, TrainData
-
-STATE_FORMAT = "deeplab-studio-train-state"
-STATE_VERSION = 1
-DEFAULT_ARCH = "deeplabv3plus_mobilenet"
-
-
-class TrainError(Exception):
-    """Training cannot start or resume; the message says why."""
+from deeplab_studio.ml.train_setup import (  # noqa: F401  (re-exported)
+    DEFAULT_ARCH, STATE_FORMAT, STATE_VERSION, TrainError, atomic_torch_save, class_head_keys, init_model,
+    last_state_path, load_train_state, save_best, transfer_weights)
 
 
 @dataclass
@@ -132,12 +126,6 @@ class TrainResult:
 ProgressFn = Callable[[TrainProgress], None]
 
 
-def last_state_path(out_path: str | Path) -> Path:
-    """Where the resume state of a run writing ``out_path`` lives: ``<stem>.last.pt`` beside it."""
-    out_path = Path(out_path)
-    return out_path.with_name(out_path.stem + ".last.pt")
-
-
 def resolve_device(name: str) -> torch.device:
     """"auto" → CUDA if available, else MPS, else CPU; otherwise the named device (checked)."""
     if name in ("auto", "", None):
@@ -168,101 +156,6 @@ def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> 
 
 
 # --- model set-up --------------------------------------------------------------------------
-def _matching_rows(old_names: list[str], new_names: list[str]) -> list[tuple[int, int]]:
-    """(old row, new row) pairs of classes with the same name (case-insensitive)."""
-    old = {n.casefold(): i for i, n in enumerate(old_names)}
-    return [(old[n.casefold()], j) for j, n in enumerate(new_names) if n.casefold() in old]
-
-
-def class_head_keys(model: nn.Module, num_classes: int) -> list[str]:
-    """State-dict keys of the last convolution producing ``num_classes`` channels (the class head)."""
-    last = None
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.out_channels == num_classes:
-            last = name
-    if last is None:
-        raise TrainError(f"no {num_classes}-channel class head in the model")
-    return [k for k in model.state_dict() if k.rsplit(".", 1)[0] == last]
-
-
-def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor], old_names: list[str] | None,
-                     new_names: list[str]) -> dict[str, Any]:
-    """Copy ``state`` into ``model``. The class head is copied row by row for the classes whose
-    names (case-insensitive) appear in both lists; new classes keep their fresh init.
-
-    Returns a summary: ``{"kept_classes": [...], "new_classes": [...]}``.
-    """
-    own = model.state_dict()
-    head = class_head_keys(model, len(new_names))
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise TrainError(f"the initial checkpoint lacks {missing[0]!r}: not the same architecture")
-    n_old = int(state[head[0]].shape[0])
-    if old_names is None:  # unnamed checkpoint: same size → same classes, 21 → VOC
-        old_names = list(new_names) if n_old == len(new_names) else list(VOC_CLASSES) if n_old == 21 else \
-            [f"class {i}" for i in range(n_old)]
-    if len(old_names) != n_old:
-        raise TrainError(f"the initial checkpoint has {n_old} output channels but {len(old_names)} class names")
-    pairs = _matching_rows(old_names, new_names)
-    merged = {}
-    for key, mine in own.items():
-        theirs = state[key]
-        if key in head and theirs.shape[1:] == mine.shape[1:]:
-            out = mine.clone()
-            for i, j in pairs:
-                out[j] = theirs[i]
-            merged[key] = out
-        elif theirs.shape == mine.shape:
-            merged[key] = theirs
-        else:
-            raise TrainError(f"the initial checkpoint's {key!r} has shape {tuple(theirs.shape)}, "
-                             f"expected {tuple(mine.shape)}")
-    model.load_state_dict(merged, strict=True)
-    kept = [new_names[j] for _, j in pairs]
-    return {"kept_classes": kept, "new_classes": [n for n in new_names if n not in kept]}
-
-
-def _build(config: TrainConfig, data: TrainData, say: Callable[[str], None]) -> tuple[nn.Module, str, bool, dict]:
-    """The model to train: (model, arch, backbone pretrained?, init summary)."""
-    from deeplab_studio.ml.zoo import build_model
-
-    init = config.init or "imagenet"
-    if init in ("imagenet", "random"):
-        arch = config.arch or DEFAULT_ARCH
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model = build_model(arch, num_classes=data.num_classes, output_stride=config.output_stride,
-                                pretrained_backbone=init == "imagenet", separable=config.separable)
-        offline = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-        for msg in offline:
-            say(msg)
-        pretrained = init == "imagenet" and not offline
-        say(f"{arch}: {'ImageNet backbone' if pretrained else 'random initialisation'}")
-        return model, arch, pretrained, {"init": "imagenet" if pretrained else "random",
-                                         "build": _build_kwargs(model)}
-    from deeplab_studio.ml.checkpoints import CheckpointError, load_checkpoint
-
-    try:
-        loaded = load_checkpoint(init, device="cpu")
-    except (CheckpointError, OSError) as exc:
-        raise TrainError(f"cannot load the initial checkpoint: {exc}") from None
-    arch = config.arch or loaded.arch
-    if arch != loaded.arch:
-        raise TrainError(f"--arch {arch} differs from the initial checkpoint's {loaded.arch}")
-    model = build_model(arch, num_classes=data.num_classes, output_stride=config.output_stride,
-                        **_build_kwargs(loaded.model))
-    info = transfer_weights(model, loaded.model.state_dict(), loaded.class_names, data.class_names)
-    say(f"{arch} from {init}: kept {len(info['kept_classes'])} classes"
-        + (f", new: {', '.join(info['new_classes'])}" if info["new_classes"] else ""))
-    return model, arch, True, {"init": str(init), "build": _build_kwargs(model), **info}
-
-
-def _build_kwargs(model: nn.Module) -> dict[str, Any]:
-    """How a zoo model was built beyond arch/classes/stride (separable convs, decoder depth)."""
-    return {"separable": bool(getattr(model, "separable", False)),
-            "decoder_convs": int(getattr(model, "decoder_convs", 1))}
-
-
 def _set_bn_frozen(model: nn.Module) -> None:
     """BatchNorm layers to eval mode: running statistics stay as they are (weights still train)."""
     for m in model.modules():
@@ -270,7 +163,7 @@ def _set_bn_frozen(model: nn.Module) -> None:
             m.eval()
 
 
-def _optimizer(model: nn.Module, config: TrainConfig, pretrained: bool) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig, pretrained: bool) -> torch.optim.Optimizer:
     mult = config.backbone_lr_mult if config.backbone_lr_mult is not None else (0.1 if pretrained else 1.0)
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
@@ -282,55 +175,6 @@ def _optimizer(model: nn.Module, config: TrainConfig, pretrained: bool) -> torch
 
 
 # --- atomic files --------------------------------------------------------------------------
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _save_best(path: Path, model: nn.Module, arch: str, config: TrainConfig, data: TrainData,
-               summary: dict[str, Any]) -> None:
-    """The best model in the own checkpoint format (``save_checkpoint`` writes atomically)."""
-    from deeplab_studio.ml.checkpoints import save_checkpoint
-
-    save_checkpoint(path, model, arch=arch, num_classes=data.num_classes, class_names=list(data.class_names),
-                    class_colors=[list(c) for c in data.class_colors] if data.class_colors else None,
-                    output_stride=config.output_stride, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    training=_plain(summary))
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None, tuples lists."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def load_train_state(path: str | Path) -> dict[str, Any]:
-    """A resume state written by ``train`` (tensors and plain containers only)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"{path}: no resume state (nothing to resume)") from None
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise TrainError(f"{path}: unreadable resume state ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise TrainError(f"{path}: not a deeplab-studio resume state")
-    if state.get("version", 0) > STATE_VERSION:
-        raise TrainError(f"{path}: resume state version {state['version']} is newer than this program")
-    return state
-
-
 # --- the loop ------------------------------------------------------------------------------
 def _workers(config: TrainConfig) -> int:
     if config.num_workers is not None:
@@ -338,10 +182,28 @@ def _workers(config: TrainConfig) -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def _normalizer(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def normalizer(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
     return lambda x: (x.to(device, non_blocking=True).float() - mean) / std
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               images: torch.Tensor, labels: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
+    """One optimisation step on a normalised batch; returns the (detached) mean pixel loss.
+
+    Cross-entropy over the labelled pixels (255 ignored); a batch with none gives loss 0, not NaN.
+    """
+    target = labels.long()
+    with torch.autocast(images.device.type, dtype=torch.float16, enabled=amp):
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") \
+        / (target != IGNORE).sum().clamp(min=1)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 @torch.no_grad()
@@ -350,7 +212,7 @@ def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, devic
     """Confusion matrix of ``model`` over ``loader`` (uint8 images, labels); None if cancelled."""
     was_training = model.training
     model.eval()
-    norm = _normalizer(device)
+    norm = normalizer(device)
     cm = ConfusionMatrix(num_classes, ignore_index=IGNORE)
     try:
         for images, labels in loader:
@@ -404,7 +266,9 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
 
     torch.manual_seed(config.seed)
     if state is None:
-        model, arch, pretrained, init_info = _build(config, data, say)
+        model, arch, pretrained, init_info = init_model(config.init, config.arch, list(data.class_names),
+                                                        output_stride=config.output_stride,
+                                                        separable=config.separable, say=say)
     else:
         from deeplab_studio.ml.zoo import build_model
 
@@ -413,7 +277,7 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
                             **init_info.get("build", {}))
         model.load_state_dict(state["model"], strict=True)
     model.to(device)
-    optimizer = _optimizer(model, config, pretrained)
+    optimizer = make_optimizer(model, config, pretrained)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
 
     bs = config.batch_size
@@ -457,7 +321,7 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
                 "val_images": len(data.val)}
 
     def save_state(batch_in_epoch: int) -> None:
-        _atomic_torch_save({
+        atomic_torch_save({
             "format": STATE_FORMAT, "version": STATE_VERSION, "arch": arch, "pretrained": pretrained,
             "init_info": init_info, "class_names": list(data.class_names), "config": config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -467,7 +331,7 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
             "cuda_rng": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
         }, last_path)
 
-    norm = _normalizer(device)
+    norm = normalizer(device)
     cancelled = False
     t_run, steps_run, val_seconds = time.monotonic(), 0, 0.0
     model.train()
@@ -485,17 +349,10 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
             for g in optimizer.param_groups:
                 g["lr"] = poly_lr(g["initial_lr"], step, total_steps, config.poly_power)
             lr_now = optimizer.param_groups[-1]["lr"]
-            target = labels.to(device, non_blocking=True).long()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(norm(images))
-            loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") \
-                / (target != IGNORE).sum().clamp(min=1)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, optimizer, scaler, norm(images), labels.to(device, non_blocking=True),
+                              amp=use_amp)
             step, batch_i, steps_run = step + 1, batch_i + 1, steps_run + 1
-            log_loss += loss.detach()
+            log_loss += loss
             log_n += 1
             if step % config.log_every == 0 or batch_i == steps_per_epoch:
                 mean_loss = float(log_loss) / log_n
@@ -528,7 +385,8 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
         improved = miou is None or best_miou is None or miou > best_miou
         if improved:
             best_miou, best_epoch = (miou if miou is not None else best_miou), epoch
-            _save_best(out_path, model, arch, config, data, summary())
+            save_best(out_path, model, arch, list(data.class_names), data.class_colors, config.output_stride,
+                      summary())
         save_state(0)
         eta = (time.monotonic() - t_run) / max(1, steps_run) * (total_steps - step)
         emit(TrainProgress("epoch", step, total_steps, epoch, config.epochs, history[-1]["loss"], lr_now, miou,

@@ -187,6 +187,46 @@ def test_transfer_weights_rejects_another_architecture() -> None:
         transfer_weights(model, other, ["a", "b", "c"], ["a", "b", "c"])
 
 
+def test_frozen_batchnorm_keeps_statistics_and_adamw_trains(tmp_path: Path) -> None:
+    data = scenes_data(6, size=40, seed=5)
+    torch.manual_seed(0)
+    res = train(tiny_config(epochs=1, freeze_bn=True, optimizer="adamw", lr=1e-3), data, tmp_path / "f.safetensors")
+    state = load_train_state(res.last_path)["model"]
+    means = [k for k in state if k.endswith("running_mean")]
+    assert means and all(torch.equal(state[k], torch.zeros_like(state[k])) for k in means)  # fresh init stats
+    assert all(torch.equal(state[k.replace("mean", "var")], torch.ones_like(state[k])) for k in means)
+    opt = load_train_state(res.last_path)["optimizer"]
+    assert "exp_avg" in next(iter(opt["state"].values()))  # AdamW moments, not SGD momentum
+    moved = train(tiny_config(epochs=1), data, tmp_path / "g.safetensors")
+    moved_state = load_train_state(moved.last_path)["model"]
+    assert any(not torch.equal(moved_state[k], torch.zeros_like(moved_state[k])) for k in means)
+
+
+def test_imagenet_backbone_from_the_local_cache_or_a_clear_offline_message(tmp_path: Path, monkeypatch) -> None:
+    import socket
+
+    import torchvision
+
+    from deeplab_studio.ml.train_setup import init_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    said: list[str] = []
+    _, _, pretrained, info = init_model("imagenet", ARCH, ["a", "b"], separable=True, say=said.append)
+    assert not pretrained and info["init"] == "random"
+    assert any("unavailable" in m and "random" in m for m in said)
+
+    # weights in torchvision's file format, generated here, placed where a download would land
+    tv = torchvision.models.mobilenet_v2().state_dict()
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(tv, cache / "mobilenet_v2-b0353104.pth")
+    said.clear()
+    model, _, pretrained, info = init_model("imagenet", ARCH, ["a", "b"], separable=True, say=said.append)
+    assert pretrained and info["init"] == "imagenet" and "ImageNet backbone" in said[-1]
+    assert torch.equal(model.state_dict()["backbone.low_level_features.0.0.weight"], tv["features.0.0.weight"])
+
+
 # --- data sources --------------------------------------------------------------------------
 def _write_image(path: Path, img: np.ndarray) -> None:
     Image.fromarray(img).save(path)

@@ -1,0 +1,185 @@
+"""Setting up and keeping a training run: the initial model and the files it writes.
+
+- ``init_model``: a checkpoint (fine-tune; the class head is resized when the class list
+  differs, rows of classes with the same name kept), an ImageNet backbone (when the weights can
+  be had; otherwise a clear message and random init) or random weights;
+- ``save_best``: the best model in the own checkpoint format with the training summary;
+- the resume state ``<out stem>.last.pt``: only tensors and plain containers (``torch.save``,
+  atomic), read back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from deeplab_studio.core.labels import VOC_CLASSES
+from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
+
+STATE_FORMAT = "deeplab-studio-train-state"
+STATE_VERSION = 1
+DEFAULT_ARCH = "deeplabv3plus_mobilenet"
+
+
+class TrainError(Exception):
+    """Training cannot start or resume; the message says why."""
+
+
+def last_state_path(out_path: str | Path) -> Path:
+    """Where the resume state of a run writing ``out_path`` lives: ``<stem>.last.pt`` beside it."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".last.pt")
+
+
+def _matching_rows(old_names: list[str], new_names: list[str]) -> list[tuple[int, int]]:
+    """(old row, new row) pairs of classes with the same name (case-insensitive)."""
+    old = {n.casefold(): i for i, n in enumerate(old_names)}
+    return [(old[n.casefold()], j) for j, n in enumerate(new_names) if n.casefold() in old]
+
+
+def class_head_keys(model: nn.Module, num_classes: int) -> list[str]:
+    """State-dict keys of the last convolution producing ``num_classes`` channels (the class head)."""
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.out_channels == num_classes:
+            last = name
+    if last is None:
+        raise TrainError(f"no {num_classes}-channel class head in the model")
+    return [k for k in model.state_dict() if k.rsplit(".", 1)[0] == last]
+
+
+def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor], old_names: list[str] | None,
+                     new_names: list[str]) -> dict[str, Any]:
+    """Copy ``state`` into ``model``. The class head is copied row by row for the classes whose
+    names (case-insensitive) appear in both lists; new classes keep their fresh init.
+
+    Returns a summary: ``{"kept_classes": [...], "new_classes": [...]}``.
+    """
+    own = model.state_dict()
+    head = class_head_keys(model, len(new_names))
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise TrainError(f"the initial checkpoint lacks {missing[0]!r}: not the same architecture")
+    n_old = int(state[head[0]].shape[0])
+    if old_names is None:  # unnamed checkpoint: same size → same classes, 21 → VOC
+        old_names = list(new_names) if n_old == len(new_names) else list(VOC_CLASSES) if n_old == 21 else \
+            [f"class {i}" for i in range(n_old)]
+    if len(old_names) != n_old:
+        raise TrainError(f"the initial checkpoint has {n_old} output channels but {len(old_names)} class names")
+    pairs = _matching_rows(old_names, new_names)
+    merged = {}
+    for key, mine in own.items():
+        theirs = state[key]
+        if key in head and theirs.shape[1:] == mine.shape[1:]:
+            out = mine.clone()
+            for i, j in pairs:
+                out[j] = theirs[i]
+            merged[key] = out
+        elif theirs.shape == mine.shape:
+            merged[key] = theirs
+        else:
+            raise TrainError(f"the initial checkpoint's {key!r} has shape {tuple(theirs.shape)}, "
+                             f"expected {tuple(mine.shape)}")
+    model.load_state_dict(merged, strict=True)
+    kept = [new_names[j] for _, j in pairs]
+    return {"kept_classes": kept, "new_classes": [n for n in new_names if n not in kept]}
+
+
+def init_model(init: str | None, arch: str | None, class_names: list[str], *, output_stride: int = 16,
+               separable: bool = False, say: Callable[[str], None] = print) -> tuple[nn.Module, str, bool, dict]:
+    """The model to train: ``(model, arch, backbone pretrained?, init summary)``.
+
+    ``init``: None/"imagenet", "random" or a checkpoint path; ``arch`` None means the
+    checkpoint's, else ``DEFAULT_ARCH``.
+    """
+    from deeplab_studio.ml.zoo import build_model
+
+    init = init or "imagenet"
+    num_classes = len(class_names)
+    if init in ("imagenet", "random"):
+        arch = arch or DEFAULT_ARCH
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = build_model(arch, num_classes=num_classes, output_stride=output_stride,
+                                pretrained_backbone=init == "imagenet", separable=separable)
+        offline = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        for msg in offline:
+            say(msg)
+        pretrained = init == "imagenet" and not offline
+        say(f"{arch}: {'ImageNet backbone' if pretrained else 'random initialisation'}")
+        return model, arch, pretrained, {"init": "imagenet" if pretrained else "random",
+                                         "build": build_kwargs(model)}
+    from deeplab_studio.ml.checkpoints import CheckpointError, load_checkpoint
+
+    try:
+        loaded = load_checkpoint(init, device="cpu")
+    except (CheckpointError, OSError) as exc:
+        raise TrainError(f"cannot load the initial checkpoint: {exc}") from None
+    arch = arch or loaded.arch
+    if arch != loaded.arch:
+        raise TrainError(f"--arch {arch} differs from the initial checkpoint's {loaded.arch}")
+    model = build_model(arch, num_classes=num_classes, output_stride=output_stride, **build_kwargs(loaded.model))
+    info = transfer_weights(model, loaded.model.state_dict(), loaded.class_names, list(class_names))
+    say(f"{arch} from {init}: kept {len(info['kept_classes'])} classes"
+        + (f", new: {', '.join(info['new_classes'])}" if info["new_classes"] else ""))
+    return model, arch, True, {"init": str(init), "build": build_kwargs(model), **info}
+
+
+def build_kwargs(model: nn.Module) -> dict[str, Any]:
+    """How a zoo model was built beyond arch/classes/stride (separable convs, decoder depth)."""
+    return {"separable": bool(getattr(model, "separable", False)),
+            "decoder_convs": int(getattr(model, "decoder_convs", 1))}
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_best(path: Path, model: nn.Module, arch: str, class_names: list[str], class_colors, output_stride: int,
+              summary: dict[str, Any]) -> None:
+    """The best model in the own checkpoint format (``save_checkpoint`` writes atomically)."""
+    from deeplab_studio.ml.checkpoints import save_checkpoint
+
+    save_checkpoint(path, model, arch=arch, num_classes=len(class_names), class_names=list(class_names),
+                    class_colors=[list(c) for c in class_colors] if class_colors else None,
+                    output_stride=output_stride, mean=IMAGENET_MEAN, std=IMAGENET_STD, training=_plain(summary))
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None, tuples lists."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """A resume state written by ``train`` (tensors and plain containers only)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no resume state (nothing to resume)") from None
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise TrainError(f"{path}: unreadable resume state ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise TrainError(f"{path}: not a deeplab-studio resume state")
+    if state.get("version", 0) > STATE_VERSION:
+        raise TrainError(f"{path}: resume state version {state['version']} is newer than this program")
+    return state
