@@ -160,6 +160,12 @@ def bench_batch(tmp: Path, ckpt: Path, n: int, size: tuple[int, int]) -> None:
     c.client.request("warm-up", image=read_image(paths[0]), priority=2)
     wait_for(c.client.busyChanged)
     probe = StallProbe()
+    probe.start()  # baseline: the same probe with nothing running (this machine's own scheduling noise)
+    loop = QEventLoop()
+    QTimer.singleShot(5000, loop.quit)
+    loop.exec()
+    probe.stop()
+    idle = np.array(probe.gaps) * 1000
     probe.start()
     t0 = time.perf_counter()
     c.auto_segment_all()
@@ -173,6 +179,8 @@ def bench_batch(tmp: Path, ckpt: Path, n: int, size: tuple[int, int]) -> None:
     print(f"  event loop during the batch: longest stall {gaps.max():.1f} ms, 99th percentile "
           f"{np.percentile(gaps, 99):.1f} ms, median {np.median(gaps):.2f} ms over {len(gaps)} ticks "
           f"(target < 50 ms)")
+    print(f"  same probe with nothing running (5 s): longest {idle.max():.1f} ms, 99th percentile "
+          f"{np.percentile(idle, 99):.1f} ms (scheduling noise of this machine)")
     c.shutdown()
     w.close()
 

@@ -32,6 +32,7 @@ class InferenceWorker(QObject):
     """Lives in the worker thread; pops jobs from the shared queue and runs them."""
 
     modelLoaded = Signal(object)  # dict with arch, classes, device...
+    warning = Signal(str)  # e.g. CUDA out of memory: smaller tiles / moved to the CPU
     devicesProbed = Signal(object)  # list of (device name, label)
     resultReady = Signal(object)  # Proposal
     failed = Signal(object)  # JobFailure
@@ -77,7 +78,7 @@ class InferenceWorker(QObject):
 
         device = resolve_device(job.device)
         loaded = load_checkpoint(job.path, device="cpu")
-        predictor = Predictor(loaded, device=str(device))
+        predictor = Predictor(loaded, device=str(device), on_warning=self.warning.emit)
         self._predictor, self._loaded = predictor, loaded
         self.modelLoaded.emit(model_info(loaded, job.path, str(device)) | {"request_id": job.request_id})
 
@@ -125,6 +126,7 @@ class InferenceClient(QObject):
     failed = Signal(object)  # JobFailure
     modelLoaded = Signal(object)  # dict
     modelFailed = Signal(str)
+    warning = Signal(str)  # the Predictor recovered from something (e.g. out of memory)
     devicesProbed = Signal(object)  # list of (device, label)
     batchProgress = Signal(int, int, int, float, float)  # batch id, finished, total, images/s, eta s
     batchFinished = Signal(int, int, int, bool)  # batch id, done, failed, cancelled
@@ -155,6 +157,7 @@ class InferenceClient(QObject):
             self._worker.failed.connect(self._on_failed)
             self._worker.cancelled.connect(self._on_cancelled)
             self._worker.modelLoaded.connect(self._on_model_loaded)
+            self._worker.warning.connect(self.warning)
             self._worker.devicesProbed.connect(self._on_devices)
             self._thread.start()
         return self._worker

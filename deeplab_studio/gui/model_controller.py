@@ -91,6 +91,7 @@ class ModelController(QObject):
         self.client.failed.connect(self._on_failed)
         self.client.modelLoaded.connect(self._on_model_loaded)
         self.client.modelFailed.connect(self._on_model_failed)
+        self.client.warning.connect(self.link.show_warning)
         self.client.batchProgress.connect(self._on_batch_progress)
         self.client.batchFinished.connect(self._on_batch_finished)
         self.link.on_image_changed(self._on_image_changed)

@@ -156,6 +156,10 @@ class WindowLink:
     def show_message(self, text: str, msec: int = 5000) -> None:
         self.window.statusBar().showMessage(text, msec)
 
+    def show_warning(self, text: str) -> None:
+        """A non-modal warning in the window's banner (e.g. the model moved to the CPU)."""
+        self.window.show_message(text, "warning")
+
     def show_error(self, title: str, text: str) -> None:
         """A non-modal message in the window (its banner); the app goes on."""
         self.window.show_error(title, text)
