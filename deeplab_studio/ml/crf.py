@@ -62,8 +62,8 @@ class CRFParams:
 
     Model: `iterations` of mean-field inference; the smoothness kernel (`gaussian_sxy` pixels,
     weight `gaussian_compat`); the appearance kernel (`bilateral_sxy` pixels, `bilateral_srgb`
-    colour levels, weight `bilateral_compat`); `hard_confidence`, the probability a hard label
-    is given (the rest goes to each other label) in `refine_labels`.
+    colour levels, weight `bilateral_compat`); `hard_confidence`, the probability `refine_labels`
+    gives a pixel's own label (1 − it to each label present within `margin`, 0 to the rest).
 
     Execution: pixels farther than `margin` from any label boundary or uncertain pixel (top
     probability below `settled_prob`) keep their label; the band is processed in tiles of at
