@@ -240,3 +240,38 @@ def test_class_counts_follow_strokes_undo_and_proposals(qtbot, window):
     window.undo.group.undo()
     window.undo.group.redo()
     assert np.array_equal(doc.class_counts(), np.bincount(doc.labels.ravel(), minlength=256))
+
+
+CRASH = r"""
+import os, sys, time
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from deeplab_studio.gui.main_window import MainWindow
+from deeplab_studio.gui.tools import Mods
+w = MainWindow(QSettings(sys.argv[2], QSettings.Format.IniFormat))
+w.show()
+w.open_folder(sys.argv[1])
+saved = []
+w.autosave.saved.connect(saved.append)
+w.set_active_class(9)
+w.set_brush_size(7)
+tool = w.toolbox.tools["brush"]
+tool.press((10.0, 10.0), Mods()); tool.move((40.0, 30.0), Mods()); tool.release((40.0, 30.0), Mods())
+deadline = time.monotonic() + 30
+while not saved and time.monotonic() < deadline:
+    app.processEvents()
+os._exit(0 if saved else 3)  # die without closing the window or saving anything else
+"""
+
+
+def test_work_survives_a_crash(qtbot, settings, folder, tmp_path):
+    ini = str(tmp_path / "crash.ini")
+    out = subprocess.run([sys.executable, "-c", CRASH, str(folder), ini], capture_output=True, text=True, timeout=120,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    w = new_window(qtbot, settings, folder)
+    assert (w.document.labels == 9).sum() > 100
+    assert w.document.edit_mask.sum() == (w.document.labels == 9).sum()
+    assert w.project.records[0].status == Status.EDITED
+    w.close()
