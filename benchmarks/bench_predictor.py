@@ -1,7 +1,7 @@
 """Predictor speed and memory on the CPU, against plain model calls and torchvision's DeepLab v3.
 
     .venv/bin/python benchmarks/bench_predictor.py [--repeat 3] [--images 50] [--skip-memory]
-                                                   [--skip-batch] [--large]
+                                                   [--skip-batch] [--large] [--threads N]
 
 1. Latency per 513×513 image (median of `--repeat`, after one warm-up), interleaved in this
    process, 21 classes, random weights, CPU, for deeplabv3plus_mobilenet and deeplabv3plus_resnet50:
@@ -184,8 +184,15 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--large", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's choice; 1 gives steadier figures on a busy machine)")
     ap.add_argument("--memory-child", nargs=2, metavar=("ARCH", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["DLS_BENCH_THREADS"] = str(args.threads)  # memory children use the same
+    elif os.environ.get("DLS_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["DLS_BENCH_THREADS"]))
     if args.memory_child:
         memory_child(*args.memory_child)
         return

@@ -3,8 +3,9 @@
 `Predictor(loaded_or_model).predict(image)` turns a uint8 H×W×3 RGB image into per-class
 probabilities at full image size, argmax labels and per-pixel confidence. Images larger than
 `tile_size` run in overlapping tiles blended with linear ramps (or are downscaled first, per
-`large_image`); tiles are accumulated row band by row band, so memory beyond the outputs is one
-band of tiles, never all of them. The model is moved to its device once and reused.
+`large_image`); each tile's blended result is written out as soon as no later tile overlaps it,
+so memory beyond the outputs is one tile plus the overlap strips, never all tiles. The model is
+moved to its device once and reused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeplab_studio.ml.prefetch import prefetch_images, read_rgb
-from deeplab_studio.ml.tiling import tile_grid, tile_weight
+from deeplab_studio.ml.tiling import normalised_ramps, tile_grid
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,7 +128,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class _Outputs:
-    """Preallocated full-size outputs, filled one row band at a time."""
+    """Preallocated full-size outputs, filled block by block."""
 
     def __init__(self, height: int, width: int, keep_probs: bool, probs_dtype: torch.dtype) -> None:
         self.height, self.width = height, width
@@ -136,23 +137,23 @@ class _Outputs:
         self.confidence = np.empty((height, width), dtype=np.float32)
         self.probs: np.ndarray | None = None
 
-    def write(self, y0: int, band: torch.Tensor) -> None:
-        """Store probabilities `band` (C×n×W, float32) for rows `y0 .. y0+n`."""
-        n = band.shape[1]
-        if band.shape[0] > 256:
-            raise PredictionError(f"the model has {band.shape[0]} classes; uint8 label maps hold at most 256")
-        conf, idx = band.max(dim=0)
-        self.labels[y0 : y0 + n] = idx.to(torch.uint8).cpu().numpy()
-        self.confidence[y0 : y0 + n] = conf.cpu().numpy()
+    def write(self, y0: int, block: torch.Tensor, x0: int = 0) -> None:
+        """Store probabilities `block` (C×n×m, float32) at rows `y0..y0+n`, columns `x0..x0+m`."""
+        n, m = block.shape[1:]
+        if block.shape[0] > 256:
+            raise PredictionError(f"the model has {block.shape[0]} classes; uint8 label maps hold at most 256")
+        conf, idx = block.max(dim=0)
+        self.labels[y0 : y0 + n, x0 : x0 + m] = idx.to(torch.uint8).cpu().numpy()
+        self.confidence[y0 : y0 + n, x0 : x0 + m] = conf.cpu().numpy()
         if self.keep_probs:
-            values = band.to(self.probs_dtype).cpu()
-            if self.probs is None and n == self.height:  # the whole image at once: adopt, no copy
+            values = block.to(self.probs_dtype).cpu()
+            if self.probs is None and (n, m) == (self.height, self.width):  # whole image: adopt, no copy
                 self.probs = values.numpy() if values.is_contiguous() else values.contiguous().numpy()
                 return
             if self.probs is None:
                 dtype = np.float16 if self.probs_dtype == torch.float16 else np.float32
-                self.probs = np.empty((band.shape[0], self.height, self.width), dtype=dtype)
-            self.probs[:, y0 : y0 + n] = values.numpy()
+                self.probs = np.empty((block.shape[0], self.height, self.width), dtype=dtype)
+            self.probs[:, y0 : y0 + n, x0 : x0 + m] = values.numpy()
 
     def result(self) -> Prediction:
         return Prediction(self.probs, self.labels, self.confidence)
@@ -363,25 +364,35 @@ class Predictor:
         if len(ys) == 1 and len(xs) == 1:
             out.write(0, self._tile_probs(image))
             return out.result()
-        acc: torch.Tensor | None = None  # C×th×W sums of weighted probabilities, rows from y0
-        wsum = torch.zeros(th, width)
+        # Tiles run row band by row band, left to right, weighted so that all weights add to 1.
+        # A block is written out as soon as no later tile touches it; only the overlaps wait:
+        # `pending` (C×th×k, the previous tile's share of the next tile's first columns) and
+        # `carry` (C×r×W, the previous bands' share of this band's first rows).
+        wys = normalised_ramps(height, th, ys, self.tile_overlap)
+        wxs = normalised_ramps(width, tw, xs, self.tile_overlap)
+        carry: torch.Tensor | None = None
         for i, y0 in enumerate(ys):
-            for x0 in xs:
+            rows = (ys[i + 1] if i + 1 < len(ys) else height) - y0  # rows final after this band
+            new_carry: torch.Tensor | None = None
+            pending: torch.Tensor | None = None
+            for j, x0 in enumerate(xs):
                 _check_cancel(cancel)
                 probs = self._tile_probs(image[y0 : y0 + th, x0 : x0 + tw])
-                weight = torch.from_numpy(tile_weight(y0, x0, th, tw, height, width, self.tile_overlap))
-                if acc is None:
-                    acc = torch.zeros(probs.shape[0], th, width)
-                acc[:, :, x0 : x0 + tw] += (probs * weight.to(probs.device)).cpu()
-                wsum[:, x0 : x0 + tw] += weight
-            done = (ys[i + 1] if i + 1 < len(ys) else height) - y0  # rows no later tile touches
-            out.write(y0, acc[:, :done] / wsum[:done])
-            keep = th - done
-            if keep > 0:
-                acc[:, :keep] = acc[:, done:].clone()
-                wsum[:keep] = wsum[done:].clone()
-            acc[:, keep:] = 0
-            wsum[keep:] = 0
+                weight = torch.from_numpy(np.outer(wys[i], wxs[j])).to(probs.device)
+                part = (probs * weight).cpu()
+                if pending is not None:
+                    part[:, :, : pending.shape[2]] += pending
+                cols = (xs[j + 1] if j + 1 < len(xs) else width) - x0  # columns final after this tile
+                pending = part[:, :, cols:].clone()
+                block = part[:, :, :cols]
+                if carry is not None:
+                    block[:, : carry.shape[1]] += carry[:, :, x0 : x0 + cols]
+                out.write(y0, block[:, :rows], x0)
+                if rows < th:
+                    if new_carry is None:
+                        new_carry = torch.empty(part.shape[0], th - rows, width)
+                    new_carry[:, :, x0 : x0 + cols] = block[:, rows:]
+            carry = new_carry
         return out.result()
 
     def _tile_probs(self, tile: np.ndarray) -> torch.Tensor:

@@ -3,6 +3,7 @@
 Pure numpy. Tiles of one size cover the image with at least the requested overlap; each tile's
 weight ramps linearly from near 0 to 1 across the overlap on every side that borders another tile
 (and stays 1 on sides at the image border), so blended probabilities change smoothly at seams.
+The weights are normalised up front, so tiles can be blended by plain addition.
 """
 
 from __future__ import annotations
@@ -41,11 +42,17 @@ def ramp_1d(size: int, ramp: int, *, lead: bool, trail: bool) -> np.ndarray:
     return w
 
 
-def tile_weight(y0: int, x0: int, th: int, tw: int, height: int, width: int, ramp: int) -> np.ndarray:
-    """th×tw blending weight of the tile at (y0, x0) in an image of `height`×`width`."""
-    wy = ramp_1d(th, ramp, lead=y0 > 0, trail=y0 + th < height)
-    wx = ramp_1d(tw, ramp, lead=x0 > 0, trail=x0 + tw < width)
-    return wy[:, None] * wx[None, :]
+def normalised_ramps(length: int, tile: int, starts: list[int], ramp: int) -> list[np.ndarray]:
+    """Per tile along one axis, ramped weights divided by their sum over all tiles (so they add to 1).
+
+    Tile weights in 2-D are outer products of these; because the tile grid is a product of the
+    two axes, the 2-D weights of all tiles also add to exactly 1 at every pixel.
+    """
+    ramps = [ramp_1d(tile, ramp, lead=s > 0, trail=s + tile < length) for s in starts]
+    total = np.zeros(length, dtype=np.float64)
+    for s, r in zip(starts, ramps):
+        total[s : s + tile] += r
+    return [(r / total[s : s + tile]).astype(np.float32) for s, r in zip(starts, ramps)]
 
 
 def tile_grid(height: int, width: int, tile: int, overlap: int) -> tuple[int, int, list[int], list[int]]:

@@ -24,6 +24,7 @@ from deeplab_studio.ml.predictor import (
     PredictorWarning, resolve_device,
 )
 from deeplab_studio.ml.prefetch import prefetch_images
+from deeplab_studio.ml.tiling import normalised_ramps, tile_starts
 from deeplab_studio.storage.images import ImageReadError
 
 COLOURS = np.array([[20, 20, 20], [220, 60, 50], [50, 90, 220], [60, 200, 70]], dtype=np.uint8)
@@ -78,6 +79,18 @@ def test_outputs_are_consistent_full_size_arrays() -> None:
     assert pred.labels[60, 80] == 3
 
 
+@pytest.mark.parametrize("length, tile, overlap", [(150, 64, 16), (150, 64, 48), (64, 64, 8), (1000, 300, 0)])
+def test_tile_weights_cover_the_axis_and_add_to_one(length: int, tile: int, overlap: int) -> None:
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + tile == length
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # at least `overlap` shared
+    total = np.zeros(length)
+    for s, w in zip(starts, normalised_ramps(length, tile, starts, overlap)):
+        assert (w > 0).all()
+        total[s : s + tile] += w
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
 def test_float16_probs_and_no_probs() -> None:
     img = blocks_image()
     ref = Predictor(ColourNet(), device="cpu").predict(img)
@@ -101,12 +114,12 @@ def test_input_is_checked_and_gray_converted() -> None:
 
 
 # --- tiling, TTA, downscaling -----------------------------------------------------------------
-@pytest.mark.parametrize("make_model", [ColourNet, conv_net])
-def test_tiling_matches_a_plain_pass(make_model) -> None:
+@pytest.mark.parametrize("make_model, overlap", [(ColourNet, 16), (conv_net, 16), (conv_net, 40)])
+def test_tiling_matches_a_plain_pass(make_model, overlap: int) -> None:
     img = blocks_image(150, 210) if make_model is ColourNet else noise_image(150, 210)
     model = make_model()
     plain = Predictor(model, device="cpu").predict(img)
-    tiled_predictor = Predictor(model, device="cpu", tile_size=64, tile_overlap=16)
+    tiled_predictor = Predictor(model, device="cpu", tile_size=64, tile_overlap=overlap)
     if isinstance(model, ColourNet):
         model.calls.clear()
     tiled = tiled_predictor.predict(img)
