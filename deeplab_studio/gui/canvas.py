@@ -109,7 +109,7 @@ class CanvasView(QGraphicsView):
         self.image_layer.set_rgb(doc.image)
         self.overlay.set_colors(doc.labelset.palette())
         self.overlay.set_labels(doc.labels)
-        self.edit_outline.set_mask(doc.edit_mask)
+        self.edit_outline.set_mask(doc.edit_mask if self.edit_outline.isVisible() else None)
         self.scene().setSceneRect(QRectF(0, 0, doc.width, doc.height))
         self.fit()
 
@@ -123,7 +123,7 @@ class CanvasView(QGraphicsView):
         doc = self.document
         self.overlay.set_colors(doc.labelset.palette())
         self.overlay.set_labels(doc.labels)
-        self.edit_outline.set_mask(doc.edit_mask)
+        self.edit_outline.set_mask(doc.edit_mask if self.edit_outline.isVisible() else None)
 
     def set_extra_overlay(self, rgba) -> None:
         """An RGBA (H×W×4 uint8) layer over the labels, or None to remove it."""

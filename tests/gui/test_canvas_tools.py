@@ -139,3 +139,16 @@ def test_wheel_zoom_and_fit_shortcuts(qtbot, window):
     assert abs(canvas.zoom() - z0) < 1e-9
     canvas.zoom_by(2.0)
     assert abs(canvas.zoom() - 2 * z0) < 1e-9
+
+
+def test_edited_outline_layer_follows_the_edit_mask(qtbot, window):
+    from deeplab_studio.gui.layers import qimage_array
+
+    qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)
+    assert window.canvas.edit_outline.isVisible()
+    window.set_brush_size(11)
+    click(qtbot, window, 30, 20)
+    edge = qimage_array(window.canvas.edit_outline.qimage).astype(bool)
+    mask = window.document.edit_mask
+    assert edge[20, 25] and not edge[20, 30]  # left rim of the disk (r = 5) vs its centre
+    assert not (edge & ~mask).any() and edge.sum() < mask.sum()
