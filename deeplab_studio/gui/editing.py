@@ -67,6 +67,16 @@ class EditingMixin:
         self.image_panel.set_status(self.project.records.index(rec), record_status(rec))
         return True
 
+    def annotation_saved_elsewhere(self, key: str) -> None:
+        """The saved annotation of image `key` was replaced outside the window (e.g. by the model
+        worker): drop its undo history and refresh its status in the list. Not for the open image."""
+        if self.project is None:
+            return
+        self.undo.drop(key)
+        for i, rec in enumerate(self.project.records):
+            if rec.path == key:
+                self.image_panel.set_status(i, record_status(rec))
+
     def set_labelset(self, labelset: LabelSet) -> bool:
         """Replace the class list (same numbering: names/colours/added classes)."""
         return self._apply_labelset(LabelSet(list(labelset.names), list(labelset.colors)))
@@ -118,7 +128,7 @@ class EditingMixin:
         if name not in self.toolbox.tools:
             name = "brush"
         self.toolbox.select(name)
-        self.actions[f"tool_{name}"].setChecked(True)
+        self.action_map[f"tool_{name}"].setChecked(True)
         self.canvas.update_brush()
         self.settings.setValue("tool", name)
 
@@ -149,12 +159,12 @@ class EditingMixin:
 
     def set_overlay_visible(self, on: bool) -> None:
         self.canvas.overlay.setVisible(on)
-        if self.actions["toggle_overlay"].isChecked() != on:
-            self.actions["toggle_overlay"].setChecked(on)
+        if self.action_map["toggle_overlay"].isChecked() != on:
+            self.action_map["toggle_overlay"].setChecked(on)
 
     def set_background_only(self, on: bool) -> None:
         self.toolbox.ctx.background_only = bool(on)
-        for w in (self.bg_only, self.actions["background_only"]):
+        for w in (self.bg_only, self.action_map["background_only"]):
             if w.isChecked() != on:
                 w.blockSignals(True)
                 w.setChecked(on)

@@ -95,7 +95,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         self._counts_timer.setInterval(250)
         self._counts_timer.timeout.connect(self._refresh_counts)
 
-        self.actions: dict[str, QAction] = {}
+        self.action_map: dict[str, QAction] = {}
         self.menus = {}
         self._build_actions()
         self._build_toolbar()
@@ -121,7 +121,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
             act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
             plain = spec.text.replace("&", "").rstrip("…")
             act.setToolTip(f"{plain} ({', '.join(spec.keys)})" if spec.keys else plain)
-            self.actions[spec.id] = act
+            self.action_map[spec.id] = act
             self.addAction(act)
             if spec.menu:
                 if spec.id == "quit":
@@ -129,7 +129,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
                 self.menus[spec.menu].addAction(act)
             if spec.id in TOOL_ACTIONS:
                 tools.addAction(act)
-        a = self.actions
+        a = self.action_map
         a["toggle_overlay"].setChecked(True)
         handlers = {
             "open_folder": self.choose_folder, "export_voc": self.export_voc, "quit": self.close,
@@ -164,8 +164,8 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         tb.setObjectName("toolbar_tools")
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         for name in TOOL_ACTIONS:
-            tb.addAction(self.actions[name])
-            tb.widgetForAction(self.actions[name]).setText(name[5:].capitalize())
+            tb.addAction(self.action_map[name])
+            tb.widgetForAction(self.action_map[name]).setText(name[5:].capitalize())
         tb.addSeparator()
         tb.addWidget(QLabel(" Size "))
         self.size_slider = QSlider(Qt.Orientation.Horizontal)
@@ -233,8 +233,24 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         dlg.show()
         self._export_dialog = dlg
 
+    def extra_shortcut_rows(self) -> list[tuple[str, str, str]]:
+        """Actions with shortcuts that other modules (e.g. the model tools) added to the window."""
+        own = {spec.id for spec in ACTIONS}
+        rows = []
+        for act in self.actions_added_elsewhere():
+            if act.objectName() in own or not act.shortcuts():
+                continue
+            where = next((t for t, m in self.menus.items() if act in m.actions()), "Window")
+            keys = ", ".join(k.toString(QKeySequence.SequenceFormat.PortableText) for k in act.shortcuts())
+            rows.append((where, act.text().replace("&", "").rstrip("…"), keys))
+        return rows
+
+    def actions_added_elsewhere(self) -> list[QAction]:
+        mine = set(self.action_map.values())
+        return [a for a in QMainWindow.actions(self) if a not in mine]
+
     def show_shortcuts(self) -> ShortcutsDialog:
-        dlg = ShortcutsDialog(self)
+        dlg = ShortcutsDialog(self, self.extra_shortcut_rows())
         dlg.show()
         self._shortcuts_dialog = dlg
         return dlg

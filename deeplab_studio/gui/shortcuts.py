@@ -70,9 +70,11 @@ def spec(action_id: str) -> ActionSpec:
     raise KeyError(action_id)
 
 
-def rows() -> list[tuple[str, str, str]]:
-    """(menu, what, keys) rows for the help table."""
+def rows(extra: list[tuple[str, str, str]] = ()) -> list[tuple[str, str, str]]:
+    """(menu, what, keys) rows for the help table; `extra` rows (actions other modules added to
+    the window) come after the table's own actions."""
     out = [(a.menu or "Classes", a.text.replace("&", "").rstrip("…"), ", ".join(a.keys))
            for a in ACTIONS if a.keys and not a.id.startswith("class_")]
+    out += list(extra)
     out += [("Canvas", what, keys) for keys, what in GESTURES]
     return out

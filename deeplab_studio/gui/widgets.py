@@ -84,10 +84,10 @@ class StatusFields:
 class ShortcutsDialog(QDialog):
     """Help → Keyboard shortcuts: every action shortcut and canvas gesture."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, extra: list[tuple[str, str, str]] = ()) -> None:
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
-        rows = shortcuts.rows()
+        rows = shortcuts.rows(extra)
         table = QTableWidget(len(rows), 3)
         table.setHorizontalHeaderLabels(["Where", "What", "Keys"])
         for r, row in enumerate(rows):

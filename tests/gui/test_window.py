@@ -24,7 +24,7 @@ def test_tool_shortcuts(qtbot, window):
                     (Qt.Key.Key_I, "picker"), (Qt.Key.Key_B, "brush")):
         key(qtbot, window, k)
         assert window.toolbox.active_name == name
-        assert window.actions[f"tool_{name}"].isChecked()
+        assert window.action_map[f"tool_{name}"].isChecked()
     size = window.toolbox.ctx.brush_size
     key(qtbot, window, Qt.Key.Key_BracketRight)
     assert window.toolbox.ctx.brush_size > size and window.size_slider.value() == window.toolbox.ctx.brush_size
@@ -275,3 +275,29 @@ def test_work_survives_a_crash(qtbot, settings, folder, tmp_path):
     assert w.document.edit_mask.sum() == (w.document.labels == 9).sum()
     assert w.project.records[0].status == Status.EDITED
     w.close()
+
+
+def test_help_also_lists_actions_other_modules_added(qtbot, window):
+    from PySide6.QtGui import QAction, QKeySequence
+
+    act = QAction("Auto-segment", window)
+    act.setShortcut(QKeySequence("Ctrl+R"))
+    window.model_menu.addAction(act)
+    window.addAction(act)
+    dlg = window.show_shortcuts()
+    qtbot.addWidget(dlg)
+    rows = {tuple(dlg.table.item(r, c).text() for c in range(3)) for r in range(dlg.table.rowCount())}
+    assert ("Model", "Auto-segment", "Ctrl+R") in rows
+
+
+def test_annotation_saved_elsewhere_refreshes_status_and_drops_history(qtbot, window):
+    click(qtbot, window, 5, 5)
+    window.step(+1)
+    proj = window.project
+    rec = proj.records[0]
+    labels, mask = proj.load_annotation(rec)
+    proj.save_annotation(rec, np.full_like(labels, 2), np.zeros_like(mask), status=Status.AUTO)
+    window.annotation_saved_elsewhere(rec.path)
+    assert window.image_panel.list.item(0).toolTip().endswith("auto")
+    window.step(-1)
+    assert window.undo.active.count() == 0 and (window.document.labels == 2).all()
