@@ -9,7 +9,8 @@
 2. Settings table: how each setting, changed alone from the defaults (and DeepLab's published
    settings), moves mIoU on the predictions, on the ground truth itself (a perfect proposal) and
    on synthetic coarse softmax proposals (ground truth down-sampled 8×/16×/32×, up-sampled).
-3. A 4000×3000 image (sample 1 scaled up) refined in a fresh process: time, peak RSS
+3. A 4000×3000 image (sample 1 scaled up) refined in a fresh process, from hard labels and from
+   21-class float16 probabilities: time, peak RSS
    (VmHWM, reset before the call) and peak numpy allocation (tracemalloc); `--large-plain` adds the plain
    whole-image call with only the 2 labels present (minutes, ~3 GB).
 """
@@ -225,11 +226,18 @@ def peak_rss_kb() -> int:
 
 
 def large_child(mode: str) -> None:
-    image, pred, _ = load_sample(1)
+    image, pred, gt = load_sample(1)
     size = (4000, 3000)
     big = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
     labels = np.asarray(Image.fromarray(pred).resize(size, Image.NEAREST))
-    del image, pred
+    probs = None
+    if mode == "refine-soft":  # 21×3000×4000 float16, like `predict --save-probs` writes
+        small = coarse_softmax(gt, 16)
+        probs = np.empty((NUM_CLASSES, size[1], size[0]), np.float16)
+        for c in range(NUM_CLASSES):
+            probs[c] = np.asarray(Image.fromarray(small[c], "F").resize(size, Image.BILINEAR))
+        del small
+    del image, pred, gt
     rss0, peak0 = current_rss_kb(), peak_rss_kb()
     if reset_peak_rss():
         peak0 = 0
@@ -237,6 +245,8 @@ def large_child(mode: str) -> None:
     t = time.perf_counter()
     if mode == "refine":
         out = refine_labels(big, labels)
+    elif mode == "refine-soft":
+        out = refine(big, probs)
     else:  # the plain call with only the 2 labels present (21 would need ~10× more memory)
         present = [int(v) for v in np.unique(labels)]
         p = CRFParams()
@@ -245,23 +255,27 @@ def large_child(mode: str) -> None:
     dt = time.perf_counter() - t
     _, peak = tracemalloc.get_traced_memory()
     rss1 = peak_rss_kb()
-    print(json.dumps({"seconds": dt, "rss_before_mb": rss0 / 1024, "rss_peak_mb": rss1 / 1024, "peak_set_by_call": rss1 > peak0,
-                      "numpy_peak_mb": peak / 2**20, "changed": int((out != labels).sum())}))
+    if probs is not None:
+        labels = np.concatenate([probs[:, y:y + 256].argmax(axis=0) for y in range(0, size[1], 256)])
+    print(json.dumps({"seconds": dt, "rss_before_mb": rss0 / 1024, "rss_peak_mb": rss1 / 1024,
+                      "peak_set_by_call": rss1 > peak0, "numpy_peak_mb": peak / 2**20,
+                      "changed": int((out != labels).sum())}))
 
 
 def bench_large(with_plain: bool) -> None:
     print("\n3. 4000×3000 image (sample 1 scaled up), each in a fresh process")
-    modes = ["refine"] + (["plain"] if with_plain else [])
+    modes = ["refine", "refine-soft"] + (["plain"] if with_plain else [])
     for mode in modes:
         out = subprocess.run([sys.executable, __file__, "--large-child", mode], capture_output=True, text=True)
         if out.returncode != 0:
             print(f"   {mode}: failed ({out.stderr.strip().splitlines()[-1:]})")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        label = "refine_labels" if mode == "refine" else "plain pydensecrf, 2 labels, whole image"
+        label = {"refine": "refine_labels (hard labels)", "refine-soft": "refine (21×H×W float16 probs, 504 MB)",
+                 "plain": "plain pydensecrf, 2 labels, whole image"}[mode]
         print(f"   {label:<42} {r['seconds']:7.2f}s  process peak RSS {r['rss_peak_mb']:6.0f} MB "
               f"({'reached in the call' if r['peak_set_by_call'] else 'reached before the call'}; "
-              f"RSS {r['rss_before_mb']:.0f} MB before it, image + labels = 48 MB)  "
+              f"RSS {r['rss_before_mb']:.0f} MB before it)  "
               f"numpy peak in the call {r['numpy_peak_mb']:.0f} MB  changed px {r['changed']}")
 
 
@@ -271,7 +285,7 @@ def main() -> None:
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--skip-settings", action="store_true")
     ap.add_argument("--large-plain", action="store_true", help="also run the plain call on the large image")
-    ap.add_argument("--large-child", choices=("refine", "plain"), help=argparse.SUPPRESS)
+    ap.add_argument("--large-child", choices=("refine", "refine-soft", "plain"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.large_child:
         large_child(args.large_child)
