@@ -13,6 +13,9 @@ label may move only to labels present within `margin` px; the others get a zero 
 so they carry no mass and leaving them out changes nothing. Measured: with a whole-image run
 every change lies within 16 px of the input's borders; restricted and whole-image runs differ
 on < 0.2 % of pixels (tests/ml/test_crf.py), at ~10× the speed of a plain 21-label call.
+Memory (4000×3000, bench): hard labels 3 s, peak RSS 230 MB; 21-class float16 probabilities
+(504 MB themselves) 15 s, peak RSS +264 MB over the inputs. A plain whole-image pydensecrf call
+with just the 2 labels present took 112 s and 2.9 GB.
 
 Defaults chosen by measurement (benchmarks/bench_crf.py prints all of this). mIoU in points,
 background + object, void ignored, on tests/data/voc_samples (real DeepLab v3+ R101
