@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QWheelEvent
 from PySide6.QtWidgets import QFrame, QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView
 
@@ -80,12 +80,15 @@ class CanvasView(QGraphicsView):
         self.setBackgroundBrush(QColor(38, 40, 44))
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setMouseTracking(True)
-        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)  # zoom_by anchors itself
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
         self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontAdjustForAntialiasing, True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAcceptDrops(False)  # the main window takes folder drops
+        self.image_rect = QRectF()
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # pan: middle/Space+drag
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._pan_from: QPointF | None = None
         self._space = False
         self._stroke_tool = None
@@ -102,6 +105,7 @@ class CanvasView(QGraphicsView):
         if doc is None:
             for layer in (self.image_layer, self.overlay, self.edit_outline):
                 layer.clear()
+            self.image_rect = QRectF()
             self.scene().setSceneRect(QRectF())
             return
         doc.changed.connect(self._on_changed)
@@ -110,7 +114,10 @@ class CanvasView(QGraphicsView):
         self.overlay.set_colors(doc.labelset.palette())
         self.overlay.set_labels(doc.labels)
         self.edit_outline.set_mask(doc.edit_mask if self.edit_outline.isVisible() else None)
-        self.scene().setSceneRect(QRectF(0, 0, doc.width, doc.height))
+        self.image_rect = QRectF(0, 0, doc.width, doc.height)
+        # room around the image so any pixel can be zoomed about or panned to the view centre
+        m = max(doc.width, doc.height)
+        self.scene().setSceneRect(self.image_rect.adjusted(-m, -m, m, m))
         self.fit()
 
     def _on_changed(self, bbox) -> None:
@@ -147,7 +154,7 @@ class CanvasView(QGraphicsView):
 
     def fit(self) -> None:
         """Fit the whole image in the view (Ctrl+0)."""
-        rect = self.scene().sceneRect()
+        rect = self.image_rect
         if rect.isEmpty():
             return
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
@@ -162,20 +169,27 @@ class CanvasView(QGraphicsView):
         self._fitted = False
         self.zoomChanged.emit(self.zoom())
 
-    def zoom_by(self, factor: float) -> None:
-        """Zoom by `factor` about the cursor (when over the view) within MIN_ZOOM..MAX_ZOOM."""
+    def zoom_by(self, factor: float, anchor: QPoint | None = None) -> None:
+        """Zoom by `factor` (within MIN_ZOOM..MAX_ZOOM) keeping the scene point under the
+        viewport position `anchor` (default: the view centre) where it is."""
         z = self.zoom()
         factor = max(MIN_ZOOM / z, min(MAX_ZOOM / z, factor))
         if abs(factor - 1.0) < 1e-9:
             return
+        if anchor is None:
+            anchor = self.viewport().rect().center()
+        target = self.mapToScene(anchor)
+        offset = self.mapToScene(anchor) - self.mapToScene(self.viewport().rect().center())
         self.scale(factor, factor)
+        # put `target` back under `anchor`: centre the view on target minus the scaled offset
+        self.centerOn(target - offset / factor)
         self._fitted = False
         self.zoomChanged.emit(self.zoom())
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         delta = event.angleDelta().y() or event.angleDelta().x()
         if delta:
-            self.zoom_by(math.pow(1.0015, delta))
+            self.zoom_by(math.pow(1.0015, delta), event.position().toPoint())
         event.accept()
 
     def resizeEvent(self, event) -> None:

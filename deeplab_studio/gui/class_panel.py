@@ -6,7 +6,7 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
-                               QInputDialog, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
+                               QInputDialog, QLabel, QListWidget, QListWidgetItem, QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget)
 
 from deeplab_studio.core.labels import BACKGROUND, IGNORE, IGNORE_COLOR, LabelSet
@@ -53,8 +53,10 @@ class ClassPanel(QWidget):
         for key, text, tip in (("add", "Add", "Add a class"), ("rename", "Rename", "Rename the selected class"),
                                ("recolor", "Colour", "Change the selected class's colour"),
                                ("delete", "Delete", "Delete the selected class; choose who takes its pixels")):
-            b = QPushButton(text)
+            b = QToolButton()
+            b.setText(text)
             b.setToolTip(tip)
+            b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
             row.addWidget(b)
             self.buttons[key] = b
         lay = QVBoxLayout(self)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 ORG, APP = "DeepLabStudio", "DeepLab Studio"
 MAX_RECENT = 10
@@ -62,6 +62,8 @@ def restore_window(window) -> None:
     state = window.settings.value("window_state")
     if state is not None:
         window.restoreState(state)
+    else:  # first start: slim docks, the canvas gets the room
+        window.resizeDocks([window.docks["images"], window.docks["classes"]], [190, 230], Qt.Orientation.Horizontal)
     window.set_overlay_visible(str(window.settings.value("overlay_visible", "true")).lower() != "false")
 
 
