@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -176,6 +177,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig, pretrained: bool) -> t
 
 # --- atomic files --------------------------------------------------------------------------
 # --- the loop ------------------------------------------------------------------------------
+def _worker_init(_: int) -> None:
+    """Loader workers ignore Ctrl-C: the main process turns it into a clean cancel."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _workers(config: TrainConfig) -> int:
     if config.num_workers is not None:
         return max(0, int(config.num_workers))
@@ -288,7 +294,8 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
     workers = _workers(config)
     # own generator: creating a loader iterator must not draw from the global RNG (exact resume)
     loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                     generator=torch.Generator().manual_seed(config.seed))
+                     generator=torch.Generator().manual_seed(config.seed),
+                     worker_init_fn=_worker_init if workers > 0 else None)
     train_loader = DataLoader(SegmentationDataset(data.train, data.num_classes, params), batch_size=bs,
                               sampler=sampler, drop_last=True, **loader_kw)
     val_loader = DataLoader(EvalDataset(data.val, data.num_classes), batch_size=1, **loader_kw) if data.val else None

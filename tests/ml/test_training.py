@@ -376,3 +376,41 @@ def test_cli_bad_input_is_one_clear_error(tmp_path: Path) -> None:
     assert code == 2 and "epochs" in err
     code, _, err = _cli(["train", str(voc), "--out", str(tmp_path / "m.safetensors"), "--resume", "--init", "random"])
     assert code == 2 and "nothing to resume" in err
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="POSIX process groups")
+def test_cli_ctrl_c_with_loader_workers_keeps_the_best_model_and_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    voc = make_voc(tmp_path / "voc", n=10)
+    ckpt = tmp_path / "m.safetensors"
+    cmd = [sys.executable, "-m", "deeplab_studio", "train", str(voc), "--out", str(ckpt), "--epochs", "50",
+           "--batch-size", "4", "--crop", "32", "--init", "random", "--workers", "1", "--separable",
+           "--threads", "1", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stderr:  # Ctrl-C (SIGINT to the whole group, workers too) once epoch 1 is saved
+        seen.append(line)
+        if line.startswith("epoch 1/50:"):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait() == 130, "".join(seen) + rest
+    assert "cancelled after" in rest and "best model (epoch" in rest
+    assert load_checkpoint(ckpt).class_names == list(SCENE_CLASSES)
+    state = load_train_state(last_state_path(ckpt))
+    assert state["epoch"] >= 1 and state["step"] >= 2
+    code, _, err = _cli(["train", str(voc), "--out", str(ckpt), "--epochs", str(state["epoch"] + 1), "--resume",
+                         "--batch-size", "4", "--crop", "32", "--workers", "0", "--threads", "1", "--device", "cpu"])
+    assert code == 0, err
+    assert f"resuming at epoch {state['epoch'] + 1}, step {state['step']}" in err
+
+
+def test_without_validation_images_the_latest_model_is_kept(tmp_path: Path) -> None:
+    data = scenes_data(4, size=40, seed=6, val_fraction=0.0)
+    res = train(tiny_config(epochs=1), data, tmp_path / "n.safetensors")
+    assert data.val == [] and res.saved and res.best_miou is None and res.history[0]["val_miou"] is None
+    assert load_checkpoint(tmp_path / "n.safetensors").num_classes == 4
