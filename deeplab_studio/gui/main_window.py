@@ -54,6 +54,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         super().__init__()
         self.settings = settings if settings is not None else prefs.default_settings()
         self.project: Project | None = None
+        self._close_refused = False
         self.inference = None  # slot for the model-in-the-loop worker (a QObject in its own QThread)
         self.index = -1
         self.document: AnnotationDocument | None = None
@@ -147,6 +148,8 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         for key, fn in handlers.items():
             a[key].triggered.connect(fn)
         a["history"].toggled.connect(self.docks["history"].setVisible)
+        self.docks["history"].visibilityChanged.connect(
+            lambda shown: a["history"].setChecked(shown) if not self.isMinimized() else None)
         a["toggle_overlay"].toggled.connect(self.set_overlay_visible)
         a["toggle_edit_outline"].toggled.connect(self.canvas.set_edit_outline_visible)
         a["background_only"].toggled.connect(self.set_background_only)
@@ -278,8 +281,15 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
             self.open_folder(folder)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.close_image() and not self._close_refused:
+            # never drop work silently: the first close is refused with the reason shown;
+            # closing again quits, keeping the last successful save on disk
+            self._close_refused = True
+            self.show_message(f"{self.banner.label.text()} — not closed. Free space or fix the folder, "
+                              "or close again to quit without this change.")
+            event.ignore()
+            return
         self.closing.emit()
-        self.close_image()  # saves; a failure was shown and the file on disk keeps the last save
         self.autosave.shutdown()
         prefs.save_window(self)
         super().closeEvent(event)

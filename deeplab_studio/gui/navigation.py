@@ -29,8 +29,12 @@ class NavigationMixin:
             self.open_folder(folder)
 
     def open_folder(self, folder: str | Path) -> bool:
-        """Open (or create) the project of `folder` and show its first image."""
-        self.close_image()
+        """Open (or create) the project of `folder` and show its first image.
+
+        Refused (False) while the open image has changes that cannot be saved."""
+        if not self.close_image():
+            self.show_message(f"{self.banner.label.text()} — fix that before opening another folder.")
+            return False
         try:
             project = Project.open(folder)
         except (ProjectError, OSError, ValueError) as exc:

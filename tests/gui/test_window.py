@@ -301,3 +301,20 @@ def test_annotation_saved_elsewhere_refreshes_status_and_drops_history(qtbot, wi
     assert window.image_panel.list.item(0).toolTip().endswith("auto")
     window.step(-1)
     assert window.undo.active.count() == 0 and (window.document.labels == 2).all()
+
+
+def test_unsavable_change_blocks_folder_switch_and_first_close(qtbot, window, monkeypatch, tmp_path):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(window.project, "save_annotation", disk_full)
+    click(qtbot, window, 10, 10)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert not window.open_folder(other)
+    assert window.document is not None and window.document.labels[10, 10] != 0
+    window.close()
+    assert window.isVisible() and "close again" in window.banner.text()
+    monkeypatch.undo()
+    window.close()
+    assert not window.isVisible()
