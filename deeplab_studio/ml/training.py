@@ -175,7 +175,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig, pretrained: bool) -> t
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-# --- atomic files --------------------------------------------------------------------------
 # --- the loop ------------------------------------------------------------------------------
 def _worker_init(_: int) -> None:
     """Loader workers ignore Ctrl-C: the main process turns it into a clean cancel."""
@@ -340,11 +339,18 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
 
     norm = normalizer(device)
     cancelled = False
-    t_run, steps_run, val_seconds = time.monotonic(), 0, 0.0
-    model.train()
-    if config.freeze_bn:
-        _set_bn_frozen(model)
+    t_run, steps_run, val_seconds, val_runs = time.monotonic(), 0, 0.0, 0
+
+    def eta() -> float:
+        """Seconds left: steps at this run's step rate plus the remaining validations."""
+        per_step = (time.monotonic() - t_run - val_seconds) / max(1, steps_run)
+        per_val = val_seconds / val_runs if val_runs else 0.0
+        return per_step * (total_steps - step) + per_val * (config.epochs - epoch)
+
     while epoch < config.epochs and not cancelled:
+        model.train()
+        if config.freeze_bn:  # again each epoch: validation switches the model to eval and back
+            _set_bn_frozen(model)
         sampler.set_epoch(epoch, start_batch * bs)
         batch_i, epoch_loss, epoch_n = start_batch, 0.0, 0
         log_loss, log_n = torch.zeros((), device=device), 0
@@ -366,11 +372,9 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
                 epoch_loss, epoch_n = epoch_loss + mean_loss * log_n, epoch_n + log_n
                 log_loss.zero_()
                 log_n = 0
-                elapsed = time.monotonic() - t_run - val_seconds
-                rate = steps_run / max(elapsed, 1e-9)
-                eta = (total_steps - step) / rate + val_seconds / max(1, len(history) + 1) * (config.epochs - epoch)
+                rate = steps_run * bs / max(time.monotonic() - t_run - val_seconds, 1e-9)
                 emit(TrainProgress("step", step, total_steps, epoch + 1, config.epochs, mean_loss, lr_now,
-                                   history[-1]["val_miou"] if history else None, best_miou, eta, rate * bs))
+                                   history[-1]["val_miou"] if history else None, best_miou, eta(), rate))
         if cancelled:
             save_state(batch_i)
             say(f"cancelled at step {step}; " + ("best model kept" if best_epoch else "no model saved yet"))
@@ -382,7 +386,7 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
             cancelled = True
             save_state(batch_i)
             break
-        val_seconds += time.monotonic() - t_val
+        val_seconds, val_runs = val_seconds + time.monotonic() - t_val, val_runs + 1
         miou = cm.miou() if cm is not None else None
         miou = None if miou is None or math.isnan(miou) else float(miou)
         history.append({"epoch": epoch + 1, "step": step, "loss": epoch_loss / max(1, epoch_n), "lr": lr_now,
@@ -395,9 +399,8 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
             save_best(out_path, model, arch, list(data.class_names), data.class_colors, config.output_stride,
                       summary())
         save_state(0)
-        eta = (time.monotonic() - t_run) / max(1, steps_run) * (total_steps - step)
         emit(TrainProgress("epoch", step, total_steps, epoch, config.epochs, history[-1]["loss"], lr_now, miou,
-                           best_miou, eta, message="new best" if improved else ""))
+                           best_miou, eta(), message="new best" if improved else ""))
     result = TrainResult(out_path, last_path, out_path.is_file() and best_epoch is not None, best_miou, best_epoch,
                          len(history), step, cancelled, history, list(data.class_names),
                          time.monotonic() - t_start)

@@ -190,7 +190,7 @@ def test_transfer_weights_rejects_another_architecture() -> None:
 def test_frozen_batchnorm_keeps_statistics_and_adamw_trains(tmp_path: Path) -> None:
     data = scenes_data(6, size=40, seed=5)
     torch.manual_seed(0)
-    res = train(tiny_config(epochs=1, freeze_bn=True, optimizer="adamw", lr=1e-3), data, tmp_path / "f.safetensors")
+    res = train(tiny_config(epochs=2, freeze_bn=True, optimizer="adamw", lr=1e-3), data, tmp_path / "f.safetensors")
     state = load_train_state(res.last_path)["model"]
     means = [k for k in state if k.endswith("running_mean")]
     assert means and all(torch.equal(state[k], torch.zeros_like(state[k])) for k in means)  # fresh init stats
