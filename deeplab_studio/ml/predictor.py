@@ -127,6 +127,14 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+def _softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1, in place (no second full-size buffer)."""
+    logits -= logits.amax(dim=1, keepdim=True)
+    logits.exp_()
+    logits /= logits.sum(dim=1, keepdim=True)
+    return logits
+
+
 class _Outputs:
     """Preallocated full-size outputs, filled block by block."""
 
@@ -379,7 +387,7 @@ class Predictor:
                 _check_cancel(cancel)
                 probs = self._tile_probs(image[y0 : y0 + th, x0 : x0 + tw])
                 weight = torch.from_numpy(np.outer(wys[i], wxs[j])).to(probs.device)
-                part = (probs * weight).cpu()
+                part = probs.mul_(weight).cpu()
                 if pending is not None:
                     part[:, :, : pending.shape[2]] += pending
                 cols = (xs[j + 1] if j + 1 < len(xs) else width) - x0  # columns final after this tile
@@ -411,7 +419,7 @@ class Predictor:
             logits = self._forward(batch)
             if logits.shape[-2:] != (h, w):
                 logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-            probs = logits.softmax(dim=1)
+            probs = _softmax_(logits)
             summed = probs[0] + probs[1].flip(-1) if self.flip else probs[0]
             total = summed if total is None else total + summed
             passes += 2 if self.flip else 1
