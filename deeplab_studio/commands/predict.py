@@ -57,6 +57,8 @@ def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=Non
         loaded = load_checkpoint(args.model, device="cpu", output_stride=args.output_stride)
     except CheckpointError as exc:
         raise CommandError(str(exc)) from None
+    except ValueError as exc:  # e.g. an output stride the architecture does not support
+        raise CommandError(f"{args.model}: {exc}") from None
     return Predictor(
         loaded, device=device, tta=args.tta, tile_size=args.tile_size,
         large_image="downscale" if args.max_side else "tile", max_side=args.max_side,
