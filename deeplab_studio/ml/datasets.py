@@ -194,24 +194,54 @@ def find_voc_root(path: str | Path) -> Path | None:
 
 def _read_ids(path: Path) -> list[str]:
     try:
-        return [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        ids = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read the split list ({exc})") from None
+    for i in ids:
+        if "/" in i or "\\" in i or i.startswith("."):
+            raise DatasetError(f"{path}: unsafe image id {i!r}")
+    return ids
 
 
-def _voc_class_names(root: Path) -> list[str]:
-    for cand in (root / "class_names.txt", root.parent / "class_names.txt", root.parent.parent / "class_names.txt"):
-        if cand.is_file():
-            names = [ln.strip() for ln in cand.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            if names:
-                return names
-    return list(VOC_CLASSES)
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the class list ({exc})") from None
+
+
+def voc_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]] | None]:
+    """Class names (and colours) of a VOC folder: ``labelmap.txt`` (``name:r,g,b::``, as CVAT
+    and our export write it), else ``class_names.txt``, else the 21 VOC classes."""
+    names = colors = None
+    lm = root / "labelmap.txt"
+    if lm.is_file():
+        names, colors = [], []
+        for ln in _read_lines(lm):
+            name, _, rest = ln.partition(":")
+            try:
+                rgb = tuple(int(v) for v in rest.split(":")[0].split(","))
+            except ValueError:
+                raise DatasetError(f"{lm}: bad line {ln!r} (expected name:r,g,b::)") from None
+            if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+                raise DatasetError(f"{lm}: bad colour in {ln!r}")
+            names.append(name.strip())
+            colors.append(rgb)
+    cn = root / "class_names.txt"
+    if cn.is_file():
+        listed = _read_lines(cn)
+        if names is not None and listed != names:
+            raise DatasetError(f"{root}: labelmap.txt and class_names.txt list different classes")
+        names = listed
+    if not names:
+        return list(VOC_CLASSES), None
+    return names, colors
 
 
 def from_voc(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> TrainData:
     """A Pascal VOC segmentation folder: ``train.txt``/``val.txt`` when both exist, else a seeded
-    split of ``trainval.txt`` (or of every listed id). Class names from ``class_names.txt``
-    when present, else the 21 VOC classes."""
+    split of ``trainval.txt`` (or of every listed id but ``test.txt``). Classes: ``voc_classes``."""
     root = find_voc_root(path)
     if root is None:
         raise DatasetError(f"{path}: not a VOC folder (no ImageSets/Segmentation)")
@@ -235,7 +265,8 @@ def from_voc(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> T
         train, val = samples(_read_ids(sets / "train.txt")), samples(_read_ids(sets / "val.txt"))
         how = "train.txt/val.txt"
     else:
-        lists = [sets / "trainval.txt"] if (sets / "trainval.txt").is_file() else sorted(sets.glob("*.txt"))
+        lists = [sets / "trainval.txt"] if (sets / "trainval.txt").is_file() else \
+            [f for f in sorted(sets.glob("*.txt")) if f.stem != "test"]
         ids = sorted({i for f in lists for i in _read_ids(f)})
         everything = samples(ids)
         tr, va = split_indices(len(everything), val_fraction, seed)
@@ -243,8 +274,8 @@ def from_voc(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> T
         how = f"seeded split {val_fraction:g}"
     if not train:
         raise DatasetError(f"{sets}: no training images listed")
-    names = _voc_class_names(root)
-    return TrainData(train, val, names, None, f"VOC {root} ({len(train)} train, {len(val)} val, {how})",
+    names, colors = voc_classes(root)
+    return TrainData(train, val, names, colors, f"VOC {root} ({len(train)} train, {len(val)} val, {how})",
                      {"kind": "voc", "folder": str(root)})
 
 

@@ -271,6 +271,16 @@ def test_project_training_data_uses_only_edited_and_reviewed_images(tmp_path: Pa
     from deeplab_studio.commands.train import load_data
     via_cli = load_data(folder, val_fraction=0.34, seed=0)
     assert sorted(s.name for s in via_cli.train + via_cli.val) == used
+    # the app's own VOC export trains the same: same images, classes and colours
+    from deeplab_studio.storage.voc import export_voc
+    export_voc(project, tmp_path / "export", val_fraction=0.34, seed=0, statuses=("edited", "reviewed"))
+    exported = from_voc(tmp_path / "export")
+    assert len(exported.train) + len(exported.val) == 3 and len(exported.val) == 1
+    assert exported.class_names == list(SCENE_CLASSES) and exported.class_colors == scene_labelset().colors
+    for s in exported.train + exported.val:
+        img, lab = load_sample(s)
+        assert lab.shape == img.shape[:2] and set(np.unique(lab)) <= {0, 1, 2, 3}
+
     project.set_status(recs["img1.png"], Status.AUTO)
     project.set_status(recs["img3.png"], Status.AUTO)
     with pytest.raises(DatasetError, match="at least 2"):
@@ -311,6 +321,20 @@ def test_voc_folder_splits_and_label_checks(tmp_path: Path) -> None:
     assert [s.name for s in from_voc(root_b, val_fraction=0.3, seed=2).val] != [s.name for s in b1.val]
     with pytest.raises(DatasetError, match="not a VOC folder"):
         from_voc(tmp_path)
+    voc_b = root_b / "VOCdevkit" / "VOC2012"
+    (voc_b / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + "".join(
+        f"{n}:{10 * i},{20 * i},{30 * i}::\n" for i, n in enumerate(SCENE_CLASSES)))
+    assert from_voc(root_b).class_colors == [(10 * i, 20 * i, 30 * i) for i in range(4)]
+    (voc_b / "class_names.txt").write_text("background\nother\n")
+    with pytest.raises(DatasetError, match="different classes"):
+        from_voc(root_b)
+    (voc_b / "class_names.txt").unlink()
+    sets_b = voc_b / "ImageSets" / "Segmentation"
+    good = sets_b.joinpath("trainval.txt").read_text()
+    sets_b.joinpath("trainval.txt").write_text(good + "../../etc/passwd\n")
+    with pytest.raises(DatasetError, match="unsafe image id"):
+        from_voc(root_b)
+    sets_b.joinpath("trainval.txt").write_text(good)
     (root_b / "VOCdevkit/VOC2012/JPEGImages/2026_000003.jpg").unlink()
     with pytest.raises(DatasetError, match="2026_000003.jpg: missing"):
         from_voc(root_b)
