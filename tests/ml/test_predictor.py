@@ -352,3 +352,32 @@ def test_banded_upsampling_equals_interpolate() -> None:
     full = F.interpolate(small[None], size=(50, 41), mode="bilinear", align_corners=False)[0]
     bands = torch.cat([_upsample_rows(small, 50, 41, y, min(50, y + 7)) for y in range(0, 50, 7)], dim=1)
     torch.testing.assert_close(bands, full, atol=1e-5, rtol=0)
+
+
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo_deeplabv3plus_mobilenet.safetensors"
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    if not DEMO_MODEL.exists():
+        pytest.skip(f"the trained demo model {DEMO_MODEL.name} is not in this checkout")
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+
+    return load_checkpoint(DEMO_MODEL)
+
+
+@pytest.mark.parametrize("options", [{"tile_size": 128, "tile_overlap": 32}, {"tta": "flip"}, {"tta": "ms"}],
+                         ids=["tiles", "flip", "ms"])
+def test_trained_deeplab_gives_the_same_labels_with_tiles_and_tta(demo_model, options) -> None:
+    """A real trained DeepLab v3+ (the demo model, generated scenes): a 240×320 image fits one pass."""
+    from deeplab_studio.core.metrics import ConfusionMatrix
+    from deeplab_studio.core.scenes import generate_scene
+
+    image, truth = generate_scene(240, 320, seed=7)
+    plain = Predictor(demo_model, device="cpu").predict(image)
+    other = Predictor(demo_model, device="cpu", **options).predict(image)
+    assert (other.labels != plain.labels).mean() < 0.01
+    for pred in (plain, other):
+        cm = ConfusionMatrix(4)
+        cm.update(truth, pred.labels)
+        assert cm.miou() > 0.9
