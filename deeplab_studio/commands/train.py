@@ -22,14 +22,15 @@ from deeplab_studio.cli import CommandError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="project folder or VOC folder")
     parser.add_argument("--out", required=True, metavar="CKPT", help="where to write the best model (.safetensors)")
-    parser.add_argument("--arch", default=None,
-                        help="architecture (default: the --init checkpoint's, else deeplabv3plus_mobilenet)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=321, help="square training crop in pixels (default 321)")
-    parser.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 SGD, 1e-4 AdamW)")
+    parser.add_argument("--arch", default=None, metavar="ARCH",
+                        help="deeplabv3plus_resnet50|resnet101|mobilenet, deeplabv3_... "
+                             "(default: the --init checkpoint's, else deeplabv3plus_mobilenet)")
+    parser.add_argument("--epochs", type=int, default=30, metavar="N", help="passes over the training images (default 30)")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="crops per step (default 8)")
+    parser.add_argument("--crop", type=int, default=321, metavar="S", help="square training crop in pixels (default 321)")
+    parser.add_argument("--lr", type=float, default=None, metavar="LR", help="base learning rate (default 0.01 SGD, 1e-4 AdamW)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-4, metavar="WD", help="default 1e-4")
     parser.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed (small batches)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -38,13 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when the weights cannot be had) or random weights")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), default=16)
     parser.add_argument("--separable", action="store_true", help="depthwise-separable ASPP/decoder (new models)")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
+    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                         help="held-out share when the data has no validation split (default 0.2)")
     parser.add_argument("--edited-pixels-only", action="store_true",
                         help="project: learn only the painted pixels of `edited` images (reviewed count whole)")
-    parser.add_argument("--workers", type=int, default=None, help="data loader processes (default: up to 4)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch while training")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="data loader processes (default: up to 4)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch while training")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="split, augmentation and init seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue from <out stem>.last.pt")
     parser.add_argument("--quiet", action="store_true", help="only messages and one line per epoch")
 
@@ -70,6 +71,17 @@ def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only:
         return from_project(project, val_fraction=val_fraction, seed=seed, edited_pixels_only=edited_pixels_only)
     except (DatasetError, ValueError) as exc:
         raise CommandError(str(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an error; one raised in a loader worker arrives wrapped in a traceback,
+    whose last line is ``module.Error: message``."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return str(exc)
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.replace(".", "").replace("_", "").isalnum() else last
 
 
 def _duration(seconds: float | None) -> str:
@@ -150,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(config, data, out, progress=ProgressBar(quiet=args.quiet), cancel=stop, resume=args.resume)
     except (TrainError, DatasetError) as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(_one_line(exc)) from None
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)

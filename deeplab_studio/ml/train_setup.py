@@ -93,13 +93,24 @@ def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor], old_names
 
 def init_model(init: str | None, arch: str | None, class_names: list[str], *, output_stride: int = 16,
                separable: bool = False, say: Callable[[str], None] = print) -> tuple[nn.Module, str, bool, dict]:
+    """See ``_init_model``; a model that cannot be built (e.g. a stride the arch lacks) is a TrainError."""
+    try:
+        return _init_model(init, arch, class_names, output_stride=output_stride, separable=separable, say=say)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+
+
+def _init_model(init: str | None, arch: str | None, class_names: list[str], *, output_stride: int,
+                separable: bool, say: Callable[[str], None]) -> tuple[nn.Module, str, bool, dict]:
     """The model to train: ``(model, arch, backbone pretrained?, init summary)``.
 
     ``init``: None/"imagenet", "random" or a checkpoint path; ``arch`` None means the
     checkpoint's, else ``DEFAULT_ARCH``.
     """
-    from deeplab_studio.ml.zoo import build_model
+    from deeplab_studio.ml.zoo import build_model, list_archs
 
+    if arch is not None and arch not in list_archs():
+        raise TrainError(f"unknown architecture {arch!r}; known: {', '.join(list_archs())}")
     init = init or "imagenet"
     num_classes = len(class_names)
     if init in ("imagenet", "random"):

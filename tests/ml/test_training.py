@@ -396,6 +396,8 @@ def test_cli_bad_input_is_one_clear_error(tmp_path: Path) -> None:
     assert code == 2 and "does not exist" in err
     code, _, err = _cli(["train", str(voc), "--out", str(tmp_path / "m.safetensors"), "--init", "missing.pt"])
     assert code == 2 and "--init" in err
+    code, _, err = _cli(["train", str(voc), "--out", str(tmp_path / "m.safetensors"), "--arch", "deeplabv9"])
+    assert code == 2 and "unknown architecture 'deeplabv9'" in err
     code, _, err = _cli(["train", str(voc), "--out", str(tmp_path / "m.safetensors"), "--epochs", "0"])
     assert code == 2 and "epochs" in err
     code, _, err = _cli(["train", str(voc), "--out", str(tmp_path / "m.safetensors"), "--resume", "--init", "random"])
@@ -438,3 +440,16 @@ def test_without_validation_images_the_latest_model_is_kept(tmp_path: Path) -> N
     res = train(tiny_config(epochs=1), data, tmp_path / "n.safetensors")
     assert data.val == [] and res.saved and res.best_miou is None and res.history[0]["val_miou"] is None
     assert load_checkpoint(tmp_path / "n.safetensors").num_classes == 4
+
+
+def test_cli_unreadable_image_in_a_loader_worker_is_one_clear_line(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path / "voc", n=6)
+    bad = voc / "VOCdevkit/VOC2012/JPEGImages/2026_000001.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    code, _, err = _cli(["train", str(voc), "--out", str(tmp_path / "m.safetensors"), "--epochs", "1",
+                         "--batch-size", "4", "--crop", "32", "--init", "random", "--workers", "1", "--separable",
+                         "--threads", "1", "--device", "cpu"])
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("deeplab-studio train: error: ") and "2026_000001.jpg: cannot read image" in last
+    assert "Traceback" not in err
