@@ -55,6 +55,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         self.settings = settings if settings is not None else prefs.default_settings()
         self.project: Project | None = None
         self._close_refused = False
+        self.prefetcher = None  # ImagePrefetcher of the open project
         self.inference = None  # slot for the model-in-the-loop worker (a QObject in its own QThread)
         self.index = -1
         self.document: AnnotationDocument | None = None
@@ -291,6 +292,8 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
             return
         self.closing.emit()
         self.autosave.shutdown()
+        if self.prefetcher is not None:
+            self.prefetcher.shutdown()
         prefs.save_window(self)
         super().closeEvent(event)
 

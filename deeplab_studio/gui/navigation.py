@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from deeplab_studio.gui import settings as prefs
 from deeplab_studio.gui.document import AnnotationDocument
+from deeplab_studio.gui.prefetch import ImagePrefetcher
 from deeplab_studio.storage.images import ImageReadError
 from deeplab_studio.storage.project import Project, ProjectError, Status
 
@@ -41,6 +42,9 @@ class NavigationMixin:
             self.show_message(f"Cannot open {folder}: {exc}")
             return False
         self.project = project
+        if self.prefetcher is not None:
+            self.prefetcher.shutdown()
+        self.prefetcher = ImagePrefetcher(project)
         self.labelset = project.labels
         self.class_panel.set_labelset(self.labelset)
         self.image_panel.set_images([r.path for r in project.records], [record_status(r) for r in project.records])
@@ -95,7 +99,7 @@ class NavigationMixin:
         self.image_panel.set_current(index)
         prefs.set_last_image(self.settings, str(self.project.folder), rec.path)
         try:
-            image = self.project.read_image(rec)
+            image = self.prefetcher.get(rec)
             labels, edit_mask = self.project.load_annotation(rec)
             doc = AnnotationDocument(image, labels, edit_mask, self.labelset, key=rec.path)
             doc.record = rec
@@ -119,6 +123,7 @@ class NavigationMixin:
         self._update_title()
         self.imageOpened.emit(index)
         self.imageChanged.emit(rec)
+        self._prefetch_neighbours()
         return True
 
     def step(self, delta: int) -> bool:
@@ -161,6 +166,16 @@ class NavigationMixin:
             return False
         self.image_panel.set_status(self.index, record_status(rec))
         return self.next_unreviewed() if any(record_status(r) != "reviewed" for r in self.project.records) else True
+
+    def _prefetch_neighbours(self) -> None:
+        """Decode the next and previous images (in list order) in the background."""
+        order = self.image_panel.visible_indices()
+        if self.index not in order:
+            return
+        pos = order.index(self.index)
+        recs = self.project.records
+        near = [order[p] for p in (pos + 1, pos - 1) if 0 <= p < len(order)]
+        self.prefetcher.prefetch([recs[i] for i in near])
 
     # --- API for the model-in-the-loop modules ------------------------------------------------
     def open_project(self, folder) -> bool:

@@ -98,10 +98,11 @@ def test_autosave_writes_and_a_new_window_reopens_the_work(qtbot, settings, fold
     w2.close()
 
 
-def test_unreadable_image_shows_a_message_and_the_app_goes_on(qtbot, window, folder):
+def test_unreadable_image_shows_a_message_and_the_app_goes_on(qtbot, settings, folder):
     bad = folder / "img_1.png"
     data = bad.read_bytes()
-    bad.write_bytes(data[: len(data) // 3])  # header intact, pixel data cut
+    bad.write_bytes(data[: len(data) // 3])  # header intact (the folder scan accepts it), pixel data cut
+    window = new_window(qtbot, settings, folder)
     assert not window.open_image(1)
     assert "img_1.png" in window.banner.text()
     assert window.document is None
@@ -318,3 +319,14 @@ def test_unsavable_change_blocks_folder_switch_and_first_close(qtbot, window, mo
     monkeypatch.undo()
     window.close()
     assert not window.isVisible()
+
+
+def test_neighbours_are_prefetched_and_memory_stays_bounded(qtbot, window):
+    pf = window.prefetcher
+    assert set(pf._cache) == {"img_1.png"}  # next only: img_0 is the first
+    window.step(+1)
+    assert set(pf._cache) == {"img_2.png", "img_0.png"}
+    image = pf._cache["img_2.png"].result()
+    window.step(+1)
+    assert np.array_equal(window.document.image, image)
+    assert len(pf._cache) <= pf.capacity
