@@ -49,12 +49,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One real training run: 32 train / 8 val scenes, 6 epochs of 8 steps (48 px crops, batch 4)."""
+    """One real training run: 32 train / 8 val scenes, 8 epochs of 8 steps (48 px crops, batch 4)."""
     torch.manual_seed(0)
     data = scenes_data(40)
     out = tmp_path_factory.mktemp("train") / "model.safetensors"
     events = []
-    result = train(tiny_config(epochs=6, crop=48, lr=0.05), data, out, progress=events.append)
+    result = train(tiny_config(epochs=8, crop=48, lr=0.1), data, out, progress=events.append)
     return data, out, result, events
 
 
@@ -65,16 +65,17 @@ def test_training_raises_validation_miou_well_above_chance(trained) -> None:
     from deeplab_studio.ml.datasets import EvalDataset
     loader = torch.utils.data.DataLoader(EvalDataset(data.val, 4), batch_size=1)
     chance = evaluate_model(untrained, loader, 4, torch.device("cpu")).miou()
-    assert chance < 0.3  # all one class scores at most 1/4 + a little
-    assert result.best_miou > 0.45 and result.best_miou > chance + 0.2
-    assert not result.cancelled and result.saved and result.steps == 48 and result.epochs_done == 6
+    assert chance < 0.3  # predicting all background scores about 0.2 here
+    # 0.68-0.80 over data seeds 0-2 when this was written; 0.5 is well above any constant guess
+    assert result.best_miou > 0.5 and result.best_miou > chance + 0.3
+    assert not result.cancelled and result.saved and result.steps == 64 and result.epochs_done == 8
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
     kinds = {e.kind for e in events}
     assert {"message", "step", "epoch", "done"} <= kinds
     steps = [e for e in events if e.kind == "step"]
-    assert [e.step for e in steps] == list(range(1, 49))
-    assert steps[0].lr == pytest.approx(0.05) and steps[-1].lr < steps[0].lr  # poly schedule decays
+    assert [e.step for e in steps] == list(range(1, 65))
+    assert steps[0].lr == pytest.approx(0.1) and steps[-1].lr < steps[0].lr  # poly schedule decays
     assert all(e.eta_s is not None and e.eta_s >= 0 for e in steps)
 
 
@@ -84,7 +85,7 @@ def test_best_checkpoint_loads_with_training_summary(trained) -> None:
     assert loaded.arch == ARCH and loaded.class_names == list(SCENE_CLASSES)
     summary = read_metadata(out)["training"]
     assert summary["best_miou"] == pytest.approx(result.best_miou)
-    assert summary["class_names"] == list(SCENE_CLASSES) and summary["epochs"] == 6
+    assert summary["class_names"] == list(SCENE_CLASSES) and summary["epochs"] == 8
     assert summary["data"].startswith("arrays") and summary["best_epoch"] == result.best_epoch
     best = max(h["val_miou"] for h in result.history)
     assert result.best_miou == pytest.approx(best)
