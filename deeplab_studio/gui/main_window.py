@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (QCheckBox, QDockWidget, QLabel, QMainWindow, QMes
                                QSpinBox, QToolBar, QUndoView, QVBoxLayout, QWidget)
 
 from deeplab_studio import __version__
-from deeplab_studio.gui import qt_compat
 from deeplab_studio.core.labels import LabelSet
+from deeplab_studio.gui import qt_compat
 from deeplab_studio.gui import settings as prefs
 from deeplab_studio.gui.autosave import AutoSaver
 from deeplab_studio.gui.canvas import CanvasView
