@@ -105,6 +105,7 @@ def open_window(folder: Path, tmp: Path, ckpt: Path, *, crf: bool):
 
 
 def bench_ctrl_r(tmp: Path, ckpt: Path, repeats: int) -> None:
+    """Ctrl+R → overlay, each run interleaved with a plain predict (the machine's load drifts)."""
     from deeplab_studio.ml.checkpoints import load_checkpoint
     from deeplab_studio.ml.predictor import Predictor
     from deeplab_studio.storage.images import read_image
@@ -116,27 +117,24 @@ def bench_ctrl_r(tmp: Path, ckpt: Path, repeats: int) -> None:
     print(f"model: {ckpt.name}")
     predictor = Predictor(load_checkpoint(ckpt), device="cpu")
     predictor.predict(image)  # warm-up
-    plain = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predictor.predict(image)
-        plain.append(time.perf_counter() - t0)
-    print(f"1024x768, plain Predictor.predict:        median {np.median(plain) * 1000:7.0f} ms")
     for crf in (False, True):
         w, c = open_window(folder, tmp, ckpt, crf=crf)
-        times = []
+        plain, times = [], []
         for r in range(repeats + 1):
-            c.uncertainty.mean.clear()
             t0 = time.perf_counter()
             QTest.keyClick(w, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
             wait_for(c.proposalApplied)
             w.canvas.viewport().repaint()  # the overlay drawn
             if r:  # the first run warms the worker's model up
                 times.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                predictor.predict(image)
+                plain.append(time.perf_counter() - t0)
             w.undo.active.undo()
         name = "Ctrl+R -> overlay" + (" (+ CRF)" if crf else "")
-        med = np.median(times)
-        print(f"1024x768, {name:<31} median {med * 1000:7.0f} ms  ({med / np.median(plain):.2f}x plain predict)")
+        med, base = np.median(times), np.median(plain)
+        print(f"1024x768, {name:<27} median {med * 1000:6.0f} ms; plain predict {base * 1000:6.0f} ms "
+              f"-> {med / base:.2f}x")
         c.shutdown()
         w.close()
 
@@ -151,10 +149,14 @@ def bench_batch(tmp: Path, ckpt: Path, n: int, size: tuple[int, int]) -> None:
     paths = sorted(folder.glob("*.png"))
     predictor = Predictor(load_checkpoint(ckpt), device="cpu")
     predictor.predict(read_image(paths[0]))
-    t0 = time.perf_counter()
-    for p in paths:
-        predictor.predict(read_image(p))
-    plain = time.perf_counter() - t0
+
+    def plain_loop() -> float:
+        t0 = time.perf_counter()
+        for p in paths:
+            predictor.predict(read_image(p))
+        return time.perf_counter() - t0
+
+    plain_before = plain_loop()
 
     w, c = open_window(folder, tmp, ckpt, crf=False)
     c.client.request("warm-up", image=read_image(paths[0]), priority=2)
@@ -173,8 +175,11 @@ def bench_batch(tmp: Path, ckpt: Path, n: int, size: tuple[int, int]) -> None:
     batch = time.perf_counter() - t0
     probe.stop()
     gaps = np.array(probe.gaps) * 1000
+    plain_after = plain_loop()  # before and after the batch: the machine's load drifts
+    plain = (plain_before + plain_after) / 2
     print(f"batch of {n} images {size[0]}x{size[1]} ({done} done, {failed} failed):")
-    print(f"  plain loop read_image + predict: {n / plain:6.2f} images/s")
+    print(f"  plain loop read_image + predict: {n / plain:6.2f} images/s  (before {n / plain_before:.2f}, "
+          f"after {n / plain_after:.2f})")
     print(f"  Auto-segment all (worker):       {done / batch:6.2f} images/s  ({plain / batch:.2f}x plain loop)")
     print(f"  event loop during the batch: longest stall {gaps.max():.1f} ms, 99th percentile "
           f"{np.percentile(gaps, 99):.1f} ms, median {np.median(gaps):.2f} ms over {len(gaps)} ticks "
