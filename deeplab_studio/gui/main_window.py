@@ -135,7 +135,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         a["toggle_overlay"].setChecked(True)
         handlers = {
             "open_folder": self.choose_folder, "export_voc": self.export_voc, "quit": self.close,
-            "undo": self.undo.group.undo, "redo": self.undo.group.redo,
+            "undo": lambda: self.undo_redo(False), "redo": lambda: self.undo_redo(True),
             "fit": self.canvas.fit, "actual_size": self.canvas.actual_size,
             "zoom_in": lambda: self.canvas.zoom_by(1.25), "zoom_out": lambda: self.canvas.zoom_by(0.8),
             "brush_smaller": lambda: self.set_brush_size(self._brush_step(-1)),
@@ -214,6 +214,11 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         self.autosave.saved.connect(self._saved)
         self.autosave.failed.connect(self._save_failed)
         self._rebuild_recent_menu()
+
+    def undo_redo(self, redo: bool) -> None:
+        """Undo or redo one step; a stroke or polygon in progress is finished first."""
+        self.toolbox.active.cancel()
+        (self.undo.group.redo if redo else self.undo.group.undo)()
 
     # --- messages ---------------------------------------------------------------------------
     def show_message(self, text: str, level: str = "error") -> None:

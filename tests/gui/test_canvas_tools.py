@@ -212,3 +212,20 @@ def test_dropping_a_folder_opens_it(qtbot, window, tmp_path):
                     Qt.KeyboardModifier.NoModifier)
     window.dropEvent(ev)  # Qt delivers drops only inside a real drag; call the handler with a real event
     assert window.project.folder == other.resolve() and window.document.labels.shape == (24, 32)
+
+
+def test_undo_during_a_stroke_finishes_the_stroke_first(qtbot, window):
+    doc = window.document
+    window.set_brush_size(5)
+    click(qtbot, window, 5, 5)
+    first = doc.labels.copy()
+    vp = window.canvas.viewport()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=view_pos(window, 20, 20))
+    qtbot.mouseMove(vp, view_pos(window, 40, 20))
+    qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # mouse still down
+    qtbot.mouseMove(vp, view_pos(window, 50, 30))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=view_pos(window, 50, 30))
+    assert np.array_equal(doc.labels, first)  # the unfinished stroke was committed, then undone
+    assert window.undo.active.count() == 2 and window.undo.active.index() == 1
+    window.undo.group.undo()
+    assert not doc.labels.any() and not doc.edit_mask.any()

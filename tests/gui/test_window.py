@@ -330,3 +330,14 @@ def test_neighbours_are_prefetched_and_memory_stays_bounded(qtbot, window):
     window.step(+1)
     assert np.array_equal(window.document.image, image)
     assert len(pf._cache) <= pf.capacity
+
+
+def test_text_filter_limits_the_list_and_navigation(qtbot, window):
+    window.image_panel.text_filter.setText("img_2")
+    assert window.image_panel.visible_indices() == [2]
+    assert "1 shown" in window.image_panel.counts.text()
+    assert window.step(+1) and window.index == 2  # next among the shown images
+    window.image_panel.text_filter.clear()
+    assert window.image_panel.visible_indices() == [0, 1, 2]
+    window.image_panel.list.itemClicked.emit(window.image_panel.list.item(1))
+    assert window.index == 1
