@@ -15,6 +15,7 @@ only through `WindowLink` (gui/window_link.py), which names every window method 
 
 from __future__ import annotations
 
+import importlib.util
 
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QSettings, QThreadPool, Signal
@@ -173,6 +174,7 @@ class ModelController(QObject):
 
     def _on_model_loaded(self, info: dict) -> None:
         self._prefetched.clear()
+        self.uncertainty.set_model(info["path"])  # rank uncertainty by the active model only
         self.update_mapping(info)
         name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
         self.link.set_model_status(f"{name} · {info['arch']} · {info['device_label']}")
@@ -249,11 +251,12 @@ class ModelController(QObject):
         return self.client.request(doc.key, image=doc.image, priority=INTERACTIVE, crf=self.refine_with_crf,
                                    crf_params=self.crf_params, lut=self._lut())
 
-    def auto_segment_all(self) -> int | None:
-        """Queue every unlabeled/auto image as one batch; returns the batch id."""
+    def auto_segment_all(self, statuses: tuple[str, ...] = ("unlabeled", "auto")) -> int | None:
+        """Queue every image whose status is in `statuses` as one batch; returns the batch id.
+        Only `unlabeled` and `auto` images qualify: human-edited ones are never re-proposed."""
         if not self._require_model():
             return None
-        items = self.link.batch_items()
+        items = self.link.batch_items(statuses)
         if self._batch_id is not None:
             self.cancel_batch()
         self._batch_id = self.client.start_batch(items, crf=self.refine_with_crf, crf_params=self.crf_params,
@@ -432,6 +435,7 @@ class ModelController(QObject):
             self.cancel_batch()
         self.uncertainty.bind(self.link.data_dir())
         if self.client.model is not None:
+            self.uncertainty.set_model(self.client.model["path"])
             self.update_mapping()
 
     def shutdown(self, *_) -> None:
@@ -442,9 +446,17 @@ class ModelController(QObject):
 
 
 def attach_model_tools(window) -> ModelController:
-    """The window's ModelController (a child QObject), created on first use."""
+    """The window's ModelController (a child QObject), created on first use; the training tools
+    (gui/train_dialog.py, when present) attach right after it, below its Model-menu actions."""
     existing = window.findChild(ModelController)
-    return existing if existing is not None else ModelController(window)
+    if existing is not None:
+        return existing
+    controller = ModelController(window)
+    if importlib.util.find_spec("deeplab_studio.gui.train_dialog") is not None:
+        from deeplab_studio.gui.train_dialog import attach_training_tools
+
+        attach_training_tools(window, controller)
+    return controller
 
 
 def _bool(v) -> bool:

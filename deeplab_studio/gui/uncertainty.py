@@ -21,19 +21,31 @@ class UncertaintyStore:
         self.max_maps = max_maps
         self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
         self.mean: dict[str, float] = {}
+        self.model: str | None = None  # the checkpoint whose proposals the means describe
         self._path: Path | None = None
 
     def bind(self, data_dir: str | Path | None) -> None:
         """Load (and later save) the mean uncertainties of the project in `data_dir`."""
         self._maps.clear()
         self.mean = {}
+        self.model = None
         self._path = Path(data_dir) / FILE_NAME if data_dir is not None else None
         if self._path is not None and self._path.is_file():
             try:
                 raw = json.loads(self._path.read_text(encoding="utf-8"))
                 self.mean = {str(k): float(v) for k, v in raw.get("mean_uncertainty", {}).items()}
+                self.model = raw.get("model")
             except (OSError, ValueError, AttributeError):
-                self.mean = {}  # a damaged side file only loses the ordering hint
+                self.mean, self.model = {}, None  # a damaged side file only loses the ordering hint
+
+    def set_model(self, path: str) -> None:
+        """Proposals now come from `path`: the means of another model's proposals are dropped,
+        so the ranking never mixes models."""
+        if path != self.model:
+            self.mean = {}
+            self._maps.clear()
+            self.model = path
+            self.save()
 
     def save(self) -> None:
         if self._path is None:
@@ -41,7 +53,7 @@ class UncertaintyStore:
         from deeplab_studio.storage.atomic import atomic_write_json
 
         try:
-            atomic_write_json(self._path, {"version": 1, "mean_uncertainty": self.mean})
+            atomic_write_json(self._path, {"version": 1, "model": self.model, "mean_uncertainty": self.mean})
         except OSError:
             pass  # the hint is recomputed by the next batch
 

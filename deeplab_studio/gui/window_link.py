@@ -63,11 +63,11 @@ class WindowLink:
     def project_has_labels(self) -> bool:
         return any(_status_name(r.status) != "unlabeled" for r in self.records())
 
-    def batch_items(self) -> list[tuple[str, str]]:
-        """(key, image path) of every image whose status is unlabeled or auto."""
+    def batch_items(self, statuses: tuple[str, ...] = AUTO_STATUSES) -> list[tuple[str, str]]:
+        """(key, image path) of every image whose status is in `statuses` (and unlabeled or auto)."""
         project = self.project()
-        return [(r.path, str(project.image_path(r))) for r in self.records()
-                if _status_name(r.status) in AUTO_STATUSES]
+        wanted = set(statuses) & set(AUTO_STATUSES)
+        return [(r.path, str(project.image_path(r))) for r in self.records() if _status_name(r.status) in wanted]
 
     def unreviewed_keys(self) -> list[str]:
         return [r.path for r in self.records() if _status_name(r.status) != "reviewed"]

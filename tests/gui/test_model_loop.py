@@ -135,6 +135,7 @@ def test_a_result_for_an_image_the_user_left_is_dropped(qtbot, window, controlle
 
 
 def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tiny_checkpoint) -> None:
+    assert controller.link.batch_items(("auto",)) == [] and len(controller.link.batch_items()) == 3
     with qtbot.waitSignal(controller.client.batchFinished, timeout=120000) as blocker:
         controller.auto_segment_all()
     _, done, failed, cancelled = blocker.args
@@ -156,6 +157,12 @@ def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tin
     assert target == max(others, key=lambda k: means[k]) and window.document.key == target
     controller.act_uncertainty.setChecked(True)
     assert window.canvas.extra.isVisible() or window.canvas.extra.qimage is not None
+    assert len(controller.link.batch_items(("auto",))) == 3
+    other = tiny_checkpoint.parent / "other.safetensors"
+    other.write_bytes(tiny_checkpoint.read_bytes())
+    with qtbot.waitSignal(controller.client.modelLoaded, timeout=60000):
+        controller.load_model(str(other), "cpu")
+    assert controller.next_most_uncertain() is None  # old model's scores are not ranked with the new one
 
 
 def test_a_corrupt_checkpoint_shows_a_message_and_the_app_goes_on(qtbot, window, tmp_path, tiny_checkpoint) -> None:
