@@ -11,6 +11,7 @@ import ctypes
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 #: shared library the xcb platform plugin loads -> Debian/Ubuntu package that provides it
 XCB_LIBRARIES: tuple[tuple[str, str], ...] = (
@@ -108,6 +109,11 @@ def run_app(folder: str | None = None, demo: bool = False) -> int:
     app.setApplicationName(prefs.APP)
     app.setApplicationDisplayName("DeepLab Studio")
     app.setStyle("Fusion")
+    icon = Path(__file__).resolve().parents[2] / "resources" / "icons" / "deeplab-studio.svg"
+    if icon.is_file():  # present in a source checkout
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
     window = MainWindow()
     window.show()
     if demo:
