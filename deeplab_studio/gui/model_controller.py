@@ -177,19 +177,24 @@ class ModelController(QObject):
         self.uncertainty.set_model(info["path"])  # rank uncertainty by the active model only
         self.update_mapping(info)
         name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
-        self.link.set_model_status(f"{name} · {info['arch']} · {info['device_label']}")
+        self.link.set_model_status(*self._model_status_text(info))
         self._remember_recent(info["path"])
         self.message.emit(f"Model loaded: {name}")
         self._precompute_next()
 
     def _on_model_failed(self, message: str) -> None:
         current = self.client.model
-        self.link.set_model_status("No model" if current is None else self._model_status_text(current))
+        self.link.set_model_status(*(("No model", "") if current is None else self._model_status_text(current)))
         self.link.show_error("Could not load the model", message)
 
-    def _model_status_text(self, info: dict) -> str:
+    @staticmethod
+    def _model_status_text(info: dict) -> tuple[str, str]:
+        """Short status-bar text (model file stem · device) and a tooltip with the details."""
         name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
-        return f"{name} · {info['arch']} · {info['device_label']}"
+        stem = name.rsplit(".", 1)[0]
+        tip = (f"{info['path']}\n{info['arch']}, {info['num_classes']} classes, "
+               f"output stride {info['output_stride']}\n{info['device_label']}")
+        return f"{stem} · {info['device_label'].split(',')[0]}", tip
 
     def update_mapping(self, info: dict | None = None, *, unmatched: int | None = None) -> ClassMapping | None:
         """Map the loaded model's classes onto the project's (a project with default classes

@@ -146,12 +146,13 @@ class WindowLink:
     def add_status_widget(self, widget: QWidget) -> None:
         self.window.statusBar().addPermanentWidget(widget)
 
-    def set_model_status(self, text: str) -> None:
+    def set_model_status(self, text: str, tooltip: str = "") -> None:
         if self._model_label is None:
             self._model_label = QLabel()
             self._model_label.setObjectName("modelStatus")
             self.window.statusBar().addPermanentWidget(self._model_label)
         self._model_label.setText(text)
+        self._model_label.setToolTip(tooltip)
 
     def show_message(self, text: str, msec: int = 5000) -> None:
         self.window.statusBar().showMessage(text, msec)

@@ -69,7 +69,7 @@ def test_dialog_shows_the_model_and_edits_the_mapping(qtbot, window, tiny_checkp
     dlg.apply_mapping()
     np.testing.assert_array_equal(c.mapping.lut()[:4], [0, 2, 1, IGNORE])
     assert str(tiny_checkpoint) in c.recent_models()
-    assert "tiny.safetensors" in c.link._model_label.text()
+    assert c.link._model_label.text() == "tiny · CPU" and ARCH in c.link._model_label.toolTip()
     dlg.reject()
     c.shutdown()
 

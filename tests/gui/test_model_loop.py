@@ -76,7 +76,7 @@ def _expected(tiny_checkpoint, image) -> np.ndarray:
 def test_a_default_project_takes_the_model_classes(controller, window) -> None:
     assert window.project.labels.names == CLASSES
     assert controller.mapping.is_identity()
-    assert "tiny.safetensors" in controller.link._model_label.text()
+    assert controller.link._model_label.text() == "tiny · CPU" and ARCH in controller.link._model_label.toolTip()
 
 
 def test_ctrl_r_proposal_lands_on_the_canvas_and_undoes(qtbot, window, controller, tiny_checkpoint) -> None:
