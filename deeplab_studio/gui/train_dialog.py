@@ -1,0 +1,520 @@
+"""Model → "Train on my labels…": fine-tune a model on the project's corrections, in the app.
+
+`attach_training_tools(window)` adds two actions to the window's Model menu (after the model
+controller's): "Train on my labels…" opens `TrainDialog` (non-modal), and "Re-propose unreviewed
+auto images" runs the controller's auto-segment-all with the active model. `TrainingTools` owns
+the background `TrainRun`, so closing the dialog does not stop a run; closing the window cancels
+and joins it.
+
+The dialog: architecture, start point (the active model's checkpoint, an ImageNet backbone when
+its weights can be had, or random init), epochs, batch size, crop, learning rate, output path
+(`<data dir>/models/<timestamp>.safetensors`); how many `edited`/`reviewed` images train (never
+the unreviewed `auto` proposals); a live chart of the loss and the validation mIoU; ETA; Cancel.
+When a run finishes its best model becomes the active one through the model controller (the
+previous one stays in the recent models and one click away); after a cancel the best model so
+far is kept and can be made active.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+                               QVBoxLayout, QWidget)
+
+from deeplab_studio.gui.train_worker import INIT_IMAGENET, INIT_RANDOM, TrainRequest, TrainRun
+from deeplab_studio.gui.training_chart import TrainingChart
+
+#: ml.zoo.list_archs() without importing torch in the GUI thread (a test keeps them equal)
+ARCHS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenet",
+         "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet", "deeplabv3_mobilenet_v3_large")
+DEFAULT_ARCH = "deeplabv3plus_mobilenet"
+INIT_ACTIVE = "active"
+TRAINABLE = ("edited", "reviewed")
+
+
+def list_archs() -> list[str]:
+    """The registered architectures (zoo's own list once torch is loaded anyway)."""
+    zoo = sys.modules.get("deeplab_studio.ml.zoo")
+    return list(zoo.list_archs()) if zoo is not None else list(ARCHS)
+
+
+def _status(rec) -> str:
+    return str(getattr(rec.status, "value", rec.status))
+
+
+def training_counts(project) -> dict[str, int]:
+    """Images per status; `trainable` = edited/reviewed images whose label map exists."""
+    counts = {"unlabeled": 0, "auto": 0, "edited": 0, "reviewed": 0, "trainable": 0}
+    for rec in project.records:
+        s = _status(rec)
+        counts[s] = counts.get(s, 0) + 1
+        if s in TRAINABLE and project.has_annotation(rec):
+            counts["trainable"] += 1
+    return counts
+
+
+def default_output_path(project) -> Path:
+    return Path(project.data_dir) / "models" / f"{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "–"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _name(path: str | Path) -> str:
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+class TrainingTools(QObject):
+    """The training actions of one window and its background run."""
+
+    modelActivated = Signal(str)  # path of the trained model, once the worker has loaded it
+    activationFailed = Signal(str)
+
+    def __init__(self, window, controller) -> None:
+        super().__init__(window)
+        self.window, self.controller = window, controller
+        self.run = TrainRun(self)
+        self.dialog: TrainDialog | None = None
+        self.previous_model: str | None = None  # active before the trained model took over
+        self.trained_model: str | None = None
+        self._pending: str | None = None
+        self.act_train = QAction("Train on my labels…", window)
+        self.act_train.setObjectName("train_on_labels")
+        self.act_train.triggered.connect(self.show_dialog)
+        self.act_repropose = QAction("Re-propose unreviewed auto images", window)
+        self.act_repropose.setObjectName("repropose_auto")
+        self.act_repropose.triggered.connect(self.repropose)
+        menu = window.model_menu
+        menu.addSeparator()
+        for act in (self.act_train, self.act_repropose):
+            menu.addAction(act)
+            window.addAction(act)
+        client = controller.client
+        client.modelLoaded.connect(self._on_model_loaded)
+        client.modelFailed.connect(self._on_model_failed)
+        self.run.progress.connect(self._on_progress)
+        self.run.finished.connect(self._on_finished)
+        self.run.failed.connect(self._on_failed)
+        window.closing.connect(self.shutdown)
+        window.projectChanged.connect(self._on_project_changed)
+
+    # --- actions -----------------------------------------------------------------------------
+    def show_dialog(self) -> "TrainDialog":
+        if self.dialog is None:
+            self.dialog = TrainDialog(self, self.window)
+        self.dialog.refresh()
+        self.dialog.show()
+        self.dialog.raise_()
+        self.dialog.activateWindow()
+        return self.dialog
+
+    def active_model(self) -> dict | None:
+        return self.controller.client.model
+
+    def activate(self, path: str | Path) -> None:
+        """Make the checkpoint at `path` the active model (loaded by the inference worker)."""
+        current = self.active_model()
+        if current is not None and current["path"] != str(path):
+            self.previous_model = current["path"]
+        self._pending = str(path)
+        device = current.get("device", "auto") if current else "auto"
+        self.controller.load_model(str(path), device)
+
+    def switch_back(self) -> None:
+        if self.previous_model:
+            self.controller.load_model(self.previous_model, (self.active_model() or {}).get("device", "auto"))
+
+    def repropose(self) -> int | None:
+        """Re-run the active model over the unreviewed auto proposals (human pixels are kept)."""
+        fn = self.controller.auto_segment_all
+        try:
+            return fn(statuses=("auto",))
+        except TypeError:  # the controller re-proposes unlabeled and auto images together
+            return fn()
+
+    def shutdown(self, *_) -> None:
+        self.run.shutdown()
+
+    # --- events ------------------------------------------------------------------------------
+    def _on_progress(self, ev) -> None:
+        if ev.kind == "epoch":
+            miou = f", val mIoU {ev.val_miou:.3f}" if ev.val_miou is not None else ""
+            self.window.statusBar().showMessage(f"Training: epoch {ev.epoch}/{ev.epochs}{miou}, "
+                                                f"ETA {format_eta(ev.eta_s)}", 8000)
+        if self.dialog is not None:
+            self.dialog.on_progress(ev)
+
+    def _on_finished(self, result) -> None:
+        if self.dialog is not None:
+            self.dialog.on_finished(result)
+        if result is not None and result.saved and not result.cancelled:
+            self.trained_model = str(result.out_path)
+            self.activate(result.out_path)
+        elif result is not None and result.saved:
+            self.trained_model = str(result.out_path)
+
+    def _on_failed(self, message: str) -> None:
+        if self.dialog is not None:
+            self.dialog.on_failed(message)
+        self.window.show_error("Training failed", message)
+
+    def _on_model_loaded(self, info: dict) -> None:
+        if self._pending is not None and info.get("path") == self._pending:
+            self._pending = None
+            self.modelActivated.emit(info["path"])
+        if self.dialog is not None:
+            self.dialog.on_model_changed()
+
+    def _on_model_failed(self, message: str) -> None:
+        if self._pending is not None:
+            path, self._pending = self._pending, None
+            self.activationFailed.emit(message)
+            if self.dialog is not None:
+                self.dialog.on_activation_failed(path, message)
+
+    def _on_project_changed(self, *_) -> None:
+        if self.run.running:
+            self.run.cancel()
+            self.window.statusBar().showMessage("Training cancelled: another folder was opened "
+                                                "(the best model so far is kept).", 8000)
+        if self.dialog is not None and self.dialog.isVisible():
+            self.dialog.refresh()
+
+
+class TrainDialog(QDialog):
+    """The settings, the live chart and the outcome of one training run at a time."""
+
+    def __init__(self, tools: TrainingTools, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.tools = tools
+        self.setWindowTitle("Train on my labels")
+        self._out_edited = False
+        self._last_out: Path | None = None
+        self._build()
+        tools.modelActivated.connect(self._on_activated)
+        tools.run.started.connect(lambda _req: self._set_running(True))
+        tools.run.stopped.connect(lambda: self._set_running(False))
+
+    # --- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        self.data_label = QLabel()
+        self.data_label.setWordWrap(True)
+        data_box = QGroupBox("Training data")
+        QVBoxLayout(data_box).addWidget(self.data_label)
+        root.addWidget(data_box)
+
+        self.settings_box = QGroupBox("Model and schedule")
+        form = QFormLayout(self.settings_box)
+        self.start_combo = QComboBox()
+        self.start_combo.currentIndexChanged.connect(self._start_changed)
+        self.arch_combo = QComboBox()
+        self.arch_combo.addItems(list_archs())
+        self.arch_combo.setCurrentText(DEFAULT_ARCH)
+        self.epochs = _spin(1, 1000, 10)
+        self.batch = _spin(1, 256, 4)
+        self.crop = _spin(32, 2048, 321)
+        self.crop.setSuffix(" px")
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 1.0)
+        self.lr.setSingleStep(0.001)
+        self.lr.setValue(0.01)
+        self.freeze_bn = QCheckBox("Freeze BatchNorm statistics (fine-tuning with small batches)")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.out_edit = QLineEdit()
+        self.out_edit.textEdited.connect(lambda _t: setattr(self, "_out_edited", True))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(browse)
+        sched = QHBoxLayout()
+        for label, w in (("Epochs", self.epochs), ("Batch", self.batch), ("Crop", self.crop), ("LR", self.lr)):
+            sched.addWidget(QLabel(label))
+            sched.addWidget(w)
+        sched.addStretch(1)
+        form.addRow("Start from", self.start_combo)
+        form.addRow("Architecture", self.arch_combo)
+        form.addRow("Schedule", sched)
+        form.addRow("", self.freeze_bn)
+        form.addRow("Device", self.device)
+        form.addRow("Save to", out_row)
+        root.addWidget(self.settings_box)
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("step %v / %m")
+        self.progress.setValue(0)
+        self.status_label = QLabel("Not started.")
+        self.chart = TrainingChart()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(300)
+        self.log.setFixedHeight(self.fontMetrics().height() * 4 + 12)
+        root.addWidget(self.progress)
+        root.addWidget(self.status_label)
+        root.addWidget(self.chart, 1)
+        root.addWidget(self.log)
+
+        self.result_label = QLabel()
+        self.result_label.setWordWrap(True)
+        root.addWidget(self.result_label)
+        after = QHBoxLayout()
+        self.use_button = QPushButton("Make it the active model")
+        self.use_button.clicked.connect(self._use_result)
+        self.repropose_button = QPushButton("Re-propose unreviewed auto images")
+        self.repropose_button.setToolTip("Run the active model again over the images whose labels are "
+                                         "unreviewed model proposals; human-painted pixels are kept.")
+        self.repropose_button.clicked.connect(self._repropose)
+        self.back_button = QPushButton("Switch back to the previous model")
+        self.back_button.clicked.connect(self.tools.switch_back)
+        for b in (self.use_button, self.repropose_button, self.back_button):
+            b.setEnabled(False)
+            after.addWidget(b)
+        after.addStretch(1)
+        root.addLayout(after)
+
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        close = QPushButton("Close")
+        close.setToolTip("Hide this window; a run goes on in the background")
+        close.clicked.connect(self.hide)
+        for b in (self.start_button, self.cancel_button, close):
+            buttons.addWidget(b)
+        root.addLayout(buttons)
+        self.resize(720, 720)
+
+    # --- state -------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the project's counts and the active model (called when shown)."""
+        self._fill_start_combo()
+        project = self.tools.window.project
+        running = self.tools.run.running
+        if project is None:
+            self.data_label.setText("Open a folder first: training uses its edited and reviewed images.")
+            self.start_button.setEnabled(False)
+            return
+        c = training_counts(project)
+        n = c["trainable"]
+        text = (f"<b>{n}</b> image{'s' if n != 1 else ''} will train: {c['edited']} edited, {c['reviewed']} "
+                f"reviewed (about 20% held out for validation). Not used: {c['auto']} unreviewed auto "
+                f"proposal{'s' if c['auto'] != 1 else ''} and {c['unlabeled']} unlabeled.")
+        if n < 2:
+            text += ("<br><span style='color:#b00020'>Training needs at least 2 edited or reviewed images: "
+                     "correct some proposals with the brush or mark images reviewed first.</span>")
+        self.data_label.setText(text)
+        self.start_button.setEnabled(n >= 2 and not running)
+        if not running and (not self._out_edited or not self.out_edit.text()):
+            self.out_edit.setText(str(default_output_path(project)))
+            self._out_edited = False
+
+    def _fill_start_combo(self) -> None:
+        keep = self.start_combo.currentData()
+        self.start_combo.blockSignals(True)
+        self.start_combo.clear()
+        model = self.tools.active_model()
+        if model is not None:
+            self.start_combo.addItem(f"Active model: {_name(model['path'])} ({model['arch']})", INIT_ACTIVE)
+        self.start_combo.addItem("ImageNet backbone (random init when the weights can't be had)", INIT_IMAGENET)
+        self.start_combo.addItem("Random initialisation", INIT_RANDOM)
+        i = self.start_combo.findData(keep)
+        self.start_combo.setCurrentIndex(i if i >= 0 else 0)
+        self.start_combo.blockSignals(False)
+        self._start_changed()
+
+    def _start_changed(self, *_) -> None:
+        active = self.start_combo.currentData() == INIT_ACTIVE
+        if active:
+            arch = self.tools.active_model()["arch"]
+            if self.arch_combo.findText(arch) < 0:
+                self.arch_combo.addItem(arch)
+            self.arch_combo.setCurrentText(arch)
+        self.arch_combo.setEnabled(not active and not self.tools.run.running)
+        self.freeze_bn.setChecked(active and self.batch.value() < 8)
+
+    def _set_running(self, running: bool) -> None:
+        self.settings_box.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.cancel_button.setText("Cancel training")
+        if running:
+            self.start_button.setEnabled(False)
+        else:
+            self.refresh()
+
+    def request(self) -> TrainRequest:
+        """The run the dialog's settings describe."""
+        start = self.start_combo.currentData()
+        init = self.tools.active_model()["path"] if start == INIT_ACTIVE else start
+        return TrainRequest(project=self.tools.window.project, out_path=Path(self.out_edit.text()).expanduser(),
+                            arch=None if start == INIT_ACTIVE else self.arch_combo.currentText(), init=init,
+                            epochs=self.epochs.value(), batch_size=self.batch.value(), crop=self.crop.value(),
+                            lr=self.lr.value(), freeze_bn=self.freeze_bn.isChecked(),
+                            device=self.device.currentText())
+
+    # --- buttons -----------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start a run with the current settings; False (with the reason shown) if it cannot."""
+        window = self.tools.window
+        if self.tools.run.running:
+            return False
+        if window.project is None:
+            self._show_result("Open a folder first.", error=True)
+            return False
+        out = self.out_edit.text().strip()
+        if not out or not out.endswith(".safetensors"):
+            self._show_result("The output file must end in .safetensors.", error=True)
+            return False
+        autosave = getattr(window, "autosave", None)
+        if autosave is not None:
+            autosave.flush()  # the image on screen trains with its latest strokes
+        req = self.request()
+        self._last_out = req.out_path
+        self.chart.clear(0, req.epochs)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.log.clear()
+        self.status_label.setText("Reading the labelled images…")
+        self._show_result("")
+        self.use_button.setEnabled(False)
+        self.repropose_button.setEnabled(False)
+        return self.tools.run.start(req)
+
+    def cancel(self) -> None:
+        self.tools.run.cancel()
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setText("Cancelling…")
+        self.status_label.setText(self.status_label.text() + " · cancelling after this step")
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the trained model", self.out_edit.text(),
+                                              "DeepLab Studio checkpoint (*.safetensors)")
+        if path:
+            if not path.endswith(".safetensors"):
+                path += ".safetensors"
+            self.out_edit.setText(path)
+            self._out_edited = True
+
+    def _use_result(self) -> None:
+        if self.tools.trained_model:
+            self.use_button.setEnabled(False)
+            self._show_result(f"Loading {_name(self.tools.trained_model)}…")
+            self.tools.activate(self.tools.trained_model)
+
+    def _repropose(self) -> None:
+        batch = self.tools.repropose()
+        if batch is not None:
+            self._show_result("Re-proposing the unreviewed auto images with the active model "
+                              "(progress in the status bar).")
+
+    # --- run events ----------------------------------------------------------------------------
+    def on_progress(self, ev) -> None:
+        if ev.kind == "message":
+            self.log.appendPlainText(ev.message)
+            return
+        if ev.kind == "step":
+            self.progress.setRange(0, max(1, ev.total_steps))
+            self.progress.setValue(ev.step)
+            self.chart.add_loss(ev.step, ev.loss, ev.total_steps)
+        elif ev.kind == "epoch":
+            self.progress.setValue(ev.step)
+            self.chart.add_epoch(ev.step, ev.epoch, ev.val_miou)
+            miou = f"{ev.val_miou:.3f}" if ev.val_miou is not None else "–"
+            self.log.appendPlainText(f"epoch {ev.epoch}/{ev.epochs}: loss {ev.loss:.4f}, val mIoU {miou}"
+                                     + (" (new best)" if ev.message == "new best" else ""))
+        elif ev.kind == "done":
+            return
+        parts = [f"Epoch {ev.epoch}/{ev.epochs}", f"step {ev.step}/{ev.total_steps}"]
+        if ev.loss is not None:
+            parts.append(f"loss {ev.loss:.3f}")
+        if ev.val_miou is not None:
+            parts.append(f"val mIoU {ev.val_miou:.3f}" + (f" (best {ev.best_miou:.3f})" if ev.best_miou else ""))
+        if ev.images_per_s:
+            parts.append(f"{ev.images_per_s:.1f} img/s")
+        parts.append(f"ETA {format_eta(ev.eta_s)}")
+        self.status_label.setText(" · ".join(parts))
+
+    def on_finished(self, result) -> None:
+        if result is None:
+            self.status_label.setText("Cancelled before training started.")
+            return
+        best = (f"best val mIoU {result.best_miou:.3f} (epoch {result.best_epoch})"
+                if result.best_miou is not None else "no validation score")
+        if result.cancelled:
+            self.status_label.setText(f"Cancelled at step {result.steps}.")
+            if result.saved:
+                self._show_result(f"Cancelled. The best model so far is kept: {result.out_path} ({best}).")
+                self.use_button.setEnabled(True)
+            else:
+                self._show_result("Cancelled before the first epoch ended: no model was saved.")
+            return
+        self.status_label.setText(f"Finished {result.epochs_done} epochs, {result.steps} steps in "
+                                  f"{format_eta(result.seconds)}.")
+        self._show_result(f"Trained: {result.out_path} ({best}). Loading it as the active model…")
+
+    def on_failed(self, message: str) -> None:
+        self.status_label.setText("Training stopped with an error.")
+        self._show_result(f"Training failed: {message}", error=True)
+
+    def _on_activated(self, path: str) -> None:
+        prev = self.tools.previous_model
+        text = f"Active model: {_name(path)} (newly trained)."
+        if prev:
+            text += (f" The previous model {_name(prev)} stays in Model → Open model… (recent models) "
+                     "or one click away below.")
+        self._show_result(text)
+        self.repropose_button.setEnabled(True)
+        self.back_button.setEnabled(bool(prev))
+
+    def on_activation_failed(self, path: str, message: str) -> None:
+        self._show_result(f"The trained model {path} could not be loaded: {message}", error=True)
+        self.use_button.setEnabled(True)
+
+    def on_model_changed(self) -> None:
+        if not self.tools.run.running:
+            self._fill_start_combo()
+
+    def _show_result(self, text: str, *, error: bool = False) -> None:
+        self.result_label.setStyleSheet("color: #b00020;" if error else "")
+        self.result_label.setText(text)
+
+
+def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    return s
+
+
+def attach_training_tools(window, controller=None) -> TrainingTools:
+    """The window's TrainingTools, created on first use (after the model controller's menu)."""
+    existing = window.findChild(TrainingTools)
+    if existing is not None:
+        return existing
+    if controller is None:
+        from deeplab_studio.gui.model_controller import attach_model_tools
+
+        controller = attach_model_tools(window)
+        existing = window.findChild(TrainingTools)  # attach_model_tools may have attached us already
+        if existing is not None:
+            return existing
+    return TrainingTools(window, controller)
+
+
+__all__ = ["TrainDialog", "TrainingTools", "attach_training_tools", "training_counts", "list_archs", "ARCHS"]

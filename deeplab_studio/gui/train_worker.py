@@ -1,0 +1,196 @@
+"""Fine-tuning in a background thread: `TrainRun` runs `ml.training.train` on the open project.
+
+A `_TrainJob` (a QObject moved to its own QThread) imports torch lazily, reads the project's
+`edited` and `reviewed` images (`ml.datasets.from_project`: never the model's unreviewed `auto`
+proposals) and trains. Training progress (`TrainProgress` events) crosses to the GUI thread as
+Qt signals; a `threading.Event` cancels at the next step (the best checkpoint so far is kept);
+every error ends as the `failed` signal with one line, never as a crash. `shutdown()` (window
+closing) cancels and joins the thread.
+
+The run leaves the GUI its share of the CPU: torch trains with ``cores - 1`` threads and the data
+loading stays in the training thread on the CPU (one loader process when CUDA trains).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+INIT_IMAGENET, INIT_RANDOM = "imagenet", "random"
+
+
+@dataclass
+class TrainRequest:
+    """What to train: the plain values the dialog collects."""
+
+    project: Any  # storage.project.Project
+    out_path: Path
+    arch: str | None = None  # None: the init checkpoint's arch
+    init: str = INIT_IMAGENET  # "imagenet", "random" or a checkpoint path (fine-tune)
+    epochs: int = 10
+    batch_size: int = 4
+    crop: int = 321
+    lr: float = 0.01
+    freeze_bn: bool = False
+    device: str = "auto"
+    val_fraction: float = 0.2
+    seed: int = 0
+    cpu_threads: int | None = None  # None: max(1, cores - 1)
+    num_workers: int | None = None  # None: 0 on the CPU, 1 when CUDA trains
+    log_every: int | None = None  # None: about 200 loss points per run
+
+
+def default_cpu_threads() -> int:
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the window: our typed errors say it all; others get their type name."""
+    name = type(exc).__name__
+    text = (str(exc).strip().splitlines() or [""])[-1] if str(exc).strip() else ""
+    if name in ("TrainError", "DatasetError", "CheckpointError", "ImageReadError", "ProjectError"):
+        return str(exc).strip() or name
+    if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError):
+        return f"out of memory while training ({text or name}); try a smaller batch size or crop"
+    return f"{name}: {text}" if text else name
+
+
+def run_training(req: TrainRequest, cancel: threading.Event, emit: Callable[[Any], None]):
+    """Load the data and train (in the calling thread); returns the `TrainResult`."""
+    import math
+
+    from deeplab_studio.ml.datasets import from_project
+    from deeplab_studio.ml.training import TrainConfig, TrainProgress, resolve_device, train
+
+    data = from_project(req.project, val_fraction=req.val_fraction, seed=req.seed)
+    if cancel.is_set():
+        raise _Cancelled()
+    device = resolve_device(req.device)
+    workers = req.num_workers if req.num_workers is not None else (1 if device.type == "cuda" else 0)
+    steps = math.ceil(max(len(data.train), req.batch_size) / req.batch_size) * req.epochs
+    log_every = req.log_every or max(1, steps // 200)
+    config = TrainConfig(arch=req.arch, epochs=req.epochs, batch_size=req.batch_size, crop=req.crop, lr=req.lr,
+                         freeze_bn=req.freeze_bn, device=str(device), num_workers=workers,
+                         cpu_threads=req.cpu_threads or default_cpu_threads(), seed=req.seed,
+                         val_fraction=req.val_fraction, init=req.init, log_every=log_every)
+    out = Path(req.out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    emit(TrainProgress("message", message=f"{len(data.train)} training and {len(data.val)} validation images "
+                                          f"({data.info.get('edited', 0)} edited, {data.info.get('reviewed', 0)} "
+                                          "reviewed)"))
+    result = train(config, data, out, progress=emit, cancel=cancel)
+    if not result.cancelled:  # a finished run needs no resume state (it is as big as the model twice)
+        Path(result.last_path).unlink(missing_ok=True)
+    return result
+
+
+class _Cancelled(Exception):
+    """Cancelled before training started."""
+
+
+class _TrainJob(QObject):
+    progress = Signal(object)  # ml.training.TrainProgress
+    finished = Signal(object)  # ml.training.TrainResult, or None when cancelled before the start
+    failed = Signal(str)
+
+    def __init__(self, request: TrainRequest, cancel: threading.Event) -> None:
+        super().__init__()
+        self.request, self.cancel = request, cancel
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            result = run_training(self.request, self.cancel, self.progress.emit)
+        except _Cancelled:
+            self.finished.emit(None)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a message in the window
+            self.failed.emit(describe_error(exc))
+        else:
+            self.finished.emit(result)
+
+
+class TrainRun(QObject):
+    """Starts one training run at a time in its own thread; signals arrive in the GUI thread."""
+
+    started = Signal(object)  # TrainRequest
+    progress = Signal(object)  # TrainProgress
+    finished = Signal(object)  # TrainResult (result.cancelled tells a cancel) or None
+    failed = Signal(str)
+    stopped = Signal()  # after finished/failed: the thread has ended
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread: QThread | None = None
+        self._job: _TrainJob | None = None
+        self._cancel = threading.Event()
+        self.request: TrainRequest | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self, request: TrainRequest) -> bool:
+        """Start training; False when a run is already going."""
+        if self.running:
+            return False
+        self.request = request
+        self._cancel = threading.Event()
+        self._thread = QThread()
+        self._thread.setObjectName("deeplab-training")
+        self._job = _TrainJob(request, self._cancel)
+        self._job.moveToThread(self._thread)
+        self._thread.started.connect(self._job.run)
+        self._job.progress.connect(self._on_progress)
+        self._job.finished.connect(self._on_finished)
+        self._job.failed.connect(self._on_failed)
+        self._thread.start()
+        self.started.emit(request)
+        return True
+
+    def cancel(self) -> None:
+        """Stop at the next step; the best checkpoint written so far stays."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def shutdown(self, timeout_ms: int = 60000) -> bool:
+        """Cancel and join the thread (window closing); True when it ended in time."""
+        self._cancel.set()
+        return self._join(timeout_ms)
+
+    def _join(self, timeout_ms: int = 60000) -> bool:
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.quit()
+        ok = bool(thread.wait(timeout_ms))
+        if ok:
+            self._thread, self._job = None, None
+        return ok
+
+    @Slot(object)
+    def _on_progress(self, event) -> None:
+        self.progress.emit(event)
+
+    @Slot(object)
+    def _on_finished(self, result) -> None:
+        self._join()
+        self.finished.emit(result)
+        self.stopped.emit()
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self._join()
+        self.failed.emit(message)
+        self.stopped.emit()
+
+
+__all__ = ["INIT_IMAGENET", "INIT_RANDOM", "TrainRequest", "TrainRun", "describe_error", "run_training",
+           "default_cpu_threads"]

@@ -1,0 +1,291 @@
+"""Model → Train on my labels… through the real window: runs, chart, activation, cancel, errors.
+
+CPU, one torch thread, 64×64 generated scenes, 48-px crops, a couple of epochs: seconds per run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QSettings
+
+from deeplab_studio.core.scenes import SCENE_CLASSES, generate_scene, scene_labelset
+from deeplab_studio.gui.model_controller import attach_model_tools
+from deeplab_studio.gui.train_dialog import ARCHS, INIT_ACTIVE, attach_training_tools, training_counts
+from deeplab_studio.gui.training_chart import TrainingChart, TrainingCurves, nice_ceiling
+from deeplab_studio.storage.project import Project, Status
+
+ARCH = "deeplabv3plus_mobilenet"
+CLASSES = list(SCENE_CLASSES)
+# 3 edited + 2 reviewed train; the auto proposal and the unlabeled image must never be used
+STATUSES = ("edited", "reviewed", "auto", "edited", "unlabeled", "reviewed", "edited")
+TIMEOUT = 180_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    from deeplab_studio.ml.checkpoints import save_checkpoint
+    from deeplab_studio.ml.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ARCH, num_classes=len(CLASSES)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "previous.safetensors"
+    save_checkpoint(path, model, arch=ARCH, num_classes=len(CLASSES), class_names=CLASSES)
+    return path
+
+
+def make_project(folder: Path, statuses=STATUSES) -> Path:
+    folder.mkdir()
+    truth = {}
+    for i, _ in enumerate(statuses):
+        image, labels = generate_scene(64, 64, seed=(31, i))
+        Image.fromarray(image).save(folder / f"scene{i}.png")
+        truth[f"scene{i}.png"] = labels
+    project = Project.open(folder)
+    project.set_labelset(scene_labelset())
+    for i, status in enumerate(statuses):
+        rec = project.record(f"scene{i}.png")
+        labels = truth[rec.path]
+        if status == "unlabeled":
+            continue
+        if status == "auto":  # a poor model proposal: all background, nothing painted
+            project.save_annotation(rec, np.zeros_like(labels), np.zeros(labels.shape, bool), status=Status.AUTO)
+        else:
+            project.save_annotation(rec, labels, np.ones(labels.shape, bool), status=Status(status))
+    project.save()
+    return folder
+
+
+def open_window(qtbot, tmp_path: Path, folder: Path):
+    from deeplab_studio.gui.main_window import MainWindow
+
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.resize(900, 700)
+    w.show()
+    assert w.open_folder(folder)
+    return w
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    w = open_window(qtbot, tmp_path, make_project(tmp_path / "images"))
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def tools(qtbot, window, tiny_checkpoint):
+    c = attach_model_tools(window)
+    c.act_crf.setChecked(False)
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        c.load_model(str(tiny_checkpoint), "cpu")
+    t = attach_training_tools(window)
+    yield t
+    t.shutdown()
+    c.shutdown()
+
+
+def small_run(dialog, *, epochs: int, start: str | None = None) -> None:
+    if start is not None:
+        dialog.start_combo.setCurrentIndex(dialog.start_combo.findData(start))
+    dialog.arch_combo.setCurrentText(ARCH)
+    dialog.epochs.setValue(epochs)
+    dialog.batch.setValue(2)
+    dialog.crop.setValue(48)
+    dialog.device.setCurrentText("cpu")
+
+
+def test_attach_is_idempotent_and_menu_has_the_actions(tools, window) -> None:
+    assert attach_training_tools(window) is tools
+    texts = [a.text() for a in window.model_menu.actions()]
+    assert texts.count("Train on my labels…") == 1
+    assert "Re-propose unreviewed auto images" in texts
+    assert texts.index("Train on my labels…") > texts.index("Open model…")  # after the controller's
+
+
+def test_architectures_match_the_zoo() -> None:
+    from deeplab_studio.ml.zoo import list_archs
+
+    assert list(ARCHS) == list_archs()
+
+
+def test_only_edited_and_reviewed_images_are_counted(tools, window) -> None:
+    counts = training_counts(window.project)
+    assert counts["trainable"] == 5 and counts["auto"] == 1 and counts["unlabeled"] == 1
+    dialog = tools.show_dialog()
+    text = dialog.data_label.text()
+    assert "<b>5</b> images will train: 3 edited, 2 reviewed" in text
+    assert "1 unreviewed auto proposal" in text and "1 unlabeled" in text
+    assert dialog.start_button.isEnabled()
+    assert dialog.start_combo.currentData() == INIT_ACTIVE  # fine-tune the active model by default
+    assert not dialog.arch_combo.isEnabled() and dialog.arch_combo.currentText() == ARCH
+    out = Path(dialog.out_edit.text())
+    assert out.parent == Path(window.project.data_dir) / "models" and out.suffix == ".safetensors"
+
+
+def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, window, tiny_checkpoint) -> None:
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+    from deeplab_studio.ml.predictor import Predictor
+
+    controller = tools.controller
+    dialog = tools.show_dialog()
+    small_run(dialog, epochs=2, start=INIT_ACTIVE)
+    out = Path(dialog.out_edit.text())
+    events = []
+    tools.run.progress.connect(events.append)
+    with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
+        dialog.start_button.click()
+        assert not dialog.settings_box.isEnabled() and dialog.cancel_button.isEnabled()
+    result = blocker.args[0]
+    assert result.saved and not result.cancelled and result.epochs_done == 2
+    kinds = [e.kind for e in events]
+    assert kinds.count("epoch") == 2 and "step" in kinds and kinds[-1] == "done"
+    curves = dialog.chart.curves
+    assert len(curves.loss) == kinds.count("step") and all(math.isfinite(v) for _, v in curves.loss)
+    assert [e for _, e, _ in curves.miou] == [1, 2] and len(curves.epoch_ends) == 2
+    assert curves.total_steps == result.steps
+    assert dialog.progress.value() == result.steps
+    assert "val mIoU" in dialog.status_label.text() or "Finished" in dialog.status_label.text()
+
+    # the new model becomes the active one; the previous one stays selectable
+    qtbot.waitUntil(lambda: (controller.client.model or {}).get("path") == str(out), timeout=60000)
+    qtbot.waitUntil(lambda: dialog.repropose_button.isEnabled(), timeout=10000)
+    assert tools.previous_model == str(tiny_checkpoint)
+    assert controller.recent_models()[:2] == [str(out), str(tiny_checkpoint)]
+    assert dialog.back_button.isEnabled() and "Active model" in dialog.result_label.text()
+    assert dialog.start_button.isEnabled() and dialog.settings_box.isEnabled()
+    summary = load_checkpoint(out).meta["training"]
+    assert summary["train_images"] + summary["val_images"] == 5  # never the auto or unlabeled image
+    assert not result.last_path.exists()  # a finished run leaves no resume state behind
+
+    # one click re-proposes the unreviewed auto images with the new model; human labels stay
+    project = window.project
+    human = {r.path: project.load_annotation(r)[0].copy() for r in project.records if r.status in ("edited", "reviewed")}
+    with qtbot.waitSignal(controller.client.batchFinished, timeout=TIMEOUT) as batch:
+        dialog.repropose_button.click()
+    wants_statuses = "statuses" in inspect.signature(controller.auto_segment_all).parameters
+    assert batch.args[1] == (1 if wants_statuses else 2) and batch.args[2] == 0
+    for key, labels in human.items():
+        assert np.array_equal(project.load_annotation(project.record(key))[0], labels)
+    # "next most uncertain" ranks by the new model's confidence
+    predictor = Predictor(load_checkpoint(out), device="cpu")
+    rec = project.record("scene2.png")
+    conf = np.clip(predictor.predict(project.read_image(rec)).confidence * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    assert controller.uncertainty.mean["scene2.png"] == pytest.approx(1 - conf.mean() / 255.0, abs=1e-6)
+
+    # switching back to the previous model is one click
+    dialog.back_button.click()
+    qtbot.waitUntil(lambda: controller.client.model["path"] == str(tiny_checkpoint), timeout=60000)
+
+
+def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint) -> None:
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+
+    controller = tools.controller
+    dialog = tools.show_dialog()
+    small_run(dialog, epochs=200, start="random")
+    assert dialog.arch_combo.isEnabled()
+    out = Path(dialog.out_edit.text())
+
+    def cancel_after_first_epoch(ev) -> None:
+        if ev.kind == "epoch" and not tools.run.cancel_requested:
+            dialog.cancel_button.click()
+
+    tools.run.progress.connect(cancel_after_first_epoch)
+    with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
+        assert dialog.start()
+    result = blocker.args[0]
+    assert result.cancelled and result.saved and 1 <= result.epochs_done < 200
+    assert out.is_file() and load_checkpoint(out).num_classes == len(CLASSES)
+    assert result.last_path.is_file()  # the resume state of a cancelled run stays
+    assert controller.client.model["path"] == str(tiny_checkpoint)  # not activated by itself
+    assert "best model so far is kept" in dialog.result_label.text()
+    assert dialog.use_button.isEnabled() and not dialog.cancel_button.isEnabled()
+    dialog.use_button.click()
+    qtbot.waitUntil(lambda: controller.client.model["path"] == str(out), timeout=60000)
+
+
+def test_no_labelled_images_gives_a_message_and_the_app_goes_on(qtbot, tmp_path, tiny_checkpoint) -> None:
+    w = open_window(qtbot, tmp_path, make_project(tmp_path / "only_auto", ("auto", "unlabeled", "auto")))
+    try:
+        t = attach_training_tools(w)
+        dialog = t.show_dialog()
+        assert "needs at least 2 edited or reviewed images" in dialog.data_label.text()
+        assert not dialog.start_button.isEnabled()
+        assert dialog.start_combo.currentData() == "imagenet"  # no model loaded: no "active" entry
+        dialog.start_combo.setCurrentIndex(dialog.start_combo.findData("random"))
+        # forced anyway, the worker's error comes back as a message in the window
+        shown = []
+        w.messageShown.connect(shown.append)
+        with qtbot.waitSignal(t.run.failed, timeout=TIMEOUT) as blocker:
+            assert dialog.start()
+        assert "at least 2 edited or reviewed images" in blocker.args[0]
+        assert any("Training failed" in m and "at least 2" in m for m in shown)
+        assert "Training failed" in dialog.result_label.text()
+        assert not t.run.running and dialog.settings_box.isEnabled()
+        assert w.step(+1) and w.document is not None  # the window still works
+    finally:
+        w.close()
+
+
+def test_a_broken_start_checkpoint_fails_cleanly(qtbot, tools, window, tmp_path) -> None:
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    dialog = tools.show_dialog()
+    small_run(dialog, epochs=1, start="random")
+    req = dialog.request()
+    req.init = str(bad)
+    req.arch = None
+    with qtbot.waitSignal(tools.run.failed, timeout=TIMEOUT) as blocker:
+        assert tools.run.start(req)
+    assert "broken.safetensors" in blocker.args[0]
+    assert "broken.safetensors" in window.banner.label.text()
+
+
+def test_closing_the_window_cancels_and_joins_the_run(qtbot, tools, window) -> None:
+    dialog = tools.show_dialog()
+    small_run(dialog, epochs=200, start="random")
+    with qtbot.waitSignal(tools.run.progress, timeout=TIMEOUT, check_params_cb=lambda ev: ev.kind == "step"):
+        assert dialog.start()
+    assert tools.run.running
+    window.close()
+    assert not tools.run.running
+
+
+def test_chart_curves_and_drawing(qtbot) -> None:
+    curves = TrainingCurves(smoothing=0.5)
+    curves.clear(total_steps=10, epochs=2)
+    curves.add_loss(1, 2.0)
+    curves.add_loss(2, float("nan"))  # ignored
+    curves.add_loss(3, 1.0)
+    curves.add_epoch(5, 1, 0.4)
+    curves.add_epoch(10, 2, None)  # no validation score: an epoch mark, no point
+    assert curves.loss == [(1, 2.0), (3, 1.0)] and curves.smoothed == [(1, 2.0), (3, 1.5)]
+    assert curves.miou == [(5, 1, 0.4)] and curves.epoch_ends == [5, 10] and curves.x_max() == 10
+    assert nice_ceiling(1.7) == 2 and nice_ceiling(0.23) == 0.25 and nice_ceiling(3.0) == 5
+
+    chart = TrainingChart()
+    qtbot.addWidget(chart)
+    chart.resize(400, 220)
+    empty = chart.grab().toImage()
+    chart.curves = curves
+    drawn = chart.grab().toImage()
+    assert not empty.isNull() and drawn != empty
