@@ -285,17 +285,18 @@ class Predictor:
             warnings.warn(message, PredictorWarning, stacklevel=3)
 
     # --- public API ------------------------------------------------------------------------
-    def predict(self, image: np.ndarray, *, cancel: Cancel = None) -> Prediction:
+    def predict(self, image: np.ndarray, *, cancel: Cancel = None,
+                progress: Callable[[int, int], None] | None = None) -> Prediction:
         """Probabilities, labels and confidence for one uint8 H×W×3 RGB image.
 
         `cancel` (a callable returning True, or a `threading.Event`) is checked between tiles;
-        when set, `PredictionCancelled` is raised.
+        when set, `PredictionCancelled` is raised. `progress(done, total)` is called after each tile.
         """
         image = as_rgb(image)
         while True:
             try:
                 with torch.inference_mode():
-                    return self._run(image, cancel)
+                    return self._run(image, cancel, progress)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
                 if not _is_oom(exc):
                     raise
@@ -348,7 +349,7 @@ class Predictor:
             raise PredictionError(f"out of memory on the CPU even with {side}px tiles for a {w}×{h} image ({reason}); "
                                   "float16 or no probabilities (probs_dtype, keep_probs) need less")
 
-    def _run(self, image: np.ndarray, cancel: Cancel) -> Prediction:
+    def _run(self, image: np.ndarray, cancel: Cancel, progress: Callable[[int, int], None] | None) -> Prediction:
         height, width = image.shape[:2]
         if self.large_image == "downscale" and max(height, width) > self.max_side:
             from PIL import Image
@@ -356,21 +357,25 @@ class Predictor:
             scale = self.max_side / max(height, width)
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small_image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-            small = torch.from_numpy(self._tiled(small_image, cancel, keep_probs=True, dtype=torch.float32).probs)
+            small = torch.from_numpy(self._tiled(small_image, cancel, progress, keep_probs=True,
+                                                 dtype=torch.float32).probs)
             out = _Outputs(height, width, self.keep_probs, self.probs_dtype)
             band = max(1, (64 << 20) // (4 * small.shape[0] * width))  # ~64 MB of float32 per band
             for y0 in range(0, height, band):
                 out.write(y0, _upsample_rows(small, height, width, y0, min(height, y0 + band)))
             return out.result()
-        return self._tiled(image, cancel, keep_probs=self.keep_probs, dtype=self.probs_dtype)
+        return self._tiled(image, cancel, progress, keep_probs=self.keep_probs, dtype=self.probs_dtype)
 
-    def _tiled(self, image: np.ndarray, cancel: Cancel, *, keep_probs: bool, dtype: torch.dtype) -> Prediction:
+    def _tiled(self, image: np.ndarray, cancel: Cancel, progress: Callable[[int, int], None] | None, *,
+               keep_probs: bool, dtype: torch.dtype) -> Prediction:
         height, width = image.shape[:2]
         th, tw, ys, xs = tile_grid(height, width, self.tile_size, self.tile_overlap)
         out = _Outputs(height, width, keep_probs, dtype)
         _check_cancel(cancel)
         if len(ys) == 1 and len(xs) == 1:
             out.write(0, self._tile_probs(image))
+            if progress is not None:
+                progress(1, 1)
             return out.result()
         # Tiles run row band by row band, left to right, weighted so that all weights add to 1.
         # A block is written out as soon as no later tile touches it; only the overlaps wait:
@@ -400,6 +405,8 @@ class Predictor:
                     if new_carry is None:
                         new_carry = torch.empty(part.shape[0], th - rows, width)
                     new_carry[:, :, x0 : x0 + cols] = block[:, rows:]
+                if progress is not None:
+                    progress(i * len(xs) + j + 1, len(ys) * len(xs))
             carry = new_carry
         return out.result()
 

@@ -177,12 +177,15 @@ def test_large_image_in_tiles_without_keeping_probabilities() -> None:
 
 
 # --- cancel ------------------------------------------------------------------------------------
-def test_cancel_between_tiles() -> None:
+def test_cancel_and_progress_between_tiles() -> None:
     model = ColourNet()
     p = Predictor(model, device="cpu", tile_size=64, tile_overlap=16)
     with pytest.raises(PredictionCancelled):
         p.predict(blocks_image(), cancel=lambda: len(model.calls) >= 2)
     assert len(model.calls) == 2
+    steps: list[tuple[int, int]] = []
+    p.predict(blocks_image(), progress=lambda done, total: steps.append((done, total)))
+    assert steps == [(k, 9) for k in range(1, 10)]  # 120×160 in 64 px tiles (≥16 overlap): 3 × 3
     stop = threading.Event()
     stop.set()
     model.calls.clear()
@@ -381,3 +384,12 @@ def test_trained_deeplab_gives_the_same_labels_with_tiles_and_tta(demo_model, op
         cm = ConfusionMatrix(4)
         cm.update(truth, pred.labels)
         assert cm.miou() > 0.9
+
+
+def test_downscale_without_probs_matches_with_probs() -> None:
+    img = noise_image(150, 200)
+    with_probs = Predictor(conv_net(), device="cpu", large_image="downscale", max_side=64).predict(img)
+    without = Predictor(conv_net(), device="cpu", large_image="downscale", max_side=64, keep_probs=False).predict(img)
+    assert without.probs is None
+    np.testing.assert_array_equal(without.labels, with_probs.labels)
+    np.testing.assert_allclose(without.confidence, with_probs.confidence, atol=1e-5)
