@@ -17,57 +17,20 @@ far is kept and can be made active.
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
-                               QVBoxLayout, QWidget)
+                               QToolButton, QVBoxLayout, QWidget)
 
-from deeplab_studio.gui.train_worker import INIT_IMAGENET, INIT_RANDOM, TrainRequest, TrainRun
+from deeplab_studio.gui.train_worker import (ARCHS, INIT_IMAGENET, INIT_RANDOM, TrainRequest, TrainRun,  # noqa: F401
+                                            default_output_path, format_eta, list_archs, training_counts)
 from deeplab_studio.gui.training_chart import TrainingChart
 
-#: ml.zoo.list_archs() without importing torch in the GUI thread (a test keeps them equal)
-ARCHS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenet",
-         "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet", "deeplabv3_mobilenet_v3_large")
 DEFAULT_ARCH = "deeplabv3plus_mobilenet"
 INIT_ACTIVE = "active"
-TRAINABLE = ("edited", "reviewed")
-
-
-def list_archs() -> list[str]:
-    """The registered architectures (zoo's own list once torch is loaded anyway)."""
-    zoo = sys.modules.get("deeplab_studio.ml.zoo")
-    return list(zoo.list_archs()) if zoo is not None else list(ARCHS)
-
-
-def _status(rec) -> str:
-    return str(getattr(rec.status, "value", rec.status))
-
-
-def training_counts(project) -> dict[str, int]:
-    """Images per status; `trainable` = edited/reviewed images whose label map exists."""
-    counts = {"unlabeled": 0, "auto": 0, "edited": 0, "reviewed": 0, "trainable": 0}
-    for rec in project.records:
-        s = _status(rec)
-        counts[s] = counts.get(s, 0) + 1
-        if s in TRAINABLE and project.has_annotation(rec):
-            counts["trainable"] += 1
-    return counts
-
-
-def default_output_path(project) -> Path:
-    return Path(project.data_dir) / "models" / f"{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
-        return "–"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _name(path: str | Path) -> str:
@@ -87,6 +50,7 @@ class TrainingTools(QObject):
         self.dialog: TrainDialog | None = None
         self.previous_model: str | None = None  # active before the trained model took over
         self.trained_model: str | None = None
+        self.last_result = None  # ml.training.TrainResult of the last run
         self._pending: str | None = None
         self.act_train = QAction("Train on my labels…", window)
         self.act_train.setObjectName("train_on_labels")
@@ -99,12 +63,20 @@ class TrainingTools(QObject):
         for act in (self.act_train, self.act_repropose):
             menu.addAction(act)
             window.addAction(act)
+        self.status_button = QToolButton()  # "Training 42% · ETA 1:05" while a run goes on; opens the dialog
+        self.status_button.setAutoRaise(True)
+        self.status_button.setToolTip("Training on your labels: click to show the chart")
+        self.status_button.clicked.connect(self.show_dialog)
+        self.status_button.hide()
+        window.statusBar().addPermanentWidget(self.status_button)
         client = controller.client
         client.modelLoaded.connect(self._on_model_loaded)
         client.modelFailed.connect(self._on_model_failed)
         self.run.progress.connect(self._on_progress)
         self.run.finished.connect(self._on_finished)
         self.run.failed.connect(self._on_failed)
+        self.run.started.connect(lambda _req: self._show_status("Training…"))
+        self.run.stopped.connect(self.status_button.hide)
         window.closing.connect(self.shutdown)
         window.projectChanged.connect(self._on_project_changed)
 
@@ -146,15 +118,18 @@ class TrainingTools(QObject):
         self.run.shutdown()
 
     # --- events ------------------------------------------------------------------------------
+    def _show_status(self, text: str) -> None:
+        self.status_button.setText(text)
+        self.status_button.show()
+
     def _on_progress(self, ev) -> None:
-        if ev.kind == "epoch":
-            miou = f", val mIoU {ev.val_miou:.3f}" if ev.val_miou is not None else ""
-            self.window.statusBar().showMessage(f"Training: epoch {ev.epoch}/{ev.epochs}{miou}, "
-                                                f"ETA {format_eta(ev.eta_s)}", 8000)
+        if ev.kind in ("step", "epoch") and ev.total_steps:
+            self._show_status(f"Training {100 * ev.step // ev.total_steps}% · ETA {format_eta(ev.eta_s)}")
         if self.dialog is not None:
             self.dialog.on_progress(ev)
 
     def _on_finished(self, result) -> None:
+        self.last_result = result
         if self.dialog is not None:
             self.dialog.on_finished(result)
         if result is not None and result.saved and not result.cancelled:
@@ -200,6 +175,7 @@ class TrainDialog(QDialog):
         self.setWindowTitle("Train on my labels")
         self._out_edited = False
         self._last_out: Path | None = None
+        self._rate: float | None = None  # images/s of the last step event
         self._build()
         tools.modelActivated.connect(self._on_activated)
         tools.run.started.connect(lambda _req: self._set_running(True))
@@ -387,6 +363,7 @@ class TrainDialog(QDialog):
         req = self.request()
         self._last_out = req.out_path
         self.chart.clear(0, req.epochs)
+        self._rate = None
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.log.clear()
@@ -445,8 +422,9 @@ class TrainDialog(QDialog):
             parts.append(f"loss {ev.loss:.3f}")
         if ev.val_miou is not None:
             parts.append(f"val mIoU {ev.val_miou:.3f}" + (f" (best {ev.best_miou:.3f})" if ev.best_miou else ""))
-        if ev.images_per_s:
-            parts.append(f"{ev.images_per_s:.1f} img/s")
+        self._rate = ev.images_per_s or self._rate
+        if self._rate:
+            parts.append(f"{self._rate:.1f} img/s")
         parts.append(f"ETA {format_eta(ev.eta_s)}")
         self.status_label.setText(" · ".join(parts))
 
@@ -474,7 +452,11 @@ class TrainDialog(QDialog):
 
     def _on_activated(self, path: str) -> None:
         prev = self.tools.previous_model
-        text = f"Active model: {_name(path)} (newly trained)."
+        text = f"Active model: {_name(path)} (newly trained"
+        res = self.tools.last_result
+        if res is not None and str(res.out_path) == path and res.best_miou is not None:
+            text += f"; best val mIoU {res.best_miou:.3f} at epoch {res.best_epoch}"
+        text += ")."
         if prev:
             text += (f" The previous model {_name(prev)} stays in Model → Open model… (recent models) "
                      "or one click away below.")
@@ -517,4 +499,4 @@ def attach_training_tools(window, controller=None) -> TrainingTools:
     return TrainingTools(window, controller)
 
 
-__all__ = ["TrainDialog", "TrainingTools", "attach_training_tools", "training_counts", "list_archs", "ARCHS"]
+__all__ = ["TrainDialog", "TrainingTools", "attach_training_tools"]

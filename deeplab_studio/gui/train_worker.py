@@ -14,7 +14,9 @@ loading stays in the training thread on the CPU (one loader process when CUDA tr
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +47,44 @@ class TrainRequest:
     log_every: int | None = None  # None: about 200 loss points per run
 
 
+#: ml.zoo.list_archs() without importing torch in the GUI thread (a test keeps them equal)
+ARCHS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenet",
+         "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet", "deeplabv3_mobilenet_v3_large")
+TRAINABLE = ("edited", "reviewed")
+
+
+def list_archs() -> list[str]:
+    """The registered architectures (zoo's own list once torch is loaded anyway)."""
+    zoo = sys.modules.get("deeplab_studio.ml.zoo")
+    return list(zoo.list_archs()) if zoo is not None else list(ARCHS)
+
+
+def _status(rec) -> str:
+    return str(getattr(rec.status, "value", rec.status))
+
+
+def training_counts(project) -> dict[str, int]:
+    """Images per status; `trainable` = edited/reviewed images whose label map exists."""
+    counts = {"unlabeled": 0, "auto": 0, "edited": 0, "reviewed": 0, "trainable": 0}
+    for rec in project.records:
+        s = _status(rec)
+        counts[s] = counts.get(s, 0) + 1
+        if s in TRAINABLE and project.has_annotation(rec):
+            counts["trainable"] += 1
+    return counts
+
+
+def default_output_path(project) -> Path:
+    return Path(project.data_dir) / "models" / f"{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "–"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 def default_cpu_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
@@ -65,7 +105,7 @@ def run_training(req: TrainRequest, cancel: threading.Event, emit: Callable[[Any
     import math
 
     from deeplab_studio.ml.datasets import from_project
-    from deeplab_studio.ml.training import TrainConfig, TrainProgress, resolve_device, train
+    from deeplab_studio.ml.training import TrainConfig, resolve_device, train
 
     data = from_project(req.project, val_fraction=req.val_fraction, seed=req.seed)
     if cancel.is_set():
@@ -80,9 +120,6 @@ def run_training(req: TrainRequest, cancel: threading.Event, emit: Callable[[Any
                          val_fraction=req.val_fraction, init=req.init, log_every=log_every)
     out = Path(req.out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    emit(TrainProgress("message", message=f"{len(data.train)} training and {len(data.val)} validation images "
-                                          f"({data.info.get('edited', 0)} edited, {data.info.get('reviewed', 0)} "
-                                          "reviewed)"))
     result = train(config, data, out, progress=emit, cancel=cancel)
     if not result.cancelled:  # a finished run needs no resume state (it is as big as the model twice)
         Path(result.last_path).unlink(missing_ok=True)
@@ -192,5 +229,5 @@ class TrainRun(QObject):
         self.stopped.emit()
 
 
-__all__ = ["INIT_IMAGENET", "INIT_RANDOM", "TrainRequest", "TrainRun", "describe_error", "run_training",
-           "default_cpu_threads"]
+__all__ = ["ARCHS", "INIT_IMAGENET", "INIT_RANDOM", "TrainRequest", "TrainRun", "default_cpu_threads",
+           "default_output_path", "describe_error", "format_eta", "list_archs", "run_training", "training_counts"]

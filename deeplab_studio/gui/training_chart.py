@@ -58,7 +58,8 @@ class TrainingCurves:
         return max(self.total_steps, last)
 
     def loss_max(self) -> float:
-        return nice_ceiling(max((v for _, v in self.loss), default=1.0))
+        """Top of the loss axis: 4 × a round tick step."""
+        return 4 * nice_ceiling(max((v for _, v in self.loss), default=1.0) / 4)
 
 
 def nice_ceiling(value: float) -> float:

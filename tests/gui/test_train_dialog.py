@@ -5,7 +5,6 @@ CPU, one torch thread, 64×64 generated scenes, 48-px crops, a couple of epochs:
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from PySide6.QtCore import QSettings
 
 from deeplab_studio.core.scenes import SCENE_CLASSES, generate_scene, scene_labelset
 from deeplab_studio.gui.model_controller import attach_model_tools
-from deeplab_studio.gui.train_dialog import ARCHS, INIT_ACTIVE, attach_training_tools, training_counts
+from deeplab_studio.gui.train_dialog import INIT_ACTIVE, attach_training_tools
+from deeplab_studio.gui.train_worker import ARCHS, training_counts
 from deeplab_studio.gui.training_chart import TrainingChart, TrainingCurves, nice_ceiling
 from deeplab_studio.storage.project import Project, Status
 
@@ -146,6 +146,9 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     from deeplab_studio.ml.predictor import Predictor
 
     controller = tools.controller
+    with qtbot.waitSignal(controller.proposalApplied, timeout=TIMEOUT):  # a proposal of the previous model
+        controller.auto_segment()
+    assert window.document.key in controller.uncertainty.mean
     dialog = tools.show_dialog()
     small_run(dialog, epochs=2, start=INIT_ACTIVE)
     out = Path(dialog.out_edit.text())
@@ -154,6 +157,7 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
         dialog.start_button.click()
         assert not dialog.settings_box.isEnabled() and dialog.cancel_button.isEnabled()
+        assert tools.status_button.isVisible()  # the status bar shows the run while the dialog is hidden
     result = blocker.args[0]
     assert result.saved and not result.cancelled and result.epochs_done == 2
     kinds = [e.kind for e in events]
@@ -162,6 +166,7 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     assert len(curves.loss) == kinds.count("step") and all(math.isfinite(v) for _, v in curves.loss)
     assert [e for _, e, _ in curves.miou] == [1, 2] and len(curves.epoch_ends) == 2
     assert curves.total_steps == result.steps
+    assert not tools.status_button.isVisible()
     assert dialog.progress.value() == result.steps
     assert "val mIoU" in dialog.status_label.text() or "Finished" in dialog.status_label.text()
 
@@ -171,6 +176,8 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     assert tools.previous_model == str(tiny_checkpoint)
     assert controller.recent_models()[:2] == [str(out), str(tiny_checkpoint)]
     assert dialog.back_button.isEnabled() and "Active model" in dialog.result_label.text()
+    assert "best val mIoU" in dialog.result_label.text()
+    assert controller.uncertainty.mean == {}  # the previous model's uncertainty no longer ranks images
     assert dialog.start_button.isEnabled() and dialog.settings_box.isEnabled()
     summary = load_checkpoint(out).meta["training"]
     assert summary["train_images"] + summary["val_images"] == 5  # never the auto or unlabeled image
@@ -181,8 +188,7 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     human = {r.path: project.load_annotation(r)[0].copy() for r in project.records if r.status in ("edited", "reviewed")}
     with qtbot.waitSignal(controller.client.batchFinished, timeout=TIMEOUT) as batch:
         dialog.repropose_button.click()
-    wants_statuses = "statuses" in inspect.signature(controller.auto_segment_all).parameters
-    assert batch.args[1] == (1 if wants_statuses else 2) and batch.args[2] == 0
+    assert batch.args[1] == 1 and batch.args[2] == 0  # the one auto image; not the unlabeled one
     for key, labels in human.items():
         assert np.array_equal(project.load_annotation(project.record(key))[0], labels)
     # "next most uncertain" ranks by the new model's confidence
@@ -190,6 +196,7 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     rec = project.record("scene2.png")
     conf = np.clip(predictor.predict(project.read_image(rec)).confidence * 255.0 + 0.5, 0, 255).astype(np.uint8)
     assert controller.uncertainty.mean["scene2.png"] == pytest.approx(1 - conf.mean() / 255.0, abs=1e-6)
+    assert controller.next_most_uncertain() == "scene2.png"
 
     # switching back to the previous model is one click
     dialog.back_button.click()
@@ -281,6 +288,10 @@ def test_chart_curves_and_drawing(qtbot) -> None:
     assert curves.loss == [(1, 2.0), (3, 1.0)] and curves.smoothed == [(1, 2.0), (3, 1.5)]
     assert curves.miou == [(5, 1, 0.4)] and curves.epoch_ends == [5, 10] and curves.x_max() == 10
     assert nice_ceiling(1.7) == 2 and nice_ceiling(0.23) == 0.25 and nice_ceiling(3.0) == 5
+    assert curves.loss_max() == 2.0  # 4 ticks of 0.5
+    low = TrainingCurves()
+    low.add_loss(1, 0.155)
+    assert low.loss_max() == pytest.approx(0.2)  # 4 ticks of 0.05, not 0.0625
 
     chart = TrainingChart()
     qtbot.addWidget(chart)
