@@ -108,11 +108,7 @@ class TrainingTools(QObject):
 
     def repropose(self) -> int | None:
         """Re-run the active model over the unreviewed auto proposals (human pixels are kept)."""
-        fn = self.controller.auto_segment_all
-        try:
-            return fn(statuses=("auto",))
-        except TypeError:  # the controller re-proposes unlabeled and auto images together
-            return fn()
+        return self.controller.auto_segment_all(statuses=("auto",))
 
     def shutdown(self, *_) -> None:
         self.run.shutdown()
@@ -124,7 +120,10 @@ class TrainingTools(QObject):
 
     def _on_progress(self, ev) -> None:
         if ev.kind in ("step", "epoch") and ev.total_steps:
-            self._show_status(f"Training {100 * ev.step // ev.total_steps}% · ETA {format_eta(ev.eta_s)}")
+            self._show_status(f"Training {100 * ev.step // ev.total_steps}%")
+            miou = f", val mIoU {ev.val_miou:.3f}" if ev.val_miou is not None else ""
+            self.status_button.setToolTip(f"Training on your labels: epoch {ev.epoch}/{ev.epochs}{miou}, "
+                                          f"ETA {format_eta(ev.eta_s)}. Click to show the chart.")
         if self.dialog is not None:
             self.dialog.on_progress(ev)
 
@@ -280,9 +279,10 @@ class TrainDialog(QDialog):
     # --- state -------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Re-read the project's counts and the active model (called when shown)."""
-        self._fill_start_combo()
         project = self.tools.window.project
         running = self.tools.run.running
+        if not running:  # while a run goes on, its settings stay on show
+            self._fill_start_combo()
         if project is None:
             self.data_label.setText("Open a folder first: training uses its edited and reviewed images.")
             self.start_button.setEnabled(False)
