@@ -167,6 +167,10 @@ def test_evaluate_miou_equals_the_hand_computed_value(tmp_path: Path, ckpt: Path
     assert result["images"] == 2 and result["failed"] == []
     assert np.array(result["confusion_matrix"]).tolist() == [[0, 928, 0], [0, 608, 0], [0, 960, 0]]
     assert "images/s" in captured.err
+    # the dense CRF cannot change a prediction that is the same everywhere
+    rc = main(["evaluate", "--model", str(ckpt), "--device", "cpu", "--json", "--crf", "--quiet", str(tmp_path)])
+    refined = json.loads(capsys.readouterr().out)
+    assert rc == 0 and refined["crf"] is True and refined["miou"] == pytest.approx(iou1 / 3, abs=1e-6)
 
 
 def test_evaluate_table_and_failures(tmp_path: Path, ckpt: Path, capsys) -> None:
