@@ -229,8 +229,9 @@ class TrainDialog(QDialog):
         root.addWidget(self.settings_box)
 
         self.progress = QProgressBar()
-        self.progress.setFormat("step %v / %m")
+        self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("not started")
         self.status_label = QLabel("Not started.")
         self.chart = TrainingChart()
         self.log = QPlainTextEdit()
@@ -364,8 +365,8 @@ class TrainDialog(QDialog):
         self._last_out = req.out_path
         self.chart.clear(0, req.epochs)
         self._rate = None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self.progress.setRange(0, 0)  # busy until the first step
+        self.progress.setFormat("starting…")
         self.log.clear()
         self.status_label.setText("Reading the labelled images…")
         self._show_result("")
@@ -406,6 +407,7 @@ class TrainDialog(QDialog):
             self.log.appendPlainText(ev.message)
             return
         if ev.kind == "step":
+            self.progress.setFormat("step %v / %m")
             self.progress.setRange(0, max(1, ev.total_steps))
             self.progress.setValue(ev.step)
             self.chart.add_loss(ev.step, ev.loss, ev.total_steps)
@@ -429,7 +431,9 @@ class TrainDialog(QDialog):
         self.status_label.setText(" · ".join(parts))
 
     def on_finished(self, result) -> None:
+        self.progress.setFormat("step %v / %m")
         if result is None:
+            self.progress.setRange(0, 1)
             self.status_label.setText("Cancelled before training started.")
             return
         best = (f"best val mIoU {result.best_miou:.3f} (epoch {result.best_epoch})"
@@ -447,6 +451,8 @@ class TrainDialog(QDialog):
         self._show_result(f"Trained: {result.out_path} ({best}). Loading it as the active model…")
 
     def on_failed(self, message: str) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("not trained")
         self.status_label.setText("Training stopped with an error.")
         self._show_result(f"Training failed: {message}", error=True)
 

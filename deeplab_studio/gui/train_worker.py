@@ -158,7 +158,7 @@ class TrainRun(QObject):
     progress = Signal(object)  # TrainProgress
     finished = Signal(object)  # TrainResult (result.cancelled tells a cancel) or None
     failed = Signal(str)
-    stopped = Signal()  # after finished/failed: the thread has ended
+    stopped = Signal()  # the thread has ended; `finished` or `failed` follows at once
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -219,14 +219,14 @@ class TrainRun(QObject):
     @Slot(object)
     def _on_finished(self, result) -> None:
         self._join()
-        self.finished.emit(result)
         self.stopped.emit()
+        self.finished.emit(result)
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
         self._join()
-        self.failed.emit(message)
         self.stopped.emit()
+        self.failed.emit(message)
 
 
 __all__ = ["ARCHS", "INIT_IMAGENET", "INIT_RANDOM", "TrainRequest", "TrainRun", "default_cpu_threads",

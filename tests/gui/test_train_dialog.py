@@ -273,6 +273,8 @@ def test_closing_the_window_cancels_and_joins_the_run(qtbot, tools, window) -> N
     with qtbot.waitSignal(tools.run.progress, timeout=TIMEOUT, check_params_cb=lambda ev: ev.kind == "step"):
         assert dialog.start()
     assert tools.run.running
+    key = window.document.key
+    assert window.step(+1) and window.document.key != key  # the window works while it trains
     window.close()
     assert not tools.run.running
 
