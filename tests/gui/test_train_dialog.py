@@ -6,6 +6,9 @@ CPU, one torch thread, 64×64 generated scenes, 48-px crops, a couple of epochs:
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +122,16 @@ def test_attach_is_idempotent_and_menu_has_the_actions(tools, window) -> None:
     assert texts.count("Train on my labels…") == 1
     assert "Re-propose unreviewed auto images" in texts
     assert texts.index("Train on my labels…") > texts.index("Open model…")  # after the controller's
+
+
+def test_attaching_does_not_import_torch(tmp_path) -> None:
+    code = ("import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]); "
+            "from deeplab_studio.gui.main_window import MainWindow; from deeplab_studio.gui.train_dialog import "
+            "attach_training_tools; w = MainWindow(); t = attach_training_tools(w); t.show_dialog(); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 def test_architectures_match_the_zoo() -> None:
