@@ -2,9 +2,9 @@
 
 `Predictor(loaded_or_model).predict(image)` turns a uint8 H×W×3 RGB image into per-class
 probabilities at full image size, argmax labels and per-pixel confidence. Images larger than
-`tile_size` run in overlapping tiles blended with linear ramps (or are downscaled first, per
-`large_image`); each tile's blended result is written out as soon as no later tile overlaps it,
-so memory beyond the outputs is one tile plus the overlap strips, never all tiles. The model is
+`tile_size` run in overlapping tiles that cross-fade in the middle of each overlap (or are
+downscaled first, per `large_image`); each block is written out as soon as no later tile has
+weight there, so memory beyond the outputs is one tile plus the cross-fade strips, never all tiles. The model is
 moved to its device once and reused.
 """
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeplab_studio.ml.prefetch import prefetch_images, read_rgb
-from deeplab_studio.ml.tiling import normalised_ramps, tile_grid
+from deeplab_studio.ml.tiling import blend_weights, support, tile_grid
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -378,33 +378,37 @@ class Predictor:
                 progress(1, 1)
             return out.result()
         # Tiles run row band by row band, left to right, weighted so that all weights add to 1.
-        # A block is written out as soon as no later tile touches it; only the overlaps wait:
-        # `pending` (C×th×k, the previous tile's share of the next tile's first columns) and
-        # `carry` (C×r×W, the previous bands' share of this band's first rows).
-        wys = normalised_ramps(height, th, ys, self.tile_overlap)
-        wxs = normalised_ramps(width, tw, xs, self.tile_overlap)
+        # A block is written out as soon as no later tile has weight there; only the cross-fade
+        # zones wait: `pending` (C×th×k, this tile's share of the next tile's first columns) and
+        # `carry` (C×r×W, the previous band's share of this band's first rows).
+        wys = blend_weights(height, th, ys, self.tile_overlap)
+        wxs = blend_weights(width, tw, xs, self.tile_overlap)
+        ysup, xsup = [support(w) for w in wys], [support(w) for w in wxs]
         carry: torch.Tensor | None = None
         for i, y0 in enumerate(ys):
-            rows = (ys[i + 1] if i + 1 < len(ys) else height) - y0  # rows final after this band
+            r0, r1 = ysup[i]  # rows with weight; rows r0..rf are final after this band
+            rf = ys[i + 1] + ysup[i + 1][0] - y0 if i + 1 < len(ys) else r1
             new_carry: torch.Tensor | None = None
             pending: torch.Tensor | None = None
             for j, x0 in enumerate(xs):
                 _check_cancel(cancel)
+                c0, c1 = xsup[j]
+                cf = xs[j + 1] + xsup[j + 1][0] - x0 if j + 1 < len(xs) else c1
                 probs = self._tile_probs(image[y0 : y0 + th, x0 : x0 + tw])
-                weight = torch.from_numpy(np.outer(wys[i], wxs[j])).to(probs.device)
-                part = probs.mul_(weight).cpu()
+                weight = torch.from_numpy(np.outer(wys[i][r0:r1], wxs[j][c0:c1])).to(probs.device)
+                part = probs[:, r0:r1, c0:c1].mul_(weight).cpu()
                 if pending is not None:
                     part[:, :, : pending.shape[2]] += pending
-                cols = (xs[j + 1] if j + 1 < len(xs) else width) - x0  # columns final after this tile
-                pending = part[:, :, cols:].clone()
-                block = part[:, :, :cols]
+                pending = part[:, :, cf - c0 :].clone()
+                block = part[:, :, : cf - c0]
                 if carry is not None:
-                    block[:, : carry.shape[1]] += carry[:, :, x0 : x0 + cols]
-                out.write(y0, block[:, :rows], x0)
-                if rows < th:
+                    block[:, : carry.shape[1]] += carry[:, :, x0 + c0 : x0 + cf]
+                if rf > r0 and cf > c0:
+                    out.write(y0 + r0, block[:, : rf - r0], x0 + c0)
+                if rf < r1:
                     if new_carry is None:
-                        new_carry = torch.empty(part.shape[0], th - rows, width)
-                    new_carry[:, :, x0 : x0 + cols] = block[:, rows:]
+                        new_carry = torch.empty(part.shape[0], r1 - rf, width)
+                    new_carry[:, :, x0 + c0 : x0 + cf] = block[:, rf - r0 :]
                 if progress is not None:
                     progress(i * len(xs) + j + 1, len(ys) * len(xs))
             carry = new_carry

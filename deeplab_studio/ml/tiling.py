@@ -1,9 +1,8 @@
 """Tile geometry for large images: overlapping tile positions and blending weights.
 
-Pure numpy. Tiles of one size cover the image with at least the requested overlap; each tile's
-weight ramps linearly from near 0 to 1 across the overlap on every side that borders another tile
-(and stays 1 on sides at the image border), so blended probabilities change smoothly at seams.
-The weights are normalised up front, so tiles can be blended by plain addition.
+Pure numpy. Tiles of one size cover the image with at least the requested overlap; neighbouring
+tiles cross-fade linearly in the middle of their overlap, so blended probabilities change
+smoothly at seams. The weights are normalised up front, so tiles blend by plain addition.
 """
 
 from __future__ import annotations
@@ -29,30 +28,39 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * span / (n - 1)) for i in range(n)]
 
 
-def ramp_1d(size: int, ramp: int, *, lead: bool, trail: bool) -> np.ndarray:
-    """Weights (float32, all > 0) rising over `ramp` samples at the leading/trailing side."""
-    w = np.ones(size, dtype=np.float32)
-    ramp = max(0, min(ramp, size // 2))
-    if ramp:
-        rise = np.arange(1, ramp + 1, dtype=np.float32) / (ramp + 1)
-        if lead:
-            w[:ramp] = rise
-        if trail:
-            w[size - ramp :] = np.minimum(w[size - ramp :], rise[::-1])
-    return w
+def blend_weights(length: int, tile: int, starts: list[int], ramp: int) -> list[np.ndarray]:
+    """Per tile along one axis, blending weights (float32, `tile` long) that add to 1 everywhere.
 
-
-def normalised_ramps(length: int, tile: int, starts: list[int], ramp: int) -> list[np.ndarray]:
-    """Per tile along one axis, ramped weights divided by their sum over all tiles (so they add to 1).
-
-    Tile weights in 2-D are outer products of these; because the tile grid is a product of the
-    two axes, the 2-D weights of all tiles also add to exactly 1 at every pixel.
+    At each seam the two tiles cross-fade linearly over a zone of `ramp` samples centred in
+    their overlap; before the zone the earlier tile has weight 1, after it the later one, so
+    predictions near a tile's edge, where it sees least context, are not used. Tile weights in
+    2-D are outer products of these; since the tile grid is a product of the two axes, the 2-D
+    weights of all tiles add to exactly 1 at every pixel too.
     """
-    ramps = [ramp_1d(tile, ramp, lead=s > 0, trail=s + tile < length) for s in starts]
+    weights = [np.ones(tile, dtype=np.float64) for _ in starts]
+    for k in range(1, len(starts)):
+        prev_start, start = starts[k - 1], starts[k]
+        overlap = prev_start + tile - start
+        r = max(0, min(ramp, overlap))
+        zone = start + (overlap - r) // 2  # global start of the cross-fade
+        rise = np.arange(1, r + 1, dtype=np.float64) / (r + 1)
+        a, b = zone - start, zone - prev_start  # zone start in tile k and in tile k-1
+        weights[k][:a] = 0.0
+        weights[k][a : a + r] = np.minimum(weights[k][a : a + r], rise)
+        weights[k - 1][b : b + r] = np.minimum(weights[k - 1][b : b + r], 1.0 - rise)
+        weights[k - 1][b + r :] = 0.0
     total = np.zeros(length, dtype=np.float64)
-    for s, r in zip(starts, ramps):
-        total[s : s + tile] += r
-    return [(r / total[s : s + tile]).astype(np.float32) for s, r in zip(starts, ramps)]
+    for s, w in zip(starts, weights):
+        total[s : s + tile] += w
+    if (total <= 0).any():
+        raise ValueError(f"tiles {starts} of {tile} leave parts of 0..{length} without weight")
+    return [(w / total[s : s + tile]).astype(np.float32) for s, w in zip(starts, weights)]
+
+
+def support(weights: np.ndarray) -> tuple[int, int]:
+    """(first, last + 1) index where `weights` is non-zero."""
+    nz = np.flatnonzero(weights)
+    return int(nz[0]), int(nz[-1]) + 1
 
 
 def tile_grid(height: int, width: int, tile: int, overlap: int) -> tuple[int, int, list[int], list[int]]:

@@ -24,7 +24,7 @@ from deeplab_studio.ml.predictor import (
     PredictorWarning, resolve_device,
 )
 from deeplab_studio.ml.prefetch import prefetch_images
-from deeplab_studio.ml.tiling import normalised_ramps, tile_starts
+from deeplab_studio.ml.tiling import blend_weights, support, tile_starts
 from deeplab_studio.storage.images import ImageReadError
 
 COLOURS = np.array([[20, 20, 20], [220, 60, 50], [50, 90, 220], [60, 200, 70]], dtype=np.uint8)
@@ -84,11 +84,16 @@ def test_tile_weights_cover_the_axis_and_add_to_one(length: int, tile: int, over
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile == length
     assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # at least `overlap` shared
+    weights = blend_weights(length, tile, starts, overlap)
     total = np.zeros(length)
-    for s, w in zip(starts, normalised_ramps(length, tile, starts, overlap)):
-        assert (w > 0).all()
+    for s, w in zip(starts, weights):
+        assert (w >= 0).all()
         total[s : s + tile] += w
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    if len(starts) > 1:  # tile edges that face a neighbour are not used
+        assert weights[0][-1] == 0 and weights[1][0] == 0
+        lo, hi = support(weights[1])
+        assert 0 < lo and (hi < tile or len(starts) == 2)
 
 
 def test_float16_probs_and_no_probs() -> None:
