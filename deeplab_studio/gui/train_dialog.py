@@ -206,6 +206,7 @@ class TrainDialog(QDialog):
         self.lr.setSingleStep(0.001)
         self.lr.setValue(0.01)
         self.freeze_bn = QCheckBox("Freeze BatchNorm statistics (fine-tuning with small batches)")
+        self.painted_only = QCheckBox("Edited images: learn only the pixels a human painted (reviewed images count whole)")
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
         self.out_edit = QLineEdit()
@@ -224,6 +225,7 @@ class TrainDialog(QDialog):
         form.addRow("Architecture", self.arch_combo)
         form.addRow("Schedule", sched)
         form.addRow("", self.freeze_bn)
+        form.addRow("", self.painted_only)
         form.addRow("Device", self.device)
         form.addRow("Save to", out_row)
         root.addWidget(self.settings_box)
@@ -343,7 +345,7 @@ class TrainDialog(QDialog):
                             arch=None if start == INIT_ACTIVE else self.arch_combo.currentText(), init=init,
                             epochs=self.epochs.value(), batch_size=self.batch.value(), crop=self.crop.value(),
                             lr=self.lr.value(), freeze_bn=self.freeze_bn.isChecked(),
-                            device=self.device.currentText())
+                            device=self.device.currentText(), edited_pixels_only=self.painted_only.isChecked())
 
     # --- buttons -----------------------------------------------------------------------------
     def start(self) -> bool:

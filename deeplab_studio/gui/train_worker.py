@@ -42,6 +42,7 @@ class TrainRequest:
     device: str = "auto"
     val_fraction: float = 0.2
     seed: int = 0
+    edited_pixels_only: bool = False  # learn only the painted pixels of `edited` images
     cpu_threads: int | None = None  # None: max(1, cores - 1)
     num_workers: int | None = None  # None: 0 on the CPU, 1 when CUDA trains
     log_every: int | None = None  # None: about 200 loss points per run
@@ -107,7 +108,8 @@ def run_training(req: TrainRequest, cancel: threading.Event, emit: Callable[[Any
     from deeplab_studio.ml.datasets import from_project
     from deeplab_studio.ml.training import TrainConfig, resolve_device, train
 
-    data = from_project(req.project, val_fraction=req.val_fraction, seed=req.seed)
+    data = from_project(req.project, val_fraction=req.val_fraction, seed=req.seed,
+                        edited_pixels_only=req.edited_pixels_only)
     if cancel.is_set():
         raise _Cancelled()
     device = resolve_device(req.device)

@@ -222,6 +222,8 @@ def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint)
     controller = tools.controller
     dialog = tools.show_dialog()
     small_run(dialog, epochs=200, start="random")
+    dialog.painted_only.setChecked(True)
+    assert dialog.request().edited_pixels_only and dialog.request().init == "random"
     assert dialog.arch_combo.isEnabled()
     out = Path(dialog.out_edit.text())
 
