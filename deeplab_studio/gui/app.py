@@ -101,6 +101,7 @@ def run_app(folder: str | None = None, demo: bool = False) -> int:
     from deeplab_studio.gui import qt_compat
     from deeplab_studio.gui import settings as prefs
     from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.model_controller import attach_model_tools
 
     qt_compat.apply()
 
@@ -115,6 +116,7 @@ def run_app(folder: str | None = None, demo: bool = False) -> int:
 
         app.setWindowIcon(QIcon(str(icon)))
     window = MainWindow()
+    attach_model_tools(window)  # Model menu, inference worker, training; torch stays unimported until used
     window.show()
     if demo:
         QTimer.singleShot(0, lambda: _open_demo(window))
