@@ -18,7 +18,7 @@ import itertools
 import time
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from deeplab_studio.gui.inference_jobs import (BATCH, INTERACTIVE, PREFETCH, BatchState, Job, JobFailure, JobQueue,
                                                Proposal, _Cancelled, _strip, describe_error, merge_into_project,
@@ -45,7 +45,9 @@ class InferenceWorker(QObject):
         self._predictor = None
         self._loaded = None
         self.current: Job | None = None
-        self._wake.connect(self.pump)
+        # always queued: a pump posted from inside pump runs after the thread's pending events,
+        # never as a nested call (a 1000-image batch would otherwise recurse 1000 deep)
+        self._wake.connect(self.pump, Qt.ConnectionType.QueuedConnection)
 
     @Slot()
     def pump(self) -> None:

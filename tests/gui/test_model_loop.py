@@ -18,6 +18,17 @@ ARCH = "deeplabv3plus_mobilenet"
 CLASSES = ["background", "disk", "square", "triangle"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a busy shared CPU, more threads thrash (and tests crawl)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     import torch

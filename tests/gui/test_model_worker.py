@@ -16,6 +16,17 @@ ARCH = "deeplabv3plus_mobilenet"
 CLASSES = ["background", "disk", "square", "triangle"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a busy shared CPU, more threads thrash (and tests crawl)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     import torch
@@ -172,3 +183,22 @@ def test_model_info_is_plain_data(client) -> None:
     info = client.model
     json.dumps(info)
     assert info["class_names"] == CLASSES and info["device"] == "cpu"
+
+
+def test_a_long_batch_does_not_recurse(qtbot, client) -> None:
+    import sys
+
+    image = _image(5, 32, 32)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)  # a smaller stack, so that fewer jobs show a nested pump
+    try:
+        n = 250  # more jobs than nested pumps (one frame each, plus the model's) could survive
+        done = []
+        client.proposalReady.connect(lambda p: done.append(p.key))
+        client.set_current_key("k0")
+        for i in range(n):
+            client.request(f"k{i}", image=image, priority=BATCH)
+        qtbot.waitUntil(lambda: not client.busy, timeout=300000)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert len(done) == n
