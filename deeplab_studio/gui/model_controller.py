@@ -307,10 +307,10 @@ class ModelController(QObject):
         self.uncertainty.put(p.key, p.confidence)
         doc = self.link.document()
         if p.saved:  # a batch result the worker already merged into the saved map
-            self.link.annotation_saved_elsewhere(p.key)
-            if doc is not None and doc.key == p.key:  # the user opened it meanwhile
-                self._apply_to_document(p)
+            if doc is not None and doc.key == p.key:  # the user opened it meanwhile: one undo step,
+                self._apply_to_document(p)  # and the document's autosave rewrites the same pixels
             else:
+                self.link.annotation_saved_elsewhere(p.key)
                 self.proposalApplied.emit(p.key)
             return
         if p.priority == PREFETCH and (doc is None or doc.key != p.key):
