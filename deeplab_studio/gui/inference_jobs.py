@@ -63,6 +63,7 @@ class JobFailure:
     kind: str
     message: str
     batch_id: int | None = None
+    priority: int = INTERACTIVE
 
 
 def describe_error(exc: BaseException) -> str:

@@ -67,7 +67,8 @@ class InferenceWorker(QObject):
             if type(exc).__name__ == "PredictionCancelled" or job.cancelled.is_set():
                 self.cancelled.emit(_strip(job))
             else:
-                self.failed.emit(JobFailure(job.request_id, job.key, job.kind, describe_error(exc), job.batch_id))
+                self.failed.emit(JobFailure(job.request_id, job.key, job.kind, describe_error(exc), job.batch_id,
+                                            job.priority))
         finally:
             self.current = None
         if len(self._queue):

@@ -346,7 +346,7 @@ class ModelController(QObject):
         self.proposalApplied.emit(p.key)
 
     def _on_failed(self, f: JobFailure) -> None:
-        if f.batch_id is not None:
+        if f.batch_id is not None or f.priority == PREFETCH:  # background work: a note, not a banner
             self.message.emit(f"Skipped {f.key}: {f.message}")
             return
         self.link.show_error("Auto-segment failed", f"{f.key}: {f.message}" if f.key else f.message)

@@ -202,3 +202,13 @@ def test_a_long_batch_does_not_recurse(qtbot, client) -> None:
     finally:
         sys.setrecursionlimit(limit)
     assert len(done) == n
+
+
+def test_error_messages_are_one_readable_line() -> None:
+    from deeplab_studio.gui.inference_jobs import describe_error
+    from deeplab_studio.ml.checkpoints import CheckpointError
+
+    oom = describe_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details"))
+    assert oom.startswith("Out of memory") and "\n" not in oom and "CPU" in oom
+    assert describe_error(CheckpointError("m.pth", "not a checkpoint")) == "m.pth: not a checkpoint"
+    assert describe_error(ValueError("bad")) == "ValueError: bad"
