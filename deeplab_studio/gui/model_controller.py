@@ -413,7 +413,9 @@ class ModelController(QObject):
         else:
             self.link.set_extra_overlay(None)
             if self.act_uncertainty.isChecked() and doc is not None:
-                self.message.emit("No confidence for this image yet: auto-segment it first.")
+                known = doc.key in self.uncertainty.mean
+                self.message.emit("Only the last proposals' confidence maps are kept: Ctrl+R recomputes this one."
+                                  if known else "No confidence for this image yet: auto-segment it first.")
 
     def next_most_uncertain(self) -> str | None:
         """Go to the image not yet reviewed whose proposal the model was least sure about."""
