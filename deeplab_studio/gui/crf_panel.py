@@ -1,8 +1,8 @@
 """CRF panel: the dense CRF's parameters as sliders, a debounced live preview, Apply / Revert.
 
 Moving a slider restarts a short timer; when it fires, `refine_labels` runs on the current label
-map in the thread pool (human pixels protected) and the preview shows the result blended over
-the image, with the number of pixels it would change. Apply writes it as one undoable command
+map in the thread pool (human pixels protected); the canvas shows the pixels it would change in
+their new class colour, the panel a thumbnail of the result and how many pixels would change. Apply writes it as one undoable command
 and keeps the parameters for later proposals and Snap to edges; Revert drops the preview and
 returns the sliders to the last applied parameters.
 """
@@ -36,6 +36,14 @@ def _default_params():
     from deeplab_studio.ml.crf import CRFParams
 
     return CRFParams()
+
+
+def changed_pixels_rgba(labels: np.ndarray, changed: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """RGBA H×W×4 for the canvas: the new class colour, opaque, only where the CRF would change a pixel."""
+    out = np.zeros(labels.shape + (4,), np.uint8)
+    out[changed, :3] = palette[labels[changed]]
+    out[changed, 3] = 230
+    return out
 
 
 class CRFPanel(QWidget):
@@ -146,8 +154,10 @@ class CRFPanel(QWidget):
             self._timer.start()
             return
         self.preview, self._preview_key = result, (key, before)
-        changed = int(np.count_nonzero(result != doc.labels))
+        diff = result != doc.labels
+        changed = int(np.count_nonzero(diff))
         self.preview_label.setPixmap(self._thumbnail(doc, result))
+        self.link.set_extra_overlay(changed_pixels_rgba(result, diff, doc.labelset.palette()))
         self.info.setText(f"{changed} pixels would change ({100.0 * changed / result.size:.2f} %).")
         self.apply_button.setEnabled(changed > 0)
         self.previewReady.emit(changed)
@@ -189,6 +199,8 @@ class CRFPanel(QWidget):
         self._clear_preview("Reverted to the applied parameters.")
 
     def _clear_preview(self, text: str) -> None:
+        if self.preview is not None:
+            self.controller.refresh_overlay()  # back to the uncertainty overlay (or none)
         self.preview, self._preview_key = None, None
         self.preview_label.clear()
         self.preview_label.setText("Move a slider to preview the CRF on this image.")

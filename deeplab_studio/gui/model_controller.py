@@ -405,6 +405,10 @@ class ModelController(QObject):
     def _on_uncertainty_toggled(self, on: bool) -> None:
         self._refresh_uncertainty_overlay()
 
+    def refresh_overlay(self) -> None:
+        """Redraw the canvas's extra layer: the uncertainty overlay when it is on, else nothing."""
+        self._refresh_uncertainty_overlay()
+
     def _refresh_uncertainty_overlay(self) -> None:
         doc = self.link.document()
         conf = self.uncertainty.map(doc.key) if doc is not None else None

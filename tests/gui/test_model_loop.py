@@ -232,11 +232,13 @@ def test_crf_panel_preview_apply_revert(qtbot, window, controller) -> None:
         panel._sliders["iterations"].setValue(3)
     assert blocker.args[0] == int((panel.preview != doc.labels).sum())
     np.testing.assert_array_equal(doc.labels, blocky)  # a preview changes nothing
+    assert (window.canvas.extra.qimage is not None) == bool(blocker.args[0])  # changes shown on the canvas
     n = window.undo.active.count()
-    if blocker.args[0]:
-        assert panel.apply()
-        assert window.undo.active.count() == n + 1
-        assert controller.crf_params.iterations == 3
+    assert blocker.args[0] > 0  # a blocky map on a real scene: the CRF moves its borders
+    assert panel.apply()
+    assert window.undo.active.count() == n + 1
+    assert controller.crf_params.iterations == 3
+    assert window.canvas.extra.qimage is None  # the preview layer is gone once applied
     panel._sliders["iterations"].setValue(9)
     panel.revert()
     assert panel.params().iterations == 3 and panel.preview is None
