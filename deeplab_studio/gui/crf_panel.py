@@ -156,7 +156,10 @@ class CRFPanel(QWidget):
         self.preview, self._preview_key = result, (key, before)
         diff = result != doc.labels
         changed = int(np.count_nonzero(diff))
-        self.preview_label.setPixmap(self._thumbnail(doc, result))
+        size = self.preview_label.size()
+        self.preview_label.setPixmap(self._thumbnail(doc, result).scaled(
+            max(size.width() - 4, 32), max(size.height() - 4, 32), Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.FastTransformation))
         self.link.set_extra_overlay(changed_pixels_rgba(result, diff, doc.labelset.palette()))
         self.info.setText(f"{changed} pixels would change ({100.0 * changed / result.size:.2f} %).")
         self.apply_button.setEnabled(changed > 0)
