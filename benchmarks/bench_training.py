@@ -9,7 +9,7 @@ Measures, in one process, for DeepLab v3+ MobileNetV2 at crop 321 (SGD steps via
   3. images/s the loader alone can deliver (no model), with the same workers and with none.
 Ratio 1/2 close to 1 means the loader keeps the model fed; (3) says how much headroom it has.
 
-Usage: python benchmarks/bench_training.py [--steps 6] [--batch-size 4] [--crop 321] [--workers 2] [--control]
+Usage: python benchmarks/bench_training.py [--steps 6] [--batch-size 4] [--crop 321] [--workers 2] [--threads N] [--control]
 """
 
 from __future__ import annotations
@@ -107,7 +107,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--images", type=int, default=24, help="distinct images on disk (default 24)")
     p.add_argument("--control", action="store_true", help="also time pre-made vs pre-made (the noise floor)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (1 gives steadier figures on a shared, busy machine)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"deeplabv3plus_mobilenet, batch {args.batch_size}, crop {args.crop}, {args.steps} timed steps")
     with tempfile.TemporaryDirectory() as tmp:

@@ -149,6 +149,7 @@ def build_kwargs(model: nn.Module) -> dict[str, Any]:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -191,6 +192,6 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
         raise TrainError(f"{path}: unreadable resume state ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise TrainError(f"{path}: not a deeplab-studio resume state")
-    if state.get("version", 0) > STATE_VERSION:
-        raise TrainError(f"{path}: resume state version {state['version']} is newer than this program")
+    if not isinstance(state.get("version"), int) or state["version"] > STATE_VERSION:
+        raise TrainError(f"{path}: resume state version {state.get('version')!r} is not readable by this program")
     return state

@@ -143,6 +143,18 @@ def test_resume_and_cancel_continue_from_the_saved_step_exactly(tmp_path: Path) 
         train(cfg, data, out_b, resume=True)
     with pytest.raises(TrainError, match="nothing to resume"):
         train(cfg, data, tmp_path / "never.safetensors", resume=True)
+    # a damaged or foreign resume file is refused with its name, and nothing is unpickled
+    bad = last_state_path(tmp_path / "bad.safetensors")
+    bad.write_bytes(b"garbage")
+    with pytest.raises(TrainError, match="unreadable resume state"):
+        train(cfg, data, tmp_path / "bad.safetensors", resume=True)
+    torch.save({"format": "deeplab-studio-train-state", "version": 1, "obj": Path("x")}, bad)
+    with pytest.raises(TrainError, match="unreadable resume state"):  # weights_only rejects the object
+        train(cfg, data, tmp_path / "bad.safetensors", resume=True)
+    other = dict(load_train_state(last_state_path(out_b)), class_names=["a", "b", "c", "d"])
+    torch.save(other, bad)
+    with pytest.raises(TrainError, match="saved for classes"):
+        train(cfg, data, tmp_path / "bad.safetensors", resume=True)
 
 
 def test_resume_state_holds_only_plain_data(trained) -> None:
