@@ -193,6 +193,39 @@ def test_finetune_with_another_class_list_keeps_matching_head_rows(tmp_path: Pat
         train(tiny_config(epochs=1, init=str(ckpt), arch="deeplabv3_mobilenet"), data, tmp_path / "x.safetensors")
 
 
+def test_driven_from_a_worker_thread_with_loader_workers_and_an_event_to_cancel(tmp_path: Path) -> None:
+    """How the app's Train dialog drives it: train() in a worker thread, progress back through a
+    queue, a threading.Event to cancel."""
+    import queue
+    import threading
+
+    data = scenes_data(10, size=48, seed=8)
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    results = []
+    threads = set()
+
+    def progress(e) -> None:
+        threads.add(threading.get_ident())
+        events.put(e)
+
+    worker = threading.Thread(target=lambda: results.append(
+        train(tiny_config(epochs=40, num_workers=1), data, tmp_path / "w.safetensors", progress=progress,
+              cancel=stop)))
+    worker.start()
+    while True:
+        e = events.get(timeout=120)
+        if e.kind == "epoch":
+            stop.set()
+            break
+    worker.join(timeout=120)
+    assert not worker.is_alive() and results
+    res = results[0]
+    assert res.cancelled and res.saved and res.best_epoch >= 1 and res.steps < 80
+    assert threads == {worker.ident}
+    assert load_checkpoint(tmp_path / "w.safetensors").num_classes == 4
+
+
 def test_transfer_weights_rejects_another_architecture() -> None:
     model = build_model(ARCH, num_classes=3, separable=True)
     other = build_model("deeplabv3_mobilenet", num_classes=3, separable=True).state_dict()
