@@ -195,7 +195,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=50)
     p.add_argument("--size", default="320x240")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of the plain baseline (0: as the worker)")
     args = p.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     from deeplab_studio.gui import qt_compat
@@ -204,9 +204,11 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])  # noqa: F841 - keeps Qt alive
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; deeplabv3plus_mobilenet, 21 classes")
+    from deeplab_studio.gui.inference_worker import cpu_threads
+
+    torch.set_num_threads(args.threads or cpu_threads())  # the plain baseline runs like the worker
+    print(f"torch {torch.__version__}, CPU, {os.cpu_count()} cores; worker and plain loop use "
+          f"{torch.get_num_threads()} torch thread(s)")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         ckpt = make_checkpoint(tmp / "bench.safetensors")
@@ -216,7 +218,34 @@ def main() -> int:
         if DEMO_MODEL.is_file():  # trained weights: proposals with few, real boundaries (what the CRF sees)
             bench_ctrl_r(tmp, DEMO_MODEL, args.repeats)
         bench_batch(tmp, ckpt, args.images, size)
+        bench_threads(size)
     return 0
+
+
+def bench_threads(size: tuple[int, int]) -> None:
+    """Why the worker leaves a core to the GUI: one predict with every core vs. cores − 1."""
+    import torch
+
+    from deeplab_studio.core.scenes import generate_scene
+    from deeplab_studio.gui.demo import DEMO_MODEL
+    from deeplab_studio.gui.inference_worker import cpu_threads
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+    from deeplab_studio.ml.predictor import Predictor
+
+    if not DEMO_MODEL.is_file():
+        return
+    predictor = Predictor(load_checkpoint(DEMO_MODEL), device="cpu")
+    image = generate_scene(size[1], size[0], seed=3)[0]
+    times = {}
+    for n in sorted({os.cpu_count() or 1, cpu_threads()}):
+        torch.set_num_threads(n)
+        predictor.predict(image)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            predictor.predict(image)
+        times[n] = (time.perf_counter() - t0) / 5
+    print("demo model, one {}x{} predict: ".format(*size)
+          + ", ".join(f"{n} thread(s) {t * 1000:.0f} ms" for n, t in times.items()))
 
 
 if __name__ == "__main__":

@@ -34,35 +34,44 @@ SETTINGS_UNMATCHED = "model/unmatched_to"
 MAX_PREFETCHED = 3
 
 
-class _CRFTask(QRunnable):
-    """Runs `refine_labels` in the thread pool; answers through a QObject's signal."""
+class _Task(QRunnable):
+    """Runs `fn()` in the thread pool; answers `done(token, result or Exception)` in the GUI thread."""
 
     class Emitter(QObject):
-        done = Signal(object, object)  # token, labels or Exception
+        done = Signal(object, object)
 
-    def __init__(self, token, image: np.ndarray, labels: np.ndarray, protect: np.ndarray, params) -> None:
+    def __init__(self, token, fn) -> None:
         super().__init__()
-        self.emitter = _CRFTask.Emitter()
-        self.token, self.image, self.labels, self.protect, self.params = token, image, labels, protect, params
+        self.emitter = _Task.Emitter()
+        self.token, self.fn = token, fn
 
     def run(self) -> None:
         try:
-            from deeplab_studio.ml.crf import refine_labels
-
-            out = refine_labels(self.image, self.labels, protect=self.protect, params=self.params)
+            out = self.fn()
         except Exception as exc:  # noqa: BLE001 - reported in the window
             out = exc
         self.emitter.done.emit(self.token, out)
 
 
-def run_crf_async(owner: QObject, token, image, labels, protect, params, callback) -> None:
-    """Refine `labels` in the global thread pool and call `callback(token, result)` in the GUI thread."""
-    task = _CRFTask(token, image, labels.copy(), protect.copy(), params)
-    task.emitter.setParent(None)
+def run_async(owner: QObject, token, fn, callback) -> None:
+    """Run `fn()` in the global thread pool, then `callback(token, result)` in the GUI thread."""
+    task = _Task(token, fn)
     task.emitter.done.connect(callback)
-    owner._crf_tasks = getattr(owner, "_crf_tasks", set()) | {task.emitter}
-    task.emitter.done.connect(lambda *_: owner._crf_tasks.discard(task.emitter))
+    owner._tasks = getattr(owner, "_tasks", set()) | {task.emitter}  # keep the emitter alive until done
+    task.emitter.done.connect(lambda *_: owner._tasks.discard(task.emitter))
     QThreadPool.globalInstance().start(task)
+
+
+def run_crf_async(owner: QObject, token, image, labels, protect, params, callback) -> None:
+    """Refine `labels` (human pixels in `protect` kept) in the thread pool; `callback(token, result)`."""
+    labels, protect = labels.copy(), protect.copy()
+
+    def work():
+        from deeplab_studio.ml.crf import refine_labels
+
+        return refine_labels(image, labels, protect=protect, params=params)
+
+    run_async(owner, token, work, callback)
 
 
 class ModelController(QObject):
@@ -70,6 +79,7 @@ class ModelController(QObject):
 
     proposalApplied = Signal(str)  # image key
     snapApplied = Signal(str)
+    indexSaved = Signal()  # project.json written after a batch
     message = Signal(str)
 
     def __init__(self, window, *, settings: QSettings | None = None) -> None:
@@ -296,12 +306,16 @@ class ModelController(QObject):
         self.cancel_button.hide()
         self.act_cancel.setEnabled(False)
         self.uncertainty.save()
-        try:
-            self.link.save_project_index()  # the worker saved label maps without the index
-        except Exception as exc:  # noqa: BLE001 - shown; the maps on disk are recovered on open
-            self.link.show_error("Could not save the project index", str(exc))
+        project = self.link.project()  # the worker saved label maps without the index: write it
+        if project is not None:  # once, off the GUI thread (fsync can take 100 ms on a busy disk)
+            run_async(self, None, project.save, self._on_index_saved)
         what = "cancelled" if cancelled else "finished"
         self.message.emit(f"Auto-segment all {what}: {done} images proposed, {failed} failed.")
+
+    def _on_index_saved(self, _token, result) -> None:
+        if isinstance(result, Exception):  # the label maps on disk are recovered on the next open
+            self.link.show_error("Could not save the project index", str(result))
+        self.indexSaved.emit()
 
     def _on_proposal(self, p: Proposal) -> None:
         self.uncertainty.put(p.key, p.confidence)

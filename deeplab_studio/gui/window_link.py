@@ -115,11 +115,6 @@ class WindowLink:
         self.window.undo.drop(key)
         self.window.image_panel.set_status(project.records.index(rec), _status_name(rec.status))
 
-    def save_project_index(self) -> None:
-        project = self.project()
-        if project is not None:
-            project.save()
-
     def set_labelset(self, labelset: LabelSet) -> None:
         self.window.set_labelset(labelset)
 

@@ -147,8 +147,9 @@ def test_a_result_for_an_image_the_user_left_is_dropped(qtbot, window, controlle
 
 def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tiny_checkpoint) -> None:
     assert controller.link.batch_items(("auto",)) == [] and len(controller.link.batch_items()) == 3
-    with qtbot.waitSignal(controller.client.batchFinished, timeout=120000) as blocker:
-        controller.auto_segment_all()
+    with qtbot.waitSignal(controller.indexSaved, timeout=120000):
+        with qtbot.waitSignal(controller.client.batchFinished, timeout=120000) as blocker:
+            controller.auto_segment_all()
     _, done, failed, cancelled = blocker.args
     assert (done, failed, cancelled) == (3, 0, False)
     assert window.autosave.flush()
