@@ -47,6 +47,8 @@ def measure_on_demo_scenes(path: Path) -> dict:
     from deeplab_studio.ml.checkpoints import load_checkpoint
     from deeplab_studio.ml.predictor import Predictor
 
+    import torch
+
     from deeplab_studio.ml.crf import refine
 
     predictor = Predictor(load_checkpoint(path), device="cpu")
@@ -72,7 +74,7 @@ def measure_on_demo_scenes(path: Path) -> dict:
             "all_background_miou": round(float(chance.miou()), 4),
             "miou_with_crf": round(float(cm_crf.miou()), 4),
             "images": DEMO_IMAGES, "seconds_per_image_cpu": round(seconds / DEMO_IMAGES, 3),
-            "crf_seconds_per_image_cpu": round(crf_seconds / DEMO_IMAGES, 3)}
+            "crf_seconds_per_image_cpu": round(crf_seconds / DEMO_IMAGES, 3), "torch_threads": torch.get_num_threads()}
 
 
 def to_float16(src: Path, dst: Path) -> None:
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    torch.set_num_threads(args.threads)
     if args.measure_only:
         card_path = args.out.with_suffix(".json")
         card = json.loads(card_path.read_text(encoding="utf-8"))
@@ -115,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from deeplab_studio.ml.training import TrainConfig, train
 
-    torch.set_num_threads(args.threads)
     data = make_data(args.scenes, seed=1)
     config = TrainConfig(arch=ARCH, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                          optimizer=args.optimizer, device="cpu", num_workers=0, seed=1, init="random",
