@@ -21,7 +21,9 @@ import numpy as np
 from deeplab_studio.core.labels import LabelSet
 
 SCENE_CLASSES: tuple[str, ...] = ("background", "disk", "square", "triangle")
-SCENE_COLORS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (220, 70, 50), (60, 110, 220), (70, 180, 70))
+#: overlay colours, chosen to contrast with each class's own object colours (red disks, blue
+#: squares, green triangles) so that a proposal is visible over the object it covers
+SCENE_COLORS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (0, 200, 255), (255, 210, 0), (235, 0, 200))
 
 SeedLike = int | tuple[int, ...] | np.random.SeedSequence | None
 
