@@ -8,6 +8,7 @@
    - `Predictor.predict(uint8 image)` (normalisation, softmax, argmax, confidence, copies),
    - a plain `model(x)` call of the same network on a ready normalised tensor (the baseline),
    - torchvision's deeplabv3_mobilenet_v3_large / deeplabv3_resnet50 (weights=None), plain call.
+   Also the Predictor's own work per image, measured with a model that returns stored logits.
 2. Peak memory of one such call: each variant in a fresh process, RSS sampled every 1 ms on a
    thread (growth over the RSS before the call).
 3. Batch throughput (images/s) on a folder of `--images` generated 1280×960 JPEGs with
@@ -117,6 +118,34 @@ def latency(archs: list[str], repeat: int) -> dict[tuple[str, str], float]:
     return times
 
 
+class FixedLogits(torch.nn.Module):
+    """Returns a copy of stored logits: isolates what the Predictor adds around the network."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.clone()
+
+
+def overhead(repeat: int) -> tuple[float, float]:
+    """(ms the Predictor adds per 513×513 image, ms of the bare logits copy) around the network."""
+    image, _ = generate_scene(SIDE, SIDE, seed=1)
+    model = FixedLogits(torch.randn(1, NUM_CLASSES, SIDE, SIDE))
+    predictor = Predictor(model, device="cpu")
+    predictor.predict(image)
+    best_pred = best_copy = float("inf")
+    for _ in range(max(repeat, 5)):
+        t0 = time.perf_counter()
+        predictor.predict(image)
+        best_pred = min(best_pred, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        model(None)
+        best_copy = min(best_copy, time.perf_counter() - t0)
+    return best_pred * 1000, best_copy * 1000
+
+
 def memory_child(arch: str, variant: str) -> None:
     fn = make_variant(arch, variant)
     with PeakRSS() as peak:
@@ -209,6 +238,9 @@ def main() -> None:
             t = times[(arch, v)]
             m = f"{mem[(arch, v)]:8.0f}" if mem else f"{'-':>8}"
             print(f"{arch:<28} {label:<34} {t * 1000:9.0f} {t / plain:8.2f}× {m}")
+    pred_ms, copy_ms = overhead(args.repeat)
+    print(f"\nPredictor work around the network per {SIDE}×{SIDE} image (a model returning stored logits): "
+          f"{pred_ms - copy_ms:.1f} ms (uint8→normalised input, softmax, argmax, confidence, outputs)")
     if not args.skip_batch:
         rates = batch(args.images)
         print(f"\nbatch: {args.images} JPEGs {BATCH_SIZE[0]}×{BATCH_SIZE[1]}, deeplabv3plus_mobilenet at "

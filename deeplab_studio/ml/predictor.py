@@ -417,7 +417,9 @@ class Predictor:
     def _tile_probs(self, tile: np.ndarray) -> torch.Tensor:
         """Softmax probabilities (C×h×w float32, on the device) for one tile, TTA averaged."""
         h, w = tile.shape[:2]
-        x = torch.from_numpy(np.array(tile, order="C")).to(self.device).permute(2, 0, 1)[None].float()
+        if not (tile.flags.c_contiguous and tile.flags.writeable):
+            tile = np.array(tile, order="C")
+        x = torch.from_numpy(tile).to(self.device).permute(2, 0, 1)[None].float()
         x = (x - self._mean) / self._std
         total: torch.Tensor | None = None
         passes = 0
