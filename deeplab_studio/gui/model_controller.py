@@ -463,8 +463,20 @@ class ModelController(QObject):
             self.uncertainty.set_model(self.client.model["path"])
             self.update_mapping()
 
+    def download_finished(self, path: str, error: str) -> None:
+        """A weights download started in the (since closed) model dialog ended."""
+        if error:
+            self.link.show_error("Download failed", error)
+        else:
+            self.load_model(path, "auto")
+
     def shutdown(self, *_) -> None:
         """Cancel every job and join the inference thread (window closing)."""
+        from deeplab_studio.gui.model_dialog import WeightsDownload
+
+        for download in self.findChildren(WeightsDownload):
+            download.cancel()
+            download.wait(15000)  # stops at its next progress report or network timeout
         self.uncertainty.save()
         self.client.shutdown()
         QThreadPool.globalInstance().waitForDone(30000)

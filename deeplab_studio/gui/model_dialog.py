@@ -45,8 +45,16 @@ def model_cards(folder: Path = MODELS_DIR) -> list[dict]:
     return cards
 
 
-class _Download(QThread):
-    """Fetch torchvision weights off the GUI thread; reports bytes and the final path or error."""
+class DownloadCancelled(Exception):
+    pass
+
+
+class WeightsDownload(QThread):
+    """Fetch torchvision weights off the GUI thread; reports bytes and the final path or error.
+
+    Owned by the model controller, so closing the dialog does not stop it; `cancel()` makes the
+    next progress report abort the download (the hub keeps no partial file).
+    """
 
     progress = Signal(int, int)
     done = Signal(str, str)  # path, error message ("" when fine)
@@ -54,14 +62,23 @@ class _Download(QThread):
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.name = name
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def _progress(self, done: int, total: int | None) -> None:
+        if self._cancelled:
+            raise DownloadCancelled(f"download of {self.name} cancelled")
+        self.progress.emit(int(done), int(total or 0))
 
     def run(self) -> None:
         try:
             from deeplab_studio.ml.checkpoints import fetch_torchvision_weights
 
-            path = fetch_torchvision_weights(self.name, progress=lambda d, t: self.progress.emit(int(d), int(t or 0)))
+            path = fetch_torchvision_weights(self.name, progress=self._progress)
             self.done.emit(str(path), "")
-        except Exception as exc:  # noqa: BLE001 - offline, hash mismatch, unknown name
+        except Exception as exc:  # noqa: BLE001 - offline, hash mismatch, unknown name, cancelled
             self.done.emit("", str(exc) or type(exc).__name__)
 
 
@@ -71,7 +88,7 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Model")
         self.controller = controller
         self.client = controller.client
-        self._download: _Download | None = None
+        self._download: WeightsDownload | None = None
         self._build()
         self.client.devicesProbed.connect(self._on_devices)
         self.client.modelLoaded.connect(self._on_loaded)
@@ -191,9 +208,10 @@ class ModelDialog(QDialog):
         self.tv_progress.show()
         self.tv_button.setEnabled(False)
         self.status.setText(f"Downloading {name}…")
-        self._download = _Download(name, self)
+        self._download = WeightsDownload(name, self.controller)  # outlives the dialog
         self._download.progress.connect(self._on_download_progress)
         self._download.done.connect(self._on_download_done)
+        self._download.finished.connect(self._download.deleteLater)
         self._download.start()
 
     def _on_download_progress(self, done: int, total: int) -> None:
@@ -274,8 +292,11 @@ class ModelDialog(QDialog):
             self._fill_table()
 
     def done(self, r: int) -> None:  # noqa: D401 - QDialog API
-        if self._download is not None:
-            self._download.wait(15000)  # the download has its own network timeout
+        if self._download is not None:  # keeps going; the controller loads the model when it lands
+            self._download.progress.disconnect(self._on_download_progress)
+            self._download.done.disconnect(self._on_download_done)
+            self._download.done.connect(self.controller.download_finished)
+            self._download = None
         for sig, slot in ((self.client.devicesProbed, self._on_devices), (self.client.modelLoaded, self._on_loaded),
                           (self.client.modelFailed, self._on_failed)):
             try:

@@ -113,3 +113,20 @@ def test_offline_download_gives_a_clear_message(qtbot, window, tmp_path, monkeyp
     assert dlg.tv_button.isEnabled() and c.client.model is None
     dlg.reject()
     c.shutdown()
+
+
+def test_a_download_outlives_the_dialog(qtbot, window, tmp_path, monkeypatch) -> None:
+    import deeplab_studio.ml.checkpoints as ckpts
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setitem(ckpts.TORCHVISION_WEIGHTS, "deeplabv3_resnet50",
+                        "https://weights.invalid/deeplabv3_resnet50_coco-cd0a2569.pth")
+    c = attach_model_tools(window)
+    dlg = ModelDialog(c, parent=window)
+    dlg.tv_combo.setCurrentText("deeplabv3_resnet50")
+    dlg.download_torchvision()
+    dlg.reject()  # closed while the download runs: the controller reports its end
+    with qtbot.waitSignal(window.messageShown, timeout=60000) as blocker:
+        pass
+    assert "Download failed" in blocker.args[0] and "weights.invalid" in blocker.args[0]
+    c.shutdown()
