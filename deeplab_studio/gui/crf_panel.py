@@ -132,7 +132,7 @@ class CRFPanel(QWidget):
     # --- preview -----------------------------------------------------------------------------
     def run_preview(self) -> None:
         """Refine the current label map with the sliders' parameters (in the thread pool)."""
-        from deeplab_studio.gui.model_controller import run_crf_async
+        from deeplab_studio.gui.pool_tasks import run_crf_async
 
         doc = self.link.document()
         if doc is None:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QSettings, QThreadPool, Signal
+from PySide6.QtCore import QObject, QSettings, QThreadPool, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QProgressBar, QPushButton
 
 from deeplab_studio.core.labels import BACKGROUND
 from deeplab_studio.gui.class_mapping import ClassMapping, is_default_labelset, map_classes, model_labelset
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
+from deeplab_studio.gui.pool_tasks import run_async, run_crf_async
 from deeplab_studio.gui.uncertainty import UncertaintyStore, uncertainty_overlay
 from deeplab_studio.gui.window_link import WindowLink
 
@@ -32,46 +33,6 @@ SETTINGS_CRF = "model/refine_with_crf"
 SETTINGS_PRECOMPUTE = "model/precompute_next"
 SETTINGS_UNMATCHED = "model/unmatched_to"
 MAX_PREFETCHED = 3
-
-
-class _Task(QRunnable):
-    """Runs `fn()` in the thread pool; answers `done(token, result or Exception)` in the GUI thread."""
-
-    class Emitter(QObject):
-        done = Signal(object, object)
-
-    def __init__(self, token, fn) -> None:
-        super().__init__()
-        self.emitter = _Task.Emitter()
-        self.token, self.fn = token, fn
-
-    def run(self) -> None:
-        try:
-            out = self.fn()
-        except Exception as exc:  # noqa: BLE001 - reported in the window
-            out = exc
-        self.emitter.done.emit(self.token, out)
-
-
-def run_async(owner: QObject, token, fn, callback) -> None:
-    """Run `fn()` in the global thread pool, then `callback(token, result)` in the GUI thread."""
-    task = _Task(token, fn)
-    task.emitter.done.connect(callback)
-    owner._tasks = getattr(owner, "_tasks", set()) | {task.emitter}  # keep the emitter alive until done
-    task.emitter.done.connect(lambda *_: owner._tasks.discard(task.emitter))
-    QThreadPool.globalInstance().start(task)
-
-
-def run_crf_async(owner: QObject, token, image, labels, protect, params, callback) -> None:
-    """Refine `labels` (human pixels in `protect` kept) in the thread pool; `callback(token, result)`."""
-    labels, protect = labels.copy(), protect.copy()
-
-    def work():
-        from deeplab_studio.ml.crf import refine_labels
-
-        return refine_labels(image, labels, protect=protect, params=params)
-
-    run_async(owner, token, work, callback)
 
 
 class ModelController(QObject):
@@ -508,4 +469,4 @@ def _list(v) -> list[str]:
     return [str(x) for x in v]
 
 
-__all__ = ["ModelController", "attach_model_tools", "run_crf_async"]
+__all__ = ["ModelController", "attach_model_tools"]
