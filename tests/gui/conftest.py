@@ -72,3 +72,34 @@ def drag(qtbot, window, points, modifier=Qt.KeyboardModifier.NoModifier) -> None
     for p in points[1:]:
         qtbot.mouseMove(vp, view_pos(window, *p))
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, modifier, view_pos(window, *points[-1]))
+
+
+# --- model fixtures (torch is imported only by the tests that ask for these) ----------------
+TINY_ARCH = "deeplabv3plus_mobilenet"
+TINY_CLASSES = ["background", "disk", "square", "triangle"]  # the generated scenes' classes
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread: the GUI thread and the worker share two cores here."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint in this project's format: random DeepLab v3+ MobileNet, scene classes."""
+    import torch
+
+    from deeplab_studio.ml.checkpoints import save_checkpoint
+    from deeplab_studio.ml.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(TINY_ARCH, num_classes=len(TINY_CLASSES)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, arch=TINY_ARCH, num_classes=len(TINY_CLASSES), class_names=TINY_CLASSES)
+    return path

@@ -13,16 +13,7 @@ from deeplab_studio.core.scenes import SCENE_CLASSES
 from deeplab_studio.gui import demo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a busy shared CPU, more threads thrash (and tests crawl)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_the_bundled_model_and_its_card_exist() -> None:
     assert demo.DEMO_MODEL.is_file(), "models/demo_deeplabv3plus_mobilenet.safetensors must be committed"

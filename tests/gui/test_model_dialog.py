@@ -14,32 +14,10 @@ from deeplab_studio.core.scenes import generate_scene
 from deeplab_studio.gui.model_controller import attach_model_tools
 from deeplab_studio.gui.model_dialog import ModelDialog, model_cards
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ARCH = "deeplabv3plus_mobilenet"
 CLASSES = ["background", "disk", "square", "triangle"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a busy shared CPU, more threads thrash (and tests crawl)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    import torch
-
-    from deeplab_studio.ml.checkpoints import save_checkpoint
-    from deeplab_studio.ml.zoo import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, build_model(ARCH, num_classes=4).eval(), arch=ARCH, num_classes=4, class_names=CLASSES)
-    return path
 
 
 @pytest.fixture

@@ -12,33 +12,10 @@ import pytest
 
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, InferenceClient, JobQueue, Job
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ARCH = "deeplabv3plus_mobilenet"
 CLASSES = ["background", "disk", "square", "triangle"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a busy shared CPU, more threads thrash (and tests crawl)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    import torch
-
-    from deeplab_studio.ml.checkpoints import save_checkpoint
-    from deeplab_studio.ml.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model(ARCH, num_classes=len(CLASSES)).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, model, arch=ARCH, num_classes=len(CLASSES), class_names=CLASSES)
-    return path
 
 
 def _image(seed: int, h: int = 64, w: int = 64) -> np.ndarray:

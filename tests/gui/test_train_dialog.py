@@ -23,35 +23,13 @@ from deeplab_studio.gui.train_worker import ARCHS, training_counts
 from deeplab_studio.gui.training_chart import TrainingChart, TrainingCurves, nice_ceiling
 from deeplab_studio.storage.project import Project, Status
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ARCH = "deeplabv3plus_mobilenet"
 CLASSES = list(SCENE_CLASSES)
 # 3 edited + 2 reviewed train; the auto proposal and the unlabeled image must never be used
 STATUSES = ("edited", "reviewed", "auto", "edited", "unlabeled", "reviewed", "edited")
 TIMEOUT = 180_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    import torch
-
-    from deeplab_studio.ml.checkpoints import save_checkpoint
-    from deeplab_studio.ml.zoo import build_model
-
-    torch.manual_seed(0)
-    model = build_model(ARCH, num_classes=len(CLASSES)).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "previous.safetensors"
-    save_checkpoint(path, model, arch=ARCH, num_classes=len(CLASSES), class_names=CLASSES)
-    return path
 
 
 def make_project(folder: Path, statuses=STATUSES) -> Path:
