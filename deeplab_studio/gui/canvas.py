@@ -18,6 +18,9 @@ from deeplab_studio.gui.layers import EditOutline, ImageLayer, LabelOverlay, Rgb
 from deeplab_studio.gui.tools import Mods, ToolBox
 
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
+#: shown in the empty canvas before an image is open
+EMPTY_HINT = ("Open a folder of images to start annotating\n\n"
+              "File → Open Folder… (Ctrl+O), File → Open Recent, or drop a folder here")
 
 
 class BrushOutline(QGraphicsItem):
@@ -93,6 +96,25 @@ class CanvasView(QGraphicsView):
         self._space = False
         self._stroke_tool = None
         self._fitted = True
+        self.placeholder = EMPTY_HINT  # drawn while no image is shown; the window sets its text
+
+    def set_placeholder(self, text: str) -> None:
+        self.placeholder = text
+        self.viewport().update()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        super().drawForeground(painter, rect)
+        if self.document is not None or not self.placeholder:
+            return
+        painter.save()
+        painter.resetTransform()  # viewport coordinates
+        font = painter.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        painter.setFont(font)
+        painter.setPen(QColor(190, 194, 202))
+        area = self.viewport().rect().adjusted(40, 40, -40, -40)
+        painter.drawText(area, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self.placeholder)
+        painter.restore()
 
     # --- document ---------------------------------------------------------------------------
     def set_document(self, doc: AnnotationDocument | None) -> None:
@@ -107,6 +129,7 @@ class CanvasView(QGraphicsView):
                 layer.clear()
             self.image_rect = QRectF()
             self.scene().setSceneRect(QRectF())
+            self.viewport().update()
             return
         doc.changed.connect(self._on_changed)
         doc.reset.connect(self._on_reset)

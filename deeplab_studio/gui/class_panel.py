@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
                                QInputDialog, QLabel, QListWidget, QListWidgetItem, QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget)
@@ -13,9 +13,18 @@ from deeplab_studio.core.labels import BACKGROUND, IGNORE, IGNORE_COLOR, LabelSe
 
 
 def swatch(color: tuple[int, int, int], size: int = 14) -> QIcon:
+    """The class colour with a thin grey frame, the same when its row is selected (Qt would tint
+    the selected row's icon with the highlight colour and show the active class in a wrong colour)."""
     pm = QPixmap(size, size)
     pm.fill(QColor(*color))
-    return QIcon(pm)
+    p = QPainter(pm)
+    p.setPen(QColor(96, 96, 96))
+    p.drawRect(0, 0, size - 1, size - 1)
+    p.end()
+    icon = QIcon()
+    for mode in (QIcon.Mode.Normal, QIcon.Mode.Selected, QIcon.Mode.Active):
+        icon.addPixmap(pm, mode)
+    return icon
 
 
 def _fmt_count(n: int) -> str:

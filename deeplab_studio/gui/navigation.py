@@ -8,9 +8,10 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog
 
 from deeplab_studio.gui import settings as prefs
+from deeplab_studio.gui.canvas import EMPTY_HINT
 from deeplab_studio.gui.document import AnnotationDocument
 from deeplab_studio.gui.prefetch import ImagePrefetcher
-from deeplab_studio.storage.images import ImageReadError
+from deeplab_studio.storage.images import IMAGE_EXTENSIONS, ImageReadError
 from deeplab_studio.storage.project import Project, ProjectError, Status
 
 
@@ -64,6 +65,9 @@ class NavigationMixin:
             self.open_image(names.index(last) if last in names else 0)
         else:
             self.show_message(f"No images found in {project.folder}", "info")
+            self.canvas.set_placeholder(f"No images in {project.folder}\n\nImages are read from the folder and its "
+                                        f"subfolders ({' '.join(IMAGE_EXTENSIONS)}).\n"
+                                        "Open another folder with Ctrl+O or drop one here.")
         self._update_title()
         return True
 
@@ -106,12 +110,14 @@ class NavigationMixin:
         except (ImageReadError, ProjectError, OSError, ValueError) as exc:
             self.status.set_size(None, None)
             self.show_message(f"Cannot open {rec.path}: {exc}")
+            self.canvas.set_placeholder(f"Cannot open {rec.path}\n\nGo to another image with A / D or the image list.")
             self._update_title()
             self.imageChanged.emit(None)
             return False
         if self.banner.level == "error":
             self.banner.dismiss()
         self.document = doc
+        self.canvas.set_placeholder(EMPTY_HINT)
         doc.changed.connect(self._doc_changed)
         doc.reset.connect(self._doc_changed)
         stack = self.undo.stack_for(rec.path)

@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 
 from deeplab_studio.gui.shortcuts import ACTIONS, GESTURES
 from deeplab_studio.storage.project import Project, Status
-from tests.gui.conftest import click, drag, new_window
+from tests.gui.conftest import click, drag, make_folder, new_window
 
 
 def key(qtbot, window, k, mod=Qt.KeyboardModifier.NoModifier):
@@ -106,6 +106,7 @@ def test_unreadable_image_shows_a_message_and_the_app_goes_on(qtbot, settings, f
     assert not window.open_image(1)
     assert "img_1.png" in window.banner.text()
     assert window.document is None
+    assert "Cannot open img_1.png" in window.canvas.placeholder
     window.step(+1)
     assert window.index == 2 and window.document is not None
     click(qtbot, window, 5, 5)
@@ -174,6 +175,16 @@ def test_hidden_class_is_transparent_in_the_overlay(qtbot, window):
     table = window.canvas.overlay.qimage.colorTable()
     assert QColor.fromRgba(table[5]).alpha() == 0 and QColor.fromRgba(table[6]).alpha() == 255
     assert QColor.fromRgba(table[0]).alpha() == 0
+
+
+def test_active_class_swatch_keeps_the_class_colour(qtbot, window):
+    from PySide6.QtGui import QColor, QIcon
+
+    window.set_active_class(2)
+    item = window.class_panel.list.currentItem()
+    assert item.data(Qt.ItemDataRole.UserRole) == 2
+    shown = item.icon().pixmap(14, 14, QIcon.Mode.Selected).toImage().pixelColor(7, 7)
+    assert shown == QColor(*window.labelset.colors[2])
 
 
 def test_help_lists_every_shortcut(qtbot, window):
@@ -344,3 +355,19 @@ def test_text_filter_limits_the_list_and_navigation(qtbot, window):
     lst = window.image_panel.list
     qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(lst.item(1)).center())
     assert window.index == 1
+
+
+def test_empty_canvas_says_how_to_start(qtbot, settings, tmp_path):
+    window = new_window(qtbot, settings)
+    assert "Ctrl+O" in window.canvas.placeholder
+    shot = window.canvas.viewport().grab().toImage()
+    background = window.canvas.backgroundBrush().color().rgb()
+    h, w = shot.height(), shot.width()
+    assert any(shot.pixel(x, y) != background  # the hint is drawn
+               for y in range(h // 4, 3 * h // 4, 2) for x in range(0, w, 2))
+    (tmp_path / "empty").mkdir()
+    assert window.open_folder(tmp_path / "empty")
+    assert "No images in" in window.canvas.placeholder and window.document is None
+    assert window.open_folder(make_folder(tmp_path / "more", n=1))
+    assert window.document is not None and "Ctrl+O" in window.canvas.placeholder
+    window.close()
