@@ -24,6 +24,8 @@ import io
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,6 +240,26 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_max, old_trunc
     return np.ascontiguousarray(apply_orientation(arr, orientation))
+
+
+@contextmanager
+def pillow_limits(max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[None]:
+    """Open and decode other PNGs (label maps, masks) under our bomb limit, not Pillow's global one.
+
+    For the block, Pillow's `MAX_IMAGE_PIXELS` is `max_pixels` (above it `Image.open` raises; a
+    label map of a 200 MP image would otherwise hit Pillow's own ~179 MP error) and truncated
+    files are refused whatever `ImageFile.LOAD_TRUNCATED_IMAGES` says elsewhere. Serialised with
+    `read_image` by the same lock, since both settings are process globals.
+    """
+    with _PIL_LOCK:
+        old_max, old_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_max, old_trunc
 
 
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin
 
 from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, voc_colormap
 from deeplab_studio.storage.atomic import atomic_write_bytes
-from deeplab_studio.storage.images import ImageReadError
+from deeplab_studio.storage.images import ImageReadError, pillow_limits
 
 
 class LabelMapError(ImageReadError):
@@ -59,12 +59,16 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette, *, text: dict
 
 
 def _open_png(path: Path) -> Image.Image:
+    im = None
     try:
-        im = Image.open(path)
-        im.load()
+        with pillow_limits():  # our 400 MP limit, not Pillow's global ~179 MP one; truncation refused
+            im = Image.open(path)
+            im.load()
     except FileNotFoundError:
         raise LabelMapError(path, "no such file") from None
-    except Exception as exc:  # UnidentifiedImageError, truncated data, junk
+    except Exception as exc:  # UnidentifiedImageError, truncated data, junk, a bomb
+        if im is not None:
+            im.close()
         raise LabelMapError(path, f"not a readable PNG label map ({type(exc).__name__}: {exc})") from None
     return im
 

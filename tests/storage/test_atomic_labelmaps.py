@@ -93,6 +93,27 @@ def test_mask_png_is_one_bit(tmp_path: Path) -> None:
         read_mask_png(tmp_path / "junk.png")
 
 
+def test_label_files_read_under_our_limits_not_pillows_globals(tmp_path: Path, monkeypatch) -> None:
+    """Pillow's process-wide bomb limit (~179 MP by default, here lowered to 1000 px to stand in for
+    a 200 MP image) must not make a project's own label maps unreadable, and a process that told
+    Pillow to tolerate truncated files must still get an error for a torn label map."""
+    from PIL import ImageFile
+
+    labels = np.random.default_rng(3).integers(0, 4, (64, 64)).astype(np.uint8)
+    mask = labels > 1
+    write_label_png(tmp_path / "l.png", labels, voc_colormap())
+    write_mask_png(tmp_path / "m.png", mask)
+    data = (tmp_path / "l.png").read_bytes()
+    (tmp_path / "torn.png").write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    np.testing.assert_array_equal(read_label_png(tmp_path / "l.png"), labels)
+    np.testing.assert_array_equal(read_mask_png(tmp_path / "m.png"), mask)
+    with pytest.raises(LabelMapError, match="torn.png"):
+        read_label_png(tmp_path / "torn.png")
+    assert Image.MAX_IMAGE_PIXELS == 1000 and ImageFile.LOAD_TRUNCATED_IMAGES is True  # globals restored
+
+
 # A fresh, single-threaded helper process forks one saver child per round (forking the pytest
 # process itself could inherit locks held by threads of torch/Qt loaded by other tests). Each
 # child saves versions 1, 2, ... forever and announces "S<v>" before and "D<v>" after each save.

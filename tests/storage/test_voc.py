@@ -285,3 +285,14 @@ def test_segmentation_objects(annotated: Project, tmp_path: Path) -> None:
     with Image.open(out / "SegmentationObject" / "a.png") as im:
         assert im.mode == "P"
     check_export(out)
+
+
+def test_export_and_import_ignore_pillows_global_bomb_limit(annotated: Project, tmp_path: Path, monkeypatch) -> None:
+    """Images up to our 400 MP limit are accepted, so their label maps must export and import too,
+    even though Pillow's own global limit (~179 MP; lowered here to stand in for it) is smaller."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # every test image is larger than 2×1000 px
+    s = export_voc(annotated, tmp_path / "voc")
+    assert len(s.ids) == 5
+    check_export(tmp_path / "voc")
+    assert import_voc(tmp_path / "voc", tmp_path / "p").imported == 5
+    assert Image.MAX_IMAGE_PIXELS == 1000
