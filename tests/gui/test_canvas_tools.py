@@ -229,3 +229,57 @@ def test_undo_during_a_stroke_finishes_the_stroke_first(qtbot, window):
     assert window.undo.active.count() == 2 and window.undo.active.index() == 1
     window.undo.group.undo()
     assert not doc.labels.any() and not doc.edit_mask.any()
+
+
+def test_status_bar_and_brush_outline_follow_the_cursor(qtbot, window):
+    window.set_active_class(7)
+    click(qtbot, window, 20, 20)
+    window.set_brush_size(11)
+    qtbot.mouseMove(window.canvas.viewport(), view_pos(window, 20, 21))
+    st = window.status
+    assert st.position.text() == "x 20  y 21"
+    assert st.klass.text().startswith("7 car")  # the class under the cursor (and ✎: edited)
+    assert st.size.text() == "64 × 48"
+    assert st.zoom.text() == f"{window.canvas.zoom() * 100:.0f} %"
+    outline = window.canvas.brush
+    assert outline.isVisible() and outline.radius == window.toolbox.ctx.radius
+    assert (outline.pos().x(), outline.pos().y()) == (20.5, 21.5)  # centred on the pixel the disk is
+    qtbot.waitUntil(lambda: st.save_state.text() == "All changes saved")
+
+
+def test_zoomed_in_pixels_stay_sharp(qtbot, window):
+    """At 8× each image pixel is an 8×8 block of one colour (no smoothing between pixels)."""
+    window.set_overlay_visible(False)
+    canvas = window.canvas
+    qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    canvas.zoom_by(8.0)
+    canvas.centerOn(32.0, 24.0)
+    shot = canvas.viewport().grab().toImage()
+    rgb = window.document.image
+    for x, y in ((30, 22), (31, 22), (33, 25)):
+        top_left = canvas.mapFromScene(float(x), float(y))
+        block = {shot.pixel(top_left.x() + dx, top_left.y() + dy) & 0xFFFFFF for dx in range(1, 7) for dy in range(1, 7)}
+        assert block == {int(rgb[y, x, 0]) << 16 | int(rgb[y, x, 1]) << 8 | int(rgb[y, x, 2])}
+
+
+def test_redo_shortcuts(qtbot, window):
+    click(qtbot, window, 10, 10)
+    painted = window.document.labels.copy()
+    for redo in ((Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier),
+                 (Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)):
+        qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+        assert not window.document.labels.any()
+        qtbot.keyClick(window, *redo)
+        assert np.array_equal(window.document.labels, painted)
+
+
+def test_rename_and_recolour_a_class(qtbot, window):
+    from PySide6.QtGui import QColor
+
+    assert window.rename_class(3, "gull")
+    assert window.recolor_class(3, (10, 200, 30))
+    assert window.project.labels.names[3] == "gull" and window.project.labels.colors[3] == (10, 200, 30)
+    assert "gull" in window.class_panel.list.item(3).text()
+    assert QColor.fromRgba(window.canvas.overlay.qimage.colorTable()[3]).getRgb()[:3] == (10, 200, 30)
+    assert not window.rename_class(3, "dog")  # a duplicate name: a message, no change
+    assert window.project.labels.names[3] == "gull" and "dog" in window.banner.text()
