@@ -173,8 +173,11 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
     train, val = split_ids(list(ids.values()), val_fraction, seed)
     n_classes = len(project.labels)
     summary = ExportSummary(out_dir, sorted(ids.values()), train, val, n_classes, skipped=skipped)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        stage.mkdir(parents=True)
+    except OSError as exc:
+        raise VOCError(f"{out_dir}: cannot write the export there ({exc.strerror or exc})") from None
     try:
         expected: dict[str, str] = {}
         palette = project.labels.palette()

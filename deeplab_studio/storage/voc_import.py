@@ -97,7 +97,12 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
     classes = read_classes(root) or LabelSet.voc()
     n = len(classes)
     folder = Path(into_folder).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise VOCError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VOCError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
     if folder.resolve() == root or folder.resolve().is_relative_to(root):
         raise VOCError(f"{folder}: import into a folder outside the dataset {root}")
     if not can_write_dir(folder):
@@ -106,39 +111,41 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
     _merge_classes(project, classes)
     summary = ImportSummary(root, split, project.labels)
     palette = classes.palette()
-    for k, voc_id in enumerate(ids):
-        if progress:
-            progress(k, len(ids), voc_id)
-        src = _source_image(root, voc_id)
-        mask_path = root / CLASS_DIR / f"{voc_id}.png"
-        if not mask_path.is_file():
-            raise VOCError(f"{mask_path}: label map listed in the split is missing")
-        info = probe_image(src)
-        labels = apply_orientation(read_label_png(mask_path, palette), info.orientation)
-        if labels.shape != (info.size[1], info.size[0]):
-            raise VOCError(f"{mask_path}: is {labels.shape[1]}×{labels.shape[0]}, its image {src.name} is "
-                           f"{info.size[0]}×{info.size[1]}")
-        bad = (labels >= n) & (labels != IGNORE)
-        if bad.any():
-            raise VOCError(f"{mask_path}: uses class {int(labels[bad].max())}, the dataset has {n} classes")
-        rel, how = _place_image(src, project.folder, voc_id)
-        summary.copied += how == "copied"
-        summary.identical += how == "identical"
-        if rel != f"{voc_id}{src.suffix.lower()}":
-            summary.renamed.append(voc_id)
-        rec = project.add_image(rel)
-        if project.has_annotation(rec):
-            old, _ = project.load_annotation(rec)
-            if np.array_equal(old, labels) and rec.status == Status.REVIEWED:
-                summary.unchanged += 1
-                continue
-            if rec.status in (Status.EDITED, Status.REVIEWED) and not overwrite:
-                summary.conflicts.append(rel)
-                continue
-        project.save_annotation(rec, np.ascontiguousarray(labels), np.ones(labels.shape, bool),
-                                status=Status.REVIEWED, write_index=False)
-        summary.imported += 1
-    project.save()
+    try:  # after a bad file midway, what was imported is indexed with its 'reviewed' status
+        for k, voc_id in enumerate(ids):
+            if progress:
+                progress(k, len(ids), voc_id)
+            src = _source_image(root, voc_id)
+            mask_path = root / CLASS_DIR / f"{voc_id}.png"
+            if not mask_path.is_file():
+                raise VOCError(f"{mask_path}: label map listed in the split is missing")
+            info = probe_image(src)
+            labels = apply_orientation(read_label_png(mask_path, palette), info.orientation)
+            if labels.shape != (info.size[1], info.size[0]):
+                raise VOCError(f"{mask_path}: is {labels.shape[1]}×{labels.shape[0]}, its image {src.name} is "
+                               f"{info.size[0]}×{info.size[1]}")
+            bad = (labels >= n) & (labels != IGNORE)
+            if bad.any():
+                raise VOCError(f"{mask_path}: uses class {int(labels[bad].max())}, the dataset has {n} classes")
+            rel, how = _place_image(src, project.folder, voc_id)
+            summary.copied += how == "copied"
+            summary.identical += how == "identical"
+            if rel != f"{voc_id}{src.suffix.lower()}":
+                summary.renamed.append(voc_id)
+            rec = project.add_image(rel)
+            if project.has_annotation(rec):
+                old, _ = project.load_annotation(rec)
+                if np.array_equal(old, labels) and rec.status == Status.REVIEWED:
+                    summary.unchanged += 1
+                    continue
+                if rec.status in (Status.EDITED, Status.REVIEWED) and not overwrite:
+                    summary.conflicts.append(rel)
+                    continue
+            project.save_annotation(rec, np.ascontiguousarray(labels), np.ones(labels.shape, bool),
+                                    status=Status.REVIEWED, write_index=False)
+            summary.imported += 1
+    finally:
+        project.save()
     if progress:
         progress(len(ids), len(ids), "done")
     return summary

@@ -44,7 +44,15 @@ def _one_error_line(rc: int, err: str, *words: str) -> None:
 
 
 def test_cli_bad_input_gives_one_line_and_exit_2(annotated: Project, tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a folder")
+    good_voc = tmp_path / "good_voc"
+    assert main(["export", str(annotated.folder), "--out", str(good_voc)]) == 0
+    capsys.readouterr()
     cases = [
+        (["export", str(annotated.folder), "--out", str(afile / "voc")], ("cannot write the export there",)),
+        (["import-voc", str(good_voc), "--into", str(afile)], ("afile.txt", "not a folder")),
+        (["import-voc", str(good_voc), "--into", str(afile / "sub")], ("cannot create the folder",)),
         (["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], ("no such folder",)),
         (["export", str(tmp_path), "--out", str(tmp_path / "o")], ("no DeepLab Studio project",)),
         (["export", str(annotated.folder), "--out", str(tmp_path / "o"), "--status", "great"], ("unknown status",)),

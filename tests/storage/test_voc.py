@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, LabelSet, voc_colormap
+from deeplab_studio.storage.images import ImageReadError
 from deeplab_studio.storage.labelmaps import read_label_png, write_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc import (
@@ -296,3 +297,19 @@ def test_export_and_import_ignore_pillows_global_bomb_limit(annotated: Project, 
     check_export(tmp_path / "voc")
     assert import_voc(tmp_path / "voc", tmp_path / "p").imported == 5
     assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_import_stopped_by_a_bad_file_keeps_what_it_imported(tmp_path: Path, data_dir: Path) -> None:
+    voc, gts = _devkit(tmp_path, data_dir)
+    (voc / "JPEGImages" / "2007_000023.jpg").write_text("not a jpeg")  # second of three in trainval
+    with pytest.raises(ImageReadError, match="2007_000023.jpg"):
+        import_voc(voc, tmp_path / "p")
+    proj = Project.open(tmp_path / "p")
+    rec = proj.record("2007_000001.jpg")
+    assert [r.path for r in proj.records] == ["2007_000001.jpg"] and rec.status == Status.REVIEWED
+    np.testing.assert_array_equal(proj.load_annotation(rec)[0], gts["2007_000001"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VOCError, match="not a folder"):
+        import_voc(voc, tmp_path / "file")
+    with pytest.raises(VOCError, match="cannot create the folder"):
+        import_voc(voc, tmp_path / "file" / "sub")
