@@ -8,7 +8,9 @@ subcommand runs, so `deeplab-studio --help` and the GUI start without importing 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
 
 from deeplab_studio import __version__
@@ -71,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return _run_subcommand(argv[0], argv[1:])
     args = _gui_parser().parse_args(argv)
+    if args.folder is not None and not os.path.isdir(args.folder):  # e.g. a mistyped subcommand
+        near = difflib.get_close_matches(args.folder, list(SUBCOMMANDS), n=1)
+        print(f"deeplab-studio: error: {args.folder}: no such folder"
+              + (f" (did you mean the '{near[0]}' command?)" if near else ""), file=sys.stderr)
+        return 2
     from deeplab_studio.gui.app import run_app  # Qt only, torch is imported lazily later
 
     return run_app(folder=args.folder, demo=args.demo)
