@@ -67,10 +67,21 @@ def _palette_of(path: Path) -> np.ndarray:
 
 def _load_probs(path: str, shape: tuple[int, int]) -> np.ndarray:
     try:
-        probs = np.load(path, allow_pickle=False, mmap_mode="r")
+        with open(path, "rb") as f:
+            magic = f.read(6)
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if magic != b"\x93NUMPY":
+        raise CommandError(f"{path}: not a .npy file (save the probabilities with numpy.save)")
+    try:
+        probs = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as exc:
+        if "pickle" in str(exc) or "object" in str(exc):
+            raise CommandError(f"{path}: holds Python objects, not a float array; refused (never unpickled)") from None
+        raise CommandError(f"{path}: not a readable .npy array ({exc})") from None
+    except (OSError, EOFError) as exc:
         raise CommandError(f"{path}: not a readable .npy array ({exc})") from None
     if not isinstance(probs, np.ndarray) or probs.ndim != 3 or probs.shape[1:] != shape:
         got = getattr(probs, "shape", type(probs).__name__)

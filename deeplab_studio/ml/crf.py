@@ -46,17 +46,27 @@ broad plateau around these values, not a sharp optimum. `iterations` 10 matches 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from deeplab_studio.core.labels import IGNORE
 
-__all__ = ["CRFParams", "refine", "refine_labels", "DEEPLAB_V2_PARAMS"]
+__all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS"]
 
 _PROB_EPS = 1e-5  # probabilities are clipped here before -log (as pydensecrf's helper does)
 _PROTECT_EPS = 1e-5  # a protected pixel's unary: 1 - eps for its label, eps for the others
 MAX_LABELS = 255  # indices 0..254 are classes; 255 is ignore
+MIN_RANGE = 0.1  # smallest sxy/srgb: a kernel narrower than this reaches no neighbour, and ~1e-6
+# overflows pydensecrf's permutohedral lattice (measured: a segfault inside the C++ code)
+
+Cancel = Callable[[], bool] | threading.Event | None
+
+
+class CRFCancelled(Exception):
+    """The `cancel` hook asked to stop; raised between tiles or mean-field iterations."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,8 @@ class CRFParams:
         if int(self.iterations) != self.iterations or self.iterations < 1:
             raise bad("iterations", "an integer >= 1")
         for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-            if getattr(self, name) <= 0:
-                raise bad(name, "> 0")
+            if getattr(self, name) < MIN_RANGE:
+                raise bad(name, f">= {MIN_RANGE}")
         for name in ("gaussian_compat", "bilateral_compat"):
             if getattr(self, name) < 0:
                 raise bad(name, ">= 0")
@@ -119,6 +129,11 @@ class CRFParams:
 #: DeepLab v2's published VOC settings (w1=4, θα=121, θβ=5, w2=3, θγ=3, 10 iterations), for comparison.
 DEEPLAB_V2_PARAMS = CRFParams(iterations=10, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=121,
                               bilateral_srgb=5, bilateral_compat=4)
+
+
+def _check_cancel(cancel: Cancel) -> None:
+    if cancel is not None and (cancel.is_set() if isinstance(cancel, threading.Event) else cancel()):
+        raise CRFCancelled("CRF refinement cancelled")
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -255,12 +270,15 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 # --- the engine ----------------------------------------------------------------------------------------
-def _crf_labels(image: np.ndarray, unary: np.ndarray, select: np.ndarray, params: CRFParams) -> np.ndarray:
+def _crf_labels(image: np.ndarray, unary: np.ndarray, select: np.ndarray, params: CRFParams,
+                cancel: Cancel = None) -> np.ndarray:
     """Mean-field inference over the `select`ed pixels of one crop.
 
     Returns, for those pixels (row-major order), the index into the unary's rows of the best
     label. The kernels are the ones of pydensecrf's DenseCRF2D (features x/sxy, y/sxy and
     r,g,b/srgb), built for the selected pixels only, so the settled interior costs nothing.
+    Iterations are stepped one by one (the same arithmetic as `inference(n)`, bit for bit) so
+    that `cancel` is checked between them.
     """
     import pydensecrf.densecrf as dcrf
 
@@ -279,8 +297,11 @@ def _crf_labels(image: np.ndarray, unary: np.ndarray, select: np.ndarray, params
         np.divide(ys, params.bilateral_sxy, out=feats[1], casting="unsafe")
         np.divide(image[ys, xs].T, params.bilateral_srgb, out=feats[2:], casting="unsafe")
         crf.addPairwiseEnergy(feats, compat=float(params.bilateral_compat))
-    q = np.asarray(crf.inference(int(params.iterations)), dtype=np.float32)
-    return q.argmax(axis=0)
+    q, tmp1, tmp2 = crf.startInference()
+    for _ in range(int(params.iterations)):
+        _check_cancel(cancel)
+        crf.stepInference(q, tmp1, tmp2)
+    return np.asarray(q, dtype=np.float32).argmax(axis=0)
 
 
 def _unary(current: np.ndarray, protect: np.ndarray, void: np.ndarray, probs: np.ndarray | None,
@@ -320,7 +341,7 @@ def _unary(current: np.ndarray, protect: np.ndarray, void: np.ndarray, probs: np
 
 def _refine(image: np.ndarray, current: np.ndarray, protect: np.ndarray, probs: np.ndarray | None,
             params: CRFParams, *, restrict: bool = True, labels: list[int] | None = None,
-            top: np.ndarray | None = None) -> np.ndarray:
+            top: np.ndarray | None = None, cancel: Cancel = None) -> np.ndarray:
     """Re-label the free pixels of `current` with the CRF.
 
     `restrict=False, labels=[...]` runs the plain computation (whole image, one crop, the given
@@ -347,6 +368,7 @@ def _refine(image: np.ndarray, current: np.ndarray, protect: np.ndarray, probs: 
         context = 0
     height, width = current.shape
     for (ty0, ty1), (tx0, tx1) in tiles:
+        _check_cancel(cancel)
         core = write[ty0:ty1, tx0:tx1]
         if not core.any():
             continue
@@ -373,19 +395,22 @@ def _refine(image: np.ndarray, current: np.ndarray, protect: np.ndarray, probs: 
             continue  # one label: nothing to decide
         unary = _unary(cur_c, protect[crop], void_c, probs_c, labs, params)
         best = np.zeros(dst.shape, dtype=np.uint8)
-        best[select] = np.asarray(labs, dtype=np.uint8)[_crf_labels(image[crop], unary, select, params)]
+        best[select] = np.asarray(labs, dtype=np.uint8)[_crf_labels(image[crop], unary, select, params, cancel)]
         out[crop][dst] = best[dst]
     return out
 
 
 # --- public API ----------------------------------------------------------------------------------------
 def refine(image: np.ndarray, probs: np.ndarray, *, protect: np.ndarray | None = None,
-           params: CRFParams | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+           params: CRFParams | None = None, labels: np.ndarray | None = None,
+           cancel: Cancel = None) -> np.ndarray:
     """Labels (uint8 H×W) from softmax `probs` (C×H×W float) snapped to the edges of `image`.
 
     `protect` (bool H×W) marks human pixels: they keep their label from `labels` (default: the
     argmax of `probs`) exactly, 255 included, and act as fixed evidence for their neighbours.
     Unprotected pixels take the CRF's label, never 255. Raises ValueError on bad input.
+    `cancel` (a callable returning True, or a `threading.Event`) is checked between tiles and
+    mean-field iterations; when set, `CRFCancelled` is raised.
     """
     params = _check_params(params)
     image = _check_image(image)
@@ -395,15 +420,16 @@ def refine(image: np.ndarray, probs: np.ndarray, *, protect: np.ndarray | None =
     if labels is not None:
         labels = _check_labels(labels, shape)
         current[protect] = labels[protect]
-    return _refine(image, current, protect, probs, params, top=top)
+    return _refine(image, current, protect, probs, params, top=top, cancel=cancel)
 
 
 def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray | None = None,
-                  params: CRFParams | None = None) -> np.ndarray:
+                  params: CRFParams | None = None, cancel: Cancel = None) -> np.ndarray:
     """A hard label map (uint8 H×W, 255 = ignore) snapped to the edges of `image`.
 
     Each label is given `params.hard_confidence`. Protected pixels and 255 pixels keep their
-    value; 255 carries no evidence and is never produced elsewhere. Raises ValueError on bad input.
+    value; 255 carries no evidence and is never produced elsewhere. Raises ValueError on bad input;
+    `cancel` as in `refine`.
     """
     params = _check_params(params)
     image = _check_image(image)
@@ -413,4 +439,4 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray 
     first = labels.flat[0]
     if (labels == first).all():
         return labels.copy()  # a single label (or all void): nothing to refine
-    return _refine(image, labels, protect, None, params)
+    return _refine(image, labels, protect, None, params, cancel=cancel)

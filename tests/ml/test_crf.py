@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -73,15 +75,52 @@ def test_defaults_raise_miou_on_every_real_sample(samples):
 
 
 def test_strong_bilateral_weight_on_hard_labels_is_clearly_worse(samples):
-    """pydensecrf's README kernels (w=10, θα=80, θβ=13) on hard labels: worse than the prediction."""
+    """pydensecrf's README kernels (w=10, θα=80, θβ=13) on hard labels: worse than the prediction.
+
+    How much worse depends on how far a hard label may travel: with the default `margin` (a
+    label is possible only within 16 px of where it occurs) the damage is capped at 3-5 points
+    (whole-image runs with the same energy lose the same); letting labels reach 64 px, the same
+    kernels cost the aeroplane ~11 and the bird ~23 points, the issue's "10+ points".
+    """
     strong = CRFParams(gaussian_sxy=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10)
-    deltas, good = [], []
+    deltas, wide, good = [], [], []
     for image, pred, gt in samples.values():
         base = miou(gt, pred)
         deltas.append(miou(gt, refine_labels(image, pred, params=strong)) - base)
+        wide.append(miou(gt, refine_labels(image, pred, params=replace(strong, margin=64))) - base)
         good.append(miou(gt, refine_labels(image, pred)) - base)
     assert sum(d < -0.025 for d in deltas) >= 2, deltas  # aeroplane and bird lose 3-5 points
     assert np.mean(good) - np.mean(deltas) > 0.03, (good, deltas)
+    assert sum(d < -0.10 for d in wide) >= 2, wide  # uncapped: 10+ points on two of the three
+
+
+def _coarse_softmax(gt: np.ndarray, factor: int) -> np.ndarray:
+    """21×H×W: one-hot ground truth box-averaged `factor`× down (void left out), bilinear back up."""
+    h, w = gt.shape
+    small = (w // factor, h // factor)
+    valid = np.asarray(Image.fromarray((gt != IGNORE).astype(np.float32), "F").resize(small, Image.BOX))
+    probs = np.zeros((21, h, w), np.float32)
+    for c in np.unique(gt[gt != IGNORE]):
+        frac = np.asarray(Image.fromarray((gt == c).astype(np.float32), "F").resize(small, Image.BOX))
+        frac = np.where(valid > 0, frac / np.maximum(valid, 1e-6), 1 / 21).astype(np.float32)
+        probs[c] = np.asarray(Image.fromarray(frac, "F").resize((w, h), Image.BILINEAR))
+    return probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-6)
+
+
+def test_good_proposals_cost_less_than_with_deeplab_settings(samples):
+    """Where the proposal is already good (the ground truth itself; the ground truth 8× down and up
+    as a softmax) the defaults cost little, and on every sample less than DeepLab v2's settings."""
+    deeplab = replace(crf.DEEPLAB_V2_PARAMS, margin=CRFParams().margin)
+    for n, (image, _, gt) in samples.items():
+        coarse = _coarse_softmax(gt, 8)
+        base = miou(gt, coarse.argmax(0))
+        assert base > 0.99  # a good proposal
+        ours = miou(gt, refine(image, coarse)) - base
+        theirs = miou(gt, refine(image, coarse, params=deeplab)) - base
+        assert theirs <= ours and ours > -0.002, (n, ours, theirs)  # measured: -0.02..-0.09 points
+        ours = miou(gt, refine_labels(image, gt)) - 1
+        theirs = miou(gt, refine_labels(image, gt, params=deeplab)) - 1
+        assert theirs < ours, (n, ours, theirs)  # measured: -0.05..-1.19 vs -0.10..-3.66 points
 
 
 # --- the restricted computation gives the plain computation's answer ----------------------------------
@@ -130,6 +169,23 @@ def test_tiled_nearly_equals_one_tile(samples):
     one = refine_labels(image, pred, params=CRFParams(tile_size=1024))
     tiled = refine_labels(image, pred, params=CRFParams(tile_size=128))
     assert (one != tiled).mean() < 0.005
+
+
+def test_engine_equals_a_plain_pydensecrf_call(samples):
+    """One crop, every pixel selected: the stepped engine gives pydensecrf's DenseCRF2D answer."""
+    import pydensecrf.densecrf as dcrf
+
+    image, pred, _ = samples[1]
+    image, pred = np.ascontiguousarray(image[200:328, 150:278]), pred[200:328, 150:278]
+    p = CRFParams(iterations=7)
+    unary = crf._unary(pred, np.zeros(pred.shape, bool), pred == IGNORE, None, [0, 1], p)
+    ours = crf._crf_labels(image, unary, np.ones(pred.shape, bool), p)
+    d = dcrf.DenseCRF2D(128, 128, 2)
+    d.setUnaryEnergy(np.ascontiguousarray(unary.reshape(2, -1)))
+    d.addPairwiseGaussian(sxy=p.gaussian_sxy, compat=p.gaussian_compat)
+    d.addPairwiseBilateral(sxy=p.bilateral_sxy, srgb=p.bilateral_srgb, rgbim=image, compat=p.bilateral_compat)
+    plain = np.asarray(d.inference(7)).argmax(axis=0)
+    assert (ours == plain).all() and (plain != (pred.ravel() == 1)).any()
 
 
 # --- protection and void ----------------------------------------------------------------------------
@@ -207,9 +263,9 @@ def test_only_labels_that_occur_enter_the_crf(monkeypatch):
     seen = []
     real = crf._crf_labels
 
-    def spy(image, unary, select, params):
+    def spy(image, unary, select, params, cancel=None):
         seen.append(unary.shape[0])
-        return real(image, unary, select, params)
+        return real(image, unary, select, params, cancel)
     monkeypatch.setattr(crf, "_crf_labels", spy)
     image = _two_tone()
     probs = np.full((21, 64, 64), 1e-4, np.float32)
@@ -226,9 +282,9 @@ def test_large_image_is_tiled_and_completes(monkeypatch):
     crops = []
     real = crf._crf_labels
 
-    def spy(img, unary, select, params):
+    def spy(img, unary, select, params, cancel=None):
         crops.append(int(select.sum()))
-        return real(img, unary, select, params)
+        return real(img, unary, select, params, cancel)
     p = CRFParams(tile_size=256)
     monkeypatch.setattr(crf, "_crf_labels", spy)
     out = refine_labels(image, coarse, params=p)
@@ -236,6 +292,31 @@ def test_large_image_is_tiled_and_completes(monkeypatch):
     assert set(np.unique(out)) <= set(np.unique(coarse))
     assert len(crops) > 1 and max(crops) <= (256 + 2 * p.margin) ** 2
     assert sum(crops) < out.size  # only the band around borders was computed
+
+
+def test_cancel_stops_between_tiles_and_iterations(samples):
+    image, pred, _ = samples[1]
+    p = CRFParams(tile_size=128)
+    calls = []
+
+    def never() -> bool:
+        calls.append(1)
+        return False
+    assert (refine_labels(image, pred, params=p, cancel=never) == refine_labels(image, pred, params=p)).all()
+    total = len(calls)
+    assert total > p.iterations  # checked per tile and per iteration
+
+    def third() -> bool:
+        calls.append(1)
+        return len(calls) > total + 2
+    with pytest.raises(crf.CRFCancelled):
+        refine_labels(image, pred, params=p, cancel=third)
+    assert len(calls) == total + 3  # stopped at once
+    stop = threading.Event()
+    stop.set()
+    probs = np.stack([pred == 0, pred == 1]).astype(np.float32) * 0.8 + 0.1
+    with pytest.raises(crf.CRFCancelled):
+        refine(image, probs, cancel=stop)
 
 
 # --- validation ----------------------------------------------------------------------------------------
@@ -307,3 +388,15 @@ def test_params_validation():
     with pytest.raises(ValueError, match="margin"):
         CRFParams(margin=2.5)
     assert CRFParams(iterations=5.0).iterations == 5.0  # sliders hand over floats
+    for name in ("bilateral_sxy", "bilateral_srgb", "gaussian_sxy"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 0.1"):
+            CRFParams(**{name: 1e-6})  # would overflow pydensecrf's lattice: a segfault, not an error
+
+
+def test_smallest_ranges_run(samples):
+    image, pred, _ = samples[114]
+    image, pred = image[150:278, 150:278], pred[150:278, 150:278]
+    tiny = crf.MIN_RANGE
+    p = CRFParams(gaussian_sxy=tiny, bilateral_sxy=tiny, bilateral_srgb=tiny, tile_size=4096)
+    out = refine_labels(image, pred, params=p)
+    assert out.shape == pred.shape and set(np.unique(out)) <= set(np.unique(pred))

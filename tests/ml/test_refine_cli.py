@@ -110,10 +110,12 @@ def test_probs_use_the_soft_crf(sample, capsys, tmp_path):
     ("missing_image", "nope.png"),
     ("size", "is 100×100"),
     ("unknown_colour", "outside the palette"),
-    ("pickle", "probs.npy"),
+    ("pickle", "probs.npy: holds Python objects"),
+    ("not_npy", "probs.npy: not a .npy file"),
+    ("truncated", "probs.npy: not a readable .npy array"),
     ("probs_shape", "must be C×160×160"),
     ("logits", "not logits"),
-    ("bad_param", "--srgb must be > 0"),
+    ("bad_param", "--srgb must be >= 0.1"),
     ("out_dir", "cannot write"),
 ])
 def test_bad_input_exits_2_with_one_line(sample, capsys, tmp_path, case, needle):
@@ -132,6 +134,14 @@ def test_bad_input_exits_2_with_one_line(sample, capsys, tmp_path, case, needle)
         mask = tmp_path / "odd.png"
     elif case == "pickle":
         np.save(tmp_path / "probs.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        extra = ["--probs", tmp_path / "probs.npy"]
+    elif case == "not_npy":
+        (tmp_path / "probs.npy").write_text("C,H,W\n0.5,0.5\n")
+        extra = ["--probs", tmp_path / "probs.npy"]
+    elif case == "truncated":
+        np.save(tmp_path / "probs.npy", np.zeros((2, 160, 160), np.float32))
+        data = (tmp_path / "probs.npy").read_bytes()
+        (tmp_path / "probs.npy").write_bytes(data[: len(data) // 2])
         extra = ["--probs", tmp_path / "probs.npy"]
     elif case == "probs_shape":
         np.save(tmp_path / "p.npy", np.zeros((21, 10, 10), np.float32))
