@@ -94,6 +94,8 @@ class EditingMixin:
     def _refresh_counts(self) -> None:
         if self.document is not None:
             self.class_panel.set_counts(self.document.class_counts())
+            if getattr(self, "_cursor_xy", None) is not None:  # the class under a still cursor may have changed
+                self._cursor_moved(*self._cursor_xy)
 
     def _saved(self, rec) -> None:
         if self.project is not None and rec in self.project.records:
@@ -189,7 +191,12 @@ class EditingMixin:
     def _hidden_changed(self, hidden: set) -> None:
         self.canvas.overlay.set_colors(self.labelset.palette(), hidden)
 
+    def _cursor_left(self) -> None:
+        self._cursor_xy = None
+        self.status.set_cursor(None, None)
+
     def _cursor_moved(self, x: float, y: float) -> None:
+        self._cursor_xy = (x, y)
         doc = self.document
         if doc is None or not doc.contains(x, y):
             self.status.set_cursor(None, None)

@@ -200,7 +200,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
 
     def _connect(self) -> None:
         self.canvas.cursorMoved.connect(self._cursor_moved)
-        self.canvas.cursorLeft.connect(lambda: self.status.set_cursor(None, None))
+        self.canvas.cursorLeft.connect(self._cursor_left)
         self.canvas.zoomChanged.connect(self.status.set_zoom)
         self.image_panel.imageActivated.connect(self.open_image)
         self.class_panel.activeChanged.connect(self.set_active_class)
@@ -224,7 +224,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
     def show_message(self, text: str, level: str = "error") -> None:
         """Show `text` in the banner (non-modal) and the status bar; the app goes on."""
         self.banner.show_message(text, level)
-        self.statusBar().showMessage(text, 10000)
+        self.statusBar().showMessage(self.status.elided(text.splitlines()[0] if text else ""), 10000)
         self.messageShown.emit(text)
 
     def show_error(self, title: str, text: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFrame, QHBoxLayout, QHeaderView, QLabel, QStatusBar,
-                               QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout)
+                               QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
 from deeplab_studio.gui import shortcuts
 
@@ -62,9 +62,17 @@ class StatusFields:
         self.size = QLabel()
         self.save_state = QLabel()
         widths = (110, 170, 70, 100, 120)
-        for label, w in zip((self.position, self.klass, self.zoom, self.size, self.save_state), widths):
+        self.fields = (self.position, self.klass, self.zoom, self.size, self.save_state)
+        for label, w in zip(self.fields, widths):
             label.setMinimumWidth(w)
             bar.addPermanentWidget(label)
+
+    def elided(self, text: str) -> str:
+        """`text` shortened with … to the room the permanent fields leave (the banner has it all)."""
+        used = sum(w.width() for w in self.bar.findChildren(QWidget) if w.isVisible() and w.parent() is self.bar
+                   and w not in (self.bar,))
+        room = max(160, self.bar.width() - used - 40)
+        return self.bar.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room)
 
     def set_cursor(self, x: int | None, y: int | None, class_text: str = "") -> None:
         self.position.setText("" if x is None else f"x {x}  y {y}")

@@ -245,6 +245,12 @@ def test_status_bar_and_brush_outline_follow_the_cursor(qtbot, window):
     assert outline.isVisible() and outline.radius == window.toolbox.ctx.radius
     assert (outline.pos().x(), outline.pos().y()) == (20.5, 21.5)  # centred on the pixel the disk is
     qtbot.waitUntil(lambda: st.save_state.text() == "All changes saved")
+    window.set_tool("fill")  # the class under a cursor that stays put follows the edit
+    window.set_active_class(3)
+    qtbot.mouseMove(window.canvas.viewport(), view_pos(window, 2, 2))
+    assert st.klass.text() == "0 background"
+    click(qtbot, window, 2, 2)
+    qtbot.waitUntil(lambda: st.klass.text().startswith("3 bird"))
 
 
 def test_zoomed_in_pixels_stay_sharp(qtbot, window):

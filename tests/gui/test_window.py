@@ -371,3 +371,13 @@ def test_empty_canvas_says_how_to_start(qtbot, settings, tmp_path):
     assert window.open_folder(make_folder(tmp_path / "more", n=1))
     assert window.document is not None and "Ctrl+O" in window.canvas.placeholder
     window.close()
+
+
+def test_long_message_is_whole_in_the_banner_and_elided_in_the_status_bar(qtbot, window):
+    text = "Cannot open img_1.png: " + "a very long reason " * 40
+    window.show_message(text)
+    assert window.banner.text() == text
+    shown = window.statusBar().currentMessage()
+    assert shown.endswith("…") and text.startswith(shown[:-1])
+    bar = window.statusBar()
+    assert bar.fontMetrics().horizontalAdvance(shown) < bar.width()
