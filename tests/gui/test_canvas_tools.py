@@ -289,3 +289,16 @@ def test_rename_and_recolour_a_class(qtbot, window):
     assert QColor.fromRgba(window.canvas.overlay.qimage.colorTable()[3]).getRgb()[:3] == (10, 200, 30)
     assert not window.rename_class(3, "dog")  # a duplicate name: a message, no change
     assert window.project.labels.names[3] == "gull" and "dog" in window.banner.text()
+
+
+def test_undo_keeps_at_least_200_steps_per_image(qtbot, window):
+    window.set_brush_size(1)
+    start = window.document.labels.copy()
+    for k in range(250):
+        window.set_active_class(1 + k % 9)
+        click(qtbot, window, k % 64, (k // 64) * 3)
+    stack = window.undo.active
+    assert stack.count() == 250
+    for _ in range(250):
+        window.undo_redo(False)
+    assert np.array_equal(window.document.labels, start) and not window.document.edit_mask.any()
