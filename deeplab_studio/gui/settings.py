@@ -53,12 +53,22 @@ def set_last_image(settings: QSettings, folder: str, path: str) -> None:
     settings.setValue(_folder_key(folder), path)
 
 
+def first_size(window, preferred: tuple[int, int] = (1400, 900)) -> tuple[int, int]:
+    """The first start's window size: `preferred`, shrunk to 95 % of the screen's free area so
+    the docks and the status bar are never cut off on a small screen."""
+    screen = window.screen()
+    if screen is None:
+        return preferred
+    free = screen.availableGeometry()
+    return (min(preferred[0], int(free.width() * 0.95)), min(preferred[1], int(free.height() * 0.95)))
+
+
 def restore_window(window) -> None:
     geometry = window.settings.value("geometry")
     if geometry is not None:
         window.restoreGeometry(geometry)
     else:
-        window.resize(1400, 900)
+        window.resize(*first_size(window))
     state = window.settings.value("window_state")
     if state is not None:
         window.restoreState(state)

@@ -381,3 +381,13 @@ def test_long_message_is_whole_in_the_banner_and_elided_in_the_status_bar(qtbot,
     assert shown.endswith("…") and text.startswith(shown[:-1])
     bar = window.statusBar()
     assert bar.fontMetrics().horizontalAdvance(shown) < bar.width()
+
+
+def test_first_start_fits_the_window_on_the_screen(qtbot, settings):
+    from deeplab_studio.gui.main_window import MainWindow
+
+    w = MainWindow(settings)  # no saved geometry: the first start
+    qtbot.addWidget(w)
+    free = w.screen().availableGeometry()
+    assert 0 < w.width() <= min(1400, free.width()) and 0 < w.height() <= min(900, free.height())
+    w.close()
