@@ -1,7 +1,7 @@
 """Predictor speed and memory on the CPU, against plain model calls and torchvision's DeepLab v3.
 
     .venv/bin/python benchmarks/bench_predictor.py [--repeat 3] [--images 50] [--skip-memory]
-                                                   [--skip-batch] [--large] [--threads N]
+                                                   [--skip-batch] [--skip-latency] [--large] [--threads N]
 
 1. Latency per 513×513 image (best of `--repeat`, after one warm-up), interleaved in this
    process, 21 classes, random weights, CPU, for deeplabv3plus_mobilenet and deeplabv3plus_resnet50:
@@ -12,8 +12,9 @@
 2. Peak memory of one such call: each variant in a fresh process, RSS sampled every 1 ms on a
    thread (growth over the RSS before the call).
 3. Batch throughput (images/s) on a folder of `--images` generated 1280×960 JPEGs with
-   `Predictor.predict_many` (deeplabv3plus_mobilenet, downscaled to 385 px, labels only), decoding
-   on the calling thread (decode_workers=0) vs one background thread (decode_workers=1).
+   the loop of `Predictor.predict_many` (deeplabv3plus_mobilenet, downscaled to 385 px, labels
+   only), decoding on the calling thread (decode_workers=0) vs one background thread
+   (decode_workers=1), and how long the model waited for each decoded image (load-independent).
 4. `--large`: one 8000×6000 image in 1024 px tiles, labels and confidence only: time and peak RSS
    growth against the size full float32 probabilities would take.
 """
@@ -36,6 +37,7 @@ from PIL import Image
 
 from deeplab_studio.core.scenes import generate_scene
 from deeplab_studio.ml.predictor import IMAGENET_MEAN, IMAGENET_STD, Predictor
+from deeplab_studio.ml.prefetch import prefetch_images, read_rgb
 from deeplab_studio.ml.zoo import build_model
 
 PAIRS = {"deeplabv3plus_mobilenet": "deeplabv3_mobilenet_v3_large", "deeplabv3plus_resnet50": "deeplabv3_resnet50"}
@@ -163,7 +165,8 @@ def memory(archs: list[str]) -> dict[tuple[str, str], float]:
     return out
 
 
-def batch(n_images: int) -> dict[int, float]:
+def batch(n_images: int) -> dict[str, dict[int, float]]:
+    """images/s and the seconds per image the model waited for a decoded image, per decode_workers."""
     torch.manual_seed(0)
     model = build_model("deeplabv3plus_mobilenet", num_classes=NUM_CLASSES).eval()
     predictor = Predictor(model, device="cpu", large_image="downscale", max_side=BATCH_SIDE, keep_probs=False)
@@ -177,21 +180,28 @@ def batch(n_images: int) -> dict[int, float]:
             paths.append(path)
         predictor.predict(np.asarray(Image.open(paths[0]).convert("RGB")))  # warm-up
         # each setting runs every image once, in chunks of 10 alternating between the settings so
-        # that load changes on a shared machine hit both alike
-        seconds = {0: 0.0, 1: 0.0}
-        count = {0: 0, 1: 0}
+        # that load changes on a shared machine hit both alike; this is what predict_many does,
+        # with the wait for each decoded image timed separately
+        seconds, waited, count = {0: 0.0, 1: 0.0}, {0: 0.0, 1: 0.0}, {0: 0, 1: 0}
         for chunk in (paths[k : k + 10] for k in range(0, len(paths), 10)):
             for workers in (0, 1):
                 t0 = time.perf_counter()
-                count[workers] += sum(1 for _, r in predictor.predict_many(chunk, decode_workers=workers)
-                                      if not isinstance(r, Exception))
+                images = prefetch_images(chunk, workers=workers)
+                while True:
+                    t1 = time.perf_counter()
+                    item = next(images, None)
+                    waited[workers] += time.perf_counter() - t1
+                    if item is None:
+                        break
+                    predictor.predict(item[1])
+                    count[workers] += 1
                 seconds[workers] += time.perf_counter() - t0
-        rates = {w: count[w] / seconds[w] for w in (0, 1)}
         t0 = time.perf_counter()
         for p in paths:
-            np.asarray(Image.open(p).convert("RGB"))
-        rates[-1] = len(paths) / (time.perf_counter() - t0)  # decoding alone
-    return rates
+            read_rgb(p)
+        decode = (time.perf_counter() - t0) / len(paths)
+    return {"rate": {w: count[w] / seconds[w] for w in (0, 1)},
+            "wait_ms": {w: 1000 * waited[w] / count[w] for w in (0, 1)}, "decode_ms": {0: 1000 * decode}}
 
 
 def large() -> tuple[float, float, float]:
@@ -206,10 +216,28 @@ def large() -> tuple[float, float, float]:
     return seconds, peak.growth_mb, NUM_CLASSES * LARGE[0] * LARGE[1] * 4 / 2**20
 
 
+def latency_table(archs: list[str], args: argparse.Namespace) -> None:
+    """Sections 1 and 2: the latency/memory table and the Predictor's own work."""
+    times = latency(archs, args.repeat)
+    mem = {} if args.skip_memory else memory(archs)
+    print(f"\n{'network':<28} {'variant':<34} {'ms/image':>9} {'vs plain':>9} {'peak MB':>8}")
+    for arch in archs:
+        plain = times[(arch, "plain")]
+        for v, label in (("predictor", "Predictor.predict (uint8 in)"), ("plain", "plain model(x)"),
+                         ("torchvision", f"torchvision {PAIRS[arch]}")):
+            t = times[(arch, v)]
+            m = f"{mem[(arch, v)]:8.0f}" if mem else f"{'-':>8}"
+            print(f"{arch:<28} {label:<34} {t * 1000:9.0f} {t / plain:8.2f}× {m}")
+    pred_ms, copy_ms = overhead(args.repeat)
+    print(f"\nPredictor work around the network per {SIDE}×{SIDE} image (a model returning stored logits): "
+          f"{pred_ms - copy_ms:.1f} ms (uint8→normalised input, softmax, argmax, confidence, outputs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--large", action="store_true")
@@ -228,26 +256,16 @@ def main() -> None:
     archs = list(PAIRS)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {SIDE}×{SIDE}, "
           f"{NUM_CLASSES} classes, random weights, best of {args.repeat}")
-    times = latency(archs, args.repeat)
-    mem = {} if args.skip_memory else memory(archs)
-    print(f"\n{'network':<28} {'variant':<34} {'ms/image':>9} {'vs plain':>9} {'peak MB':>8}")
-    for arch in archs:
-        plain = times[(arch, "plain")]
-        for v, label in (("predictor", "Predictor.predict (uint8 in)"), ("plain", "plain model(x)"),
-                         ("torchvision", f"torchvision {PAIRS[arch]}")):
-            t = times[(arch, v)]
-            m = f"{mem[(arch, v)]:8.0f}" if mem else f"{'-':>8}"
-            print(f"{arch:<28} {label:<34} {t * 1000:9.0f} {t / plain:8.2f}× {m}")
-    pred_ms, copy_ms = overhead(args.repeat)
-    print(f"\nPredictor work around the network per {SIDE}×{SIDE} image (a model returning stored logits): "
-          f"{pred_ms - copy_ms:.1f} ms (uint8→normalised input, softmax, argmax, confidence, outputs)")
+    if not args.skip_latency:
+        latency_table(archs, args)
     if not args.skip_batch:
-        rates = batch(args.images)
+        res = batch(args.images)
+        rate, wait = res["rate"], res["wait_ms"]
         print(f"\nbatch: {args.images} JPEGs {BATCH_SIZE[0]}×{BATCH_SIZE[1]}, deeplabv3plus_mobilenet at "
-              f"{BATCH_SIDE} px (downscale mode), labels only")
-        print(f"  decoding in line (decode_workers=0):   {rates[0]:.2f} images/s")
-        print(f"  decoding thread  (decode_workers=1):   {rates[1]:.2f} images/s  ({rates[1] / rates[0]:.2f}×)")
-        print(f"  decoding alone:                        {rates[-1]:.1f} images/s")
+              f"{BATCH_SIDE} px (downscale mode), labels only; decoding one image: {res['decode_ms'][0]:.1f} ms")
+        print(f"  decoding in line (decode_workers=0):  {rate[0]:.2f} images/s, model waited {wait[0]:.1f} ms/image")
+        print(f"  decoding thread  (decode_workers=1):  {rate[1]:.2f} images/s, model waited {wait[1]:.1f} ms/image"
+              f"  ({rate[1] / rate[0]:.2f}× images/s)")
     if args.large:
         seconds, growth, full = large()
         print(f"\nlarge: {LARGE[1]}×{LARGE[0]} in 1024 px tiles, labels only: {seconds:.1f} s, "
