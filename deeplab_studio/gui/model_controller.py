@@ -82,8 +82,8 @@ class ModelController(QObject):
         if checkable:
             act.setChecked(checked)
             act.toggled.connect(slot)
-        else:
-            act.triggered.connect(slot)
+        else:  # drop `checked`: a slot with optional arguments would otherwise receive it
+            act.triggered.connect(lambda _checked=False: slot())
         return act
 
     def _build_actions(self) -> None:
