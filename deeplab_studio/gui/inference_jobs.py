@@ -34,6 +34,7 @@ class Job:
     device: str = "auto"
     project: Any = None  # storage.Project: merge the proposal into the saved map here (batch jobs)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    options: dict = field(default_factory=dict)  # "load": Predictor keyword options (tile_size, tta...)
 
 
 @dataclass

@@ -56,6 +56,7 @@ class InferenceWorker(QObject):
     resultReady = Signal(object)  # Proposal
     failed = Signal(object)  # JobFailure
     cancelled = Signal(object)  # Job (without its arrays)
+    tileProgress = Signal(int, int, int)  # request id, tiles done, tiles in all (emitted between tiles)
     _wake = Signal()
 
     def __init__(self, queue: "JobQueue") -> None:
@@ -101,7 +102,7 @@ class InferenceWorker(QObject):
         device = resolve_device(job.device)
         set_cpu_threads()
         loaded = load_checkpoint(job.path, device="cpu")
-        predictor = Predictor(loaded, device=str(device), on_warning=self.warning.emit)
+        predictor = Predictor(loaded, device=str(device), on_warning=self.warning.emit, **job.options)
         self._predictor, self._loaded = predictor, loaded
         self.modelLoaded.emit(model_info(loaded, job.path, str(device)) | {"request_id": job.request_id})
 
@@ -116,7 +117,11 @@ class InferenceWorker(QObject):
             from deeplab_studio.storage.images import read_image
 
             image = read_image(job.path)
-        pred = self._predictor.predict(image, cancel=job.cancelled.is_set)
+        def tiles(done: int, total: int) -> None:
+            if total > 1:
+                self.tileProgress.emit(job.request_id, done, total)
+
+        pred = self._predictor.predict(image, cancel=job.cancelled.is_set, progress=tiles)
         if job.cancelled.is_set():
             raise _Cancelled()
         labels = pred.labels
@@ -153,6 +158,8 @@ class InferenceClient(QObject):
     devicesProbed = Signal(object)  # list of (device, label)
     batchProgress = Signal(int, int, int, float, float)  # batch id, finished, total, images/s, eta s
     batchFinished = Signal(int, int, int, bool)  # batch id, done, failed, cancelled
+    tileProgress = Signal(int, int, int)  # request id, tiles done, tiles in all (large images only)
+    requestCancelled = Signal(int)  # request id of a job the worker stopped (between tiles or images)
     busyChanged = Signal(bool)
     dropped = Signal(object)  # Proposal that arrived stale (for tests and the status bar)
 
@@ -182,7 +189,13 @@ class InferenceClient(QObject):
             self._worker.modelLoaded.connect(self._on_model_loaded)
             self._worker.warning.connect(self.warning)
             self._worker.devicesProbed.connect(self._on_devices)
+            self._worker.tileProgress.connect(self.tileProgress)  # queued: the client is in the GUI thread
             self._thread.start()
+        return self._worker
+
+    @property
+    def worker(self) -> InferenceWorker | None:
+        """The worker object (it lives in the worker thread); None before the first request."""
         return self._worker
 
     @property
@@ -217,9 +230,11 @@ class InferenceClient(QObject):
         """Ask the worker which devices exist (answered by `devicesProbed`)."""
         return self._submit(Job("probe", next(self._ids), priority=INTERACTIVE))
 
-    def load_model(self, path: str, device: str = "auto") -> int:
-        """Load a checkpoint in the worker (replaces the current model once it succeeds)."""
-        return self._submit(Job("load", next(self._ids), path=str(path), device=device))
+    def load_model(self, path: str, device: str = "auto", **predictor_options) -> int:
+        """Load a checkpoint in the worker (replaces the current model once it succeeds).
+
+        `predictor_options` (plain values: tile_size, tile_overlap, tta...) go to the Predictor."""
+        return self._submit(Job("load", next(self._ids), path=str(path), device=device, options=predictor_options))
 
     def request(self, key: str, *, image: np.ndarray | None = None, path: str = "", priority: int = INTERACTIVE,
                 crf: bool = False, crf_params=None, lut: np.ndarray | None = None, batch_id: int | None = None,
@@ -324,6 +339,7 @@ class InferenceClient(QObject):
     @Slot(object)
     def _on_cancelled(self, job: Job) -> None:
         self._live.pop(job.request_id, None)
+        self.requestCancelled.emit(job.request_id)
         self._count_batch(job.batch_id, failed=False, cancelled=True)
         self._emit_idle()
 

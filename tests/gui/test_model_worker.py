@@ -119,6 +119,76 @@ def test_cancel_stops_a_batch(qtbot, client, tmp_path) -> None:
     qtbot.waitUntil(lambda: not client.busy, timeout=60000)
 
 
+@pytest.fixture
+def tiled_client(qtbot, tiny_checkpoint):
+    """A client whose Predictor splits images wider than 64 px into overlapping 64-px tiles."""
+    c = InferenceClient()
+    with qtbot.waitSignal(c.modelLoaded, timeout=60000):
+        c.load_model(str(tiny_checkpoint), "cpu", tile_size=64, tile_overlap=16)
+    yield c
+    assert c.shutdown()
+
+
+def _hold_after_first_tile(client):
+    """Make the worker wait after its first tile until the test releases it (worker-thread slot)."""
+    import threading
+
+    from PySide6.QtCore import Qt
+
+    seen, gate = [], threading.Event()
+
+    def on_tile(rid: int, done: int, total: int) -> None:  # runs in the worker thread, between tiles
+        seen.append((rid, done, total))
+        if done == 1:
+            assert gate.wait(30), "the test never released the worker"
+
+    client.worker.tileProgress.connect(on_tile, Qt.ConnectionType.DirectConnection)
+    return seen, gate
+
+
+@pytest.mark.parametrize("how", ["user left the image", "batch cancelled"])
+def test_cancel_stops_a_tiled_image_after_its_first_tile(qtbot, tiled_client, tmp_path, how) -> None:
+    client = tiled_client
+    seen, gate = _hold_after_first_tile(client)
+    proposals = []
+    client.proposalReady.connect(proposals.append)
+    big = _image(7, 64, 320)  # 64-px tiles: one row of several tiles
+    try:
+        with qtbot.waitSignal(client.tileProgress, timeout=60000) as first:  # the GUI thread hears of tile 1
+            if how == "user left the image":
+                client.set_current_key("big")
+                rid = client.request("big", image=big)
+            else:
+                from PIL import Image
+
+                Image.fromarray(big).save(tmp_path / "big.png")
+                batch = client.start_batch([("big.png", str(tmp_path / "big.png"))])
+        rid_seen, done, total = first.args
+        assert done == 1 and total > 2
+        with qtbot.waitSignal(client.requestCancelled, timeout=60000) as stopped:
+            if how == "user left the image":
+                client.set_current_key("other")  # the user moved on while tile 1 was finished
+            else:
+                with qtbot.waitSignal(client.batchFinished, timeout=60000) as finished:
+                    client.cancel_batch(batch)
+                    gate.set()
+            gate.set()
+    finally:
+        gate.set()
+    assert stopped.args[0] == rid_seen
+    if how == "user left the image":
+        assert rid_seen == rid
+    else:
+        assert list(finished.args[1:]) == [0, 0, True]
+    qtbot.waitUntil(lambda: not client.busy, timeout=60000)
+    assert [d for _, d, _ in seen] == [1] and not proposals  # no tile after the first one ran
+    client.set_current_key("again")  # the worker goes on: the next request is answered
+    with qtbot.waitSignal(client.proposalReady, timeout=60000) as blocker:
+        client.request("again", image=big)
+    assert [d for _, d, _ in seen[1:]] == list(range(1, total + 1))
+    assert blocker.args[0].labels.shape == big.shape[:2]
+
+
 def test_batch_reports_progress_and_survives_an_unreadable_image(qtbot, client, tmp_path) -> None:
     items = _write_images(tmp_path, 3)
     bad = tmp_path / "broken.png"
