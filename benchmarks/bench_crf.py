@@ -167,6 +167,9 @@ def settings() -> dict[str, CRFParams]:
                                                 bilateral_compat=4),
         "strong bilateral (10,80,13)": replace(d, iterations=10, gaussian_sxy=3, bilateral_sxy=80,
                                                bilateral_srgb=13, bilateral_compat=10),
+        # the same, with hard labels allowed to travel 64 px instead of `margin` 16: uncapped damage
+        "strong bilateral, margin=64": replace(d, iterations=10, gaussian_sxy=3, bilateral_sxy=80,
+                                               bilateral_srgb=13, bilateral_compat=10, margin=64),
     }
 
 

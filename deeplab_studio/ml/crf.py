@@ -12,9 +12,10 @@ general DenseCRF with the DenseCRF2D features) and only the labels that occur th
 label may move only to labels present within `margin` px; the others get a zero probability,
 so they carry no mass and leaving them out changes nothing. Measured: with a whole-image run
 every change lies within 16 px of the input's borders; restricted and whole-image runs differ
-on < 0.2 % of pixels (tests/ml/test_crf.py), at ~10× the speed of a plain 21-label call.
-Memory (4000×3000, bench): hard labels 3 s, peak RSS 230 MB; 21-class float16 probabilities
-(504 MB themselves) 15 s, peak RSS +264 MB over the inputs. A plain whole-image pydensecrf call
+on < 0.2 % of pixels (tests/ml/test_crf.py), at 6.5–14× the speed of a plain 21-label call
+(bench, 513² samples, 2 busy cores; the ratio moves with the load).
+Memory (4000×3000, bench): hard labels 2–3 s, peak RSS 230 MB; 21-class float16 probabilities
+(504 MB themselves) 10–15 s, peak RSS +264 MB over the inputs. A plain whole-image pydensecrf call
 with just the 2 labels present took 112 s and 2.9 GB.
 
 Defaults chosen by measurement (benchmarks/bench_crf.py prints all of this). mIoU in points,
@@ -35,13 +36,24 @@ predictions) and on synthetic proposals (ground truth itself; ground truth box-d
     DeepLab v2 R101 (4, 67, 3, 3, 1)        +1.80 (+1.25)  -1.33 (-1.99) -0.13 (-0.19) +1.88 (+0.36)
     pydensecrf README (10, 80, 13, 3, 3)    -1.72 (-4.63)  -4.62 (-6.77) -0.99 (-1.57) -1.46 (-3.81)
 
+Strong bilateral damage is capped by `margin`, which is also how far a hard label may travel:
+the pydensecrf README kernels cost the aeroplane / bird 4.6 / 3.4 points here (whole-image runs
+with the same energy: 4.6 / 3.9), but 11.3 / 22.9 points with margin 64 (tests/ml/test_crf.py).
+
 The real predictions: 96.92 → 98.67, 96.60 → 99.30, 96.37 → 98.75 (aeroplane, sheep, bird); a
 plain whole-image 21-label call with the same energy and 10 iterations gives 98.64, 99.29,
-98.81. The defaults take the largest gain on real predictions while costing a perfect proposal
-less than half of what DeepLab's settings cost (−0.60 vs −1.33/−2.36); a grid sweep of
-whole-image runs (bilateral sxy 20–100, srgb 3–13, compat 2–10, confidence 0.7–0.95) showed a
-broad plateau around these values, not a sharp optimum. `iterations` 10 matches the plain
-10-iteration call; 5 gives +2.11 on the predictions and −0.38 on the perfect proposal.
+98.81 (mean 98.90 vs 98.91: equal within 0.01 points, not better; the bird is 0.06 lower). A
+plain call with pydensecrf's own `unary_from_labels` (0.7 to the label, the rest spread over
+all 21) changes almost nothing (96.63 → 96.63). The defaults take the largest gain on real
+predictions while costing a perfect proposal less than half of what DeepLab's settings cost
+(−0.60 vs −1.33/−2.36; on GT↓8 −0.06 vs −0.13/−0.31, per sample at worst 0.003 points more
+than R101's); a grid sweep of whole-image runs (bilateral sxy 20–100, srgb 3–13, compat 2–10,
+confidence 0.7–0.95) showed a broad plateau around these values, not a sharp optimum.
+`iterations` 10 matches the plain 10-iteration call; 5 gives +2.11 on the predictions and
+−0.38 on the perfect proposal.
+
+`cancel` (a callable or `threading.Event`) is checked between tiles and mean-field iterations
+(stepped with pydensecrf's startInference/stepInference: the same arithmetic as `inference`).
 """
 
 from __future__ import annotations

@@ -109,18 +109,29 @@ def _coarse_softmax(gt: np.ndarray, factor: int) -> np.ndarray:
 
 def test_good_proposals_cost_less_than_with_deeplab_settings(samples):
     """Where the proposal is already good (the ground truth itself; the ground truth 8× down and up
-    as a softmax) the defaults cost little, and on every sample less than DeepLab v2's settings."""
-    deeplab = replace(crf.DEEPLAB_V2_PARAMS, margin=CRFParams().margin)
+    as a softmax) the defaults cost little, and no more than DeepLab v2's usual settings (VOC:
+    w=4, θα=121, θβ=5, θγ=3; its ResNet-101 release: w=4, θα=67, θβ=3, θγ=1).
+
+    Measured (points): perfect input −0.05..−1.19 vs −0.10..−3.66; GT↓8 −0.02..−0.09 vs
+    −0.02..−0.60. One near-tie: on the sheep's GT↓8 the R101 settings cost 0.003 points less
+    (a few pixels), hence "no more than" per sample within 0.01 points, and less on the mean.
+    """
+    margin = CRFParams().margin
+    deeplab = [replace(crf.DEEPLAB_V2_PARAMS, margin=margin),
+               CRFParams(gaussian_sxy=1, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4, margin=margin)]
+    ours, theirs = [], [[] for _ in deeplab]
     for n, (image, _, gt) in samples.items():
         coarse = _coarse_softmax(gt, 8)
         base = miou(gt, coarse.argmax(0))
         assert base > 0.99  # a good proposal
-        ours = miou(gt, refine(image, coarse)) - base
-        theirs = miou(gt, refine(image, coarse, params=deeplab)) - base
-        assert theirs <= ours and ours > -0.002, (n, ours, theirs)  # measured: -0.02..-0.09 points
-        ours = miou(gt, refine_labels(image, gt)) - 1
-        theirs = miou(gt, refine_labels(image, gt, params=deeplab)) - 1
-        assert theirs < ours, (n, ours, theirs)  # measured: -0.05..-1.19 vs -0.10..-3.66 points
+        ours += [miou(gt, refine(image, coarse)) - base, miou(gt, refine_labels(image, gt)) - 1]
+        assert ours[-2] > -0.002, (n, ours)
+        for k, p in enumerate(deeplab):
+            theirs[k] += [miou(gt, refine(image, coarse, params=p)) - base,
+                          miou(gt, refine_labels(image, gt, params=p)) - 1]
+    for k, cost in enumerate(theirs):
+        assert all(t <= o + 1e-4 for o, t in zip(ours, cost)), (k, ours, cost)
+        assert np.mean(cost[0::2]) < np.mean(ours[0::2]) and np.mean(cost[1::2]) < np.mean(ours[1::2])
 
 
 # --- the restricted computation gives the plain computation's answer ----------------------------------
