@@ -22,6 +22,8 @@ DEMO_SIZE = (240, 320)  # height, width: the scale the demo model was trained at
 DEMO_SEED = 2024  # training used other seeds, so these scenes are unseen by the model
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEMO_MODEL = MODELS_DIR / "demo_deeplabv3plus_mobilenet.safetensors"
+DEMO_HINT = ("Demo: Ctrl+R auto-segments this image · Model → Auto-segment all · U shows uncertainty · "
+             "Ctrl+Shift+R snaps to edges · paint to correct · File → Export VOC")
 
 
 def demo_root() -> Path:
@@ -102,9 +104,13 @@ def open_demo(window, *, root: Path | None = None, device: str = "auto"):
     window.open_project(str(images))
     controller = attach_model_tools(window)
     if DEMO_MODEL.is_file():
+        from PySide6.QtCore import Qt
+
+        # the hint comes after "Model loaded", which would otherwise replace it at once
+        controller.client.modelLoaded.connect(lambda _info: controller.link.show_message(DEMO_HINT, 30000),
+                                              Qt.ConnectionType.SingleShotConnection)
         controller.load_model(str(DEMO_MODEL), device)
     else:
         controller.link.show_error("Demo model missing",
                                    f"{DEMO_MODEL} is not there; run models/train_demo_model.py to make it.")
-    controller.link.show_message("Demo: press Ctrl+R to auto-segment, Ctrl+Shift+R to snap to edges.", 15000)
     return controller

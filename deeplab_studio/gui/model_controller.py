@@ -26,7 +26,7 @@ from deeplab_studio.core.labels import BACKGROUND
 from deeplab_studio.gui.class_mapping import ClassMapping, is_default_labelset, map_classes, model_labelset
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
 from deeplab_studio.gui.pool_tasks import run_async, run_crf_async
-from deeplab_studio.gui.uncertainty import UncertaintyStore, uncertainty_overlay
+from deeplab_studio.gui.uncertainty import OVERLAY_COLORS, UncertaintyStore, contrasting_color, uncertainty_overlay
 from deeplab_studio.gui.window_link import WindowLink
 
 SETTINGS_CRF = "model/refine_with_crf"
@@ -56,6 +56,7 @@ class ModelController(QObject):
         self._prefetched: dict[str, Proposal] = {}
         self._batch_id: int | None = None
         self._snap_token = 0
+        self._segment_rid: int | None = None  # the current Ctrl+R request (for its tile progress)
         self._build_actions()
         self._build_status_widgets()
         self.message.connect(self.link.show_message)
@@ -66,6 +67,7 @@ class ModelController(QObject):
         self.client.warning.connect(self.link.show_warning)
         self.client.batchProgress.connect(self._on_batch_progress)
         self.client.batchFinished.connect(self._on_batch_finished)
+        self.client.tileProgress.connect(self._on_tile_progress)
         self.link.on_image_changed(self._on_image_changed)
         self.link.on_project_changed(self._on_project_changed)
         self.link.on_close(self.shutdown)
@@ -224,8 +226,13 @@ class ModelController(QObject):
             self.message.emit("Auto-segmenting (pre-compute already running)…")
             return None
         self.message.emit("Auto-segmenting…")
-        return self.client.request(doc.key, image=doc.image, priority=INTERACTIVE, crf=self.refine_with_crf,
-                                   crf_params=self.crf_params, lut=self._lut())
+        self._segment_rid = self.client.request(doc.key, image=doc.image, priority=INTERACTIVE,
+                                                crf=self.refine_with_crf, crf_params=self.crf_params, lut=self._lut())
+        return self._segment_rid
+
+    def _on_tile_progress(self, request_id: int, done: int, total: int) -> None:
+        if request_id == self._segment_rid and done < total:  # a large image: show it is moving
+            self.message.emit(f"Auto-segmenting… tile {done + 1} of {total}")
 
     def auto_segment_all(self, statuses: tuple[str, ...] = ("unlabeled", "auto")) -> int | None:
         """Queue every image whose status is in `statuses` as one batch; returns the batch id.
@@ -362,8 +369,10 @@ class ModelController(QObject):
         # pixels that changed while the CRF ran win over its answer
         changed = doc.labels != before
         merged = np.where(changed, doc.labels, result).astype(np.uint8)
+        moved = int(np.count_nonzero(merged != doc.labels))
         self.link.apply_proposal(merged, "Snap to edges")
-        self.message.emit("Snapped to edges.")
+        self.message.emit(f"Snapped to edges: {moved} pixels changed." if moved else
+                          "Snap to edges changed nothing (the labels already follow the edges).")
         self.snapApplied.emit(key)
 
     def show_crf_panel(self) -> None:
@@ -388,7 +397,10 @@ class ModelController(QObject):
         doc = self.link.document()
         conf = self.uncertainty.map(doc.key) if doc is not None else None
         if self.act_uncertainty.isChecked() and conf is not None and conf.shape == doc.labels.shape:
-            self.link.set_extra_overlay(uncertainty_overlay(conf))
+            color = contrasting_color(doc.labelset.colors)  # never the colour of a class
+            self.link.set_extra_overlay(uncertainty_overlay(conf, color=color))
+            self.message.emit(f"Uncertainty: {OVERLAY_COLORS[color]} where the model is less than 90 % sure "
+                              f"(mean uncertainty {self.uncertainty.mean.get(doc.key, 0.0):.2f}).")
         else:
             self.link.set_extra_overlay(None)
             if self.act_uncertainty.isChecked() and doc is not None:
@@ -405,6 +417,8 @@ class ModelController(QObject):
             self.message.emit("No proposals with a known uncertainty left: run Auto-segment all first.")
             return None
         self.link.go_to(ranked[0])
+        self.message.emit(f"Most uncertain of {len(ranked)} unreviewed images: {ranked[0]} "
+                          f"(mean uncertainty {self.uncertainty.mean[ranked[0]]:.2f}).")
         return ranked[0]
 
     # --- window events -------------------------------------------------------------------------

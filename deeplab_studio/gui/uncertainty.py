@@ -76,12 +76,30 @@ class UncertaintyStore:
         return sorted(known, key=lambda k: -self.mean[k])
 
 
-def uncertainty_overlay(confidence: np.ndarray, *, threshold: float = 0.9) -> np.ndarray:
-    """RGBA uint8 H×W×4: magenta where confidence < `threshold`, stronger where lower."""
+#: overlay colours to choose from, most preferred first
+OVERLAY_COLORS: dict[tuple[int, int, int], str] = {
+    (255, 0, 255): "magenta", (255, 255, 255): "white", (0, 255, 0): "green", (255, 90, 0): "orange",
+    (0, 0, 255): "blue", (255, 0, 0): "red", (0, 255, 255): "cyan", (255, 255, 0): "yellow", (128, 0, 255): "violet"}
+
+
+def contrasting_color(class_colors) -> tuple[int, int, int]:
+    """The overlay colour farthest (RGB distance) from every class colour, so the uncertainty
+    layer never looks like a class (magenta when no class colour is near it)."""
+    used = np.asarray([tuple(c)[:3] for c in class_colors] or [(0, 0, 0)], np.float32)
+    options = list(OVERLAY_COLORS)
+    cands = np.asarray(options, np.float32)
+    nearest = np.sqrt(((cands[:, None, :] - used[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    ok = np.flatnonzero(nearest >= 150.0)  # far enough: keep the preference order
+    best = int(ok[0]) if ok.size else int(nearest.argmax())
+    return options[best]
+
+
+def uncertainty_overlay(confidence: np.ndarray, *, threshold: float = 0.9,
+                        color: tuple[int, int, int] = (255, 0, 255)) -> np.ndarray:
+    """RGBA uint8 H×W×4: `color` where confidence < `threshold`, more opaque where lower."""
     conf = confidence.astype(np.float32) / 255.0
     alpha = np.clip((threshold - conf) / max(threshold, 1e-6), 0.0, 1.0)
     out = np.zeros(confidence.shape + (4,), np.uint8)
-    out[..., 0] = 255
-    out[..., 2] = 255
+    out[..., :3] = np.asarray(color, np.uint8)
     out[..., 3] = (alpha * 220.0).astype(np.uint8)
     return out

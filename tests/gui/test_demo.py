@@ -51,6 +51,7 @@ def test_demo_opens_and_its_model_segments_well_above_chance(qtbot, tmp_path, mo
     try:
         assert window.project is not None and window.document is not None
         qtbot.waitUntil(lambda: controller.client.model is not None, timeout=60000)
+        assert window.statusBar().currentMessage() == demo.DEMO_HINT  # not replaced by "Model loaded"
         assert controller.mapping.is_identity()
         controller.act_crf.setChecked(True)
         with qtbot.waitSignal(controller.proposalApplied, timeout=60000):

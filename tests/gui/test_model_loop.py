@@ -103,6 +103,7 @@ def test_human_pixels_survive_a_rerun_and_a_crf_snap(qtbot, window, controller, 
     assert (doc.labels[~mask] != painted[~mask]).any() or (expected[~mask] == painted[~mask]).all()
     with qtbot.waitSignal(controller.snapApplied, timeout=60000):
         qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert "Snap" in window.statusBar().currentMessage()
     np.testing.assert_array_equal(doc.labels[mask], painted[mask])
     np.testing.assert_array_equal(doc.edit_mask, mask)
 
@@ -144,8 +145,12 @@ def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tin
     others = [k for k in means if k != current]
     target = max(others, key=lambda k: means[k])
     controller.act_next_uncertain.trigger()
-    assert window.document.key == target
+    assert window.document.key == target and target in window.statusBar().currentMessage()
     controller.act_uncertainty.setChecked(True)
+    from deeplab_studio.gui.uncertainty import OVERLAY_COLORS, contrasting_color
+
+    colour = contrasting_color(window.project.labels.colors)
+    assert OVERLAY_COLORS[colour] in window.statusBar().currentMessage()  # the user is told what it means
     assert window.canvas.extra.isVisible() or window.canvas.extra.qimage is not None
     assert len(controller.link.batch_items(("auto",))) == 3
     other = tiny_checkpoint.parent / "other.safetensors"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeplab_studio.gui.uncertainty import UncertaintyStore, uncertainty_overlay
+from deeplab_studio.gui.uncertainty import UncertaintyStore, contrasting_color, uncertainty_overlay
 
 
 def _conf(value: int) -> np.ndarray:
@@ -46,3 +46,18 @@ def test_overlay_marks_low_confidence() -> None:
     assert rgba.shape == (1, 4, 4) and rgba.dtype == np.uint8
     alpha = rgba[0, :, 3]
     assert alpha[0] == 0 and alpha[1] == 0 and 0 < alpha[2] < alpha[3]
+    assert (rgba[0, 2, :3] == (255, 0, 255)).all()  # magenta unless a class looks like it
+
+
+def test_overlay_colour_differs_from_every_class_colour() -> None:
+    from deeplab_studio.core.labels import LabelSet
+    from deeplab_studio.core.scenes import scene_labelset
+
+    for labelset in (scene_labelset(), LabelSet.voc(), LabelSet(["background"], [(0, 0, 0)])):
+        color = np.asarray(contrasting_color(labelset.colors), float)
+        nearest = min(np.linalg.norm(color - np.asarray(c, float)) for c in labelset.colors)
+        assert nearest >= 150, (labelset.names, tuple(color), nearest)
+    assert contrasting_color(scene_labelset().colors) != (255, 0, 255)  # the scenes' triangle is (235, 0, 200)
+    assert contrasting_color([(0, 0, 0)]) == (255, 0, 255)
+    rgba = uncertainty_overlay(np.zeros((2, 2), np.uint8), color=(0, 255, 0))
+    assert (rgba[..., :3] == (0, 255, 0)).all() and (rgba[..., 3] > 0).all()
