@@ -55,9 +55,14 @@ TRAINABLE = ("edited", "reviewed")
 
 
 def list_archs() -> list[str]:
-    """The registered architectures (zoo's own list once torch is loaded anyway)."""
+    """The registered architectures: zoo's own list once another thread has fully imported it,
+    else ``ARCHS``. The inference worker may be importing zoo right now: a half-imported module
+    has no ``list_archs`` yet, or a registry still being filled, so it is not asked."""
     zoo = sys.modules.get("deeplab_studio.ml.zoo")
-    return list(zoo.list_archs()) if zoo is not None else list(ARCHS)
+    if zoo is None or getattr(getattr(zoo, "__spec__", None), "_initializing", False):
+        return list(ARCHS)
+    listed = getattr(zoo, "list_archs", None)
+    return list(listed()) if callable(listed) else list(ARCHS)
 
 
 def _status(rec) -> str:

@@ -118,6 +118,25 @@ def test_architectures_match_the_zoo() -> None:
     assert list(ARCHS) == list_archs()
 
 
+def test_dialog_opens_while_the_worker_is_still_importing_the_zoo(monkeypatch) -> None:
+    """Found by opening Train… right after start-up: the inference worker thread was half-way
+    through importing ml.zoo (no `list_archs` yet, registry half filled) and the dialog raised."""
+    import importlib.machinery
+    import types
+
+    from deeplab_studio.gui import train_worker
+
+    half = types.ModuleType("deeplab_studio.ml.zoo")
+    half.__spec__ = importlib.machinery.ModuleSpec("deeplab_studio.ml.zoo", None)
+    half.__spec__._initializing = True  # what the import system sets while the module body runs
+    monkeypatch.setitem(sys.modules, "deeplab_studio.ml.zoo", half)
+    assert train_worker.list_archs() == list(ARCHS)
+    half.list_archs = lambda: ["deeplabv3plus_resnet50"]  # registry still being filled
+    assert train_worker.list_archs() == list(ARCHS)
+    half.__spec__._initializing = False
+    assert train_worker.list_archs() == ["deeplabv3plus_resnet50"]  # a fully imported zoo is asked
+
+
 def test_only_edited_and_reviewed_images_are_counted(tools, window) -> None:
     counts = training_counts(window.project)
     assert counts["trainable"] == 5 and counts["auto"] == 1 and counts["unlabeled"] == 1
