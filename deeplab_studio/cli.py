@@ -12,6 +12,7 @@ import difflib
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from deeplab_studio import __version__
 
@@ -30,11 +31,18 @@ class CommandError(Exception):
     """Bad input to a subcommand: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (and a pointer to --help), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _gui_parser() -> argparse.ArgumentParser:
     epilog = "subcommands (headless):\n" + "\n".join(
         f"  {name:<11} {summary}" for name, (_, summary) in SUBCOMMANDS.items()
     ) + "\n\nRun `deeplab-studio SUBCOMMAND --help` for a subcommand's options."
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="deeplab-studio",
         description="Annotate images for semantic segmentation with DeepLab v3+ proposals and a dense CRF.",
         epilog=epilog,
@@ -55,7 +63,7 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
             print(f"deeplab-studio: error: the '{name}' command is not available in this build", file=sys.stderr)
             return 2
         raise
-    parser = argparse.ArgumentParser(prog=f"deeplab-studio {name}", description=summary)
+    parser = _Parser(prog=f"deeplab-studio {name}", description=summary)
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     try:

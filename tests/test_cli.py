@@ -44,3 +44,19 @@ def test_missing_folder_or_mistyped_command_is_one_line_not_a_window(tmp_path: P
     out = _run(sys.executable, "-m", "deeplab_studio", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"deeplab-studio: error: {tmp_path / 'nowhere'}: no such folder"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["export", "some_folder"], ("deeplab-studio export: error:", "--out", "see deeplab-studio export --help")),
+    (["export", "f", "--out", "o", "--val-fraction", "lots"], ("invalid float value: 'lots'",)),
+    (["import-voc", "voc", "--into", "p", "--bogus"], ("unrecognized arguments: --bogus",)),
+    (["--bogus"], ("deeplab-studio: error: unrecognized arguments: --bogus",)),
+])
+def test_usage_mistakes_are_one_line_and_exit_2(argv: list[str], words: tuple[str, ...], capsys) -> None:
+    from deeplab_studio.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1, lines
+    assert all(w in lines[0] for w in words), lines[0]
