@@ -66,6 +66,7 @@ class CRFPanel(QWidget):
         self._timer.timeout.connect(self.run_preview)
         self._build()
         self.set_params(self.applied_params)
+        self.link.on_image_changed(self._on_image_changed)
 
     def _build(self) -> None:
         form = QFormLayout()
@@ -130,6 +131,25 @@ class CRFPanel(QWidget):
         self._timer.start()  # debounce: restart on every move
 
     # --- preview -----------------------------------------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Opening the panel previews the current parameters at once (no slider nudge needed)."""
+        super().showEvent(event)
+        if self.preview is None:
+            self._timer.start()
+
+    def _on_image_changed(self, *_) -> None:
+        """Another image: the old preview is void; a visible panel previews the new image."""
+        self._timer.stop()
+        self._serial += 1
+        self.preview, self._preview_key = None, None
+        self.preview_label.clear()
+        self.apply_button.setEnabled(False)
+        if self.isVisible():
+            self.info.setText("Computing preview…")
+            self._timer.start()
+        else:
+            self.info.setText("")
+
     def run_preview(self) -> None:
         """Refine the current label map with the sliders' parameters (in the thread pool)."""
         from deeplab_studio.gui.pool_tasks import run_crf_async

@@ -45,6 +45,13 @@ def model_cards(folder: Path = MODELS_DIR) -> list[dict]:
     return cards
 
 
+def _same(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return a == b
+
+
 class DownloadCancelled(Exception):
     pass
 
@@ -140,6 +147,7 @@ class ModelDialog(QDialog):
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["Model class", "Project class"])
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().hide()  # row numbers from 1 would contradict model class indices from 0
 
         form = QFormLayout()
         form.addRow("Device", self.device)
@@ -154,6 +162,7 @@ class ModelDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Models (cards in models/ and recent files):"))
         layout.addWidget(self.models)
+        self.models.setMaximumHeight(150)  # the class table below needs the room
         layout.addLayout(row)
         layout.addWidget(tv_box)
         layout.addLayout(form)
@@ -164,20 +173,28 @@ class ModelDialog(QDialog):
         self.resize(560, 640)
 
     def _fill_models(self) -> None:
+        """Model cards, then recent files not already listed; the active model is marked."""
         self.models.clear()
+        active = (self.client.model or {}).get("path")
+        listed: set[str] = set()
+
+        def add(text: str, path: str | None, tip: str) -> None:
+            if path and active and _same(path, active):
+                text += "  (active)"
+            item = QListWidgetItem(text)
+            item.setData(256, path)
+            item.setToolTip(tip)
+            self.models.addItem(item)
+            if path:
+                listed.add(str(Path(path).resolve()))
+
         for card in model_cards():
-            item = QListWidgetItem(f"{card.get('name', card['card_path'])}  ·  {card['arch']}")
             path = card.get("weights_path")
-            item.setData(256, path)
-            item.setToolTip(card.get("description", ""))
-            if not path or not Path(path).is_file():
-                item.setText(item.text() + "  (weights missing)")
-            self.models.addItem(item)
+            missing = "" if path and Path(path).is_file() else "  (weights missing)"
+            add(f"{card.get('name', card['card_path'])}  ·  {card['arch']}{missing}", path, card.get("description", ""))
         for path in self.controller.recent_models():
-            item = QListWidgetItem(f"Recent: {Path(path).name}")
-            item.setData(256, path)
-            item.setToolTip(path)
-            self.models.addItem(item)
+            if str(Path(path).resolve()) not in listed:
+                add(f"Recent: {Path(path).name}", path, path)
 
     # --- loading -----------------------------------------------------------------------------
     def selected_device(self) -> str:

@@ -228,6 +228,21 @@ def test_crf_panel_preview_apply_revert(qtbot, window, controller) -> None:
     assert panel.params().iterations == 3 and panel.preview is None
 
 
+def test_crf_panel_previews_when_opened_and_follows_the_image(qtbot, window, controller) -> None:
+    first = window.document.key
+    controller.show_crf_panel()
+    panel = controller.crf_panel
+    with qtbot.waitSignal(panel.previewReady, timeout=60000):  # no slider moved: opening the panel is enough
+        pass  # (the preview timer only runs once the event loop does, inside this wait)
+    assert panel._preview_key[0] == first
+    with qtbot.waitSignal(panel.previewReady, timeout=60000):
+        assert window.step(1)
+        assert panel.preview is None and not panel.apply_button.isEnabled()  # the old preview is void
+    assert panel._preview_key[0] == window.document.key != first
+    panel.parentWidget().close()  # a hidden panel computes nothing on the next image change
+    assert window.step(1) and panel.preview is None and not panel._timer.isActive()
+
+
 def test_the_next_image_is_precomputed_and_used_by_ctrl_r(qtbot, window, controller, tiny_checkpoint) -> None:
     controller.act_precompute.setChecked(True)
     with qtbot.waitSignal(controller.proposalApplied, timeout=60000):
