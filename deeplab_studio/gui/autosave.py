@@ -1,5 +1,6 @@
 """Debounced autosave: each change is written atomically through `Project.save_annotation`
-at most `delay_ms` after the last edit; `flush()` saves at once (image switch, close, export).
+at most about `delay_ms` after it (the first unsaved change starts the timer; later ones do not
+restart it, so steady painting is saved too); `flush()` saves at once (image switch, close, export).
 
 Debounced saves run on a background thread from a snapshot of the label map and edit mask,
 so encoding a large label map never freezes painting; `flush()` waits for them and saves
@@ -63,7 +64,8 @@ class AutoSaver(QObject):
         """A change happened: save after the debounce delay. `force` marks changes outside the
         undo stack (e.g. a class deletion remap) as unsaved."""
         self._forced = self._forced or force
-        if self.dirty():
+        if self.dirty() and not self.timer.isActive():
+            # not restarted by later changes: steady painting must not postpone the save forever
             self.timer.start()
 
     def _status(self, edit_mask: np.ndarray):

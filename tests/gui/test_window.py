@@ -391,3 +391,30 @@ def test_first_start_fits_the_window_on_the_screen(qtbot, settings):
     free = w.screen().availableGeometry()
     assert 0 < w.width() <= min(1400, free.width()) and 0 < w.height() <= min(900, free.height())
     w.close()
+
+
+def test_steady_painting_is_saved_while_it_goes_on(qtbot, window):
+    """Strokes coming faster than the autosave delay do not postpone the save indefinitely."""
+    from PySide6.QtCore import QTimer
+
+    from deeplab_studio.gui.tools import Mods
+
+    brush = window.toolbox.tools["brush"]
+    n = [0]
+
+    def stroke():
+        n[0] += 1
+        p = (float(n[0] % 60), float(n[0] % 40))
+        brush.press(p, Mods())
+        brush.release(p, Mods())
+
+    painter = QTimer()
+    painter.setInterval(window.autosave.timer.interval() // 8)
+    painter.timeout.connect(stroke)
+    painter.start()
+    try:
+        with qtbot.waitSignal(window.autosave.saved, timeout=10_000):
+            pass
+        assert painter.isActive() and n[0] > 0
+    finally:
+        painter.stop()
