@@ -48,6 +48,10 @@ Progress = Callable[[int, int, str], None]
 class ExportCheckError(VOCError):
     """The written dataset failed its self-check (names the file and what is wrong)."""
 
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path  # the file that failed, when one did
+
 
 @dataclass
 class ExportSummary:
@@ -215,13 +219,23 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
                 ids[r.path]: r.path for r in chosen}}, indent=1))
         if progress:
             progress(len(chosen), len(chosen), "checking the export")
-        check_export(stage, expected=expected, objects=objects)
+        try:
+            check_export(stage, expected=expected, objects=objects)
+        except ExportCheckError as exc:  # told in the user's terms: the staging folder is deleted
+            raise _check_failed(exc, stage, out_dir, {ids[r.path]: project.image_path(r) for r in chosen}) from None
         _swap_into_place(stage, out_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _check_failed(exc: ExportCheckError, stage: Path, out_dir: Path, sources: dict[str, Path]) -> ExportCheckError:
+    src = sources.get(exc.path.stem) if exc.path is not None else None
+    what = str(exc).replace(f"{stage}{os.sep}", "").replace(str(stage), ".")
+    return ExportCheckError(f"{out_dir}: the export failed its self-check and was not written: {what}"
+                            + (f" (source image {src})" if src is not None else ""), exc.path)
 
 
 def _swap_into_place(stage: Path, out_dir: Path) -> None:
@@ -244,7 +258,7 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
     root = Path(out_dir)
 
     def fail(path: Path, why: str) -> None:
-        raise ExportCheckError(f"{path}: {why}")
+        raise ExportCheckError(f"{path}: {why}", path)
 
     try:
         names = parse_class_names(root / CLASS_NAMES_FILE)
@@ -268,7 +282,7 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
                 fail(jpg, "not a JPEG file")
             h, w = read_image(jpg).shape[:2]
         except ImageReadError as exc:
-            raise ExportCheckError(str(exc)) from None
+            raise ExportCheckError(str(exc), exc.path) from None
         labels = _read_p_png(png, fail)
         if labels.shape != (h, w):
             fail(png, f"is {labels.shape[1]}×{labels.shape[0]}, its image is {w}×{h}")

@@ -313,3 +313,16 @@ def test_import_stopped_by_a_bad_file_keeps_what_it_imported(tmp_path: Path, dat
         import_voc(voc, tmp_path / "file")
     with pytest.raises(VOCError, match="cannot create the folder"):
         import_voc(voc, tmp_path / "file" / "sub")
+
+
+def test_export_of_a_damaged_source_names_it_and_writes_nothing(annotated: Project, tmp_path: Path) -> None:
+    src = annotated.folder / "a.jpg"  # header intact, data cut: copied byte for byte, caught by the self-check
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "voc"
+    with pytest.raises(ExportCheckError) as info:
+        export_voc(annotated, out)
+    msg = str(info.value)
+    assert msg.startswith(f"{out}: the export failed its self-check") and "JPEGImages/a.jpg" in msg
+    assert f"(source image {src})" in msg and "truncated" in msg and ".partial-" not in msg
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["images"]
