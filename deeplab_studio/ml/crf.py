@@ -35,6 +35,7 @@ predictions) and on synthetic proposals (ground truth itself; ground truth box-d
     DeepLab v2 VOC (4, 121, 5, 3, 3)        +0.65 (-0.78)  -2.36 (-3.66) -0.31 (-0.60) +1.32 (-0.71)
     DeepLab v2 R101 (4, 67, 3, 3, 1)        +1.80 (+1.25)  -1.33 (-1.99) -0.13 (-0.19) +1.88 (+0.36)
     pydensecrf README (10, 80, 13, 3, 3)    -1.72 (-4.63)  -4.62 (-6.77) -0.99 (-1.57) -1.46 (-3.81)
+    the same with margin 64               -10.51 (-22.86) -14.01 (-27.05) -1.09 (-1.82) -1.78 (-4.13)
 
 Strong bilateral damage is capped by `margin`, which is also how far a hard label may travel:
 the pydensecrf README kernels cost the aeroplane / bird 4.6 / 3.4 points here (whole-image runs
