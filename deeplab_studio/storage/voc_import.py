@@ -103,8 +103,12 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VOCError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
-    if folder.resolve() == root or folder.resolve().is_relative_to(root):
+    target = folder.resolve()
+    if target == root or target.is_relative_to(root):
         raise VOCError(f"{folder}: import into a folder outside the dataset {root}")
+    if root.is_relative_to(target) and not any(p.startswith(".") for p in root.relative_to(target).parts):
+        raise VOCError(f"{folder}: holds the dataset {root}, whose images and masks would become project images; "
+                       "import into a folder that does not contain it")
     if not can_write_dir(folder):
         raise VOCError(f"{folder}: the folder is not writable, so the images cannot be copied into it")
     project = Project.open(folder, data_dir=data_dir)

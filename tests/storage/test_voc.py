@@ -326,3 +326,12 @@ def test_export_of_a_damaged_source_names_it_and_writes_nothing(annotated: Proje
     assert msg.startswith(f"{out}: the export failed its self-check") and "JPEGImages/a.jpg" in msg
     assert f"(source image {src})" in msg and "truncated" in msg and ".partial-" not in msg
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+def test_import_refuses_a_folder_that_holds_the_dataset(annotated: Project, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    export_voc(annotated, host / "voc")
+    with pytest.raises(VOCError, match="holds the dataset"):
+        import_voc(host / "voc", host)  # its JPEGImages/ and masks would be scanned as project images
+    assert sorted(p.name for p in host.iterdir()) == ["voc"]
+    assert import_voc(host / "voc", host / "project").imported == 5  # a sibling folder is fine
