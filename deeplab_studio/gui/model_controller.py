@@ -399,8 +399,8 @@ class ModelController(QObject):
         if self.act_uncertainty.isChecked() and conf is not None and conf.shape == doc.labels.shape:
             color = contrasting_color(doc.labelset.colors)  # never the colour of a class
             self.link.set_extra_overlay(uncertainty_overlay(conf, color=color))
-            self.message.emit(f"Uncertainty: {OVERLAY_COLORS[color]} where the model is less than 90 % sure "
-                              f"(mean uncertainty {self.uncertainty.mean.get(doc.key, 0.0):.2f}).")
+            self.message.emit(f"Uncertainty in {OVERLAY_COLORS[color]}: model under 90 % sure "
+                              f"(mean {self.uncertainty.mean.get(doc.key, 0.0):.2f})")
         else:
             self.link.set_extra_overlay(None)
             if self.act_uncertainty.isChecked() and doc is not None:
@@ -417,8 +417,8 @@ class ModelController(QObject):
             self.message.emit("No proposals with a known uncertainty left: run Auto-segment all first.")
             return None
         self.link.go_to(ranked[0])
-        self.message.emit(f"Most uncertain of {len(ranked)} unreviewed images: {ranked[0]} "
-                          f"(mean uncertainty {self.uncertainty.mean[ranked[0]]:.2f}).")
+        self.message.emit(f"Most uncertain unreviewed image: {ranked[0]} "
+                          f"(mean uncertainty {self.uncertainty.mean[ranked[0]]:.2f})")
         return ranked[0]
 
     # --- window events -------------------------------------------------------------------------
@@ -454,6 +454,14 @@ class ModelController(QObject):
             download.wait(15000)  # stops at its next progress report or network timeout
         self.uncertainty.save()
         self.client.shutdown()
+        if self._batch_id is not None:  # closed mid-batch: the worker saved label maps, write the index
+            self._batch_id = None  # now (the late batchFinished is ignored; no pool task at exit)
+            project = self.link.project()
+            try:
+                if project is not None:
+                    project.save()
+            except Exception:  # noqa: BLE001 - the label maps on disk are recovered on the next open
+                pass
         QThreadPool.globalInstance().waitForDone(30000)
 
 

@@ -24,7 +24,10 @@ class _Task(QRunnable):
             out = self.fn()
         except Exception as exc:  # noqa: BLE001 - reported in the window
             out = exc
-        self.emitter.done.emit(self.token, out)
+        try:
+            self.emitter.done.emit(self.token, out)
+        except RuntimeError:  # the app quit meanwhile and its objects are gone: nobody to tell
+            pass
 
 
 def run_async(owner: QObject, token, fn, callback) -> None:

@@ -263,5 +263,13 @@ def test_closing_the_window_during_a_batch_cancels_and_joins(qtbot, window, cont
         controller.auto_segment_all()
     thread = controller.client._thread
     assert thread is not None and thread.isRunning()
+    project = window.project
     window.close()  # emits `closing`: the controller cancels the batch and joins the worker thread
     assert controller.client._thread is None and thread.isFinished()
+    import json
+
+    index = json.loads((project.data_dir / "project.json").read_text())  # written at close, not recovered
+    saved = {r["path"]: r["status"] for r in index["images"]}
+    for rec in project.records:
+        assert saved[rec.path] == ("auto" if project.has_annotation(rec) else "unlabeled")
+    assert any(v == "auto" for v in saved.values())
