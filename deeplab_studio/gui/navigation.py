@@ -40,7 +40,11 @@ class NavigationMixin:
         try:
             project = Project.open(folder)
         except (ProjectError, OSError, ValueError) as exc:
-            self.show_message(f"Cannot open {folder}: {exc}")
+            reason = str(exc)  # storage errors usually name the folder already
+            message = f"Cannot open folder: {reason}" if str(folder) in reason else f"Cannot open {folder}: {reason}"
+            if self.project is not None and self.index >= 0:
+                self.open_image(self.index)  # back to the image that was open (saved above)
+            self.show_message(message)
             return False
         self.project = project
         if self.prefetcher is not None:

@@ -418,3 +418,12 @@ def test_steady_painting_is_saved_while_it_goes_on(qtbot, window):
         assert painter.isActive() and n[0] > 0
     finally:
         painter.stop()
+
+
+def test_opening_a_file_or_missing_folder_says_so_once(qtbot, window, folder, tmp_path):
+    for target in (folder / "img_0.png", tmp_path / "missing"):
+        assert not window.open_folder(target)
+        text = window.banner.text()
+        assert text.count(str(target)) == 1 and "not a folder" in text
+        assert window.project.folder == folder.resolve() and window.document is not None  # still working
+    assert not (tmp_path / "missing").exists()
