@@ -11,13 +11,15 @@ import math
 
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QWheelEvent
-from PySide6.QtWidgets import QFrame, QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFrame, QGraphicsItem, QGraphicsPathItem,
+                               QGraphicsScene, QGraphicsView, QLineEdit, QPlainTextEdit, QTextEdit)
 
 from deeplab_studio.gui.document import AnnotationDocument
 from deeplab_studio.gui.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer, confidence_rgba
 from deeplab_studio.gui.tools import Mods, ToolBox
 
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
+_TEXT_INPUTS = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit, QComboBox)
 #: shown in the empty canvas before an image is open
 EMPTY_HINT = ("Open a folder of images to start annotating\n\n"
               "File → Open Folder… (Ctrl+O), File → Open Recent, or drop a folder here")
@@ -283,6 +285,16 @@ class CanvasView(QGraphicsView):
             event.accept()
             return
         super().mouseDoubleClickEvent(event)
+
+    def enterEvent(self, event) -> None:
+        """Take the keyboard focus when the pointer comes in (Space+drag pans and Enter closes a
+        polygon even right after a click in the class or image list), but never from a text field
+        or another window."""
+        focus = QApplication.focusWidget()
+        if focus is not self and (focus is None or (focus.window() is self.window()
+                                                    and not isinstance(focus, _TEXT_INPUTS))):
+            self.setFocus(Qt.FocusReason.MouseFocusReason)
+        super().enterEvent(event)
 
     def leaveEvent(self, event) -> None:
         self.brush.setVisible(False)

@@ -302,3 +302,22 @@ def test_undo_keeps_at_least_200_steps_per_image(qtbot, window):
     for _ in range(250):
         window.undo_redo(False)
     assert np.array_equal(window.document.labels, start) and not window.document.edit_mask.any()
+
+
+def test_pointer_over_the_canvas_takes_focus_from_lists_but_not_text_fields(qtbot, window):
+    canvas = window.canvas
+    window.class_panel.list.setFocus()
+    qtbot.waitUntil(window.class_panel.list.hasFocus)
+    qtbot.mouseMove(window.image_panel.list.viewport())  # the pointer leaves the canvas, then comes back
+    qtbot.mouseMove(canvas.viewport(), view_pos(window, 30, 20))
+    qtbot.waitUntil(canvas.hasFocus)
+    qtbot.keyPress(canvas, Qt.Key.Key_Space)  # Space+drag now pans instead of painting
+    before = window.document.labels.copy()
+    drag(qtbot, window, [(30, 20), (10, 10)])
+    qtbot.keyRelease(canvas, Qt.Key.Key_Space)
+    assert np.array_equal(window.document.labels, before)
+    window.image_panel.text_filter.setFocus()
+    qtbot.waitUntil(window.image_panel.text_filter.hasFocus)
+    qtbot.mouseMove(window.image_panel.list.viewport())
+    qtbot.mouseMove(canvas.viewport(), view_pos(window, 20, 20))
+    assert window.image_panel.text_filter.hasFocus()  # typing a filter is not interrupted
