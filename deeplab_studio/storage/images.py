@@ -24,8 +24,6 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,24 +240,23 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     return np.ascontiguousarray(apply_orientation(arr, orientation))
 
 
-@contextmanager
-def pillow_limits(max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[None]:
-    """Open and decode other PNGs (label maps, masks) under our bomb limit, not Pillow's global one.
+def open_limited(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """`Image.open` (header only) under our bomb limit instead of Pillow's process-global one.
 
-    For the block, Pillow's `MAX_IMAGE_PIXELS` is `max_pixels` (above it `Image.open` raises; a
-    label map of a 200 MP image would otherwise hit Pillow's own ~179 MP error) and truncated
-    files are refused whatever `ImageFile.LOAD_TRUNCATED_IMAGES` says elsewhere. Serialised with
-    `read_image` by the same lock, since both settings are process globals.
+    Used for label maps and masks: a label map of a 200 MP image must open although Pillow's own
+    limit (~179 MP) refuses it. The lock is held only while the header is read; the caller
+    decodes (`load()`) outside it. Raises what `Image.open` raises, or `DecompressionBombError` /
+    `DecompressionBombWarning` above `max_pixels`.
     """
     with _PIL_LOCK:
-        old_max, old_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                yield
+                return Image.open(path)
         finally:
-            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_max, old_trunc
+            Image.MAX_IMAGE_PIXELS = old
 
 
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin
 
 from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, voc_colormap
 from deeplab_studio.storage.atomic import atomic_write_bytes
-from deeplab_studio.storage.images import ImageReadError, pillow_limits
+from deeplab_studio.storage.images import ImageReadError, open_limited
 
 
 class LabelMapError(ImageReadError):
@@ -61,9 +61,8 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette, *, text: dict
 def _open_png(path: Path) -> Image.Image:
     im = None
     try:
-        with pillow_limits():  # our 400 MP limit, not Pillow's global ~179 MP one; truncation refused
-            im = Image.open(path)
-            im.load()
+        im = open_limited(path)  # our 400 MP limit, not Pillow's global ~179 MP one
+        im.load()
     except FileNotFoundError:
         raise LabelMapError(path, "no such file") from None
     except Exception as exc:  # UnidentifiedImageError, truncated data, junk, a bomb

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, voc_colormap
-from deeplab_studio.storage.images import ImageReadError, pillow_limits, probe_image, read_image
+from deeplab_studio.storage.images import ImageReadError, open_limited, probe_image, read_image
 from deeplab_studio.storage.labelmaps import encode_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc_format import (
@@ -300,7 +300,7 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
 
 def _read_p_png(path: Path, fail) -> np.ndarray:
     try:
-        with pillow_limits(), Image.open(path) as im:
+        with open_limited(path) as im:
             im.load()
             if im.mode != "P" or im.format != "PNG":
                 fail(path, f"must be a palette (mode P) PNG, is {im.format} mode {im.mode}")

@@ -18,6 +18,7 @@ from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, LabelSet, voc_color
 from deeplab_studio.storage.atomic import (
     atomic_copy_file, atomic_write_bytes, atomic_write_json, atomic_write_text, cleanup_temp_files, is_temp_file,
     temp_name_for)
+from deeplab_studio.storage.images import open_limited
 from deeplab_studio.storage.labelmaps import (
     LabelMapError, colors_to_labels, encode_label_png, read_label_png, read_label_png_with_text, read_mask_png,
     write_label_png, write_mask_png)
@@ -93,12 +94,9 @@ def test_mask_png_is_one_bit(tmp_path: Path) -> None:
         read_mask_png(tmp_path / "junk.png")
 
 
-def test_label_files_read_under_our_limits_not_pillows_globals(tmp_path: Path, monkeypatch) -> None:
-    """Pillow's process-wide bomb limit (~179 MP by default, here lowered to 1000 px to stand in for
-    a 200 MP image) must not make a project's own label maps unreadable, and a process that told
-    Pillow to tolerate truncated files must still get an error for a torn label map."""
-    from PIL import ImageFile
-
+def test_label_files_read_under_our_limit_not_pillows_global(tmp_path: Path, monkeypatch) -> None:
+    """Pillow's process-wide bomb limit (~179 MP by default; lowered here to 1000 px to stand in
+    for a 200 MP image, which `read_image` accepts) must not make a project's label maps unreadable."""
     labels = np.random.default_rng(3).integers(0, 4, (64, 64)).astype(np.uint8)
     mask = labels > 1
     write_label_png(tmp_path / "l.png", labels, voc_colormap())
@@ -106,12 +104,13 @@ def test_label_files_read_under_our_limits_not_pillows_globals(tmp_path: Path, m
     data = (tmp_path / "l.png").read_bytes()
     (tmp_path / "torn.png").write_bytes(data[: len(data) // 2])
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     np.testing.assert_array_equal(read_label_png(tmp_path / "l.png"), labels)
     np.testing.assert_array_equal(read_mask_png(tmp_path / "m.png"), mask)
     with pytest.raises(LabelMapError, match="torn.png"):
         read_label_png(tmp_path / "torn.png")
-    assert Image.MAX_IMAGE_PIXELS == 1000 and ImageFile.LOAD_TRUNCATED_IMAGES is True  # globals restored
+    with pytest.raises(Image.DecompressionBombError):  # our own limit still applies
+        open_limited(tmp_path / "l.png", max_pixels=100)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # the global is restored
 
 
 # A fresh, single-threaded helper process forks one saver child per round (forking the pytest
