@@ -216,6 +216,28 @@ def test_a_corrupt_checkpoint_is_reported_and_the_old_model_stays(qtbot, client,
         client.request("a", image=_image(3))
 
 
+def test_a_vainf_checkpoint_is_detected_and_gives_the_same_proposals(qtbot, client, tiny_checkpoint, tmp_path) -> None:
+    """The same weights saved the way VainF/DeepLabV3Plus-Pytorch saves them (a pickled dict with
+    `model_state` and a numpy `best_score`): arch and classes come from the keys and shapes."""
+    import torch
+
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+
+    state = load_checkpoint(tiny_checkpoint).model.state_dict()
+    vainf = tmp_path / "best_deeplabv3plus_mobilenet_voc_os16.pth"
+    torch.save({"model_state": state, "best_score": np.float64(0.5), "cur_itrs": 10}, vainf)
+    client.set_current_key("a")
+    with qtbot.waitSignal(client.proposalReady, timeout=60000) as ours:
+        client.request("a", image=_image(4))
+    with qtbot.waitSignal(client.modelLoaded, timeout=60000) as loaded:
+        client.load_model(str(vainf), "cpu")
+    info = loaded.args[0]
+    assert (info["arch"], info["num_classes"], info["class_names"]) == (ARCH, 4, None)
+    with qtbot.waitSignal(client.proposalReady, timeout=60000) as theirs:
+        client.request("a", image=_image(4))
+    np.testing.assert_array_equal(theirs.args[0].labels, ours.args[0].labels)
+
+
 def test_request_without_model_fails_cleanly(qtbot) -> None:
     c = InferenceClient()
     try:
