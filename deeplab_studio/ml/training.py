@@ -7,7 +7,8 @@ small batches; mixed precision on CUDA. Every epoch the validation split is scor
 confusion matrix and, when its mIoU improves, the model is written atomically in the project's
 own checkpoint format with a training summary. A resume state (``<out stem>.last.pt``: only
 tensors and plain containers, loadable with ``weights_only=True``) is written atomically after
-every epoch and on cancel, so ``train(..., resume=True)`` continues from the exact step.
+every epoch and on cancel, so ``train(..., resume=True)`` continues from the exact step (with the
+saved run's batch size, crop, schedule and seed: ``RESUME_KEEPS``; only epochs, device, threads change).
 
 Built to be driven by a GUI worker: ``progress(TrainProgress)`` is called from the training
 thread, ``cancel`` (a callable or anything with ``is_set()``) is polled before every step.
@@ -89,6 +90,12 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: (tuple(v) if k == "scale" else v) for k, v in d.items() if k in known})
+
+
+#: what a resumed run takes from the saved one, whatever it is given (the step, the sampler
+#: position and the schedule only mean the same with these); epochs, device, threads may change
+RESUME_KEEPS = ("arch", "init", "batch_size", "crop", "lr", "momentum", "weight_decay", "optimizer", "poly_power",
+                "backbone_lr_mult", "freeze_bn", "seed", "separable", "scale", "jitter")
 
 
 @dataclass
@@ -267,7 +274,12 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
         saved = TrainConfig.from_dict(state["config"])
         if config.arch not in (None, saved.arch) or config.output_stride != saved.output_stride:
             raise TrainError(f"{last_path}: saved for {saved.arch} at output stride {saved.output_stride}")
-        config = TrainConfig.from_dict({**config.to_dict(), "arch": saved.arch, "init": saved.init})
+        kept = {k: getattr(saved, k) for k in RESUME_KEEPS}
+        changed = [f"{k} {kept[k]!r} (not {getattr(config, k)!r})" for k in RESUME_KEEPS
+                   if k not in ("arch", "init") and getattr(config, k) != kept[k]]
+        if changed:
+            say("resuming with the saved run's " + ", ".join(changed))
+        config = TrainConfig.from_dict({**config.to_dict(), **kept})
 
     torch.manual_seed(config.seed)
     if state is None:

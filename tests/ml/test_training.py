@@ -134,9 +134,12 @@ def test_resume_and_cancel_continue_from_the_saved_step_exactly(tmp_path: Path) 
     assert read_metadata(out_b)["training"]["epochs_done"] == 1
     state = load_train_state(last_state_path(out_b))
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (3, 1, 1)
-    events = []
-    resumed = train(cfg, data, out_b, resume=True, progress=events.append)
+    events = []  # resumed with other settings (forgotten flags): the saved run's are kept
+    other = tiny_config(epochs=3, batch_size=2, crop=40, lr=0.5, seed=9, freeze_bn=True)
+    resumed = train(other, data, out_b, resume=True, progress=events.append)
     assert [e.step for e in events if e.kind == "step"] == [4, 5, 6]
+    said = " ".join(e.message for e in events if e.kind == "message")
+    assert "batch_size 4 (not 2)" in said and "crop 32 (not 40)" in said and "lr 0.02 (not 0.5)" in said
     assert resumed.steps == 6 and not resumed.cancelled
 
     # ... and ends exactly where the uninterrupted run ends: same weights, same scores
