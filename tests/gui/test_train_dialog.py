@@ -314,3 +314,18 @@ def test_chart_curves_and_drawing(qtbot) -> None:
     chart.curves = curves
     drawn = chart.grab().toImage()
     assert not empty.isNull() and drawn != empty
+
+
+def test_opening_another_folder_cancels_the_run_and_the_dialog_follows(qtbot, tools, window, tmp_path) -> None:
+    dialog = tools.show_dialog()
+    small_run(dialog, epochs=200, start="random")
+    with qtbot.waitSignal(tools.run.progress, timeout=TIMEOUT, check_params_cb=lambda ev: ev.kind == "step"):
+        assert dialog.start()
+    other = make_project(tmp_path / "other", ("edited", "reviewed", "auto"))
+    with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
+        assert window.open_folder(other)
+        assert "another folder was opened" in window.statusBar().currentMessage()
+    assert blocker.args[0].cancelled and not tools.run.running
+    qtbot.waitUntil(lambda: dialog.start_button.isEnabled(), timeout=10000)
+    assert "<b>2</b> images will train: 1 edited, 1 reviewed" in dialog.data_label.text()
+    assert Path(dialog.out_edit.text()).parent == Path(window.project.data_dir) / "models"
