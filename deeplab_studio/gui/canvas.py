@@ -12,7 +12,7 @@ import math
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QWheelEvent
 from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFrame, QGraphicsItem, QGraphicsPathItem,
-                               QGraphicsScene, QGraphicsView, QLineEdit, QPlainTextEdit, QTextEdit)
+                               QGraphicsScene, QGraphicsView, QLabel, QLineEdit, QPlainTextEdit, QTextEdit)
 
 from deeplab_studio.gui.document import AnnotationDocument
 from deeplab_studio.gui.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer, confidence_rgba
@@ -99,6 +99,28 @@ class CanvasView(QGraphicsView):
         self._stroke_tool = None
         self._fitted = True
         self.placeholder = EMPTY_HINT  # drawn while no image is shown; the window sets its text
+        # a badge over the view's corner (a child of the view, not the viewport: never scrolled along)
+        self.notice = QLabel(self)
+        self.notice.setObjectName("canvasNotice")
+        self.notice.setStyleSheet("QLabel#canvasNotice {background: rgba(20, 22, 26, 200); color: #f0f0f0;"
+                                  " padding: 4px 8px; border-radius: 4px;}")
+        self.notice.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.notice.hide()
+        self._notice_text = ""
+
+    def set_notice(self, text: str) -> None:
+        """A short note in the top-left corner while an image is shown ("" removes it)."""
+        self._notice_text = text
+        self._sync_notice()
+
+    def _sync_notice(self) -> None:
+        show = bool(self._notice_text) and self.document is not None
+        if show:
+            self.notice.setText(self._notice_text)
+            self.notice.adjustSize()
+            self.notice.move(10, 10)
+            self.notice.raise_()
+        self.notice.setVisible(show)
 
     def set_placeholder(self, text: str) -> None:
         self.placeholder = text
@@ -132,6 +154,7 @@ class CanvasView(QGraphicsView):
             self.image_rect = QRectF()
             self.scene().setSceneRect(QRectF())
             self.viewport().update()
+            self._sync_notice()
             return
         doc.changed.connect(self._on_changed)
         doc.reset.connect(self._on_reset)
@@ -144,6 +167,7 @@ class CanvasView(QGraphicsView):
         m = max(doc.width, doc.height)
         self.scene().setSceneRect(self.image_rect.adjusted(-m, -m, m, m))
         self.fit()
+        self._sync_notice()
 
     def _on_changed(self, bbox) -> None:
         doc = self.document

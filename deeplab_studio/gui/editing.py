@@ -158,11 +158,23 @@ class EditingMixin:
             self.opacity_slider.setValue(round(value * 100))
             self.opacity_slider.blockSignals(False)
         self.settings.setValue("opacity", value)
+        self._overlay_notice()
 
     def set_overlay_visible(self, on: bool) -> None:
         self.canvas.overlay.setVisible(on)
         if self.action_map["toggle_overlay"].isChecked() != on:
             self.action_map["toggle_overlay"].setChecked(on)
+        self._overlay_notice()
+
+    def _overlay_notice(self) -> None:
+        """Say so on the canvas when the labels cannot be seen (painting would look like it did nothing)."""
+        overlay = self.canvas.overlay
+        if not overlay.isVisible():
+            self.canvas.set_notice("Labels hidden — press T to show them")
+        elif overlay.opacity() < 0.05:
+            self.canvas.set_notice("Label opacity 0 % — Ctrl+] or the Opacity slider shows them")
+        else:
+            self.canvas.set_notice("")
 
     def set_background_only(self, on: bool) -> None:
         self.toolbox.ctx.background_only = bool(on)

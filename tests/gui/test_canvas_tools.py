@@ -321,3 +321,16 @@ def test_pointer_over_the_canvas_takes_focus_from_lists_but_not_text_fields(qtbo
     qtbot.mouseMove(window.image_panel.list.viewport())
     qtbot.mouseMove(canvas.viewport(), view_pos(window, 20, 20))
     assert window.image_panel.text_filter.hasFocus()  # typing a filter is not interrupted
+
+
+def test_hidden_labels_are_announced_on_the_canvas(qtbot, window):
+    notice = window.canvas.notice
+    assert not notice.isVisible()
+    qtbot.keyClick(window, Qt.Key.Key_T)
+    assert notice.isVisible() and "press T" in notice.text()
+    qtbot.keyClick(window, Qt.Key.Key_T)
+    assert not notice.isVisible()
+    window.set_opacity(0.0)
+    assert notice.isVisible() and "opacity" in notice.text()
+    window.set_opacity(0.5)
+    assert not notice.isVisible()
