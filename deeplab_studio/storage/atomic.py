@@ -93,7 +93,8 @@ def atomic_copy_file(src: str | Path, dst: str | Path) -> None:
     fsync_dir(dst.parent)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """False only when no process `pid` exists (this process counts as alive)."""
     if pid == os.getpid():
         return True
     try:
@@ -118,7 +119,7 @@ def cleanup_temp_files(folder: str | Path, *, recursive: bool = False) -> int:
     for root, _dirs, files in walker:
         for name in files:
             m = _TEMP_RE.match(name)
-            if m and not _pid_alive(int(m.group(1))):
+            if m and not pid_alive(int(m.group(1))):
                 try:
                     os.unlink(os.path.join(root, name))
                     removed += 1

@@ -3,7 +3,8 @@
 Export writes the whole dataset into a hidden staging folder beside `out_dir`, re-reads and checks
 it, and only then moves it into place (replacing a previous export), so a failed or interrupted
 export never leaves a half-written dataset under `out_dir`. Staged files are not fsync'ed one by one
-(that dominated export time); the swap is a rename, and an export can always be re-run.
+(that dominated export time); the swap is a rename, and an export can always be re-run. Staging
+folders left by a killed export are removed by the next export to the same folder.
 
 - `JPEGImages/<id>.jpg`: a source JPEG is copied byte for byte when it is upright (no EXIF
   rotation, which VOC readers ignore) and RGB or grayscale; anything else is decoded once with
@@ -21,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -32,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, voc_colormap
+from deeplab_studio.storage.atomic import pid_alive
 from deeplab_studio.storage.images import ImageReadError, open_limited, probe_image, read_image
 from deeplab_studio.storage.labelmaps import encode_label_png
 from deeplab_studio.storage.project import Project, Status
@@ -182,6 +185,7 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
         stage.mkdir(parents=True)
     except OSError as exc:
         raise VOCError(f"{out_dir}: cannot write the export there ({exc.strerror or exc})") from None
+    _remove_dead_stages(out_dir)
     try:
         expected: dict[str, str] = {}
         palette = project.labels.palette()
@@ -236,6 +240,21 @@ def _check_failed(exc: ExportCheckError, stage: Path, out_dir: Path, sources: di
     what = str(exc).replace(f"{stage}{os.sep}", "").replace(str(stage), ".")
     return ExportCheckError(f"{out_dir}: the export failed its self-check and was not written: {what}"
                             + (f" (source image {src})" if src is not None else ""), exc.path)
+
+
+_STAGE_RE = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def _remove_dead_stages(out_dir: Path) -> None:
+    """Delete staging/old folders of earlier exports to `out_dir` whose process was killed."""
+    try:
+        entries = list(out_dir.parent.iterdir())
+    except OSError:
+        return
+    for p in entries:
+        m = _STAGE_RE.match(p.name)
+        if m and m["name"] == out_dir.name and p.is_dir() and not pid_alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _swap_into_place(stage: Path, out_dir: Path) -> None:

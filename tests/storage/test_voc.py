@@ -335,3 +335,19 @@ def test_import_refuses_a_folder_that_holds_the_dataset(annotated: Project, tmp_
         import_voc(host / "voc", host)  # its JPEGImages/ and masks would be scanned as project images
     assert sorted(p.name for p in host.iterdir()) == ["voc"]
     assert import_voc(host / "voc", host / "project").imported == 5  # a sibling folder is fine
+
+
+def test_export_removes_leftovers_of_a_killed_export(annotated: Project, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a process that has exited
+    stale = [tmp_path / f".voc.partial-{dead}-0badc0de", tmp_path / f".voc.old-{dead}-0badc0de"]
+    kept = [tmp_path / f".voc.partial-{os.getpid()}-00c0ffee",  # a live writer's (ours)
+            tmp_path / f".other.partial-{dead}-0badc0de"]  # another export's
+    for d in stale + kept:
+        (d / "JPEGImages").mkdir(parents=True)
+        (d / "JPEGImages" / "x.jpg").write_bytes(b"half")
+    export_voc(annotated, tmp_path / "voc")
+    assert not any(d.exists() for d in stale) and all(d.exists() for d in kept)
