@@ -54,6 +54,18 @@ class ClassMapping:
         return all(t == i for i, t in enumerate(self.targets))
 
 
+def unmatched_note(mapping: ClassMapping) -> str | None:
+    """One line telling the user which model classes found no project class of the same name."""
+    names = mapping.unmatched
+    if not names:
+        return None
+    where = {mapping.targets[mapping.model_names.index(n)] for n in names}
+    goes = "ignore (255)" if where == {IGNORE} else "background" if where == {BACKGROUND} else "other classes"
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"{len(names)} of the model's {len(mapping.model_names)} classes are not in this project ({shown}); "
+            f"they become {goes}. Map them in Model → Open model….")
+
+
 def map_classes(model_names: list[str] | None, labelset: LabelSet, *, unmatched: int = BACKGROUND,
                 num_classes: int | None = None) -> ClassMapping:
     """Match model classes to project classes by name; the rest go to `unmatched` (0 or 255).

@@ -87,6 +87,7 @@ class CRFPanel(QWidget):
         self.preview_label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.info = QLabel("")
         self.info.setWordWrap(True)
+        self.info.setMinimumHeight(2 * self.info.fontMetrics().lineSpacing())  # no jump at two-line texts
         self.apply_button = QPushButton("Apply")
         self.revert_button = QPushButton("Revert")
         self.defaults_button = QPushButton("Defaults")

@@ -23,7 +23,8 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QProgressBar, QPushButton
 
 from deeplab_studio.core.labels import BACKGROUND
-from deeplab_studio.gui.class_mapping import ClassMapping, is_default_labelset, map_classes, model_labelset
+from deeplab_studio.gui.class_mapping import (ClassMapping, is_default_labelset, map_classes, model_labelset,
+                                              unmatched_note)
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
 from deeplab_studio.gui.pool_tasks import run_async, run_crf_async
 from deeplab_studio.gui.uncertainty import OVERLAY_COLORS, UncertaintyStore, contrasting_color, uncertainty_overlay
@@ -153,6 +154,9 @@ class ModelController(QObject):
         self.link.set_model_status(*self._model_status_text(info))
         self._remember_recent(info["path"])
         self.message.emit(f"Model loaded: {name}")
+        note = unmatched_note(self.mapping) if self.mapping is not None else None
+        if note:  # e.g. a model of other classes on a labelled project: its proposals may be empty
+            self.link.show_warning(note)
         self._precompute_next()
 
     def _on_model_failed(self, message: str) -> None:

@@ -180,7 +180,7 @@ class ModelDialog(QDialog):
 
         def add(text: str, path: str | None, tip: str) -> None:
             if path and active and _same(path, active):
-                text += "  (active)"
+                text = "(active)  " + text  # first, so a narrow list still shows it
             item = QListWidgetItem(text)
             item.setData(256, path)
             item.setToolTip(tip)

@@ -61,8 +61,8 @@ def test_dialog_shows_the_model_and_edits_the_mapping(qtbot, window, tiny_checkp
     assert c.link._model_label.text() == "tiny · CPU" and ARCH in c.link._model_label.toolTip()
     items = [dlg.models.item(i) for i in range(dlg.models.count())]
     mine = [it for it in items if it.data(256) == str(tiny_checkpoint)]
-    assert len(mine) == 1 and mine[0].text().endswith("(active)")  # listed once, marked active
-    assert sum(it.text().endswith("(active)") for it in items) == 1
+    assert len(mine) == 1 and mine[0].text().startswith("(active)")  # listed once, marked active
+    assert sum(it.text().startswith("(active)") for it in items) == 1
     c.settings.setValue("model/recent", [str(tiny_checkpoint), *(c2["weights_path"] for c2 in model_cards())])
     dlg._fill_models()  # a recent file that is also a model card is listed once, as the card
     paths = [dlg.models.item(i).data(256) for i in range(dlg.models.count())]

@@ -11,7 +11,7 @@ from PySide6.QtCore import QSettings, Qt
 from deeplab_studio.core.brush import paint_disk
 from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.core.scenes import generate_scene
-from deeplab_studio.gui.class_mapping import map_classes
+from deeplab_studio.gui.class_mapping import map_classes, unmatched_note
 from deeplab_studio.gui.model_controller import attach_model_tools
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -185,6 +185,9 @@ def test_class_mapping_by_name() -> None:
     assert voc.is_identity()
     aliased = map_classes(["background", "tv", "airplane"], LabelSet.voc())
     assert aliased.targets == [0, 20, 1]
+    assert unmatched_note(voc) is None and unmatched_note(aliased) is None
+    note = unmatched_note(map_classes(CLASSES, project, unmatched=IGNORE))
+    assert "2 of the model's 4" in note and "disk, square" in note and "ignore (255)" in note
 
 
 def test_proposals_follow_the_mapping_into_a_project_with_its_own_classes(qtbot, window, tiny_checkpoint) -> None:
@@ -195,6 +198,7 @@ def test_proposals_follow_the_mapping_into_a_project_with_its_own_classes(qtbot,
         c.load_model(str(tiny_checkpoint), "cpu")
     assert window.project.labels.names == ["background", "triangle", "square"]  # not replaced
     assert c.mapping.targets == [0, 0, 2, 1]
+    assert window.banner.isVisible() and "disk" in window.banner.text() and "1 of the model's 4" in window.banner.text()
     doc = window.document
     with qtbot.waitSignal(c.proposalApplied, timeout=60000):
         c.auto_segment()
