@@ -57,8 +57,11 @@ class ImageListPanel(QWidget):
         self.text_filter.textChanged.connect(self._apply_filter)
         self.list.itemClicked.connect(self._clicked)
         self.list.itemActivated.connect(self._clicked)
+        # arrow keys / Home / End in the list open the image they move to (`set_current` blocks this)
+        self.list.currentItemChanged.connect(lambda item, _prev: self._clicked(item) if item is not None else None)
 
     def set_images(self, names: list[str], statuses: list[str]) -> None:
+        self.list.blockSignals(True)  # filling the list is not the user choosing an image
         self.list.clear()
         self._statuses = list(statuses)
         for i, (name, status) in enumerate(zip(names, statuses)):
@@ -66,6 +69,7 @@ class ImageListPanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, i)
             item.setToolTip(f"{name} — {status}")
             self.list.addItem(item)
+        self.list.blockSignals(False)
         self._apply_filter()
 
     def set_status(self, index: int, status: str) -> None:

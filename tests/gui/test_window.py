@@ -427,3 +427,14 @@ def test_opening_a_file_or_missing_folder_says_so_once(qtbot, window, folder, tm
         assert text.count(str(target)) == 1 and "not a folder" in text
         assert window.project.folder == folder.resolve() and window.document is not None  # still working
     assert not (tmp_path / "missing").exists()
+
+
+def test_arrow_keys_in_the_image_list_open_the_image(qtbot, window):
+    lst = window.image_panel.list
+    lst.setFocus()
+    qtbot.keyClick(lst, Qt.Key.Key_Down)
+    assert window.index == 1 and window.document.key == "img_1.png"
+    qtbot.keyClick(lst, Qt.Key.Key_End)
+    assert window.index == 2
+    window.step(-1)  # opening from elsewhere moves the list's current row without re-opening
+    assert lst.currentRow() == 1 and window.index == 1
