@@ -66,6 +66,8 @@ class CRFPanel(QWidget):
         self._timer.timeout.connect(self.run_preview)
         self._build()
         self.set_params(self.applied_params)
+        self._doc = None
+        self._watch(self.link.document())
         self.link.on_image_changed(self._on_image_changed)
 
     def _build(self) -> None:
@@ -138,17 +140,38 @@ class CRFPanel(QWidget):
         if self.preview is None:
             self._timer.start()
 
+    def _watch(self, doc) -> None:
+        """Follow the label map of `doc` (the live preview is recomputed when it changes)."""
+        if self._doc is not None:
+            self._doc.changed.disconnect(self._on_labels_changed)
+            self._doc.reset.disconnect(self._on_labels_changed)
+        self._doc = doc
+        if doc is not None:
+            doc.changed.connect(self._on_labels_changed)
+            doc.reset.connect(self._on_labels_changed)
+
     def _on_image_changed(self, *_) -> None:
         """Another image: the old preview is void; a visible panel previews the new image."""
-        self._timer.stop()
-        self._serial += 1
+        self._watch(self.link.document())
+        self._restart("Computing preview…")
+
+    def _on_labels_changed(self, *_) -> None:
+        """Painting, a proposal or undo changed the labels: the preview is stale (called per stamp: cheap)."""
+        if self.preview is not None:
+            self.controller.refresh_overlay()  # the stale changed-pixels layer goes
+        if self.preview is not None or self._timer.isActive() or self.isVisible():
+            self._restart("The labels changed; computing the preview again…")
+
+    def _restart(self, text: str) -> None:
+        self._serial += 1  # a preview still running is for the old labels
         self.preview, self._preview_key = None, None
         self.preview_label.clear()
         self.apply_button.setEnabled(False)
         if self.isVisible():
-            self.info.setText("Computing preview…")
-            self._timer.start()
+            self.info.setText(text)
+            self._timer.start()  # debounced: one CRF run after the last change
         else:
+            self._timer.stop()
             self.info.setText("")
 
     def run_preview(self) -> None:
@@ -210,7 +233,11 @@ class CRFPanel(QWidget):
             return False
         self.applied_params = self.params()
         self.controller.crf_params = self.applied_params
-        self.link.apply_proposal(self.preview, "CRF refine")
+        self._watch(None)  # our own write is not a change to preview again
+        try:
+            self.link.apply_proposal(self.preview, "CRF refine")
+        finally:
+            self._watch(doc)
         self._clear_preview("Applied. These parameters are used for proposals and Snap to edges.")
         self.applied.emit()
         return True

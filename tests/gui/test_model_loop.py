@@ -243,6 +243,15 @@ def test_crf_panel_previews_when_opened_and_follows_the_image(qtbot, window, con
         assert window.step(1)
         assert panel.preview is None and not panel.apply_button.isEnabled()  # the old preview is void
     assert panel._preview_key[0] == window.document.key != first
+    doc = window.document
+    yy, xx = np.mgrid[:64, :64]
+    blocky = np.where((xx // 16 + yy // 16) % 2 == 0, 1, 0).astype(np.uint8)
+    with qtbot.waitSignal(panel.previewReady, timeout=60000) as blocker:  # live: new labels, new preview
+        assert window.apply_labels(blocky, text="test")
+        assert panel.preview is None and not panel.apply_button.isEnabled()  # the old one is stale
+    np.testing.assert_array_equal(panel._preview_key[1], blocky)  # computed on the new labels
+    assert blocker.args[0] > 0 and panel.apply()
+    assert not panel._timer.isActive() and "Applied" in panel.info.text()  # its own write starts no run
     panel.parentWidget().close()  # a hidden panel computes nothing on the next image change
     assert window.step(1) and panel.preview is None and not panel._timer.isActive()
 
