@@ -334,3 +334,42 @@ def test_hidden_labels_are_announced_on_the_canvas(qtbot, window):
     assert notice.isVisible() and "opacity" in notice.text()
     window.set_opacity(0.5)
     assert not notice.isVisible()
+
+
+def test_a_stroke_repaints_only_the_touched_rectangle(qtbot, window):
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QApplication
+
+    from deeplab_studio.gui.layers import qimage_array
+
+    class Regions(QObject):
+        def __init__(self):
+            super().__init__()
+            self.rects = []
+
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                self.rects.append(event.region().boundingRect())
+            return False
+
+    canvas = window.canvas
+    canvas.brush.setVisible(False)
+    qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    canvas.zoom_by(8.0)  # the image fills the view; the disk is a small part of it
+    canvas.centerOn(32.0, 24.0)
+    window.set_brush_size(5)
+    canvas.setFocus()
+    click(qtbot, window, 10, 10)  # the first paint after a zoom may redraw the whole view; measure the next
+    QApplication.processEvents()
+    canvas.viewport().repaint()
+    regions = Regions()
+    canvas.viewport().installEventFilter(regions)
+    click(qtbot, window, 30, 20)
+    qtbot.waitUntil(lambda: len(regions.rects) > 0)
+    canvas.viewport().removeEventFilter(regions)
+    assert np.array_equal(qimage_array(canvas.overlay.qimage), window.document.labels)  # the overlay holds the labels
+    box = regions.rects[-1]
+    view = canvas.viewport().rect()
+    assert box.width() * box.height() < view.width() * view.height() / 20  # a small box, not the view
+    disk = canvas.mapFromScene(QPoint(30, 20).toPointF())
+    assert box.contains(disk)
