@@ -37,7 +37,8 @@ from PIL import Image
 
 from deeplab_studio.core.scenes import generate_scene
 from deeplab_studio.ml.predictor import IMAGENET_MEAN, IMAGENET_STD, Predictor
-from deeplab_studio.ml.prefetch import prefetch_images, read_rgb
+from deeplab_studio.ml.prefetch import prefetch_images
+from deeplab_studio.storage.images import read_image
 from deeplab_studio.ml.zoo import build_model
 
 PAIRS = {"deeplabv3plus_mobilenet": "deeplabv3_mobilenet_v3_large", "deeplabv3plus_resnet50": "deeplabv3_resnet50"}
@@ -186,7 +187,7 @@ def batch(n_images: int) -> dict[str, dict[int, float]]:
         for chunk in (paths[k : k + 10] for k in range(0, len(paths), 10)):
             for workers in (0, 1):
                 t0 = time.perf_counter()
-                images = prefetch_images(chunk, workers=workers)
+                images = prefetch_images(chunk, workers=workers, read=read_image)
                 while True:
                     t1 = time.perf_counter()
                     item = next(images, None)
@@ -198,7 +199,7 @@ def batch(n_images: int) -> dict[str, dict[int, float]]:
                 seconds[workers] += time.perf_counter() - t0
         t0 = time.perf_counter()
         for p in paths:
-            read_rgb(p)
+            read_image(p)
         decode = (time.perf_counter() - t0) / len(paths)
     return {"rate": {w: count[w] / seconds[w] for w in (0, 1)},
             "wait_ms": {w: 1000 * waited[w] / count[w] for w in (0, 1)}, "decode_ms": {0: 1000 * decode}}

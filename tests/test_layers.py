@@ -66,3 +66,39 @@ def test_help_lists_every_subcommand() -> None:
     assert out.returncode == 0
     for name in ("predict", "refine", "train", "evaluate", "export", "import-voc"):
         assert name in out.stdout
+
+
+# Every import statement, including those inside functions (lazy imports still create the
+# dependency), checked against the direction gui → ml, storage, core; ml → core; storage → core.
+_FORBIDDEN_IMPORTS = {
+    "core": {"deeplab_studio.storage", "deeplab_studio.ml", "deeplab_studio.gui", "deeplab_studio.commands",
+             "torch", "torchvision", "PySide6", "cv2"},
+    "storage": {"deeplab_studio.ml", "deeplab_studio.gui", "deeplab_studio.commands", "torch", "torchvision",
+                "PySide6"},
+    "ml": {"deeplab_studio.storage", "deeplab_studio.gui", "deeplab_studio.commands", "PySide6"},
+}
+
+
+def _imported_names(path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(_FORBIDDEN_IMPORTS))
+def test_no_import_statement_points_the_wrong_way(package: str) -> None:
+    from pathlib import Path
+
+    root = Path(deeplab_studio.__file__).parent / package
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        for name in _imported_names(path):
+            if any(name == f or name.startswith(f + ".") for f in _FORBIDDEN_IMPORTS[package]):
+                bad.append(f"{path.relative_to(root.parent)} imports {name}")
+    assert not bad, "\n".join(bad)

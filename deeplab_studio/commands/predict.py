@@ -185,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
     from deeplab_studio.ml.prefetch import prefetch_images
     from deeplab_studio.storage.atomic import atomic_write_bytes
+    from deeplab_studio.storage.images import read_image
     from deeplab_studio.storage.labelmaps import write_label_png
 
     def warn(message: str) -> None:
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     stems = dict(images)
     progress = Progress(len(images), quiet=args.quiet)
     print(f"predicting {len(images)} images on {predictor.device}", file=sys.stderr, flush=True)
-    for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers):
+    for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers, read=read_image):
         if isinstance(image, Exception):
             progress.step(path, image)
             continue

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deeplab_studio.ml.prefetch import prefetch_images, read_rgb
+from deeplab_studio.ml.prefetch import prefetch_images
 from deeplab_studio.ml.tiling import blend_weights, support, tile_grid
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -304,12 +304,12 @@ class Predictor:
             self._recover_from_oom(image, reason)  # outside `except`: the failed tensors are freed
 
     def predict_many(
-        self, paths: Iterable[str | Path], *, decode_workers: int = 1, cancel: Cancel = None,
-        read: Callable[[Path], np.ndarray] = read_rgb,
+        self, paths: Iterable[str | Path], *, read: Callable[[Path], np.ndarray], decode_workers: int = 1,
+        cancel: Cancel = None,
     ) -> Iterator[tuple[Path, Prediction | Exception]]:
         """Yield `(path, Prediction or the error)` for each image, in order.
 
-        Images are decoded `decode_workers` threads ahead (0 = on this thread), so the model does
+        `read` decodes one file (e.g. `storage.images.read_image`). Images are decoded `decode_workers` threads ahead (0 = on this thread), so the model does
         not wait for decoding; an unreadable image yields its error and the rest go on.
         """
         for path, item in prefetch_images(paths, workers=decode_workers, read=read):

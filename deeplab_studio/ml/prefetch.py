@@ -11,13 +11,6 @@ from pathlib import Path
 import numpy as np
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 H×W×3 RGB (`storage.images.read_image`)."""
-    from deeplab_studio.storage.images import read_image
-
-    return read_image(path)
-
-
 def _try_read(read: Callable[[Path], np.ndarray], path: Path) -> np.ndarray | Exception:
     try:
         return read(path)
@@ -30,9 +23,12 @@ def prefetch_images(
     *,
     workers: int = 1,
     depth: int | None = None,
-    read: Callable[[Path], np.ndarray] = read_rgb,
+    read: Callable[[Path], np.ndarray],
 ) -> Iterator[tuple[Path, np.ndarray | Exception]]:
     """Yield `(path, image or the exception that reading raised)` in input order.
+
+    `read` decodes one file (the caller supplies it, e.g. `storage.images.read_image`: `ml` does
+    not depend on `storage`).
 
     With `workers >= 1`, up to `depth` (default `2 * workers`) images are decoded ahead on
     background threads while the caller works on the current one; memory stays bounded by

@@ -25,7 +25,7 @@ from deeplab_studio.ml.predictor import (
 )
 from deeplab_studio.ml.prefetch import prefetch_images
 from deeplab_studio.ml.tiling import blend_weights, support, tile_starts
-from deeplab_studio.storage.images import ImageReadError
+from deeplab_studio.storage.images import ImageReadError, read_image
 
 COLOURS = np.array([[20, 20, 20], [220, 60, 50], [50, 90, 220], [60, 200, 70]], dtype=np.uint8)
 
@@ -333,7 +333,7 @@ def _write_images(folder: Path) -> list[Path]:
 def test_predict_many_keeps_order_and_skips_bad_images(tmp_path: Path, workers: int) -> None:
     paths = _write_images(tmp_path)
     p = Predictor(ColourNet(), device="cpu")
-    results = list(p.predict_many(paths, decode_workers=workers))
+    results = list(p.predict_many(paths, read=read_image, decode_workers=workers))
     assert [r[0] for r in results] == paths
     assert isinstance(results[2][1], ImageReadError) and "broken.jpg" in str(results[2][1])
     for (path, pred), h in zip([r for r in results if r[0].suffix == ".png"], (40, 48, 56, 64)):
@@ -345,10 +345,10 @@ def test_predict_many_cancel_and_early_close(tmp_path: Path) -> None:
     p = Predictor(ColourNet(), device="cpu")
     seen: list[Path] = []
     with pytest.raises(PredictionCancelled):
-        for path, _ in p.predict_many(paths, cancel=lambda: len(seen) >= 2):
+        for path, _ in p.predict_many(paths, read=read_image, cancel=lambda: len(seen) >= 2):
             seen.append(path)
     assert seen == paths[:2]
-    it = prefetch_images(paths, workers=2)
+    it = prefetch_images(paths, workers=2, read=read_image)
     assert next(it)[0] == paths[0]
     it.close()  # pending decodes are cancelled, the pool shuts down
 
