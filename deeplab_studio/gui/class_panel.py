@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
-                               QInputDialog, QLabel, QListWidget, QListWidgetItem, QSizePolicy, QToolButton, QVBoxLayout,
-                               QWidget)
+                               QInputDialog, QLabel, QListWidget, QListWidgetItem, QSizePolicy, QStyle,
+                               QStyledItemDelegate, QToolButton, QVBoxLayout, QWidget)
 
 from deeplab_studio.core.labels import BACKGROUND, IGNORE, IGNORE_COLOR, LabelSet
 
@@ -37,6 +37,26 @@ def _fmt_count(n: int) -> str:
     return str(n)
 
 
+COUNT_ROLE = Qt.ItemDataRole.UserRole + 2  # the pixel count text, drawn right-aligned by CountDelegate
+
+
+class CountDelegate(QStyledItemDelegate):
+    """Draws a row as usual plus its pixel count right-aligned, so the counts line up."""
+
+    def paint(self, painter, option, index) -> None:
+        super().paint(painter, option, index)
+        text = index.data(COUNT_ROLE)
+        if not text:
+            return
+        painter.save()
+        selected = option.state & QStyle.StateFlag.State_Selected
+        role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
+        painter.setPen(option.palette.color(role))
+        painter.drawText(option.rect.adjusted(0, 0, -8, 0),
+                         int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), text)
+        painter.restore()
+
+
 class ClassPanel(QWidget):
     """One row per class (checkbox = shown in the overlay) plus an `ignore` row.
 
@@ -57,6 +77,7 @@ class ClassPanel(QWidget):
         self.list = QListWidget()
         self.list.setIconSize(QSize(14, 14))
         self.list.setUniformItemSizes(True)
+        self.list.setItemDelegate(CountDelegate(self.list))
         self.buttons = {}
         row = QHBoxLayout()
         for key, text, tip in (("add", "Add", "Add a class"), ("rename", "Rename", "Rename the selected class"),
@@ -97,8 +118,6 @@ class ClassPanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole + 1, name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Unchecked if value in self.hidden else Qt.CheckState.Checked)
-            if value == BACKGROUND:
-                item.setToolTip("background (never drawn in the overlay)")
             self.list.addItem(item)
         self.list.blockSignals(False)
         if self.active != IGNORE and self.active >= len(labelset):
@@ -115,7 +134,10 @@ class ClassPanel(QWidget):
             name = item.data(Qt.ItemDataRole.UserRole + 1)
             key = f"{value}" if value != IGNORE else "–"
             count = int(self._counts[value]) if value < len(self._counts) else 0
-            item.setText(f"{key:>3}  {name}    {_fmt_count(count)} px" if count else f"{key:>3}  {name}")
+            item.setText(f"{key:>3}  {name}")
+            item.setData(COUNT_ROLE, f"{_fmt_count(count)} px" if count else "")
+            what = "background (never drawn in the overlay)" if value == BACKGROUND else name
+            item.setToolTip(f"{what}: {count:,} pixel{'' if count == 1 else 's'} in this image" if count else what)
         self.list.blockSignals(False)
 
     def select(self, value: int, *, emit: bool = True) -> bool:

@@ -438,3 +438,16 @@ def test_arrow_keys_in_the_image_list_open_the_image(qtbot, window):
     assert window.index == 2
     window.step(-1)  # opening from elsewhere moves the list's current row without re-opening
     assert lst.currentRow() == 1 and window.index == 1
+
+
+def test_class_rows_show_pixel_counts(qtbot, window):
+    from deeplab_studio.gui.class_panel import COUNT_ROLE
+
+    window.set_brush_size(1)
+    window.set_active_class(4)
+    click(qtbot, window, 3, 3)
+    row = window.class_panel.list.item(4)
+    qtbot.waitUntil(lambda: row.data(COUNT_ROLE) == "1 px")
+    assert row.text().split() == ["4", "boat"] and "1 pixel in" in row.toolTip()
+    background = window.class_panel.list.item(0)
+    assert background.data(COUNT_ROLE) == f"{64 * 48 - 1} px" and "never drawn" in background.toolTip()
