@@ -5,7 +5,9 @@
 1. Ctrl+R → overlay: a 1024×768 image, from the key press to the proposal drawn on the canvas,
    next to a plain `Predictor.predict` call on the same image (CRF off, then on).
 2. Event-loop stalls during a batch of N images: a 5 ms QTimer probe records the longest gap
-   between its ticks while "Auto-segment all" runs (target: under 50 ms).
+   between its ticks while "Auto-segment all" runs (target: under 50 ms); then again while a
+   simulated user paints brush strokes (a mouse event every 30 ms) and switches image every
+   second, with the slowest of those user actions.
 3. Batch throughput: images/s of the batch through the worker thread (reading, predicting,
    merging into the saved label maps) against a plain loop `read_image` + `Predictor.predict`.
 Weights are random for the standard 21-class model (speed, not quality: its noisy proposals are a
@@ -186,8 +188,61 @@ def bench_batch(tmp: Path, ckpt: Path, n: int, size: tuple[int, int]) -> None:
           f"(target < 50 ms)")
     print(f"  same probe with nothing running (5 s): longest {idle.max():.1f} ms, 99th percentile "
           f"{np.percentile(idle, 99):.1f} ms (scheduling noise of this machine)")
+    bench_batch_with_user(w, c, paths)
     c.shutdown()
     w.close()
+
+
+class FakeUser:
+    """Drives the real canvas with mouse events (30 ms apart): strokes of 10 moves, and the next
+    image every `switch_every` events; records how long each action took on the GUI thread."""
+
+    def __init__(self, window, switch_every: int = 33) -> None:
+        self.w, self.switch_every, self.n = window, switch_every, 0
+        self.times: dict[str, list[float]] = {"stroke event": [], "image switch": []}
+        self.timer = QTimer()
+        self.timer.setInterval(30)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        from PySide6.QtCore import QPoint
+
+        vp, self.n = self.w.canvas.viewport(), self.n + 1
+        t0 = time.perf_counter()
+        if self.n % self.switch_every == 0:
+            if not self.w.step(1):
+                self.w.go_to(self.w.project.records[0])
+            self.times["image switch"].append(time.perf_counter() - t0)
+            return
+        k = self.n % 11
+        pos = QPoint(80 + 25 * k, 80 + 9 * (self.n // 11 % 20))
+        if k == 0:
+            QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos)
+        elif k == 10:
+            QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos)
+        else:
+            QTest.mouseMove(vp, pos)
+        self.times["stroke event"].append(time.perf_counter() - t0)
+
+
+def bench_batch_with_user(w, c, paths: list[Path]) -> None:
+    """The same batch again (all images are `auto` now) while a simulated user paints and browses."""
+    user, probe = FakeUser(w), StallProbe()
+    w.go_to(w.project.records[0])
+    probe.start()
+    user.timer.start()
+    t0 = time.perf_counter()
+    c.auto_segment_all()
+    _, done, failed, _ = wait_for(c.client.batchFinished)
+    batch = time.perf_counter() - t0
+    user.timer.stop()
+    probe.stop()
+    gaps = np.array(probe.gaps) * 1000
+    slowest = ", ".join(f"{k} {max(v) * 1000:.1f} ms (median {np.median(v) * 1000:.1f}, n={len(v)})"
+                        for k, v in user.times.items() if v)
+    print(f"  same batch while the user paints and switches images: {done / batch:.2f} images/s, "
+          f"longest stall {gaps.max():.1f} ms, 99th percentile {np.percentile(gaps, 99):.1f} ms")
+    print(f"  slowest user actions on the GUI thread: {slowest}")
 
 
 def main() -> int:

@@ -20,9 +20,8 @@ import importlib.util
 import numpy as np
 from PySide6.QtCore import QObject, QSettings, QThreadPool, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QProgressBar, QPushButton
-
 from deeplab_studio.core.labels import BACKGROUND
+from deeplab_studio.gui.batch_status import BatchStatus
 from deeplab_studio.gui.class_mapping import (ClassMapping, is_default_labelset, map_classes, model_labelset,
                                               unmatched_note)
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
@@ -110,15 +109,7 @@ class ModelController(QObject):
         self.link.add_menu("&Model", self.actions)
 
     def _build_status_widgets(self) -> None:
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
-        self.progress.setFormat("%v / %m")
-        self.progress.hide()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_batch)
-        self.cancel_button.hide()
-        self.link.add_status_widget(self.progress)
-        self.link.add_status_widget(self.cancel_button)
+        self.batch_status = BatchStatus(self.link, self.cancel_batch, self.message.emit)
         self.link.set_model_status("No model")
 
     def _on_crf_toggled(self, on: bool) -> None:
@@ -249,10 +240,7 @@ class ModelController(QObject):
         self._batch_id = self.client.start_batch(items, crf=self.refine_with_crf, crf_params=self.crf_params,
                                                  lut=self._lut(), project=self.link.project())
         if items:
-            self.progress.setRange(0, len(items))
-            self.progress.setValue(0)
-            self.progress.show()
-            self.cancel_button.show()
+            self.batch_status.start(len(items))
             self.act_cancel.setEnabled(True)
         else:
             self.message.emit("No unlabeled or auto images to segment.")
@@ -265,17 +253,13 @@ class ModelController(QObject):
     def _on_batch_progress(self, batch_id: int, finished: int, total: int, rate: float, eta: float) -> None:
         if batch_id != self._batch_id:
             return
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(finished)
-        eta_text = f", ETA {eta:.0f} s" if eta == eta else ""
-        self.message.emit(f"Auto-segment all: {finished}/{total} images, {rate:.2f} images/s{eta_text}")
+        self.batch_status.update(finished, total, rate, eta)
 
     def _on_batch_finished(self, batch_id: int, done: int, failed: int, cancelled: bool) -> None:
         if batch_id != self._batch_id:
             return
         self._batch_id = None
-        self.progress.hide()
-        self.cancel_button.hide()
+        self.batch_status.finish()
         self.act_cancel.setEnabled(False)
         self.uncertainty.save()
         project = self.link.project()  # the worker saved label maps without the index: write it

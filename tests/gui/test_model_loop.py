@@ -160,6 +160,25 @@ def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tin
     assert controller.next_most_uncertain() is None  # old model's scores are not ranked with the new one
 
 
+def test_batch_status_is_throttled_but_shows_the_first_and_last_update(qtbot, window) -> None:
+    from deeplab_studio.gui.batch_status import BatchStatus
+    from deeplab_studio.gui.window_link import WindowLink
+
+    said, cancelled = [], []
+    status = BatchStatus(WindowLink(window), lambda: cancelled.append(1), said.append, min_interval_s=3600)
+    status.start(10)
+    assert status.bar.isVisible() and status.cancel_button.isVisible()
+    shown = [status.update(i, 10, 5.0, (10 - i) / 5.0) for i in range(1, 11)]
+    assert shown == [True] + [False] * 8 + [True]
+    assert said == ["Auto-segment all: 1/10 images, 5.00 images/s, ETA 2 s",
+                    "Auto-segment all: 10/10 images, 5.00 images/s, ETA 0 s"]
+    assert status.bar.value() == 10
+    status.cancel_button.click()
+    assert cancelled == [1]
+    status.finish()
+    assert not status.bar.isVisible() and not status.cancel_button.isVisible()
+
+
 def test_a_corrupt_checkpoint_shows_a_message_and_the_app_goes_on(qtbot, window, tmp_path, tiny_checkpoint) -> None:
     c = attach_model_tools(window)
     bad = tmp_path / "corrupt.pth"
