@@ -116,6 +116,14 @@ def model_info(loaded, path: str, device: str) -> dict:
     return info
 
 
+def model_status_text(info: dict) -> tuple[str, str]:
+    """Short status-bar text (model file stem · device) and a tooltip with the details."""
+    name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
+    tip = (f"{info['path']}\n{info['arch']}, {info['num_classes']} classes, "
+           f"output stride {info['output_stride']}\n{info['device_label']}")
+    return f"{name.rsplit('.', 1)[0]} · {info['device_label'].split(',')[0]}", tip
+
+
 def device_label(device: str) -> str:
     """'CPU' or 'CUDA: <GPU name>, <memory> GB' (torch must already be imported by the caller)."""
     if not device.startswith("cuda"):

@@ -305,6 +305,10 @@ class InferenceClient(QObject):
         if batch_id in self._batches and not any(j.batch_id == batch_id for j in self._live.values()):
             self._finish_batch(batch_id, cancelled=True)
 
+    def cancel_request(self, request_id: int) -> bool:
+        """Cancel one request (queued: dropped; running: stopped at its next tile)."""
+        return self._cancel_where(lambda j: j.request_id == request_id) > 0
+
     def cancel_all(self) -> None:
         for batch_id in list(self._batches):
             self.cancel_batch(batch_id)

@@ -24,6 +24,7 @@ from deeplab_studio.core.labels import BACKGROUND
 from deeplab_studio.gui.batch_status import BatchStatus
 from deeplab_studio.gui.class_mapping import (ClassMapping, is_default_labelset, map_classes, model_labelset,
                                               unmatched_note)
+from deeplab_studio.gui.inference_jobs import model_status_text
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
 from deeplab_studio.gui.pool_tasks import run_async, run_crf_async
 from deeplab_studio.gui.uncertainty import OVERLAY_COLORS, UncertaintyStore, contrasting_color, uncertainty_overlay
@@ -68,6 +69,9 @@ class ModelController(QObject):
         self.client.batchProgress.connect(self._on_batch_progress)
         self.client.batchFinished.connect(self._on_batch_finished)
         self.client.tileProgress.connect(self._on_tile_progress)
+        for sig in (self.client.proposalReady, self.client.dropped, self.client.failed):
+            sig.connect(lambda r: self._segment_ended(r.request_id))
+        self.client.requestCancelled.connect(self._segment_ended)
         self.link.on_image_changed(self._on_image_changed)
         self.link.on_project_changed(self._on_project_changed)
         self.link.on_close(self.shutdown)
@@ -93,7 +97,7 @@ class ModelController(QObject):
         self.act_open = self._action("Open model…", self.open_model_dialog, "Ctrl+M")
         self.act_segment = self._action("Auto-segment image", self.auto_segment, "Ctrl+R")
         self.act_segment_all = self._action("Auto-segment all unlabeled/auto images", self.auto_segment_all)
-        self.act_cancel = self._action("Cancel batch", self.cancel_batch)
+        self.act_cancel = self._action("Cancel auto-segment", self.cancel)
         self.act_crf = self._action("Refine proposals with CRF", self._on_crf_toggled, checkable=True,
                                     checked=_bool(s.value(SETTINGS_CRF, True)))
         self.act_snap = self._action("Snap to edges", self.snap_to_edges, "Ctrl+Shift+R")
@@ -109,7 +113,7 @@ class ModelController(QObject):
         self.link.add_menu("&Model", self.actions)
 
     def _build_status_widgets(self) -> None:
-        self.batch_status = BatchStatus(self.link, self.cancel_batch, self.message.emit)
+        self.batch_status = BatchStatus(self.link, self.cancel, self.message.emit)
         self.link.set_model_status("No model")
 
     def _on_crf_toggled(self, on: bool) -> None:
@@ -142,7 +146,7 @@ class ModelController(QObject):
         self.uncertainty.set_model(info["path"])  # rank uncertainty by the active model only
         self.update_mapping(info)
         name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
-        self.link.set_model_status(*self._model_status_text(info))
+        self.link.set_model_status(*model_status_text(info))
         self._remember_recent(info["path"])
         self.message.emit(f"Model loaded: {name}")
         note = unmatched_note(self.mapping) if self.mapping is not None else None
@@ -152,17 +156,8 @@ class ModelController(QObject):
 
     def _on_model_failed(self, message: str) -> None:
         current = self.client.model
-        self.link.set_model_status(*(("No model", "") if current is None else self._model_status_text(current)))
+        self.link.set_model_status(*(("No model", "") if current is None else model_status_text(current)))
         self.link.show_error("Could not load the model", message)
-
-    @staticmethod
-    def _model_status_text(info: dict) -> tuple[str, str]:
-        """Short status-bar text (model file stem · device) and a tooltip with the details."""
-        name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
-        stem = name.rsplit(".", 1)[0]
-        tip = (f"{info['path']}\n{info['arch']}, {info['num_classes']} classes, "
-               f"output stride {info['output_stride']}\n{info['device_label']}")
-        return f"{stem} · {info['device_label'].split(',')[0]}", tip
 
     def update_mapping(self, info: dict | None = None, *, unmatched: int | None = None) -> ClassMapping | None:
         """Map the loaded model's classes onto the project's (a project with default classes
@@ -226,8 +221,29 @@ class ModelController(QObject):
         return self._segment_rid
 
     def _on_tile_progress(self, request_id: int, done: int, total: int) -> None:
-        if request_id == self._segment_rid and done < total:  # a large image: show it is moving
+        if request_id == self._segment_rid and done < total:  # a large image: show it moves, offer Cancel
             self.message.emit(f"Auto-segmenting… tile {done + 1} of {total}")
+            self._sync_cancel(True)
+
+    def _segment_ended(self, request_id: int | None) -> None:
+        if request_id is not None and request_id == self._segment_rid:
+            self._segment_rid = None
+            self._sync_cancel()
+
+    def _sync_cancel(self, long_segment: bool = False) -> None:
+        """Cancel (menu and status bar) while a batch or a tiled Ctrl+R runs."""
+        on = self._batch_id is not None or long_segment
+        self.act_cancel.setEnabled(on)
+        self.batch_status.cancel_button.setVisible(on)
+
+    def cancel(self) -> None:
+        """Cancel button / menu: stop the batch and a running Ctrl+R (between tiles)."""
+        rid = self._segment_rid
+        if rid is not None:
+            self.client.cancel_request(rid)
+            self._segment_ended(rid)
+            self.message.emit("Auto-segment cancelled.")
+        self.cancel_batch()
 
     def auto_segment_all(self, statuses: tuple[str, ...] = ("unlabeled", "auto")) -> int | None:
         """Queue every image whose status is in `statuses` as one batch; returns the batch id.
@@ -411,6 +427,7 @@ class ModelController(QObject):
 
     # --- window events -------------------------------------------------------------------------
     def _on_image_changed(self, *_) -> None:
+        self._segment_ended(self._segment_rid)  # its result is no longer wanted (cancelled below)
         doc = self.link.document()
         self.client.set_current_key(doc.key if doc is not None else None)
         if self.act_uncertainty.isChecked():

@@ -179,6 +179,44 @@ def test_batch_status_is_throttled_but_shows_the_first_and_last_update(qtbot, wi
     assert not status.bar.isVisible() and not status.cancel_button.isVisible()
 
 
+def test_cancel_button_stops_a_tiled_ctrl_r(qtbot, window, tiny_checkpoint) -> None:
+    """A large image (here: 64 px in 32-px tiles) shows Cancel; pressing it stops between tiles."""
+    import threading
+
+    c = attach_model_tools(window)
+    c.act_crf.setChecked(False)
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        c.client.load_model(str(tiny_checkpoint), "cpu", tile_size=32, tile_overlap=8)
+    gate, tiles = threading.Event(), []
+
+    def hold(rid, done, total):  # worker thread, between tiles: wait until the user has clicked
+        tiles.append(done)
+        if done == 1:
+            gate.wait(30)
+
+    c.client.worker.tileProgress.connect(hold, Qt.ConnectionType.DirectConnection)
+    doc = window.document
+    before = doc.labels.copy()
+    try:
+        with qtbot.waitSignal(c.client.tileProgress, timeout=60000):
+            c.auto_segment()
+        assert c.act_cancel.isEnabled() and c.batch_status.cancel_button.isVisible()
+        assert "tile 2 of" in window.statusBar().currentMessage()
+        with qtbot.waitSignal(c.client.requestCancelled, timeout=60000):
+            c.batch_status.cancel_button.click()
+            gate.set()
+    finally:
+        gate.set()
+    qtbot.waitUntil(lambda: not c.client.busy, timeout=60000)
+    assert tiles == [1] and window.undo.active.count() == 0
+    np.testing.assert_array_equal(doc.labels, before)
+    assert not c.act_cancel.isEnabled() and not c.batch_status.cancel_button.isVisible()
+    with qtbot.waitSignal(c.proposalApplied, timeout=60000):  # and the next Ctrl+R runs to the end
+        c.auto_segment()
+    assert not c.batch_status.cancel_button.isVisible() and window.undo.active.count() == 1
+    c.shutdown()
+
+
 def test_a_corrupt_checkpoint_shows_a_message_and_the_app_goes_on(qtbot, window, tmp_path, tiny_checkpoint) -> None:
     c = attach_model_tools(window)
     bad = tmp_path / "corrupt.pth"
