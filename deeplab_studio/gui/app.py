@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -124,4 +125,16 @@ def run_app(folder: str | None = None, demo: bool = False) -> int:
         target = folder or prefs.last_folder(window.settings)
         if target:
             QTimer.singleShot(0, lambda: window.open_folder(target))
+    _close_on_interrupt(window)
     return app.exec()
+
+
+def _close_on_interrupt(window) -> None:
+    """Ctrl+C in the terminal closes the window the normal way (saving first) instead of being
+    ignored while Qt's event loop holds the interpreter."""
+    from PySide6.QtCore import QTimer
+
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    ticker = QTimer(window)  # wakes the interpreter so that Python's signal handler can run
+    ticker.timeout.connect(lambda: None)
+    ticker.start(250)

@@ -45,3 +45,25 @@ def test_qt_singleton_refcount_workaround_keeps_long_sessions_alive(qtbot):
     for _ in range(20000):  # far more void calls than None has references on an affected build
         w.update()
     assert sys.getrefcount(None) > 1000
+
+
+def test_ctrl_c_in_the_terminal_closes_the_window(tmp_path):
+    """SIGINT while Qt's event loop runs closes the window (saving first) and ends the process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal\n"
+        "from PySide6.QtCore import QTimer\n"
+        "from deeplab_studio.gui import app\n"
+        "install = app._close_on_interrupt\n"
+        "def install_then_interrupt(window):\n"
+        "    install(window)\n"
+        "    QTimer.singleShot(200, lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+        "app._close_on_interrupt = install_then_interrupt\n"
+        "raise SystemExit(app.run_app())\n"
+    )
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
