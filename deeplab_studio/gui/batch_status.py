@@ -44,7 +44,7 @@ class BatchStatus:
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(finished)
         eta_text = f", ETA {eta:.0f} s" if eta == eta else ""
-        self.say(f"Auto-segment all: {finished}/{total} images, {rate:.2f} images/s{eta_text}")
+        self.say(f"Batch: {rate:.1f} images/s{eta_text}")  # short: the bar beside it shows n / total
         return True
 
     def finish(self) -> None:

@@ -170,9 +170,8 @@ def test_batch_status_is_throttled_but_shows_the_first_and_last_update(qtbot, wi
     assert status.bar.isVisible() and status.cancel_button.isVisible()
     shown = [status.update(i, 10, 5.0, (10 - i) / 5.0) for i in range(1, 11)]
     assert shown == [True] + [False] * 8 + [True]
-    assert said == ["Auto-segment all: 1/10 images, 5.00 images/s, ETA 2 s",
-                    "Auto-segment all: 10/10 images, 5.00 images/s, ETA 0 s"]
-    assert status.bar.value() == 10
+    assert said == ["Batch: 5.0 images/s, ETA 2 s", "Batch: 5.0 images/s, ETA 0 s"]
+    assert status.bar.value() == 10 and status.bar.text() == "10 / 10"
     status.cancel_button.click()
     assert cancelled == [1]
     status.finish()
