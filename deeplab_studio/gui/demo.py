@@ -22,7 +22,7 @@ DEMO_SIZE = (240, 320)  # height, width: the scale the demo model was trained at
 DEMO_SEED = 2024  # training used other seeds, so these scenes are unseen by the model
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEMO_MODEL = MODELS_DIR / "demo_deeplabv3plus_mobilenet.safetensors"
-DEMO_HINT = "Demo ready: Ctrl+R auto-segment · Ctrl+Shift+R snap to edges · U uncertainty"  # fits the status bar
+DEMO_HINT = "Demo: Ctrl+R segment · Ctrl+Shift+R snap to edges · U uncertainty"  # fits the status bar
 
 
 def demo_root() -> Path:
