@@ -28,6 +28,8 @@ from deeplab_studio.ml.tiling import blend_weights, support, tile_grid
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MS_SCALES = (0.75, 1.0, 1.25)
+PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLab v3+ paper, Table 3 (MS); ~2.8× the pixels of "ms"
+TTA_SCALES = {None: (1.0,), "flip": (1.0,), "ms": MS_SCALES, "ms-paper": PAPER_MS_SCALES}
 
 Cancel = Callable[[], bool] | threading.Event | None
 
@@ -192,8 +194,9 @@ class Predictor:
       run in overlapping tiles.
     - `large_image`: "tile" (default) or "downscale" — shrink the image so its longest side is
       `max_side` (default `tile_size`), predict, and resize the probabilities back.
-    - `tta`: None, "flip" (average with the mirrored image) or "ms" (scales `scales`, default
-      0.75/1/1.25, each with flip); softmax outputs are averaged.
+    - `tta`: None, "flip" (average with the mirrored image), "ms" (scales `scales`, default
+      0.75/1/1.25, each with flip) or "ms-paper" (the paper's 0.5/0.75/.../1.75, each with flip);
+      softmax outputs are averaged.
     - `probs_dtype`: float32 or float16 for `Prediction.probs`; `keep_probs=False` returns none
       (labels and confidence only), which is what very large images need.
     - On CUDA: autocast (`amp` "auto" = bf16 where supported, else fp16; None to disable) and
@@ -240,16 +243,16 @@ class Predictor:
             raise ValueError(f"need tile_size >= 32 and 0 <= tile_overlap < tile_size, got {tile_size}/{tile_overlap}")
         if large_image not in ("tile", "downscale"):
             raise ValueError(f"large_image must be 'tile' or 'downscale', not {large_image!r}")
-        if tta not in (None, "flip", "ms"):
-            raise ValueError(f"tta must be None, 'flip' or 'ms', not {tta!r}")
+        if tta not in TTA_SCALES:
+            raise ValueError(f"tta must be None, 'flip', 'ms' or 'ms-paper', not {tta!r}")
         if amp not in (None, False, "auto", "fp16", "bf16"):
             raise ValueError(f"amp must be 'auto', 'fp16', 'bf16' or None, not {amp!r}")
         self.tile_size, self.tile_overlap, self.min_tile_size = int(tile_size), int(tile_overlap), int(min_tile_size)
         self.large_image = large_image
         self.max_side = int(max_side) if max_side else self.tile_size
         self.tta = tta
-        self.scales = tuple(scales) if scales is not None else (MS_SCALES if tta == "ms" else (1.0,))
-        self.flip = tta in ("flip", "ms")
+        self.scales = tuple(scales) if scales is not None else TTA_SCALES[tta]
+        self.flip = tta is not None
         self.probs_dtype = torch.float16 if np.dtype(probs_dtype) == np.float16 else torch.float32
         if np.dtype(probs_dtype) not in (np.float16, np.float32):
             raise ValueError(f"probs_dtype must be float32 or float16, not {probs_dtype!r}")

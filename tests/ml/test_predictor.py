@@ -159,6 +159,37 @@ def test_multiscale_tta_agrees_with_plain_except_at_borders() -> None:
     assert (tiled_ms.labels != plain.labels).mean() < 0.03
 
 
+def test_paper_multiscale_tta_uses_table_3_scales() -> None:
+    img = blocks_image()
+    plain = Predictor(ColourNet(), device="cpu").predict(img)
+    model = ColourNet()
+    paper = Predictor(model, device="cpu", tta="ms-paper")
+    assert paper.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and paper.flip
+    pred = paper.predict(img)
+    assert sorted(c for c in model.calls) == [(2, 3, round(120 * s), round(160 * s)) for s in paper.scales]
+    assert (pred.labels != plain.labels).mean() < 0.03
+    np.testing.assert_allclose(pred.probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_cuda_fast_path_code_run_on_the_cpu() -> None:
+    """No GPU here: the autocast + channels_last branch of `_forward` (switched on only for CUDA by
+    `_move_to`) is forced on for a CPU Predictor, so the same code runs with CPU bfloat16 autocast.
+    This checks the branch's plumbing (memory format, dtype back to float32, same labels); it says
+    nothing about CUDA kernels or speed."""
+    img = blocks_image()
+    plain = Predictor(conv_net(), device="cpu").predict(img)
+    fast = Predictor(conv_net(), device="cpu")
+    fast._channels_last, fast._amp_dtype = True, torch.bfloat16
+    seen: list[tuple[bool, torch.dtype]] = []
+    fast.model.register_forward_hook(
+        lambda m, inp, out: seen.append((inp[0].is_contiguous(memory_format=torch.channels_last), out.dtype)))
+    pred = fast.predict(img)
+    assert seen == [(True, torch.bfloat16)]  # the model saw channels_last input and ran under autocast
+    assert pred.probs.dtype == np.float32
+    np.testing.assert_allclose(pred.probs, plain.probs, atol=0.05)
+    assert (pred.labels != plain.labels).mean() < 0.02
+
+
 def test_downscale_mode_predicts_small_and_returns_full_size() -> None:
     img = blocks_image(200, 300)
     model = ColourNet()
@@ -374,8 +405,8 @@ def demo_model():
     return load_checkpoint(DEMO_MODEL)
 
 
-@pytest.mark.parametrize("options", [{"tile_size": 128, "tile_overlap": 32}, {"tta": "flip"}, {"tta": "ms"}],
-                         ids=["tiles", "flip", "ms"])
+@pytest.mark.parametrize("options", [{"tile_size": 128, "tile_overlap": 32}, {"tta": "flip"}, {"tta": "ms"},
+                                     {"tta": "ms-paper"}], ids=["tiles", "flip", "ms", "ms-paper"])
 def test_trained_deeplab_gives_the_same_labels_with_tiles_and_tta(demo_model, options) -> None:
     """A real trained DeepLab v3+ (the demo model, generated scenes): a 240×320 image fits one pass."""
     from deeplab_studio.core.metrics import ConfusionMatrix
