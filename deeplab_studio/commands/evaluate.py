@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from deeplab_studio.cli import CommandError
-from deeplab_studio.commands.predict import Progress, add_model_arguments, load_predictor
+from deeplab_studio.commands.predict import Progress, add_model_arguments, load_predictor, plural
 
 
 def find_voc_root(folder: Path) -> Path:
@@ -49,6 +49,24 @@ def class_names_for(predictor, num_classes: int) -> list[str]:
     if num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
     return [f"class {i}" for i in range(num_classes)]
+
+
+def class_name_warning(root: Path, model_names) -> str | None:
+    """A warning when the dataset's class_names.txt (written by `export`) disagrees with the model's
+    classes: indices would be compared across different class lists, so the mIoU means nothing."""
+    path = root / "class_names.txt"
+    if not model_names or not path.is_file():
+        return None
+    try:
+        data_names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+    if [n.lower() for n in data_names] == [n.lower() for n in model_names]:
+        return None
+    def show(names):
+        return ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+    return (f"the model's classes ({show(list(model_names))}) differ from {path}'s ({show(data_names)}); "
+            "class indices are compared as they are, so per-class IoU and mIoU may mean nothing")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,10 +113,14 @@ def run(args: argparse.Namespace) -> int:
                                           f"{image.shape[1]}×{image.shape[0]}")
         return image, gt
 
+    warnings = [w for w in [class_name_warning(root, predictor.class_names)] if w]
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+
     cm: ConfusionMatrix | None = None
     failed: list[dict[str, str]] = []
     progress = Progress(len(ids), quiet=args.quiet)
-    print(f"evaluating {len(ids)} images of {root} [{args.split}] on {predictor.device}", file=sys.stderr, flush=True)
+    print(f"evaluating {plural(len(ids), 'image')} of {root} [{args.split}] on {predictor.device}", file=sys.stderr, flush=True)
     paths = [image_path(i) for i in ids]
     for path, item in prefetch_images(paths, workers=args.decode_workers, read=read_pair):
         if isinstance(item, Exception):
@@ -129,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "images": len(ids) - len(failed),
         "failed": failed,
+        "warnings": warnings,
         "crf": bool(args.crf),
         "tta": args.tta,
         "miou": _num(cm.miou()),

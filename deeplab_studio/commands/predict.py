@@ -79,8 +79,12 @@ def model_palette(predictor: Any) -> np.ndarray:
     return palette
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 class Progress:
-    """One stderr line per image with the running rate in images/s."""
+    """One stderr line per image with the running rate (successful images per second)."""
 
     def __init__(self, total: int, *, quiet: bool = False) -> None:
         self.total, self.quiet, self.done, self.failed = total, quiet, 0, 0
@@ -88,21 +92,23 @@ class Progress:
 
     def rate(self) -> float:
         elapsed = time.perf_counter() - self.start
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self.failed) / elapsed if elapsed > 0 else 0.0
 
     def step(self, path: Path, error: BaseException | None = None) -> None:
         self.done += 1
         if error is not None:
             self.failed += 1
-            print(f"[{self.done}/{self.total}] skipped {path}: {error}", file=sys.stderr, flush=True)
+            text = str(error)  # storage/checkpoint errors already start with the file name
+            text = text if text.startswith(str(path)) else f"{path}: {text or type(error).__name__}"
+            print(f"[{self.done}/{self.total}] skipped {text}", file=sys.stderr, flush=True)
         elif not self.quiet:
             print(f"[{self.done}/{self.total}] {path}  ({self.rate():.2f} images/s)", file=sys.stderr, flush=True)
 
     def summary(self, what: str) -> str:
         elapsed = time.perf_counter() - self.start
         ok = self.done - self.failed
-        text = f"{what} {ok} of {self.total} images in {elapsed:.1f} s ({self.rate():.2f} images/s)"
-        return text + (f"; {self.failed} failed" if self.failed else "")
+        text = f"{what} {ok} of {plural(self.total, 'image')} in {elapsed:.1f} s ({self.rate():.2f} images/s)"
+        return text + (f"; {self.failed} failed (see 'skipped' above)" if self.failed else "")
 
 
 # --- inputs and output names -------------------------------------------------------------------------
@@ -204,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
     stems = dict(images)
     progress = Progress(len(images), quiet=args.quiet)
-    print(f"predicting {len(images)} images on {predictor.device}", file=sys.stderr, flush=True)
+    print(f"predicting {plural(len(images), 'image')} on {predictor.device} into {out}", file=sys.stderr, flush=True)
     for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers, read=read_image):
         if isinstance(image, Exception):
             progress.step(path, image)

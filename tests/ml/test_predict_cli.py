@@ -187,3 +187,66 @@ def test_evaluate_table_and_failures(tmp_path: Path, ckpt: Path, capsys) -> None
     assert rc == 2 and "splits here: broken, val" in capsys.readouterr().err
     rc = main(["evaluate", "--model", str(ckpt), str(tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages")])
     assert rc == 2 and "not a VOC folder" in capsys.readouterr().err
+
+
+def test_predict_messages_read_well(tmp_path: Path, ckpt: Path, capsys) -> None:
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    rc = main(["predict", "--model", str(ckpt), "--device", "cpu", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"predicting 1 image on cpu into {tmp_path / 'o'}" in err
+    skipped = [line for line in err.splitlines() if "] skipped " in line]
+    assert len(skipped) == 1 and skipped[0].count(str(bad)) == 1  # the file is named once, with the reason
+    assert "0 of 1 image in" in err and "(0.00 images/s)" in err  # a failure is no throughput
+
+
+def test_evaluate_an_exported_project_and_check_class_names(tmp_path: Path, capsys) -> None:
+    """The real chain: a project of generated scenes → `export_voc` → `evaluate` with the trained
+    demo model; the JSON equals a confusion matrix computed here from the exported files."""
+    demo = Path(__file__).resolve().parents[2] / "models" / "demo_deeplabv3plus_mobilenet.safetensors"
+    if not demo.exists():
+        pytest.skip("the trained demo model is not in this checkout")
+    from deeplab_studio.core.labels import LabelSet
+    from deeplab_studio.core.metrics import ConfusionMatrix
+    from deeplab_studio.core.scenes import generate_scene
+    from deeplab_studio.ml.checkpoints import load_checkpoint
+    from deeplab_studio.ml.predictor import Predictor
+    from deeplab_studio.storage.images import read_image
+    from deeplab_studio.storage.labelmaps import read_label_png
+    from deeplab_studio.storage.project import Project, Status
+    from deeplab_studio.storage.voc import export_voc
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    truths = {}
+    for i in range(4):
+        image, truth = generate_scene(64, 80, seed=40 + i)
+        Image.fromarray(image).save(folder / f"s{i}.png")
+        truths[f"s{i}.png"] = truth
+    project = Project.open(folder)
+    project.set_labelset(LabelSet(["background", "disk", "square", "triangle"],
+                                  [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]))
+    for rec in project.records:
+        truth = truths[rec.path]
+        project.save_annotation(rec, truth, np.ones(truth.shape, bool), status=Status.REVIEWED)
+    voc = tmp_path / "voc"
+    export_voc(project, voc, val_fraction=0.5)
+
+    rc = main(["evaluate", "--model", str(demo), "--device", "cpu", "--json", "--quiet", str(voc)])
+    result = json.loads(capsys.readouterr().out)
+    ids = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    predictor = Predictor(load_checkpoint(demo), device="cpu")
+    cm = ConfusionMatrix(4)
+    for image_id in ids:
+        cm.update(read_label_png(voc / "SegmentationClass" / f"{image_id}.png"),
+                  predictor.predict(read_image(voc / "JPEGImages" / f"{image_id}.jpg")).labels)
+    assert rc == 0 and result["images"] == len(ids) == 2 and result["warnings"] == []
+    assert result["confusion_matrix"] == cm.matrix.tolist()
+    assert result["miou"] == pytest.approx(cm.miou(), abs=1e-6) and result["miou"] > 0.5
+    assert list(result["per_class_iou"]) == ["background", "disk", "square", "triangle"]
+
+    (voc / "class_names.txt").write_text("background\nball\nbox\n")  # a dataset of other classes
+    rc = main(["evaluate", "--model", str(demo), "--device", "cpu", "--quiet", str(voc)])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning: the model's classes (background, disk, square, triangle) differ" in err
