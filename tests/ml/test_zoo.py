@@ -134,6 +134,57 @@ def test_set_output_stride_equals_fresh_build(arch: str) -> None:
         set_output_stride(m16, 32)
 
 
+class _VainFPlusResNet(nn.Module):
+    """An independent reference: VainF's DeepLabV3+ ResNet as its code assembles it, from
+    torchvision's ResNet (`replace_stride_with_dilation`), IntermediateLayerGetter and ASPP plus
+    VainF's decoder (48-channel 1×1 projection of layer1, ASPP upsampled to it, concat, 3×3 conv,
+    1×1 classifier, bilinear upsampling to the input). No code from `ml.blocks`/`ml.backbones`."""
+
+    def __init__(self, depth: int, num_classes: int, output_stride: int) -> None:
+        super().__init__()
+        import torchvision
+        from torchvision.models._utils import IntermediateLayerGetter
+        from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
+
+        dilate = [False, False, True] if output_stride == 16 else [False, True, True]
+        resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None, replace_stride_with_dilation=dilate)
+        self.backbone = IntermediateLayerGetter(resnet, return_layers={"layer4": "out", "layer1": "low_level"})
+        self.classifier = nn.Module()
+        self.classifier.project = nn.Sequential(nn.Conv2d(256, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU())
+        self.classifier.aspp = TorchvisionASPP(2048, [6, 12, 18] if output_stride == 16 else [12, 24, 36])
+        self.classifier.classifier = nn.Sequential(nn.Conv2d(304, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256),
+                                                   nn.ReLU(), nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        head = self.classifier
+        low = head.project(feats["low_level"])
+        high = torch.nn.functional.interpolate(head.aspp(feats["out"]), size=low.shape[2:], mode="bilinear",
+                                               align_corners=False)
+        out = head.classifier(torch.cat([low, high], dim=1))
+        return torch.nn.functional.interpolate(out, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_outputs_equal_an_independent_vainf_reference(output_stride: int) -> None:
+    """VainF's code cannot run here; its ResNet-50 v3+ is rebuilt from torchvision parts above.
+    The same random weights (BN statistics too) load strictly into both and give the same logits."""
+    model = build_model("deeplabv3plus_resnet50", num_classes=5, output_stride=output_stride).eval()
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                value.copy_(torch.rand(value.shape, generator=gen) + 0.5 if key.endswith("running_var")
+                            else torch.randn(value.shape, generator=gen) * 0.05)
+    reference = _VainFPlusResNet(50, 5, output_stride).eval()
+    reference.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 3, 65, 77, generator=gen)
+    with torch.no_grad():
+        want = reference(x)
+        torch.testing.assert_close(model(x), want, rtol=1e-4, atol=1e-4)
+    assert want.abs().max() > 0.1  # random weights that reach the output
+
+
 def test_aspp_trains_at_batch_size_one() -> None:
     aspp = ASPP(8, (1, 2, 3), out_channels=4).train()
     out = aspp(torch.randn(1, 8, 9, 9))
