@@ -210,12 +210,14 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        detail = msg[msg.find("WeightsUnpickler error:"):].split(".")[0] if "WeightsUnpickler" in msg else msg
-        if "Unsupported global" in msg or "allowed global" in msg:
+        # torch's message spans many lines and suggests weights_only=False; keep the one line that says why
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = next((line for line in lines if "global" in line.lower()), lines[0] if lines else type(exc).__name__)
+        why = why.removeprefix("WeightsUnpickler error: ")
+        if "global" in why.lower():  # "Unsupported global: GLOBAL x.y ..." / "... GLOBAL posix.system ... blocked"
             raise CheckpointError(path, "refused to load: the file holds Python objects other than "
-                                  f"tensors and plain numbers, which could run code ({detail})") from None
-        raise CheckpointError(path, f"corrupt or truncated PyTorch file ({detail})") from None
+                                  f"tensors and plain numbers, which could run code ({why})") from None
+        raise CheckpointError(path, f"corrupt or truncated PyTorch file ({why})") from None
     except (RuntimeError, EOFError, ValueError, struct.error) as exc:
         raise CheckpointError(path, f"corrupt or truncated PyTorch file ({str(exc).splitlines()[0]})") from None
 
