@@ -221,14 +221,14 @@ def latency_table(archs: list[str], args: argparse.Namespace) -> None:
     """Sections 1 and 2: the latency/memory table and the Predictor's own work."""
     times = latency(archs, args.repeat)
     mem = {} if args.skip_memory else memory(archs)
-    print(f"\n{'network':<28} {'variant':<34} {'ms/image':>9} {'vs plain':>9} {'peak MB':>8}")
+    print(f"\n{'network':<28} {'variant':<42} {'ms/image':>9} {'vs plain':>9} {'peak MB':>8}")
     for arch in archs:
         plain = times[(arch, "plain")]
         for v, label in (("predictor", "Predictor.predict (uint8 in)"), ("plain", "plain model(x)"),
                          ("torchvision", f"torchvision {PAIRS[arch]}")):
             t = times[(arch, v)]
             m = f"{mem[(arch, v)]:8.0f}" if mem else f"{'-':>8}"
-            print(f"{arch:<28} {label:<34} {t * 1000:9.0f} {t / plain:8.2f}× {m}")
+            print(f"{arch:<28} {label:<42} {t * 1000:9.0f} {t / plain:8.2f}× {m}")
     pred_ms, copy_ms = overhead(args.repeat)
     print(f"\nPredictor work around the network per {SIDE}×{SIDE} image (a model returning stored logits): "
           f"{pred_ms - copy_ms:.1f} ms (uint8→normalised input, softmax, argmax, confidence, outputs)")
