@@ -14,7 +14,7 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 _TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")
 
@@ -43,14 +43,13 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically (parent folders are created)."""
-    path = Path(path)
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `write(file)` into a temporary sibling, then flush, fsync, replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name_for(path)
     try:
         with open(tmp, "xb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -61,6 +60,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             pass
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (parent folders are created)."""
+    _atomic_write(Path(path), lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> None:
@@ -75,22 +79,11 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> 
 
 def atomic_copy_file(src: str | Path, dst: str | Path) -> None:
     """Copy the bytes of `src` to `dst` atomically, streaming (no whole-file buffer)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name_for(dst)
-    try:
-        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+    def copy(fout: BinaryIO) -> None:
+        with open(src, "rb") as fin:
             shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_dir(dst.parent)
+
+    _atomic_write(Path(dst), copy)
 
 
 def pid_alive(pid: int) -> bool:
