@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             image, gt = item
-            pred = predictor.predict(image)
+            pred = predictor.predict(image, progress=progress.tiles(path))
             labels = refine(image, pred.probs) if refine is not None else pred.labels
             if cm is None:
                 cm = ConfusionMatrix(pred.num_classes or predictor.num_classes or int(labels.max()) + 1)

@@ -88,13 +88,32 @@ class Progress:
 
     def __init__(self, total: int, *, quiet: bool = False) -> None:
         self.total, self.quiet, self.done, self.failed = total, quiet, 0, 0
+        self._open_line = False  # a `tile k/n` line is on the terminal, not yet ended
         self.start = time.perf_counter()
 
     def rate(self) -> float:
         elapsed = time.perf_counter() - self.start
         return (self.done - self.failed) / elapsed if elapsed > 0 else 0.0
 
+    def tiles(self, path: Path):
+        """A `Predictor.predict(progress=...)` callback: on a terminal, a `tile k/n` line that the
+        next message overwrites, so a large tiled image is not minutes of silence."""
+        stream = sys.stderr
+        if self.quiet or not stream.isatty():
+            return None
+
+        def show(done: int, total: int) -> None:
+            if total > 1:
+                self._open_line = done < total
+                end = "" if self._open_line else "\r\x1b[K"
+                print(f"\r[{self.done + 1}/{self.total}] {path}: tile {done}/{total}{end}", end="", file=stream,
+                      flush=True)
+        return show
+
     def step(self, path: Path, error: BaseException | None = None) -> None:
+        if self._open_line:  # a failure mid-image: clear its tile line first
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+            self._open_line = False
         self.done += 1
         if error is not None:
             self.failed += 1
@@ -216,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
             progress.step(path, image)
             continue
         try:
-            pred = predictor.predict(image)
+            pred = predictor.predict(image, progress=progress.tiles(path))
             labels = refine(image, pred.probs) if refine is not None else pred.labels
             target = out / stems[path]
             target.parent.mkdir(parents=True, exist_ok=True)

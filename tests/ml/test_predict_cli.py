@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +252,25 @@ def test_evaluate_an_exported_project_and_check_class_names(tmp_path: Path, caps
     rc = main(["evaluate", "--model", str(demo), "--device", "cpu", "--quiet", str(voc)])
     err = capsys.readouterr().err
     assert rc == 0 and "warning: the model's classes (background, disk, square, triangle) differ" in err
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal would be (isatty), recorded."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tiled_image_shows_tile_progress_on_a_terminal(tmp_path: Path, ckpt: Path, monkeypatch) -> None:
+    src = _image(tmp_path / "wide.png", 40, 150)
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    rc = main(["predict", "--model", str(ckpt), "--device", "cpu", "--tile-size", "64", str(src),
+               "--out", str(tmp_path / "out")])
+    text = term.getvalue()
+    assert rc == 0
+    assert all(f"wide.png: tile {k}/3" in text for k in (1, 2, 3))  # 150 px wide in 64 px tiles
+    assert "\r\x1b[K[1/1]" in text  # the tile line is cleared before the per-image line
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: no tile lines (logs stay clean)
+    main(["predict", "--model", str(ckpt), "--device", "cpu", "--tile-size", "64", str(src), "--out", str(tmp_path / "o2")])
+    assert ": tile " not in sys.stderr.getvalue()
