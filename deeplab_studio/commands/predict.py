@@ -25,7 +25,9 @@ from deeplab_studio.cli import CommandError
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --device, --output-stride, --tta, --crf, --tile-size, --max-side, --decode-workers."""
     parser.add_argument("--model", required=True, metavar="CKPT",
-                        help="checkpoint: this project's .safetensors, a VainF .pth or torchvision weights")
+                        help="checkpoint: this project's .safetensors, a VainF .pth or torchvision weights; or "
+                             "torchvision:NAME (deeplabv3_resnet50|resnet101|mobilenet_v3_large: torchvision's "
+                             "VOC-class weights from the torch hub cache, downloaded once)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), default=None,
                         help="run the network at output stride 8 or 16 (default: the checkpoint's)")
@@ -39,6 +41,30 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of tiling, shrink images to this longest side and scale the result back")
     parser.add_argument("--decode-workers", type=int, default=1, metavar="N",
                         help="threads decoding images ahead of the model (0 = decode in line; default 1)")
+
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def model_file(model: str) -> str:
+    """`--model` as a file: `torchvision:NAME` is fetched into (or found in) the torch hub cache,
+    with download progress on stderr; anything else is a path."""
+    if not model.startswith(TORCHVISION_PREFIX) or Path(model).exists():
+        return model
+    from deeplab_studio.ml.checkpoints import fetch_torchvision_weights
+
+    name = model[len(TORCHVISION_PREFIX):]
+    shown = [-1]
+
+    def progress(done: int, total: int | None) -> None:
+        mb = done >> 20
+        if mb != shown[0] or done == total:
+            shown[0] = mb
+            of = f" of {total / 2**20:.0f}" if total else ""
+            print(f"\rdownloading {name}: {done / 2**20:.0f}{of} MB", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)
+
+    return str(fetch_torchvision_weights(name, progress=progress))  # CheckpointError: caller reports it
 
 
 def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=None) -> Any:
@@ -55,7 +81,7 @@ def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=Non
     if args.max_side is not None and args.max_side < 32:
         raise CommandError(f"--max-side must be at least 32, not {args.max_side}")
     try:
-        loaded = load_checkpoint(args.model, device="cpu", output_stride=args.output_stride)
+        loaded = load_checkpoint(model_file(args.model), device="cpu", output_stride=args.output_stride)
     except CheckpointError as exc:
         raise CommandError(str(exc)) from None
     except ValueError as exc:  # e.g. an output stride the architecture does not support

@@ -100,7 +100,10 @@ def download(url: str, *, progress: Progress | None = None, timeout: float = 10.
     dst.parent.mkdir(parents=True, exist_ok=True)
     parts = urlparse(url)
     if parts.hostname:
-        _resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout)
+        try:
+            _resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout)
+        except WeightsUnavailable as exc:
+            raise WeightsUnavailable(f"{exc} To work offline, fetch {url} elsewhere and put it at {dst}") from None
     try:
         response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (https URL)
     except (urllib.error.URLError, OSError, ValueError) as exc:

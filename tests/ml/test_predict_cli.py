@@ -274,3 +274,41 @@ def test_tiled_image_shows_tile_progress_on_a_terminal(tmp_path: Path, ckpt: Pat
     monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: no tile lines (logs stay clean)
     main(["predict", "--model", str(ckpt), "--device", "cpu", "--tile-size", "64", str(src), "--out", str(tmp_path / "o2")])
     assert ": tile " not in sys.stderr.getvalue()
+
+
+def test_predict_with_torchvision_weights_by_name(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--model torchvision:NAME` uses the torch hub cache: a cached file (here torchvision's own
+    model with random weights, saved under the released file's name) runs with no network; an
+    unknown name and an unreachable server are one clear line each."""
+    import torchvision
+
+    from deeplab_studio.ml import checkpoints
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = checkpoints.TORCHVISION_WEIGHTS["deeplabv3_mobilenet_v3_large"]
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    tv = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=True)
+    torch.save(tv.state_dict(), cached)
+    src = _image(tmp_path / "x.png")
+    rc = main(["predict", "--model", "torchvision:deeplabv3_mobilenet_v3_large", "--device", "cpu", "--quiet",
+               str(src), "--out", str(tmp_path / "out")])
+    assert rc == 0 and "downloading" not in capsys.readouterr().err
+    with Image.open(tmp_path / "out" / "x.png") as im:
+        assert im.mode == "P" and im.size == (40, 32) and np.array(im).max() <= 20
+
+    rc = main(["predict", "--model", "torchvision:fcn_resnet50", str(src), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "fcn_resnet50" in err[0] and "known: deeplabv3_resnet50" in err[0]
+    monkeypatch.setitem(checkpoints.TORCHVISION_WEIGHTS, "deeplabv3_resnet50",
+                        "http://127.0.0.1:9/deeplabv3_resnet50_coco-cd0a2569.pth")  # closed port: fails at once
+    rc = main(["predict", "--model", "torchvision:deeplabv3_resnet50", str(src), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot download" in err[0] and "offline" in err[0]
+    monkeypatch.setitem(checkpoints.TORCHVISION_WEIGHTS, "deeplabv3_resnet101",
+                        "https://weights.invalid/deeplabv3_resnet101_coco-586e9e4e.pth")  # .invalid never resolves
+    rc = main(["predict", "--model", "torchvision:deeplabv3_resnet101", str(src), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot resolve weights.invalid" in err[0]
+    assert f"put it at {cached.parent / 'deeplabv3_resnet101_coco-586e9e4e.pth'}" in err[0]
