@@ -147,6 +147,18 @@ def test_separable_vainf_file_detected(tmp_path: Path) -> None:
     torch.testing.assert_close(run(loaded.model, X), run(set_model, X))
 
 
+@pytest.mark.parametrize("arch, options", [("deeplabv3plus_resnet101", {"separable": True, "decoder_convs": 2}),
+                                           ("deeplabv3plus_mobilenet", {"decoder_convs": 2})])
+def test_backbone_depth_and_paper_decoder_detected_from_keys(tmp_path: Path, arch: str, options: dict) -> None:
+    """A bare state dict (no metadata): depth, v3+, separable and the two-conv decoder come from keys."""
+    model = randomize(build_model(arch, num_classes=7, **options), seed=8)
+    torch.save(model.state_dict(), tmp_path / "bare.pth")
+    loaded = load_checkpoint(tmp_path / "bare.pth")
+    assert (loaded.arch, loaded.num_classes, loaded.meta["decoder_convs"]) == (arch, 7, 2)
+    assert loaded.meta["separable"] is options.get("separable", False)
+    torch.testing.assert_close(run(loaded.model, X), run(model, X))
+
+
 # ------------------------------------------------------------------ torchvision files
 
 def test_torchvision_deeplabv3_resnet50_reproduces_outputs(torchvision_file) -> None:
