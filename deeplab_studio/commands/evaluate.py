@@ -169,5 +169,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {'-' if math.isnan(v) else f'{v:.4f}'}")
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         print(f"mIoU {fmt(result['miou'])}   pixel accuracy {fmt(result['pixel_accuracy'])}   "
+              f"mean class accuracy {fmt(result['mean_class_accuracy'])}   "
               f"({result['images']} images{f', {len(failed)} failed' if failed else ''})")
     return 1 if failed else 0

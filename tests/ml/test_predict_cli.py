@@ -180,6 +180,7 @@ def test_evaluate_table_and_failures(tmp_path: Path, ckpt: Path, capsys) -> None
     rc = main(["evaluate", "--model", str(ckpt), "--device", "cpu", str(root), "--split", "val"])
     out = capsys.readouterr().out
     assert rc == 0 and "mIoU 0.0812" in out and "red" in out
+    assert "pixel accuracy 0.2436   mean class accuracy 0.3333" in out  # 608/2496; (0 + 1 + 0) / 3
     rc = main(["evaluate", "--model", str(ckpt), "--device", "cpu", "--json", str(root), "--split", "broken"])
     captured = capsys.readouterr()
     result = json.loads(captured.out)
