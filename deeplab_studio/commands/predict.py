@@ -32,8 +32,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-stride", type=int, choices=(8, 16), default=None,
                         help="run the network at output stride 8 or 16 (default: the checkpoint's)")
     parser.add_argument("--tta", choices=("flip", "ms", "ms-paper"), default=None,
-                        help="test-time augmentation: flip; ms (scales 0.75/1/1.25, each with flip; ~6× slower); "
-                             "ms-paper (the paper's 0.5-1.75 in steps of 0.25, each with flip; ~17× slower)")
+                        help="test-time augmentation: flip; ms (scales 0.75/1/1.25, each with flip; ~7× slower); "
+                             "ms-paper (the paper's 0.5-1.75 in steps of 0.25, each with flip; ~20× slower, ~2.6× the memory)")
     parser.add_argument("--crf", action="store_true", help="refine each prediction with the dense CRF")
     parser.add_argument("--tile-size", type=int, default=1024, metavar="PX",
                         help="images with a longer side run in overlapping tiles of this size (default 1024)")

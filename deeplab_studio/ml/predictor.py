@@ -28,7 +28,7 @@ from deeplab_studio.ml.tiling import blend_weights, support, tile_grid
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MS_SCALES = (0.75, 1.0, 1.25)
-PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLab v3+ paper, Table 3 (MS); ~2.8× the pixels of "ms"
+PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLab v3+ paper, Table 3 (MS); ~3× the time of "ms"
 TTA_SCALES = {None: (1.0,), "flip": (1.0,), "ms": MS_SCALES, "ms-paper": PAPER_MS_SCALES}
 
 Cancel = Callable[[], bool] | threading.Event | None
