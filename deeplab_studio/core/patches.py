@@ -220,15 +220,11 @@ class StrokeRecorder:
             if iy1 > iy0 and ix1 > ix0:
                 before[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = saved[iy0 - ty0 : iy1 - ty0,
                                                                           ix0 - tx0 : ix1 - tx0]
-        diff = before != after
-        if diff.ndim > 2:
-            diff = diff.reshape(diff.shape[0], diff.shape[1], -1).any(axis=2)
-        inner = bbox_of(diff)
+        inner = diff_to_patch(before, after)  # cropped to the changed pixels, in union-box coordinates
         if inner is None:
             return None
-        sl = _slices(inner)
-        patch = MaskPatch((inner[0] + x0, inner[1] + y0, inner[2] + x0, inner[3] + y0),
-                          before[sl].copy(), after[sl].copy())
+        bx0, by0, bx1, by1 = inner.bbox
+        patch = MaskPatch((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0), inner.before, inner.after)
         return patch.compact() if compact else patch
 
     def cancel(self) -> None:
