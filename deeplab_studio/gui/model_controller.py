@@ -27,7 +27,8 @@ from deeplab_studio.gui.class_mapping import (ClassMapping, is_default_labelset,
 from deeplab_studio.gui.inference_jobs import model_status_text
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
 from deeplab_studio.gui.pool_tasks import run_async, run_crf_async
-from deeplab_studio.gui.uncertainty import OVERLAY_COLORS, UncertaintyStore, contrasting_color, uncertainty_overlay
+from deeplab_studio.gui.uncertainty import UncertaintyStore
+from deeplab_studio.gui.uncertainty_view import UncertaintyView
 from deeplab_studio.gui.window_link import WindowLink
 
 SETTINGS_CRF = "model/refine_with_crf"
@@ -59,6 +60,8 @@ class ModelController(QObject):
         self._snap_token = 0
         self._segment_rid: int | None = None  # the current Ctrl+R request (for its tile progress)
         self._build_actions()
+        self.uncertainty_view = UncertaintyView(self.link, self.uncertainty, self.act_uncertainty.isChecked,
+                                                self.message.emit)
         self._build_status_widgets()
         self.message.connect(self.link.show_message)
         self.client.proposalReady.connect(self._on_proposal)
@@ -317,7 +320,7 @@ class ModelController(QObject):
             self.link.show_error("Proposal skipped", f"{p.key}: the image size changed while it was predicted.")
             return
         self.link.apply_proposal(p.labels, "Auto-segment", mark_auto=True)
-        self._refresh_uncertainty_overlay()
+        self.refresh_overlay()
         how = " + CRF" if p.refined else ""
         self.message.emit(f"Proposal{how} in {p.seconds:.2f} s; mean uncertainty {p.mean_uncertainty:.2f}")
         self.proposalApplied.emit(p.key)
@@ -391,39 +394,15 @@ class ModelController(QObject):
 
     # --- uncertainty ---------------------------------------------------------------------------
     def _on_uncertainty_toggled(self, on: bool) -> None:
-        self._refresh_uncertainty_overlay()
+        self.refresh_overlay()
 
     def refresh_overlay(self) -> None:
         """Redraw the canvas's extra layer: the uncertainty overlay when it is on, else nothing."""
-        self._refresh_uncertainty_overlay()
-
-    def _refresh_uncertainty_overlay(self) -> None:
-        doc = self.link.document()
-        conf = self.uncertainty.map(doc.key) if doc is not None else None
-        if self.act_uncertainty.isChecked() and conf is not None and conf.shape == doc.labels.shape:
-            color = contrasting_color(doc.labelset.colors)  # never the colour of a class
-            self.link.set_extra_overlay(uncertainty_overlay(conf, color=color))
-            self.message.emit(f"Uncertainty in {OVERLAY_COLORS[color]}: model under 90 % sure "
-                              f"(mean {self.uncertainty.mean.get(doc.key, 0.0):.2f})")
-        else:
-            self.link.set_extra_overlay(None)
-            if self.act_uncertainty.isChecked() and doc is not None:
-                known = doc.key in self.uncertainty.mean
-                self.message.emit("Only the last proposals' confidence maps are kept: Ctrl+R recomputes this one."
-                                  if known else "No confidence for this image yet: auto-segment it first.")
+        self.uncertainty_view.refresh()
 
     def next_most_uncertain(self) -> str | None:
         """Go to the image not yet reviewed whose proposal the model was least sure about."""
-        doc = self.link.document()
-        keys = [k for k in self.link.unreviewed_keys() if doc is None or k != doc.key]
-        ranked = self.uncertainty.ranked(keys)
-        if not ranked:
-            self.message.emit("No proposals with a known uncertainty left: run Auto-segment all first.")
-            return None
-        self.link.go_to(ranked[0])
-        self.message.emit(f"Most uncertain unreviewed image: {ranked[0]} "
-                          f"(mean uncertainty {self.uncertainty.mean[ranked[0]]:.2f})")
-        return ranked[0]
+        return self.uncertainty_view.next_most_uncertain()
 
     # --- window events -------------------------------------------------------------------------
     def _on_image_changed(self, *_) -> None:
@@ -431,7 +410,7 @@ class ModelController(QObject):
         doc = self.link.document()
         self.client.set_current_key(doc.key if doc is not None else None)
         if self.act_uncertainty.isChecked():
-            self._refresh_uncertainty_overlay()
+            self.refresh_overlay()
         self._precompute_next()
 
     def _on_project_changed(self, *_) -> None:
