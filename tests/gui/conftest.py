@@ -103,3 +103,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(path, model, arch=TINY_ARCH, num_classes=len(TINY_CLASSES), class_names=TINY_CLASSES)
     return path
+
+
+def controller_with_model(qtbot, window, checkpoint: Path):
+    """The window's model tools with `checkpoint` loaded on the CPU, CRF refinement off."""
+    from deeplab_studio.gui.model_controller import attach_model_tools
+
+    c = attach_model_tools(window)
+    c.act_crf.setChecked(False)
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        c.load_model(str(checkpoint), "cpu")
+    return c

@@ -13,6 +13,7 @@ from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.core.scenes import generate_scene
 from deeplab_studio.gui.class_mapping import map_classes, unmatched_note
 from deeplab_studio.gui.model_controller import attach_model_tools
+from tests.gui.conftest import controller_with_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,10 +47,7 @@ def window(qtbot, tmp_path, folder):
 
 @pytest.fixture
 def controller(qtbot, window, tiny_checkpoint):
-    c = attach_model_tools(window)
-    c.act_crf.setChecked(False)
-    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
-        c.load_model(str(tiny_checkpoint), "cpu")
+    c = controller_with_model(qtbot, window, tiny_checkpoint)
     yield c
     c.shutdown()
 

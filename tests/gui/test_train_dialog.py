@@ -17,7 +17,7 @@ from PIL import Image
 from PySide6.QtCore import QSettings
 
 from deeplab_studio.core.scenes import SCENE_CLASSES, generate_scene, scene_labelset
-from deeplab_studio.gui.model_controller import attach_model_tools
+from tests.gui.conftest import controller_with_model
 from deeplab_studio.gui.train_dialog import INIT_ACTIVE, attach_training_tools
 from deeplab_studio.gui.train_worker import ARCHS, training_counts
 from deeplab_studio.gui.training_chart import TrainingChart, TrainingCurves, nice_ceiling
@@ -74,10 +74,7 @@ def window(qtbot, tmp_path):
 
 @pytest.fixture
 def tools(qtbot, window, tiny_checkpoint):
-    c = attach_model_tools(window)
-    c.act_crf.setChecked(False)
-    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
-        c.load_model(str(tiny_checkpoint), "cpu")
+    c = controller_with_model(qtbot, window, tiny_checkpoint)
     t = attach_training_tools(window)
     yield t
     t.shutdown()
