@@ -79,17 +79,6 @@ TINY_ARCH = "deeplabv3plus_mobilenet"
 TINY_CLASSES = ["background", "disk", "square", "triangle"]  # the generated scenes' classes
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """One intra-op torch thread: the GUI thread and the worker share two cores here."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint in this project's format: random DeepLab v3+ MobileNet, scene classes."""

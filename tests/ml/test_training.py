@@ -38,13 +38,7 @@ def scenes_data(n: int, size: int = 64, seed: int = 0, val_fraction: float = 0.2
     return from_arrays([a for a, _ in sc], [b for _, b in sc], SCENE_CLASSES, val_fraction=val_fraction, seed=seed)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared, busy CPU several threads mostly wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
