@@ -30,7 +30,7 @@ def record_key(rel_path: str) -> str:
     """A filesystem-safe storage name for an image, unique per relative path (also on
     case-insensitive file systems: the hash of the exact path is part of it)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", rel_path.replace("/", "__")).strip("._")[:60] or "image"
-    return f"{safe}-{hashlib.sha1(rel_path.encode('utf-8')).hexdigest()[:10]}"
+    return f"{safe}-{hashlib.sha1(rel_path.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -79,7 +79,7 @@ def can_write_dir(path: Path) -> bool:
 
 def user_data_dir_for(folder: Path) -> Path:
     """The user-data location of the project of a read-only `folder` (absolute path)."""
-    return user_data_root() / "projects" / hashlib.sha256(str(folder).encode("utf-8")).hexdigest()[:16]
+    return user_data_root() / "projects" / hashlib.sha256(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def existing_data_dir(folder: str | Path) -> Path | None:

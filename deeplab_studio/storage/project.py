@@ -449,6 +449,6 @@ class Project:
             doc = self.to_json()
             images = doc.pop("images")
             head = json.dumps(doc, indent=1, ensure_ascii=False)[:-2]  # without the closing "\n}"
-            body = ",\n  ".join(json.dumps(r, ensure_ascii=False) for r in images)
+            body = ",\n  ".join(json.dumps(r) for r in images)  # \u escapes keep non-UTF-8 names
             text = f'{head},\n "images": [\n  {body}\n ]\n}}\n' if images else f'{head},\n "images": []\n}}\n'
             atomic_write_text(self.data_dir / PROJECT_FILE, text)
