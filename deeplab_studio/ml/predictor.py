@@ -5,7 +5,8 @@ probabilities at full image size, argmax labels and per-pixel confidence. Images
 `tile_size` run in overlapping tiles that cross-fade in the middle of each overlap (or are
 downscaled first, per `large_image`); each block is written out as soon as no later tile has
 weight there, so memory beyond the outputs is one tile plus the cross-fade strips, never all tiles. The model is
-moved to its device once and reused.
+moved to its device once and reused. Inputs with a side under `MIN_SIDE` pixels (a 2×300 strip, a 1×1
+icon) are edge-padded to `MIN_SIDE` for the network and the result is cropped back, so tiny images just work.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MS_SCALES = (0.75, 1.0, 1.25)
 PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLab v3+ paper, Table 3 (MS); ~3× the time of "ms"
 TTA_SCALES = {None: (1.0,), "flip": (1.0,), "ms": MS_SCALES, "ms-paper": PAPER_MS_SCALES}
+#: the smallest side the network sees: smaller inputs are edge-padded to it and the output cropped back
+#: (MobileNet backbones fail under 3 px; 32 px gives at least 2×2 features at output stride 16)
+MIN_SIDE = 32
 
 Cancel = Callable[[], bool] | threading.Event | None
 
@@ -443,6 +447,13 @@ class Predictor:
         return total if passes == 1 else total.div_(passes)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N×C×H×W float32 logits at the size of `x`; a side under `MIN_SIDE` is edge-padded (centred)
+        for the network and cropped back."""
+        h, w = x.shape[-2:]
+        pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+        top, left = pad_h // 2, pad_w // 2
+        if pad_h or pad_w:
+            x = F.pad(x, (left, pad_w - left, top, pad_h - top), mode="replicate")
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self._amp_dtype is not None:
@@ -458,4 +469,6 @@ class Predictor:
             raise PredictionError(f"the model returned shape {tuple(out.shape)}; expected N×C×H×W logits")
         if out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if pad_h or pad_w:
+            out = out[:, :, top : top + h, left : left + w]
         return out.float()
