@@ -3,14 +3,29 @@
 Writes, for every input image, `OUT/<name>.png` (palette PNG, class indices, the checkpoint's
 class colours or the VOC colormap), optionally `<name>.probs.npy` (C×H×W float16) and
 `<name>.overlay.jpg`. Folder inputs are searched recursively and their sub-folders are mirrored
-under OUT, so equal file names in different folders never overwrite each other. An unreadable
-image is reported and skipped; the exit status is 1 if any image failed.
+under OUT, so equal file names in different folders never overwrite each other.
+
+Never lose a user's work: before any work (before the model loads) predict computes every output
+path and refuses (one line, exit status 2) if one is an input image (the same file however spelled:
+links, case-insensitive file systems) or an existing file predict did not write. Its own files are
+listed in `OUT/.deeplab-studio-predict.jsonl`, one (file, sha256) line appended *before* each write:
+a file is replaced only while its bytes are bytes predict wrote under that name, so a file the user
+edited or put there is kept; each target is checked again just before it is written. A crash, a lost
+list or a concurrent run can only make predict refuse, never overwrite.
+
+A file that fails (decode, prediction, out of memory, write) is reported ("skipped ...") and the batch
+goes on; only a failure of the whole run (the model, a full disk) stops it. Exit status 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import hashlib
 import io
+import json
+import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -143,8 +158,15 @@ class Progress:
         self.done += 1
         if error is not None:
             self.failed += 1
-            text = str(error)  # storage/checkpoint errors already start with the file name
-            text = text if text.startswith(str(path)) else f"{path}: {text or type(error).__name__}"
+            text, kind = str(error), type(error).__name__
+            if text.startswith(str(path)):  # storage errors already name the file
+                pass
+            elif isinstance(error, MemoryError):
+                text = f"{path}: out of memory" + (f" ({text})" if text else "")
+            elif text and isinstance(error, (ValueError, RuntimeError, OSError)):
+                text = f"{path}: {text}"
+            else:  # an unexpected kind of error: name it
+                text = f"{path}: {kind}: {text}" if text else f"{path}: {kind}"
             print(f"[{self.done}/{self.total}] skipped {text}", file=sys.stderr, flush=True)
         elif not self.quiet:
             print(f"[{self.done}/{self.total}] {path}  ({self.rate():.2f} images/s)", file=sys.stderr, flush=True)
@@ -218,9 +240,135 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+# --- never write over a file predict did not create -------------------------------------------------
+MANIFEST_NAME = ".deeplab-studio-predict.jsonl"
+RUN_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}  # doom every later write too
+
+
+def _signature(path: Path) -> tuple[int, ...] | None:
+    """None if nothing is at `path`; (size, mtime, inode) of a regular file; (-1,) for anything else."""
+    try:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino) if stat.S_ISREG(st.st_mode) else (-1,)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class OutputGuard:
+    """The files predict may write in OUT (the rule: see the module docstring). `check` before any
+    work; `write` per file (re-checks, records in the manifest, writes atomically); `close` at the end."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.manifest = out, out / MANIFEST_NAME
+        self.known = self._read()  # file (relative, posix) -> digests of bytes predict wrote there
+        self.planned: dict[str, tuple[int, ...] | None] = {}  # file -> its _signature at check time
+        self.written: dict[str, str] = {}
+        self._log: Any = None
+
+    def _read(self) -> dict[str, set[str]]:
+        known: dict[str, set[str]] = {}
+        try:
+            lines = self.manifest.read_text(encoding="utf-8", errors="replace").splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            return known
+        except OSError as exc:
+            raise CommandError(f"{self.manifest}: cannot read predict's list of its files ({exc.strerror})") from None
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                known.setdefault(str(entry["file"]), set()).add(str(entry["sha256"]))
+            except (ValueError, KeyError, TypeError):
+                pass  # e.g. a torn last line after a crash: its file is simply not ours
+        return known
+
+    def check(self, files: list[str], inputs: list[Path]) -> None:
+        """CommandError if a target is an input image or an existing file predict did not write."""
+        ids = {(st.st_dev, st.st_ino) for st in map(_stat, inputs) if st is not None and st.st_ino}
+        names = {os.path.normcase(p.resolve()) for p in inputs}
+        clash, foreign = [], []
+        for rel in files:
+            path = self.out / rel
+            sig = self.planned[rel] = _signature(path)
+            if sig is None:
+                continue
+            st = _stat(path)  # follows links: a link to an input is that input
+            if (st and st.st_ino and (st.st_dev, st.st_ino) in ids) or os.path.normcase(path.resolve()) in names:
+                clash.append(path)
+            elif sig == (-1,) or not self._ours(rel, path):  # a folder or link is never ours
+                foreign.append(path)
+        for found, why in ((clash, "it is an input image (choose another --out)"),
+                           (foreign, "predict did not write it, or it was changed since (move it away or choose "
+                                     "another --out)")):
+            if found:
+                more = f" and {plural(len(found) - 1, 'other file')}" if len(found) > 1 else ""
+                raise CommandError(f"refusing to write over {found[0]}{more}: {why}")
+
+    def _ours(self, rel: str, path: Path) -> bool:
+        try:
+            return _sha256(path) in self.known.get(rel, ())
+        except OSError:
+            return False
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Write `data` to OUT/`rel` if it is still as `check` found it (else FileExistsError)."""
+        from deeplab_studio.storage.atomic import atomic_write_bytes
+
+        path = self.out / rel
+        if _signature(path) != self.planned.get(rel):
+            raise FileExistsError(f"{path}: appeared or changed since predict started; not overwritten")
+        digest = hashlib.sha256(data).hexdigest()
+        try:  # listed before the file exists: a crash in between leaves a listed digest, never an unlisted file
+            self._log = self._log or open(self.manifest, "a", encoding="utf-8")
+            self._log.write(json.dumps({"file": rel, "sha256": digest}) + "\n")
+            self._log.flush()
+        except OSError as exc:
+            raise CommandError(f"{self.manifest}: cannot record predict's files ({exc.strerror})") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        self.written[rel] = digest
+
+    def close(self) -> None:
+        """Compact the manifest (atomically): each file this run wrote keeps only its digest on disk."""
+        from deeplab_studio.storage.atomic import atomic_write_text
+
+        if self._log is None:
+            return
+        self._log.close()
+        self._log = None
+        try:
+            known = self._read() | {rel: {digest} for rel, digest in self.written.items()}  # re-read: other runs
+            atomic_write_text(self.manifest, "".join(json.dumps({"file": rel, "sha256": d}) + "\n"
+                                                     for rel in sorted(known) for d in sorted(known[rel])))
+        except (OSError, CommandError):
+            pass  # the appended lines are still there and still valid
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def output_files(stem: Path, *, probs: bool, overlay: bool) -> list[str]:
+    """The files (relative to OUT, posix) predict writes for one image."""
+    return [stem.as_posix() + suffix for suffix in [".png"] + [".probs.npy"] * probs + [".overlay.jpg"] * overlay]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the label maps (created if needed)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the label maps (created if needed). Never overwrites an input image or a "
+                             f"file predict did not write (listed with its checksum in DIR/{MANIFEST_NAME}): "
+                             "predict refuses before it starts; re-running into the same DIR replaces its own files")
     add_model_arguments(parser)
     parser.add_argument("--save-probs", action="store_true", help="also write <name>.probs.npy (C×H×W float16)")
     parser.add_argument("--overlay", action="store_true", help="also write <name>.overlay.jpg (classes over the image)")
@@ -234,11 +382,14 @@ def run(args: argparse.Namespace) -> int:
     images = collect_images(args.inputs, exclude=out.resolve())
     if not images:
         raise CommandError(f"no images found in {' '.join(args.inputs)}")
+    files = {path: output_files(stem, probs=args.save_probs, overlay=args.overlay) for path, stem in images}
+    guard = OutputGuard(out)
+    guard.check([f for fs in files.values() for f in fs], [path for path, _ in images])  # before any work
 
+    from deeplab_studio import __version__
     from deeplab_studio.ml.prefetch import prefetch_images
-    from deeplab_studio.storage.atomic import atomic_write_bytes
     from deeplab_studio.storage.images import read_image
-    from deeplab_studio.storage.labelmaps import write_label_png
+    from deeplab_studio.storage.labelmaps import encode_label_png
 
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
@@ -253,27 +404,34 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"--out {out}: cannot create the folder ({exc})") from None
 
-    stems = dict(images)
+    provenance = {"Software": f"deeplab-studio {__version__} predict"}
     progress = Progress(len(images), quiet=args.quiet)
     print(f"predicting {plural(len(images), 'image')} on {predictor.device} into {out}", file=sys.stderr, flush=True)
-    for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers, read=read_image):
-        if isinstance(image, Exception):
-            progress.step(path, image)
-            continue
-        try:
-            pred = predictor.predict(image, progress=progress.tiles(path))
-            labels = refine(image, pred.probs) if refine is not None else pred.labels
-            target = out / stems[path]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_label_png(target.with_name(target.name + ".png"), labels, palette)
-            if args.save_probs:
-                atomic_write_bytes(target.with_name(target.name + ".probs.npy"),
-                                   npy_bytes(pred.probs.astype(np.float16, copy=False)))
-            if args.overlay:
-                atomic_write_bytes(target.with_name(target.name + ".overlay.jpg"), overlay_jpeg(image, labels, palette))
-        except (ValueError, RuntimeError, OSError) as exc:
-            progress.step(path, exc)
-            continue
-        progress.step(path)
+    try:
+        for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers, read=read_image):
+            if isinstance(image, Exception):
+                progress.step(path, image)
+                continue
+            try:
+                pred = predictor.predict(image, progress=progress.tiles(path))
+                labels = refine(image, pred.probs) if refine is not None else pred.labels
+                data = [encode_label_png(labels, palette, text=provenance)]  # all made first: a failure writes nothing
+                if args.save_probs:
+                    data.append(npy_bytes(pred.probs.astype(np.float16, copy=False)))
+                if args.overlay:
+                    data.append(overlay_jpeg(image, labels, palette))
+                for rel, blob in zip(files[path], data):
+                    guard.write(rel, blob)
+            except CommandError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one file's failure (even out of memory) must not stop a batch
+                if isinstance(exc, OSError) and exc.errno in RUN_ERRNOS:
+                    raise CommandError(f"{exc}; stopped after {progress.done} of "
+                                       f"{plural(len(images), 'image')}") from None
+                progress.step(path, exc)
+                continue
+            progress.step(path)
+    finally:
+        guard.close()
     print(progress.summary("wrote label maps for"), file=sys.stderr, flush=True)
     return 1 if progress.failed else 0

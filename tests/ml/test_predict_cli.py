@@ -89,7 +89,7 @@ def test_predict_skips_a_bad_image_and_exits_non_zero(tmp_path: Path, ckpt: Path
     assert rc == 1
     err = capsys.readouterr().err
     assert "bad.jpg" in err and "1 failed" in err
-    assert sorted(p.name for p in out.iterdir()) == ["good1.png", "good2.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".deeplab-studio-predict.jsonl", "good1.png", "good2.png"]
     with Image.open(out / "good1.png") as im:
         assert (np.array(im) == 1).all()  # the constant model's class
 
