@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -26,7 +28,10 @@ def status_icon(status: str, size: int = 12) -> QIcon:
 
 
 class ImageListPanel(QWidget):
-    """Lists (path, status) rows; emits `imageActivated(index)` with the record index."""
+    """Lists (path, status) rows; emits `imageActivated(index)` with the record index.
+
+    Switching images never walks the list: the shown rows are kept as a sorted index list,
+    updated row by row on status changes and rebuilt only when a filter changes."""
 
     imageActivated = Signal(int)
 
@@ -52,6 +57,10 @@ class ImageListPanel(QWidget):
         lay.addWidget(self.list, 1)
         lay.addWidget(self.counts)
         self._statuses: list[str] = []
+        self._names: list[str] = []  # lower-case, for the text filter
+        self._shown: list[bool] = []  # per record: does the filter show its row
+        self._order: list[int] = []  # the shown record indices, ascending (kept in step, not rebuilt)
+        self._reviewed = 0
         self._icons = {s: status_icon(s) for s in STATUS_COLORS}
         self.status_filter.currentIndexChanged.connect(self._apply_filter)
         self.text_filter.textChanged.connect(self._apply_filter)
@@ -63,7 +72,11 @@ class ImageListPanel(QWidget):
     def set_images(self, names: list[str], statuses: list[str]) -> None:
         self.list.blockSignals(True)  # filling the list is not the user choosing an image
         self.list.clear()
+        self._names = [n.lower() for n in names]
         self._statuses = list(statuses)
+        self._shown = [True] * len(self._statuses)  # new items are shown
+        self._order = list(range(len(self._statuses)))
+        self._reviewed = sum(s == "reviewed" for s in self._statuses)
         for i, (name, status) in enumerate(zip(names, statuses)):
             item = QListWidgetItem(self._icons.get(status, QIcon()), name)
             item.setData(Qt.ItemDataRole.UserRole, i)
@@ -73,13 +86,16 @@ class ImageListPanel(QWidget):
         self._apply_filter()
 
     def set_status(self, index: int, status: str) -> None:
+        """Change one row's status; O(log n): only that row is touched, the filter kept current."""
         if not 0 <= index < len(self._statuses):
             return
-        self._statuses[index] = status
+        old, self._statuses[index] = self._statuses[index], status
+        self._reviewed += (status == "reviewed") - (old == "reviewed")
         item = self.list.item(index)
         item.setIcon(self._icons.get(status, QIcon()))
         item.setToolTip(f"{item.text()} — {status}")
-        self._apply_filter()
+        self._show_row(index, self._accepts(index, *self._filter()))
+        self._update_counts()
 
     def set_current(self, index: int) -> None:
         item = self.list.item(index) if index >= 0 else None
@@ -90,25 +106,63 @@ class ImageListPanel(QWidget):
             self.list.scrollToItem(item)
 
     def visible_indices(self) -> list[int]:
-        return [i for i in range(self.list.count()) if not self.list.item(i).isHidden()]
+        """Record indices of the rows the filters show, in list order (a copy)."""
+        return list(self._order)
 
-    def _accepts(self, i: int) -> bool:
-        f = FILTERS[self.status_filter.currentIndex()]
+    def shown_count(self) -> int:
+        return len(self._order)
+
+    def is_shown(self, index: int) -> bool:
+        return 0 <= index < len(self._shown) and self._shown[index]
+
+    def neighbour(self, index: int, delta: int) -> int | None:
+        """The shown row `delta` rows away from record `index` (from a hidden `index`, +1/-1 are
+        the first shown row after/before it); None past either end. O(log n), no row visited."""
+        order = self._order
+        pos = bisect_left(order, index)
+        if pos < len(order) and order[pos] == index:
+            pos += delta
+        else:
+            pos += delta if delta < 0 else delta - 1
+        return order[pos] if delta and 0 <= pos < len(order) else None
+
+    def _filter(self) -> tuple[str, str]:
+        return FILTERS[self.status_filter.currentIndex()], self.text_filter.text().strip().lower()
+
+    def _accepts(self, i: int, f: str, text: str) -> bool:
         status = self._statuses[i]
         if f == "not reviewed":
             ok = status != "reviewed"
         else:
             ok = f == "all" or status == f
-        text = self.text_filter.text().strip().lower()
-        return ok and (not text or text in self.list.item(i).text().lower())
+        return ok and (not text or text in self._names[i])
+
+    def _show_row(self, i: int, ok: bool) -> None:
+        """Show or hide row `i`, keeping the sorted list of shown rows in step."""
+        if ok == self._shown[i]:
+            return
+        self._shown[i] = ok
+        self.list.item(i).setHidden(not ok)
+        pos = bisect_left(self._order, i)
+        if ok:
+            self._order.insert(pos, i)
+        else:
+            del self._order[pos]
 
     def _apply_filter(self) -> None:
-        for i in range(self.list.count()):
-            self.list.item(i).setHidden(not self._accepts(i))
-        total = len(self._statuses)
-        reviewed = sum(s == "reviewed" for s in self._statuses)
-        shown = len(self.visible_indices())
-        text = f"{reviewed} / {total} reviewed"
+        """Re-filter every row (the filter changed): the only O(n) pass, never per image switch."""
+        f, text = self._filter()
+        for i in range(len(self._statuses)):
+            ok = self._accepts(i, f, text)
+            if ok != self._shown[i]:
+                self._shown[i] = ok
+                self.list.item(i).setHidden(not ok)
+        self._order = [i for i, ok in enumerate(self._shown) if ok]
+        self._update_counts()
+
+    def _update_counts(self) -> None:
+        total, shown = len(self._statuses), len(self._order)
+        text = f"{self._reviewed} / {total} reviewed"
         if shown != total:
             text += f" · {shown} shown"
         self.counts.setText(text)

@@ -137,18 +137,15 @@ class NavigationMixin:
         return True
 
     def step(self, delta: int) -> bool:
-        """Previous/next image among those the list shows."""
-        order = self.image_panel.visible_indices()
-        if not order:
+        """Previous/next image among those the list shows (O(log n): no walk over the list)."""
+        panel = self.image_panel
+        if not panel.shown_count():
             return False
-        if self.index in order:
-            pos = order.index(self.index) + delta
-        else:
-            pos = next((i for i, v in enumerate(order) if v > self.index), len(order)) + (delta if delta < 0 else 0)
-        if not 0 <= pos < len(order):
+        target = panel.neighbour(self.index, delta)
+        if target is None:
             self.statusBar().showMessage("No more images in that direction", 3000)
             return False
-        return self.open_image(order[pos])
+        return self.open_image(target)
 
     def next_unreviewed(self) -> bool:
         if self.project is None:
@@ -179,13 +176,12 @@ class NavigationMixin:
 
     def _prefetch_neighbours(self) -> None:
         """Decode the next and previous images (in list order) in the background."""
-        order = self.image_panel.visible_indices()
-        if self.index not in order:
+        panel = self.image_panel
+        if not panel.is_shown(self.index):
             return
-        pos = order.index(self.index)
         recs = self.project.records
-        near = [order[p] for p in (pos + 1, pos - 1) if 0 <= p < len(order)]
-        self.prefetcher.prefetch([recs[i] for i in near])
+        near = [panel.neighbour(self.index, d) for d in (+1, -1)]
+        self.prefetcher.prefetch([recs[i] for i in near if i is not None])
 
     # --- API for the model-in-the-loop modules ------------------------------------------------
     def open_project(self, folder) -> bool:

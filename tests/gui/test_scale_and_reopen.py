@@ -1,0 +1,80 @@
+"""Issue 10: image switching independent of folder size."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from deeplab_studio.gui.image_list import FILTERS, ImageListPanel
+from tests.gui.conftest import make_folder, new_window
+
+# --- 1. scale ---------------------------------------------------------------------------------
+
+
+def _rows_visited_per_switch(qtbot, settings, folder: Path, switches: int = 4) -> list[int]:
+    """How many list rows (`QListWidget.item`) each `step(+1)` touches."""
+    w = new_window(qtbot, settings, folder)
+    panel = w.image_panel
+    real_item = panel.list.item
+    visits = 0
+
+    def counting_item(row):
+        nonlocal visits
+        visits += 1
+        return real_item(row)
+
+    panel.list.item = counting_item  # the panel (and the old visible_indices) reach rows only this way
+    per_switch = []
+    for _ in range(switches):
+        visits = 0
+        assert w.step(+1)
+        per_switch.append(visits)
+    w.close()
+    return per_switch
+
+
+def test_a_switch_visits_as_many_rows_in_a_big_folder_as_in_a_small_one(qtbot, settings, tmp_path):
+    small = _rows_visited_per_switch(qtbot, settings, make_folder(tmp_path / "small", 12, size=(8, 6)))
+    big = _rows_visited_per_switch(qtbot, settings, make_folder(tmp_path / "big", 240, size=(8, 6)))
+    assert big == small  # the per-switch work does not grow with the folder
+    assert max(big) <= 2  # the row made current, nothing walked
+
+
+def test_neighbour_matches_the_shown_order_under_any_filter_and_status_change(qtbot):
+    panel = ImageListPanel()
+    qtbot.addWidget(panel)
+    rng = random.Random(10)
+    statuses = ("unlabeled", "auto", "edited", "reviewed")
+    n = 60
+    panel.set_images([f"{'cat' if i % 3 else 'dog'}_{i:02d}.png" for i in range(n)],
+                     [rng.choice(statuses) for _ in range(n)])
+    for round_ in range(40):
+        if round_ % 4 == 0:
+            panel.status_filter.setCurrentIndex(rng.randrange(len(FILTERS)))
+            panel.text_filter.setText(rng.choice(["", "cat", "dog", "_1", "zzz"]))
+        else:
+            panel.set_status(rng.randrange(n), rng.choice(statuses))
+        shown = [i for i in range(n) if not panel.list.item(i).isHidden()]  # what the user sees
+        assert panel.visible_indices() == shown and panel.shown_count() == len(shown)
+        assert all(panel.is_shown(i) == (i in shown) for i in range(n))
+        reviewed = sum(panel._statuses[i] == "reviewed" for i in range(n))
+        assert panel.counts.text().startswith(f"{reviewed} / {n} reviewed")
+        for index in range(n):
+            for delta in (-1, +1):
+                if index in shown:  # the row `delta` away among the shown ones
+                    pos = shown.index(index) + delta
+                elif delta > 0:  # from a hidden row: the first shown after it / the last before it
+                    pos = next((k for k, v in enumerate(shown) if v > index), len(shown))
+                else:
+                    pos = next((k for k, v in enumerate(shown) if v > index), len(shown)) - 1
+                want = shown[pos] if 0 <= pos < len(shown) else None
+                assert panel.neighbour(index, delta) == want, (round_, index, delta)
+
+
+def test_marking_reviewed_under_not_reviewed_filter_moves_on(qtbot, window):
+    window.image_panel.status_filter.setCurrentIndex(FILTERS.index("not reviewed"))
+    assert window.index == 0
+    assert window.mark_reviewed_and_next() and window.index == 1
+    assert window.image_panel.visible_indices() == [1, 2]
+    assert window.step(-1) is False and window.index == 1  # img_0 is hidden now
+    assert window.step(+1) and window.index == 2
