@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtWidgets import QFileDialog
 
 from deeplab_studio.gui import settings as prefs
@@ -47,6 +48,7 @@ class NavigationMixin:
             self.show_message(message)
             return False
         self.project = project
+        self.index = -1  # an index into the previous folder's records means nothing here
         if self.prefetcher is not None:
             self.prefetcher.shutdown()
         self.prefetcher = ImagePrefetcher(project)
@@ -91,6 +93,8 @@ class NavigationMixin:
         self.undo.deactivate()
         self.canvas.set_document(None)
         self.document = None
+        self.status.clear_image()  # nothing shown: no size, class, zoom or save state of the old image
+        self.class_panel.set_counts(np.zeros(256, np.int64))
         self.imageClosed.emit()
         return True
 

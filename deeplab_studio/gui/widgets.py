@@ -88,6 +88,13 @@ class StatusFields:
         self.save_state.setText(text)
         self.save_state.setStyleSheet("" if ok else "color:#ff6b6b; font-weight:bold;")
 
+    def clear_image(self) -> None:
+        """No image shown: empty every field that describes one (cursor, class, zoom, size, save)."""
+        self.set_cursor(None, None)
+        self.zoom.setText("")
+        self.set_size(None, None)
+        self.set_save_state("")
+
 
 class ShortcutsDialog(QDialog):
     """Help → Keyboard shortcuts: every action shortcut and canvas gesture."""

@@ -1,4 +1,4 @@
-"""Issue 10: image switching independent of folder size."""
+"""Issue 10: image switching independent of folder size, an empty folder clears the status bar."""
 
 from __future__ import annotations
 
@@ -78,3 +78,30 @@ def test_marking_reviewed_under_not_reviewed_filter_moves_on(qtbot, window):
     assert window.image_panel.visible_indices() == [1, 2]
     assert window.step(-1) is False and window.index == 1  # img_0 is hidden now
     assert window.step(+1) and window.index == 2
+
+
+# --- 2. an empty folder clears the previous image's status fields ---------------------------
+
+
+def test_an_empty_folder_after_images_clears_the_status_bar(qtbot, window, tmp_path):
+    window.canvas.cursorMoved.emit(3.0, 4.0)
+    fields = window.status
+    assert fields.size.text() and fields.position.text() and fields.klass.text() and fields.zoom.text()
+    assert fields.save_state.text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert window.open_folder(empty)
+    assert [f.text() for f in fields.fields] == [""] * len(fields.fields)
+    assert window.document is None and window.index == -1
+    assert not window.class_panel._counts.any()  # no class counts of the old image either
+    window.canvas.cursorMoved.emit(3.0, 4.0)  # the mouse over the empty canvas shows nothing
+    assert fields.position.text() == fields.klass.text() == ""
+
+
+def test_the_status_fields_come_back_with_the_next_image(qtbot, window, folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert window.open_folder(tmp_path / "empty")
+    assert window.open_folder(folder)
+    assert window.status.size.text() == "64 × 48" and window.status.zoom.text()
+    window.canvas.cursorMoved.emit(3.0, 4.0)
+    assert window.status.klass.text()
