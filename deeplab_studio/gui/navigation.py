@@ -58,7 +58,7 @@ class NavigationMixin:
         prefs.add_recent(self.settings, str(project.folder))
         self._rebuild_recent_menu()
         self.banner.dismiss()
-        notes = [str(p) for p in getattr(project, "problems", [])]
+        notes = [getattr(p, "message", None) or str(p) for p in getattr(project, "problems", [])]
         if Path(project.data_dir).resolve().parent != Path(project.folder).resolve():
             notes.insert(0, f"The folder is not writable; annotations are kept in {project.data_dir}")
         if notes:

@@ -1,4 +1,5 @@
-"""Issue 10: image switching independent of folder size, an empty folder clears the status bar."""
+"""Issue 10: image switching independent of folder size, an empty folder clears the status bar,
+problems read as text."""
 
 from __future__ import annotations
 
@@ -105,3 +106,15 @@ def test_the_status_fields_come_back_with_the_next_image(qtbot, window, folder, 
     assert window.status.size.text() == "64 × 48" and window.status.zoom.text()
     window.canvas.cursorMoved.emit(3.0, 4.0)
     assert window.status.klass.text()
+
+
+# --- 4. problems read as text -----------------------------------------------------------------
+
+
+def test_folder_problems_are_shown_as_their_messages(qtbot, settings, folder):
+    (folder / "broken.png").write_bytes(b"this is not a PNG")
+    w = new_window(qtbot, settings, folder)
+    text = w.banner.text()
+    assert "broken.png" in text
+    assert "Problem(" not in text and "kind=" not in text
+    w.close()
