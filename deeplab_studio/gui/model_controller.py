@@ -11,16 +11,19 @@ only through `WindowLink` (gui/window_link.py), which names every window method 
   on the current label map in the thread pool, human pixels protected.
 - Uncertainty: each proposal's confidence is kept; an overlay toggle shows it; "Next most
   uncertain image" orders the images not yet reviewed by mean uncertainty.
+- The last model used in a project is remembered per folder and loaded again when it reopens.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QSettings, QThreadPool, Signal
+from PySide6.QtCore import QObject, QSettings, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from deeplab_studio.core.labels import BACKGROUND
+from deeplab_studio.gui import settings as prefs
 from deeplab_studio.gui.batch_status import BatchStatus
 from deeplab_studio.gui.class_mapping import (ClassMapping, is_default_labelset, map_classes, model_labelset,
                                               unmatched_note)
@@ -59,6 +62,9 @@ class ModelController(QObject):
         self._batch_id: int | None = None
         self._snap_token = 0
         self._segment_rid: int | None = None  # the current Ctrl+R request (for its tile progress)
+        self._loading: tuple[int, str, str] | None = None  # (request id, path, device) of the last load asked
+        self._device = "auto"  # the device asked for the loaded model
+        self._closed = False
         self._build_actions()
         self.uncertainty_view = UncertaintyView(self.link, self.uncertainty, self.act_uncertainty.isChecked,
                                                 self.message.emit)
@@ -136,7 +142,9 @@ class ModelController(QObject):
     def load_model(self, path: str, device: str = "auto") -> int:
         """Load a checkpoint in the worker; the status bar shows it once loaded."""
         self.link.set_model_status(f"Loading model… ({device})")
-        return self.client.load_model(path, device)
+        rid = self.client.load_model(path, device)
+        self._loading = (rid, str(path), device)
+        return rid
 
     def open_model_dialog(self) -> None:
         from deeplab_studio.gui.model_dialog import ModelDialog
@@ -145,6 +153,11 @@ class ModelController(QObject):
         dlg.open()
 
     def _on_model_loaded(self, info: dict) -> None:
+        asked = self._loading if self._loading and self._loading[0] == info.get("request_id") else None
+        if asked:
+            self._loading = None
+        self._device = asked[2] if asked else info["device"]
+        self._remember_for_project(info["path"], self._device)
         self._prefetched.clear()
         self.uncertainty.set_model(info["path"])  # rank uncertainty by the active model only
         self.update_mapping(info)
@@ -158,6 +171,7 @@ class ModelController(QObject):
         self._precompute_next()
 
     def _on_model_failed(self, message: str) -> None:
+        self._loading = None
         current = self.client.model
         self.link.set_model_status(*(("No model", "") if current is None else model_status_text(current)))
         self.link.show_error("Could not load the model", message)
@@ -198,6 +212,35 @@ class ModelController(QObject):
 
     def recent_models(self) -> list[str]:
         return _list(self.settings.value("model/recent", []))
+
+    def _remember_for_project(self, path: str, device: str) -> None:
+        project = self.link.project()
+        if project is not None:
+            prefs.set_last_model(self.settings, str(project.folder), path, device)
+
+    def restore_project_model(self) -> int | None:
+        """Load the model the open project used last (its request id); a checkpoint that is gone
+        is said in one message and forgotten, and the work goes on without it."""
+        project = self.link.project()
+        if self._closed or project is None:
+            return None
+        current = self.client.model
+        last = prefs.last_model(self.settings, str(project.folder))
+        if last is None:  # a model carried over from the previous project is this one's model now
+            if current is not None:
+                self._remember_for_project(current["path"], self._device)
+            return None
+        path, device = last
+        if (current is not None and current["path"] == path) or (self._loading and self._loading[1] == path):
+            return None
+        if not Path(path).exists():
+            prefs.forget_last_model(self.settings, str(project.folder))
+            rest = "continuing without a model" if current is None else f"keeping {Path(current['path']).name}"
+            text = f"The model last used in this project is gone ({path}); {rest}."
+            shown = getattr(getattr(self.link.window, "banner", None), "text", lambda: "")()
+            self.link.show_warning(f"{shown}\n{text}" if shown else text)  # keep the folder's own note
+            return None
+        return self.load_model(path, device)
 
     def _require_model(self) -> bool:
         if self.client.model is None and not self.client.busy:
@@ -421,6 +464,7 @@ class ModelController(QObject):
         if self.client.model is not None:
             self.uncertainty.set_model(self.client.model["path"])
             self.update_mapping()
+        QTimer.singleShot(0, self, self.restore_project_model)  # after the folder's own messages
 
     def download_finished(self, path: str, error: str) -> None:
         """A weights download started in the (since closed) model dialog ended."""
@@ -433,6 +477,7 @@ class ModelController(QObject):
         """Cancel every job and join the inference thread (window closing)."""
         from deeplab_studio.gui.model_dialog import WeightsDownload
 
+        self._closed = True  # no model is loaded again after this
         for download in self.findChildren(WeightsDownload):
             download.cancel()
             download.wait(15000)  # stops at its next progress report or network timeout

@@ -1,6 +1,7 @@
-"""Remembered settings (`QSettings`): window geometry and docks, recent folders, last image per
-folder. Brush size, opacity and tool are stored by the window as they change. Tests pass their
-own `QSettings` (an INI file in a temporary folder), never the user's."""
+"""Remembered settings (`QSettings`): window geometry and docks, recent folders, last image and
+last model (checkpoint path and device) per folder. Brush size, opacity and tool are stored by
+the window as they change. Tests pass their own `QSettings` (an INI file in a temporary
+folder), never the user's."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def last_folder(settings: QSettings) -> str | None:
     return str(folder) if folder and Path(str(folder)).is_dir() else None
 
 
-def _folder_key(folder: str) -> str:
-    return "last_image/" + str(Path(folder)).replace("/", "|").replace("\\", "|")
+def _folder_key(folder: str, group: str = "last_image") -> str:
+    return f"{group}/" + str(Path(folder)).replace("/", "|").replace("\\", "|")
 
 
 def last_image(settings: QSettings, folder: str) -> str | None:
@@ -51,6 +52,20 @@ def last_image(settings: QSettings, folder: str) -> str | None:
 
 def set_last_image(settings: QSettings, folder: str, path: str) -> None:
     settings.setValue(_folder_key(folder), path)
+
+
+def last_model(settings: QSettings, folder: str) -> tuple[str, str] | None:
+    """(checkpoint path, device asked for) of the model last used with the project `folder`."""
+    v = _list(settings.value(_folder_key(folder, "last_model")))
+    return (v[0], v[1] if len(v) > 1 else "auto") if v else None
+
+
+def set_last_model(settings: QSettings, folder: str, path: str, device: str = "auto") -> None:
+    settings.setValue(_folder_key(folder, "last_model"), [str(path), str(device)])
+
+
+def forget_last_model(settings: QSettings, folder: str) -> None:
+    settings.remove(_folder_key(folder, "last_model"))
 
 
 def first_size(window, preferred: tuple[int, int] = (1400, 900)) -> tuple[int, int]:

@@ -1,13 +1,18 @@
 """Issue 10: image switching independent of folder size, an empty folder clears the status bar,
-problems read as text."""
+the last model of a project comes back when it reopens, problems read as text."""
 
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
+import pytest
+
+from deeplab_studio.gui import settings as prefs
 from deeplab_studio.gui.image_list import FILTERS, ImageListPanel
-from tests.gui.conftest import make_folder, new_window
+
+from tests.gui.conftest import controller_with_model, make_folder, new_window
 
 # --- 1. scale ---------------------------------------------------------------------------------
 
@@ -106,6 +111,90 @@ def test_the_status_fields_come_back_with_the_next_image(qtbot, window, folder, 
     assert window.status.size.text() == "64 × 48" and window.status.zoom.text()
     window.canvas.cursorMoved.emit(3.0, 4.0)
     assert window.status.klass.text()
+
+
+# --- 3. the last model of a project is loaded again -------------------------------------------
+
+
+@pytest.fixture
+def checkpoint_copy(tiny_checkpoint, tmp_path) -> Path:
+    """A private copy of the tiny checkpoint (tests may delete it)."""
+    path = tmp_path / "models" / "mine.safetensors"
+    path.parent.mkdir()
+    shutil.copy(tiny_checkpoint, path)
+    return path
+
+
+def _use_model(qtbot, settings, folder, checkpoint) -> None:
+    w = new_window(qtbot, settings, folder)
+    c = controller_with_model(qtbot, w, checkpoint)
+    assert c.client.model["path"] == str(checkpoint)
+    w.close()
+    # the project's write lock (storage rewrite) goes with the window only once the window closes
+    # its project; until then let the next window in this test open the folder
+    getattr(w.project, "close", lambda: None)()
+
+
+def test_reopening_a_project_loads_its_last_model(qtbot, settings, folder, checkpoint_copy, one_torch_thread):
+    from deeplab_studio.gui.model_controller import attach_model_tools
+
+    _use_model(qtbot, settings, folder, checkpoint_copy)
+    assert prefs.last_model(settings, str(folder.resolve()))[0] == str(checkpoint_copy)
+    w = new_window(qtbot, settings)  # the app's order: model tools first, then the folder
+    c = attach_model_tools(w)
+    assert c.client.model is None
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000) as loaded:
+        assert w.open_folder(folder)
+    assert loaded.args[0]["path"] == str(checkpoint_copy) and loaded.args[0]["device"] == "cpu"
+    assert c.client.model["path"] == str(checkpoint_copy)
+    w.close()
+
+
+def test_each_project_gets_its_own_model_back(qtbot, settings, tmp_path, tiny_checkpoint, one_torch_thread):
+    from deeplab_studio.gui.model_controller import attach_model_tools
+
+    a, b = make_folder(tmp_path / "a", 2), make_folder(tmp_path / "b", 2)
+    ckpt_b = tmp_path / "b_model.safetensors"
+    shutil.copy(tiny_checkpoint, ckpt_b)
+    _use_model(qtbot, settings, a, tiny_checkpoint)
+    _use_model(qtbot, settings, b, ckpt_b)
+    w = new_window(qtbot, settings, a)  # opened before the model tools attach: still restored
+    c = attach_model_tools(w)
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        pass
+    assert c.client.model["path"] == str(tiny_checkpoint)
+    with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
+        assert w.open_folder(b)
+    assert c.client.model["path"] == str(ckpt_b)
+    w.close()
+
+
+def test_a_model_that_is_gone_is_said_once_and_the_work_goes_on(qtbot, settings, folder, checkpoint_copy,
+                                                                   one_torch_thread):
+    from deeplab_studio.gui.model_controller import attach_model_tools
+
+    _use_model(qtbot, settings, folder, checkpoint_copy)
+    checkpoint_copy.unlink()
+    w = new_window(qtbot, settings)
+    c = attach_model_tools(w)
+    messages = []
+    w.messageShown.connect(messages.append)
+    assert w.open_folder(folder)
+    qtbot.waitUntil(lambda: any("gone" in m for m in messages), timeout=5000)
+    gone = [m for m in messages if str(checkpoint_copy) in m]
+    assert len(gone) == 1 and "without a model" in gone[0]
+    assert c.client.model is None and not c.client.busy  # no load was started
+    assert w.document is not None and w.document.key == "img_0.png"  # the work goes on
+    assert prefs.last_model(settings, str(folder.resolve())) is None  # said once, not on every open
+    w.close()
+    getattr(w.project, "close", lambda: None)()
+    w2 = new_window(qtbot, settings)
+    attach_model_tools(w2)
+    w2.messageShown.connect(messages.append)
+    assert w2.open_folder(folder)
+    qtbot.wait(50)
+    assert len([m for m in messages if "gone" in m]) == 1
+    w2.close()
 
 
 # --- 4. problems read as text -----------------------------------------------------------------
