@@ -1,10 +1,11 @@
 """Pascal VOC export (with a self-check) and import; the layout is described in `voc_format`.
 
-Export writes the whole dataset into a hidden staging folder beside `out_dir`, re-reads and checks
-it, and only then moves it into place (replacing a previous export), so a failed or interrupted
-export never leaves a half-written dataset under `out_dir`. Staged files are not fsync'ed one by one
-(that dominated export time); the swap is a rename, and an export can always be re-run. Staging
-folders left by a killed export are removed by the next export to the same folder.
+Export writes the whole dataset into a hidden staging folder beside its VOC root, re-reads and
+checks it, and only then moves it into place (replacing a previous export of the same project: see
+`voc_target` for what may be replaced), so a failed or interrupted export never leaves a
+half-written dataset. Staged files are not fsync'ed one by one (that dominated export time); the
+swap is a rename, and an export can always be re-run. An image that fails is reported in
+`ExportSummary.failed` and left out; the others are exported.
 
 - `JPEGImages/<id>.jpg`: a source JPEG is copied byte for byte when it is upright (no EXIF
   rotation, which VOC readers ignore) and RGB or grayscale; anything else is decoded once with
@@ -20,11 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import re
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,17 +31,18 @@ import numpy as np
 from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, voc_colormap
-from deeplab_studio.storage.atomic import pid_alive
 from deeplab_studio.storage.images import ImageReadError, open_limited, probe_image, read_image
 from deeplab_studio.storage.labelmaps import encode_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc_format import (
     CLASS_DIR, CLASS_NAMES_FILE, JPEG_DIR, LABELMAP_FILE, OBJECT_DIR, SPLIT_DIR, SPLITS, VOCError, class_names_text,
-    labelmap_text, make_ids, parse_class_names, parse_labelmap, read_split, split_ids)
+    labelmap_text, make_ids, parse_class_names, parse_labelmap, read_split, shown, split_ids, voc_root_for)
 from deeplab_studio.storage.voc_import import ImportSummary, import_voc  # noqa: F401  (public API)
+from deeplab_studio.storage.voc_target import (  # noqa: F401  (MARKER_FILE, export_marker...: public API)
+    MARKER_FILE, ForeignExportError, check_destination, check_target, export_marker, make_stage, marker_text,
+    other_project_export, remove_stage, swap_into_place)
 
 DEFAULT_STATUSES: tuple[Status, ...] = (Status.REVIEWED, Status.EDITED, Status.AUTO)
-MARKER_FILE = ".deeplab-studio-export.json"
 Progress = Callable[[int, int, str], None]
 
 
@@ -58,7 +56,7 @@ class ExportCheckError(VOCError):
 
 @dataclass
 class ExportSummary:
-    out_dir: Path
+    out_dir: Path  # the VOC root (JPEGImages/ ...): `destination` or `destination/VOCdevkit/VOC2012`
     ids: list[str]
     train: list[str]
     val: list[str]
@@ -67,7 +65,10 @@ class ExportSummary:
     images_converted: int = 0
     objects_dropped: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # status -> images left out
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (image path, one-line reason), left out
     seconds: float = 0.0
+    destination: Path | None = None  # what the caller passed (torchvision's root for the devkit layout)
+    layout: str = "flat"
 
 
 @dataclass
@@ -127,47 +128,83 @@ def _encode_jpeg(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write(path: Path, data: bytes | str) -> None:
-    """Write into the staging folder: no per-file fsync (the folder is swapped in whole)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-
-
 def _digest(arr: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(arr).tobytes() + str(arr.shape).encode()).hexdigest()
 
 
-_EXPORT_ENTRIES = {JPEG_DIR, CLASS_DIR, OBJECT_DIR, "ImageSets", CLASS_NAMES_FILE, LABELMAP_FILE, MARKER_FILE}
+class _StageWriteError(Exception):
+    """Writing into the staging folder failed: the whole export stops (disk full, permissions)."""
 
 
-def _prepare_out_dir(project: Project, out_dir: Path) -> None:
-    """Refuse targets inside the image folder, above it, or holding anything but a previous export."""
-    inside = out_dir.is_relative_to(project.folder)
-    if inside and not any(part.startswith(".") for part in out_dir.relative_to(project.folder).parts) or (
-            project.folder.is_relative_to(out_dir)):
-        raise VOCError(f"{out_dir}: the export folder must be outside the image folder {project.folder} "
-                       "(its JPEGs would become project images)" if inside else
-                       f"{out_dir}: the export folder cannot contain the image folder {project.folder}")
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise VOCError(f"{out_dir}: exists and is not a folder")
-        entries = {p.name for p in out_dir.iterdir()}
-        if entries and MARKER_FILE not in entries:
-            raise VOCError(f"{out_dir}: folder is not empty and not a previous DeepLab Studio export; "
-                           "choose an empty or new folder")
-        if entries - _EXPORT_ENTRIES:
-            raise VOCError(f"{out_dir}: a previous export, but it also holds {', '.join(sorted(entries - _EXPORT_ENTRIES))}; "
-                           "move those away or choose another folder (the export replaces the folder)")
+def _write(path: Path, data: bytes | str) -> None:
+    """Write into the staging folder: no per-file fsync (the folder is swapped in whole)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as exc:
+        raise _StageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def _failure(path: str | Path, exc: BaseException) -> str:
+    """One line for a file that failed: names the file once, says what went wrong."""
+    if isinstance(exc, MemoryError):
+        return f"{shown(path)}: not enough memory to process it"
+    msg = shown(str(exc))
+    return msg if msg.startswith(shown(path)) else f"{shown(path)}: {msg or type(exc).__name__}"
+
+
+def _export_one(project: Project, rec, stage: Path, voc_id: str, objects: bool, summary: ExportSummary,
+                decoded: dict[str, tuple[int, int]]) -> str:
+    """Write one image's JPEG, class map (and object map) into the stage; returns the labels' digest.
+    Raises on a problem with this image (its partial files are the caller's to remove)."""
+    n_classes = len(project.labels)
+    labels, _ = project.load_annotation(rec)
+    bad = (labels >= n_classes) & (labels != IGNORE)
+    if bad.any():
+        raise VOCError(f"{project.image_path(rec)}: its label map uses class {int(labels[bad].max())}, "
+                       f"the project has {n_classes} classes")
+    src = project.image_path(rec)
+    jpg = stage / JPEG_DIR / f"{voc_id}.jpg"
+    if _can_copy_jpeg(src, rec.size):
+        _write(jpg, src.read_bytes())
+        try:  # the copy is decoded once here (a damaged source is this file's failure, not the run's)
+            h, w = read_image(jpg).shape[:2]
+        except ImageReadError as exc:
+            raise ImageReadError(src, exc.reason) from None
+        decoded[voc_id] = (h, w)
+        copied = True
+    else:
+        _write(jpg, _encode_jpeg(project.read_image(rec)))
+        copied = False
+    _write(stage / CLASS_DIR / f"{voc_id}.png", encode_label_png(labels, project.labels.palette()))
+    if objects:
+        inst, dropped = object_map(labels)
+        _write(stage / OBJECT_DIR / f"{voc_id}.png", encode_label_png(inst, voc_colormap()))
+        summary.objects_dropped += dropped
+    summary.jpegs_copied += copied
+    summary.images_converted += not copied
+    return _digest(labels)
 
 
 def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0.2, seed: int = 0,
                statuses: Iterable[Status | str] = DEFAULT_STATUSES, objects: bool = False,
-               progress: Progress | None = None) -> ExportSummary:
-    """Write the project's label maps with the chosen statuses as a VOC dataset rooted at `out_dir`."""
+               progress: Progress | None = None, layout: str = "flat",
+               replace_other: bool = False) -> ExportSummary:
+    """Write the project's label maps with the chosen statuses as a VOC dataset at `out_dir`
+    (layout `flat`) or `out_dir/VOCdevkit/VOC2012` (layout `devkit`, torchvision's root = `out_dir`).
+
+    An image that fails (unreadable, damaged, out of memory...) is listed in `summary.failed` and
+    the others are exported; the run stops only on a whole-run failure (target refused, staging
+    not writable, nothing exportable, the self-check). `replace_other` allows replacing an export
+    written by another project (see `voc_target`)."""
     t0 = time.perf_counter()
     wanted = parse_statuses(statuses)
-    out_dir = Path(out_dir).expanduser().resolve()
-    _prepare_out_dir(project, out_dir)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+    destination = Path(out_dir).expanduser().resolve()
+    root = voc_root_for(destination, layout)
+    check_destination(destination, layout)
+    check_target(project, root, replace_other=replace_other)
     chosen, skipped = [], {}
     for rec in project.records:
         if rec.status in wanted and project.has_annotation(rec):
@@ -177,59 +214,52 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
     if not chosen:
         raise VOCError(f"{project.folder}: no images with status {', '.join(s.value for s in wanted)} to export")
     ids = make_ids([r.path for r in chosen])
-    train, val = split_ids(list(ids.values()), val_fraction, seed)
-    n_classes = len(project.labels)
-    summary = ExportSummary(out_dir, sorted(ids.values()), train, val, n_classes, skipped=skipped)
-    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        stage.mkdir(parents=True)
-    except OSError as exc:
-        raise VOCError(f"{out_dir}: cannot write the export there ({exc.strerror or exc})") from None
-    _remove_dead_stages(out_dir)
+    summary = ExportSummary(root, [], [], [], len(project.labels), skipped=skipped, destination=destination,
+                            layout=layout)
+    stage, created = make_stage(root)
     try:
         expected: dict[str, str] = {}
-        palette = project.labels.palette()
+        decoded: dict[str, tuple[int, int]] = {}
+        done = []
         for k, rec in enumerate(chosen):
             voc_id = ids[rec.path]
             if progress:
-                progress(k, len(chosen), rec.path)
-            labels, _ = project.load_annotation(rec)
-            bad = (labels >= n_classes) & (labels != IGNORE)
-            if bad.any():
-                raise VOCError(f"{project.image_path(rec)}: its label map uses class {int(labels[bad].max())}, "
-                               f"the project has {n_classes} classes")
-            src = project.image_path(rec)
-            jpg = stage / JPEG_DIR / f"{voc_id}.jpg"
-            if _can_copy_jpeg(src, rec.size):
-                jpg.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, jpg)
-                summary.jpegs_copied += 1
-            else:
-                _write(jpg, _encode_jpeg(project.read_image(rec)))
-                summary.images_converted += 1
-            _write(stage / CLASS_DIR / f"{voc_id}.png", encode_label_png(labels, palette))
-            expected[voc_id] = _digest(labels)
-            if objects:
-                inst, dropped = object_map(labels)
-                summary.objects_dropped += dropped
-                _write(stage / OBJECT_DIR / f"{voc_id}.png", encode_label_png(inst, voc_colormap()))
-        for name, members in (("train", train), ("val", val), ("trainval", summary.ids)):
+                progress(k, len(chosen), shown(rec.path))
+            try:
+                expected[voc_id] = _export_one(project, rec, stage, voc_id, objects, summary, decoded)
+                done.append(rec)
+            except _StageWriteError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one image's failure (MemoryError included)
+                summary.failed.append((shown(rec.path), _failure(project.image_path(rec), exc)))
+                for sub, ext in ((JPEG_DIR, ".jpg"), (CLASS_DIR, ".png"), (OBJECT_DIR, ".png")):
+                    (stage / sub / f"{voc_id}{ext}").unlink(missing_ok=True)
+        if not done:
+            first = summary.failed[0][1]
+            raise VOCError(f"{root}: none of the {len(chosen)} images could be exported, nothing was written "
+                           f"(first: {first})")
+        summary.ids = sorted(ids[r.path] for r in done)
+        summary.train, summary.val = split_ids(summary.ids, val_fraction, seed)
+        for name, members in (("train", summary.train), ("val", summary.val), ("trainval", summary.ids)):
             _write(stage / SPLIT_DIR / f"{name}.txt", "".join(f"{i}\n" for i in members))
         _write(stage / CLASS_NAMES_FILE, class_names_text(project.labels))
         _write(stage / LABELMAP_FILE, labelmap_text(project.labels))
-        _write(stage / MARKER_FILE, json.dumps({
-            "format_version": 1, "source": str(project.folder), "statuses": [s.value for s in wanted],
-            "val_fraction": val_fraction, "seed": seed, "objects": objects, "sources": {
-                ids[r.path]: r.path for r in chosen}}, indent=1))
+        _write(stage / MARKER_FILE, marker_text(
+            project, {ids[r.path]: r.path for r in done}, statuses=[s.value for s in wanted],
+            val_fraction=val_fraction, seed=seed, objects=objects, layout=layout))
         if progress:
             progress(len(chosen), len(chosen), "checking the export")
         try:
-            check_export(stage, expected=expected, objects=objects)
+            check_export(stage, expected=expected, objects=objects, decoded=decoded)
         except ExportCheckError as exc:  # told in the user's terms: the staging folder is deleted
-            raise _check_failed(exc, stage, out_dir, {ids[r.path]: project.image_path(r) for r in chosen}) from None
-        _swap_into_place(stage, out_dir)
+            raise _check_failed(exc, stage, root, {ids[r.path]: project.image_path(r) for r in done}) from None
+        swap_into_place(stage, root)
+    except _StageWriteError as exc:
+        remove_stage(stage, created)
+        what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
+        raise VOCError(f"{root}: cannot write the export ({what}); nothing was written") from None
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_stage(stage, created)
         raise
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -242,37 +272,14 @@ def _check_failed(exc: ExportCheckError, stage: Path, out_dir: Path, sources: di
                             + (f" (source image {src})" if src is not None else ""), exc.path)
 
 
-_STAGE_RE = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
-
-
-def _remove_dead_stages(out_dir: Path) -> None:
-    """Delete staging/old folders of earlier exports to `out_dir` whose process was killed."""
-    try:
-        entries = list(out_dir.parent.iterdir())
-    except OSError:
-        return
-    for p in entries:
-        m = _STAGE_RE.match(p.name)
-        if m and m["name"] == out_dir.name and p.is_dir() and not pid_alive(int(m["pid"])):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _swap_into_place(stage: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.replace(out_dir, old)
-    os.replace(stage, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None, objects: bool | None = None) -> CheckReport:
+def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None, objects: bool | None = None,
+                 decoded: dict[str, tuple[int, int]] | None = None) -> CheckReport:
     """Re-read a VOC folder completely and check it; raises `ExportCheckError` on the first problem.
 
     Checks the class files agree, the splits partition trainval, every JPEG decodes fully, every
     class map is mode P, the image's size, and uses only known classes or 255; object maps (when
     present) match their class maps; with `expected` (id -> digest), the label pixels are exact.
+    `decoded` (id -> (h, w)): JPEGs the export already decoded fully after writing them (not again).
     """
     root = Path(out_dir)
 
@@ -299,7 +306,7 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
         try:
             if probe_image(jpg).format != "JPEG":
                 fail(jpg, "not a JPEG file")
-            h, w = read_image(jpg).shape[:2]
+            h, w = decoded[voc_id] if decoded and voc_id in decoded else read_image(jpg).shape[:2]
         except ImageReadError as exc:
             raise ExportCheckError(str(exc), exc.path) from None
         labels = _read_p_png(png, fail)
@@ -329,11 +336,3 @@ def _read_p_png(path: Path, fail) -> np.ndarray:
     except Exception as exc:
         fail(path, f"unreadable ({type(exc).__name__}: {exc})")
     raise AssertionError("unreachable")
-
-
-def export_marker(out_dir: str | Path) -> dict | None:
-    """The export's metadata (source folder, statuses, seed, id → source path), or None."""
-    try:
-        return json.loads((Path(out_dir) / MARKER_FILE).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None

@@ -7,6 +7,11 @@ dataset's colours), checked against the class list, and saved with status `revie
 edit mask (ground truth is human work, so model runs never overwrite it). VOC readers ignore EXIF
 rotation, so a mask of an EXIF-rotated JPEG is rotated the same way the image is shown.
 Classes come from labelmap.txt / class_names.txt, else the 21 VOC classes.
+
+A file that fails (missing, unreadable, wrong size, unknown class, out of memory) is listed in
+`ImportSummary.failed` and the import goes on with the next; only whole-run failures (no dataset,
+no split, classes that clash, a folder that cannot be written) raise. File names that are not
+UTF-8 (in JPEGImages/, SegmentationClass/ or a split file) are imported under the same bytes.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from deeplab_studio.storage.atomic import atomic_copy_file
 from deeplab_studio.storage.images import apply_orientation, probe_image
 from deeplab_studio.storage.labelmaps import read_label_png
 from deeplab_studio.storage.locations import can_write_dir
-from deeplab_studio.storage.project import Project, Status
+from deeplab_studio.storage.project import Project, ProjectError, Status
 from deeplab_studio.storage.voc_format import (
-    CLASS_DIR, JPEG_DIR, SPLIT_DIR, VOCError, find_voc_root, read_classes, read_split)
+    CLASS_DIR, JPEG_DIR, SPLIT_DIR, VOCError, find_voc_root, read_classes, read_split, shown)
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG")
 
@@ -41,6 +46,7 @@ class ImportSummary:
     renamed: list[str] = field(default_factory=list)  # ids stored under another name (name taken)
     unchanged: int = 0  # label maps already stored identically
     conflicts: list[str] = field(default_factory=list)  # human-edited maps left alone (overwrite=False)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, one-line reason): not imported
 
 
 def _split_ids(root: Path, split: str) -> list[str]:
@@ -57,6 +63,29 @@ def _source_image(root: Path, voc_id: str) -> Path:
         if p.is_file():
             return p
     raise VOCError(f"{root / JPEG_DIR / (voc_id + '.jpg')}: image listed in the split is missing")
+
+
+def _read_pair(root: Path, voc_id: str, palette, n: int) -> tuple[Path, np.ndarray]:
+    """The source image and its checked label map (oriented like the image); raises for this id."""
+    src = _source_image(root, voc_id)
+    mask_path = root / CLASS_DIR / f"{voc_id}.png"
+    if not mask_path.is_file():
+        raise VOCError(f"{mask_path}: label map listed in the split is missing")
+    info = probe_image(src)
+    labels = apply_orientation(read_label_png(mask_path, palette), info.orientation)
+    if labels.shape != (info.size[1], info.size[0]):
+        raise VOCError(f"{mask_path}: is {labels.shape[1]}×{labels.shape[0]}, its image {src.name} is "
+                       f"{info.size[0]}×{info.size[1]}")
+    bad = (labels >= n) & (labels != IGNORE)
+    if bad.any():
+        raise VOCError(f"{mask_path}: uses class {int(labels[bad].max())}, the dataset has {n} classes")
+    return src, np.ascontiguousarray(labels)
+
+
+def _failure(root: Path, voc_id: str, exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return f"{shown(root / JPEG_DIR / voc_id)}: not enough memory to import it"
+    return shown(str(exc)) or f"{shown(voc_id)}: {type(exc).__name__}"
 
 
 def _place_image(src: Path, folder: Path, voc_id: str) -> tuple[str, str]:
@@ -95,7 +124,6 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
     if not ids:
         raise VOCError(f"{root}: split '{split}' lists no images")
     classes = read_classes(root) or LabelSet.voc()
-    n = len(classes)
     folder = Path(into_folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise VOCError(f"{folder}: exists and is not a folder")
@@ -112,30 +140,39 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
     if not can_write_dir(folder):
         raise VOCError(f"{folder}: the folder is not writable, so the images cannot be copied into it")
     project = Project.open(folder, data_dir=data_dir)
-    _merge_classes(project, classes)
-    summary = ImportSummary(root, split, project.labels)
-    palette = classes.palette()
-    try:  # after a bad file midway, what was imported is indexed with its 'reviewed' status
-        for k, voc_id in enumerate(ids):
-            if progress:
-                progress(k, len(ids), voc_id)
-            src = _source_image(root, voc_id)
-            mask_path = root / CLASS_DIR / f"{voc_id}.png"
-            if not mask_path.is_file():
-                raise VOCError(f"{mask_path}: label map listed in the split is missing")
-            info = probe_image(src)
-            labels = apply_orientation(read_label_png(mask_path, palette), info.orientation)
-            if labels.shape != (info.size[1], info.size[0]):
-                raise VOCError(f"{mask_path}: is {labels.shape[1]}×{labels.shape[0]}, its image {src.name} is "
-                               f"{info.size[0]}×{info.size[1]}")
-            bad = (labels >= n) & (labels != IGNORE)
-            if bad.any():
-                raise VOCError(f"{mask_path}: uses class {int(labels[bad].max())}, the dataset has {n} classes")
-            rel, how = _place_image(src, project.folder, voc_id)
-            summary.copied += how == "copied"
-            summary.identical += how == "identical"
-            if rel != f"{voc_id}{src.suffix.lower()}":
-                summary.renamed.append(voc_id)
+    try:
+        _merge_classes(project, classes)
+        summary = ImportSummary(root, split, project.labels)
+        _import_ids(project, root, ids, classes, summary, progress, overwrite)
+    finally:
+        try:
+            project.save()
+        finally:
+            project.close()  # release the write lock now (the caller may open the project next)
+    if progress:
+        progress(len(ids), len(ids), "done")
+    return summary
+
+
+def _import_ids(project: Project, root: Path, ids: list[str], classes: LabelSet, summary: ImportSummary,
+                progress: Callable[[int, int, str], None] | None, overwrite: bool) -> None:
+    """Import each id; a failing one is recorded in `summary.failed`. Errors writing into the
+    project (OSError: disk full, permissions; ProjectError) stop the run."""
+    palette, n = classes.palette(), len(classes)
+    for k, voc_id in enumerate(ids):
+        if progress:
+            progress(k, len(ids), shown(voc_id))
+        try:
+            src, labels = _read_pair(root, voc_id, palette, n)
+        except Exception as exc:  # noqa: BLE001 - this file's failure (MemoryError included)
+            summary.failed.append((shown(voc_id), _failure(root, voc_id, exc)))
+            continue
+        rel, how = _place_image(src, project.folder, voc_id)
+        summary.copied += how == "copied"
+        summary.identical += how == "identical"
+        if rel != f"{voc_id}{src.suffix.lower()}":
+            summary.renamed.append(voc_id)
+        try:
             rec = project.add_image(rel)
             if project.has_annotation(rec):
                 old, _ = project.load_annotation(rec)
@@ -145,11 +182,11 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
                 if rec.status in (Status.EDITED, Status.REVIEWED) and not overwrite:
                     summary.conflicts.append(rel)
                     continue
-            project.save_annotation(rec, np.ascontiguousarray(labels), np.ones(labels.shape, bool),
-                                    status=Status.REVIEWED, write_index=False)
-            summary.imported += 1
-    finally:
-        project.save()
-    if progress:
-        progress(len(ids), len(ids), "done")
-    return summary
+            project.save_annotation(rec, labels, np.ones(labels.shape, bool), status=Status.REVIEWED,
+                                    write_index=False)
+        except (OSError, ProjectError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the copied file unreadable, out of memory
+            summary.failed.append((shown(voc_id), _failure(root, voc_id, exc)))
+            continue
+        summary.imported += 1

@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, LabelSet, voc_colormap
-from deeplab_studio.storage.images import ImageReadError
 from deeplab_studio.storage.labelmaps import read_label_png, write_label_png
 from deeplab_studio.storage.project import Project, Status
+from deeplab_studio.storage import voc as voc_export
+from deeplab_studio.storage import voc_import
 from deeplab_studio.storage.voc import (
-    ExportCheckError, VOCError, check_export, export_marker, export_voc, import_voc, object_map)
+    ExportCheckError, ForeignExportError, VOCError, check_export, export_marker, export_voc, import_voc, object_map,
+    other_project_export)
 from deeplab_studio.storage.voc_format import make_ids, split_ids
-
-
 
 
 def _sha(path: Path) -> str:
@@ -119,6 +119,7 @@ def test_round_trip_is_bit_identical(annotated: Project, tmp_path: Path) -> None
     export_voc(p2, second)
     assert _tree(second) == _tree(first)  # every image, mask, split and class file byte-identical
     assert _sha(second / "JPEGImages" / "a.jpg") == _sha(annotated.folder / "a.jpg")
+    p2.close()  # one writer at a time: the import opens the project itself
     again = import_voc(second, tmp_path / "p2")  # into the same project: nothing changes
     assert again.identical == 5 and again.copied == 0 and again.unchanged == 5 and again.imported == 0
     import_voc(second, tmp_path / "p3")
@@ -193,6 +194,7 @@ def test_import_errors_and_conflicts(tmp_path: Path, data_dir: Path, annotated: 
         import_voc(tmp_path / "nope", tmp_path / "p")
     with pytest.raises(VOCError, match="no such split"):
         import_voc(voc, tmp_path / "p", split="test")
+    annotated.close()
     with pytest.raises(VOCError, match="differ"):
         import_voc(voc, annotated.folder)  # VOC classes vs the project's custom ones
     import_voc(voc, tmp_path / "p")
@@ -201,18 +203,19 @@ def test_import_errors_and_conflicts(tmp_path: Path, data_dir: Path, annotated: 
     edited = gts["2007_000001"].copy()
     edited[100:110, 100:110] = 5
     proj.save_annotation(rec, edited, np.ones_like(edited, bool), status=Status.EDITED)
+    proj.close()
     s = import_voc(voc, tmp_path / "p")
     assert s.conflicts == ["2007_000001.jpg"] and s.unchanged == 2
     np.testing.assert_array_equal(Project.open(tmp_path / "p").load_annotation(rec)[0], edited)
     assert import_voc(voc, tmp_path / "p", overwrite=True).imported == 1
     bad = np.full((5, 5), 40, np.uint8)
     write_label_png(voc / "SegmentationClass" / "2007_000023.png", bad, voc_colormap())
-    with pytest.raises(VOCError, match="2007_000023.png: is 5×5"):
-        import_voc(voc, tmp_path / "q", split="val")
+    s = import_voc(voc, tmp_path / "q", split="val")  # a bad file is reported, not raised
+    assert s.imported == 0 and s.failed[0][0] == "2007_000023" and "2007_000023.png: is 5×5" in s.failed[0][1]
     write_label_png(voc / "SegmentationClass" / "2007_000023.png", np.full(gts["2007_000023"].shape, 40, np.uint8),
                     voc_colormap())
-    with pytest.raises(VOCError, match="uses class 40"):
-        import_voc(voc, tmp_path / "q", split="val")
+    s = import_voc(voc, tmp_path / "q", split="val")
+    assert len(s.failed) == 1 and "uses class 40" in s.failed[0][1]
 
 
 def test_export_refuses_bad_targets_and_replaces_previous_export(annotated: Project, tmp_path: Path) -> None:
@@ -299,15 +302,28 @@ def test_export_and_import_ignore_pillows_global_bomb_limit(annotated: Project, 
     assert Image.MAX_IMAGE_PIXELS == 1000
 
 
-def test_import_stopped_by_a_bad_file_keeps_what_it_imported(tmp_path: Path, data_dir: Path) -> None:
+def test_import_goes_on_after_a_bad_file(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
     voc, gts = _devkit(tmp_path, data_dir)
     (voc / "JPEGImages" / "2007_000023.jpg").write_text("not a jpeg")  # second of three in trainval
-    with pytest.raises(ImageReadError, match="2007_000023.jpg"):
-        import_voc(voc, tmp_path / "p")
+    s = import_voc(voc, tmp_path / "p")
+    assert s.imported == 2 and [i for i, _ in s.failed] == ["2007_000023"] and "2007_000023.jpg" in s.failed[0][1]
     proj = Project.open(tmp_path / "p")
-    rec = proj.record("2007_000001.jpg")
-    assert [r.path for r in proj.records] == ["2007_000001.jpg"] and rec.status == Status.REVIEWED
-    np.testing.assert_array_equal(proj.load_annotation(rec)[0], gts["2007_000001"])
+    assert [r.path for r in proj.records] == ["2007_000001.jpg", "2008_000114.jpg"]
+    for rec in proj.records:
+        assert rec.status == Status.REVIEWED
+        np.testing.assert_array_equal(proj.load_annotation(rec)[0], gts[rec.path[:-4]])
+    proj.close()
+    real = voc_import.read_label_png
+
+    def out_of_memory_for_one(path, *a, **k):
+        if Path(path).stem == "2007_000001":
+            raise MemoryError()
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(voc_import, "read_label_png", out_of_memory_for_one)
+    s = import_voc(voc, tmp_path / "q")
+    assert s.imported == 1 and sorted(i for i, _ in s.failed) == ["2007_000001", "2007_000023"]
+    assert any("not enough memory" in why and "2007_000001" in why for _, why in s.failed)
     (tmp_path / "file").write_text("x")
     with pytest.raises(VOCError, match="not a folder"):
         import_voc(voc, tmp_path / "file")
@@ -315,17 +331,184 @@ def test_import_stopped_by_a_bad_file_keeps_what_it_imported(tmp_path: Path, dat
         import_voc(voc, tmp_path / "file" / "sub")
 
 
-def test_export_of_a_damaged_source_names_it_and_writes_nothing(annotated: Project, tmp_path: Path) -> None:
-    src = annotated.folder / "a.jpg"  # header intact, data cut: copied byte for byte, caught by the self-check
+def test_export_goes_on_after_a_failing_image(annotated: Project, tmp_path: Path, monkeypatch) -> None:
+    src = annotated.folder / "a.jpg"  # header intact, data cut: copied byte for byte, fails to decode
     data = src.read_bytes()
     src.write_bytes(data[: len(data) * 2 // 3])
+    real = Project.load_annotation
+
+    def out_of_memory_for_one(self, rec):
+        if rec.path == "b.png":
+            raise MemoryError()
+        return real(self, rec)
+
+    monkeypatch.setattr(Project, "load_annotation", out_of_memory_for_one)
     out = tmp_path / "voc"
-    with pytest.raises(ExportCheckError) as info:
-        export_voc(annotated, out)
+    s = export_voc(annotated, out)
+    assert s.ids == ["alpha", "rot", "sub_a"] and sorted(s.train + s.val) == s.ids
+    assert [p for p, _ in s.failed] == ["a.jpg", "b.png"]
+    assert s.failed[0][1].startswith(f"{src}: ") and "truncated" in s.failed[0][1]
+    assert s.failed[1][1] == f"{annotated.folder / 'b.png'}: not enough memory to process it"
+    assert sorted(p.stem for p in (out / "JPEGImages").iterdir()) == s.ids
+    assert sorted(export_marker(out)["sources"]) == s.ids
+    assert check_export(out).ids == s.ids
+    monkeypatch.setattr(Project, "load_annotation", lambda self, rec: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(VOCError, match="none of the 5 images could be exported"):
+        export_voc(annotated, tmp_path / "none")
+    assert not (tmp_path / "none").exists() and sorted(export_marker(out)["sources"]) == s.ids
+
+
+def test_export_stops_when_it_cannot_write(annotated: Project, tmp_path: Path, monkeypatch) -> None:
+    """A full disk is a failure of the whole run, not of one image: it stops at once."""
+    import errno
+
+    real, calls = Path.write_bytes, []
+
+    def disk_full(self, data):
+        calls.append(self.name)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(VOCError) as info:
+        export_voc(annotated, tmp_path / "voc")
+    monkeypatch.setattr(Path, "write_bytes", real)
     msg = str(info.value)
-    assert msg.startswith(f"{out}: the export failed its self-check") and "JPEGImages/a.jpg" in msg
-    assert f"(source image {src})" in msg and "truncated" in msg and ".partial-" not in msg
-    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+    assert msg.startswith(f"{tmp_path / 'voc'}: cannot write the export (JPEGImages/a.jpg: cannot write (No space")
+    assert msg.endswith("nothing was written") and len(calls) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+def test_export_failing_its_self_check_writes_nothing(annotated: Project, tmp_path: Path, monkeypatch) -> None:
+    real = voc_export.encode_label_png
+
+    def wrong_pixels(labels, palette, **k):  # a writer bug: the stored class map differs
+        return real(np.where(labels == 1, 2, labels).astype(np.uint8), palette, **k)
+
+    monkeypatch.setattr(voc_export, "encode_label_png", wrong_pixels)
+    with pytest.raises(ExportCheckError) as info:
+        export_voc(annotated, tmp_path / "dest", layout="devkit")
+    msg = str(info.value)
+    out = tmp_path / "dest" / "VOCdevkit" / "VOC2012"
+    assert msg.startswith(f"{out}: the export failed its self-check") and "label pixels differ" in msg
+    assert "(source image " in msg and ".partial-" not in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # not even an empty dest/VOCdevkit
+
+
+def _other_project(tmp_path: Path, name: str = "other") -> Project:
+    """A second project (one edited image) beside `annotated`."""
+    folder = tmp_path / name
+    folder.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 99, np.uint8)).save(folder / "only.png")
+    proj = Project.open(folder)
+    rec = proj.record("only.png")
+    proj.save_annotation(rec, np.ones((20, 30), np.uint8), np.ones((20, 30), bool), status=Status.EDITED)
+    return proj
+
+
+@pytest.mark.parametrize("layout", ["flat", "devkit"])
+def test_export_refuses_another_projects_export(annotated: Project, tmp_path: Path, layout: str) -> None:
+    dest = tmp_path / "shared"
+    root = dest / "VOCdevkit" / "VOC2012" if layout == "devkit" else dest
+    s = export_voc(annotated, dest, layout=layout)
+    assert s.out_dir == root and s.destination == dest and len(s.ids) == 5
+    marker = export_marker(root)
+    assert marker["project"] == {"folder": str(annotated.folder), "data_dir": str(annotated.data_dir)}
+    other = _other_project(tmp_path)
+    assert other_project_export(other, root) == str(annotated.folder)
+    assert other_project_export(annotated, root) is None and other_project_export(other, tmp_path / "new") is None
+    before = _tree(root)
+    with pytest.raises(ForeignExportError, match="holds the export of another project") as info:
+        export_voc(other, dest, layout=layout)
+    assert info.value.other == str(annotated.folder) and str(annotated.folder) in str(info.value)
+    assert _tree(root) == before  # the 5 images are still there
+    s = export_voc(other, dest, layout=layout, replace_other=True)  # asked for explicitly
+    assert s.ids == ["only"] and export_marker(root)["project"]["folder"] == str(other.folder)
+    with pytest.raises(ForeignExportError):
+        export_voc(annotated, dest, layout=layout)  # now it is the other project's
+    export_voc(other, dest, layout=layout, statuses=["edited"])  # its own export: replaced without a question
+
+
+def test_export_replaces_only_what_an_export_wrote(annotated: Project, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    root = dest / "VOCdevkit" / "VOC2012"
+    (root / "JPEGImages").mkdir(parents=True)  # the original VOC devkit of the user
+    (root / "JPEGImages" / "2007_000001.jpg").write_bytes(b"theirs")
+    with pytest.raises(VOCError, match="not empty and not a previous DeepLab Studio export"):
+        export_voc(annotated, dest, layout="devkit")
+    assert (root / "JPEGImages" / "2007_000001.jpg").read_bytes() == b"theirs"
+    shutil.rmtree(dest / "VOCdevkit")
+    (dest / "notes.txt").write_text("mine")  # a non-empty destination: only VOCdevkit/VOC2012 is written
+    export_voc(annotated, dest, layout="devkit")
+    assert sorted(p.name for p in dest.iterdir()) == ["VOCdevkit", "notes.txt"]
+    extra = root / "JPEGImages" / "my_extra.jpg"
+    extra.write_bytes(b"added by hand")  # inside our own export: never deleted by the next export
+    with pytest.raises(VOCError, match="JPEGImages/my_extra.jpg"):
+        export_voc(annotated, dest, layout="devkit")
+    assert extra.read_bytes() == b"added by hand"
+    extra.unlink()
+    (root / "ImageSets" / "Main").mkdir()
+    (root / "ImageSets" / "Main" / "train.txt").write_text("mine")
+    with pytest.raises(VOCError, match="ImageSets/Main/train.txt"):
+        export_voc(annotated, dest, layout="devkit")
+    shutil.rmtree(root / "ImageSets" / "Main")
+    (root / ".DS_Store").write_bytes(b"finder")  # file-browser litter does not block
+    export_voc(annotated, dest, layout="devkit", statuses=["reviewed"])
+    assert sorted(p.stem for p in (root / "JPEGImages").iterdir()) == ["a", "rot"]
+    flat = tmp_path / "flat"
+    export_voc(annotated, flat)
+    with pytest.raises(VOCError, match="flat-layout export"):
+        export_voc(annotated, flat, layout="devkit")  # would end holding both layouts
+    assert not (flat / "VOCdevkit").exists()
+    with pytest.raises(VOCError, match="holds VOCdevkit/"):
+        export_voc(annotated, dest)  # flat into a devkit destination
+
+
+def _non_utf8(folder: Path, name: bytes) -> Path:
+    """`folder/name` for a file name that is not UTF-8 (skips where the file system refuses it)."""
+    path = Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+    probe = Path(os.fsdecode(os.path.join(os.fsencode(folder), b".probe-" + name)))
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not store names that are not UTF-8")
+    return path
+
+
+def test_non_utf8_file_names_export_and_import(annotated: Project, tmp_path: Path) -> None:
+    cafe = _non_utf8(annotated.folder, b"caf\xe9.png")
+    Image.fromarray(np.full((30, 40, 3), 7, np.uint8)).save(cafe, format="PNG")
+    Image.fromarray(np.full((30, 40, 3), 8, np.uint8)).save(annotated.folder / "caf.png")
+    annotated.close()
+    proj = Project.open(annotated.folder)
+    lab = np.zeros((30, 40), np.uint8)
+    lab[5:10, 5:10] = 2
+    for name in ("caf\udce9.png", "caf.png"):
+        proj.save_annotation(proj.record(name), lab, lab > 0, status=Status.REVIEWED)
+    out = tmp_path / "voc"
+    s = export_voc(proj, out)
+    ids = make_ids(["caf.png", "caf\udce9.png"])
+    assert ids["caf.png"] == "caf" and ids["caf\udce9.png"].startswith("caf_") and len(ids["caf\udce9.png"]) == 10
+    assert ids["caf\udce9.png"] in s.ids and "caf" in s.ids and not s.failed
+    for split in ("train", "val", "trainval"):
+        (out / "ImageSets" / "Segmentation" / f"{split}.txt").read_bytes().decode("utf-8")  # valid UTF-8
+    assert export_marker(out)["sources"][ids["caf\udce9.png"]] == "caf\udce9.png"
+    proj.close()
+    back = import_voc(out, tmp_path / "p2")
+    assert back.imported == 7 and not back.failed
+    # a VOC folder whose own file names (and split file) are not UTF-8
+    voc = tmp_path / "latin1"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / d).mkdir(parents=True)
+    Image.fromarray(np.full((30, 40, 3), 50, np.uint8)).save(_non_utf8(voc / "JPEGImages", b"caf\xe9.jpg"), "JPEG")
+    write_label_png(_non_utf8(voc / "SegmentationClass", b"caf\xe9.png"), lab, voc_colormap())
+    (voc / "ImageSets/Segmentation/trainval.txt").write_bytes(b"caf\xe9\n")
+    s = import_voc(voc, tmp_path / "p3")
+    assert s.imported == 1 and not s.failed
+    p3 = Project.open(tmp_path / "p3")
+    assert [r.path for r in p3.records] == ["caf\udce9.jpg"]
+    np.testing.assert_array_equal(p3.load_annotation(p3.records[0])[0], lab)
+    assert (tmp_path / "p3" / "caf\udce9.jpg").read_bytes() == _non_utf8(voc / "JPEGImages", b"caf\xe9.jpg").read_bytes()
 
 
 def test_import_refuses_a_folder_that_holds_the_dataset(annotated: Project, tmp_path: Path) -> None:
