@@ -4,10 +4,16 @@ background thread with a progress bar, then shows a summary and offers to open t
 The export itself is `storage.voc.export_voc` (staged, self-checked, swapped into place).
 With "VOCdevkit layout" the dataset lands in `<destination>/VOCdevkit/VOC2012`, so
 `torchvision.datasets.VOCSegmentation(<destination>, year="2012")` loads it unchanged.
+The destination is remembered per project (keyed by its folder): the dialog never pre-fills
+another project's export folder. A folder holding another project's export is replaced only
+after a question; images that fail are listed in the summary and left out.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
+import os
 import threading
 from pathlib import Path
 
@@ -15,14 +21,26 @@ import numpy as np
 from PySide6.QtCore import QObject, QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout)
+                               QLineEdit, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+                               QVBoxLayout)
 
 from deeplab_studio.storage.labelmaps import read_label_png
 from deeplab_studio.storage.project import Project, Status
-from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc
-from deeplab_studio.storage.voc_format import CLASS_DIR
+from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, other_project_export
+from deeplab_studio.storage.voc_format import CLASS_DIR, shown, voc_root_for
 
 EXPORTABLE = (Status.REVIEWED, Status.EDITED, Status.AUTO)
+
+
+def destination_key(folder: str | Path) -> str:
+    """The settings key of a project's last export destination (a hash: any folder name fits)."""
+    return "export/destination_of/" + hashlib.sha256(os.fsencode(str(folder))).hexdigest()[:20]
+
+
+def default_destination(folder: Path) -> str:
+    """`<parent>/<name>_voc`, or in the home folder when the path is not valid UTF-8 (Qt would drop bytes)."""
+    dest = str(folder.parent / f"{folder.name}_voc")
+    return dest if shown(dest) == dest else str(Path.home() / f"{shown(folder.name).replace(chr(92), '_')}_voc")
 
 
 class ExportJob(QObject):
@@ -32,9 +50,9 @@ class ExportJob(QObject):
     finished = Signal(object, object)  # (ExportSummary, pixel counts per class: np.ndarray)
     failed = Signal(str)
 
-    def __init__(self, project: Project, out_dir: Path, **options) -> None:
+    def __init__(self, project: Project, destination: Path, **options) -> None:
         super().__init__()
-        self.project, self.out_dir, self.options = project, out_dir, options
+        self.project, self.destination, self.options = project, destination, options
         self.thread = threading.Thread(target=self._run, name="voc-export", daemon=True)
 
     def start(self) -> None:
@@ -42,7 +60,7 @@ class ExportJob(QObject):
 
     def _run(self) -> None:
         try:
-            summary = export_voc(self.project, self.out_dir, progress=self.progress.emit, **self.options)
+            summary = export_voc(self.project, self.destination, progress=self.progress.emit, **self.options)
             counts = np.zeros(256, np.int64)
             for voc_id in summary.ids:
                 counts += np.bincount(read_label_png(summary.out_dir / CLASS_DIR / f"{voc_id}.png").ravel(),
@@ -65,8 +83,8 @@ class ExportDialog(QDialog):
         self.project, self.settings = project, settings
         self.job: ExportJob | None = None
         self.summary: ExportSummary | None = None
-        default = str(Path(project.folder).parent / f"{Path(project.folder).name}_voc")
-        self.destination = QLineEdit(str(settings.value("export/destination", default)))
+        last = settings.value(destination_key(project.folder))
+        self.destination = QLineEdit(str(last) if last else default_destination(Path(project.folder)))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         dest_row = QHBoxLayout()
@@ -127,9 +145,12 @@ class ExportDialog(QDialog):
         lay.addLayout(buttons)
         self.resize(640, 380)
 
+    def layout(self) -> str:
+        return "devkit" if self.devkit.isChecked() else "flat"
+
     def out_dir(self) -> Path:
-        root = Path(self.destination.text().strip()).expanduser()
-        return root / "VOCdevkit" / "VOC2012" if self.devkit.isChecked() else root
+        """The VOC root the export writes (`<destination>/VOCdevkit/VOC2012` with that layout)."""
+        return voc_root_for(Path(self.destination.text().strip()).expanduser(), self.layout())
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export destination", self.destination.text())
@@ -146,11 +167,18 @@ class ExportDialog(QDialog):
         if not statuses:
             self._fail("Choose at least one status to export.")
             return False
-        for key, value in (("destination", self.destination.text().strip()), ("val_fraction", self.val_fraction.value()),
-                           ("seed", self.seed.value()), ("devkit", self.devkit.isChecked())):
+        replace_other = self._confirm_replacing_other()
+        if replace_other is None:
+            self.message.setText("Export cancelled: choose another destination.")
+            return False
+        self.settings.setValue(destination_key(self.project.folder), self.destination.text().strip())
+        for key, value in (("val_fraction", self.val_fraction.value()), ("seed", self.seed.value()),
+                           ("devkit", self.devkit.isChecked())):
             self.settings.setValue(f"export/{key}", value)
-        self.job = ExportJob(self.project, self.out_dir(), val_fraction=self.val_fraction.value(),
-                             seed=self.seed.value(), statuses=statuses, objects=self.objects.isChecked())
+        destination = Path(self.destination.text().strip()).expanduser()
+        self.job = ExportJob(self.project, destination, val_fraction=self.val_fraction.value(),
+                             seed=self.seed.value(), statuses=statuses, objects=self.objects.isChecked(),
+                             layout=self.layout(), replace_other=replace_other)
         self.job.progress.connect(self._progress)
         self.job.finished.connect(self._finished)
         self.job.failed.connect(self._fail)
@@ -160,6 +188,19 @@ class ExportDialog(QDialog):
         self.message.setText("Exporting…")
         self.job.start()
         return True
+
+    def _confirm_replacing_other(self) -> bool | None:
+        """False when the target holds no other project's export, True when the user agreed to
+        replace it, None when they declined."""
+        other = other_project_export(self.project, self.out_dir())
+        if other is None:
+            return False
+        answer = QMessageBox.question(
+            self, "Replace another project's export?",
+            f"{shown(self.out_dir())} holds the export of another project:\n{other}\n\n"
+            "Replace it with this project's export? Its files will be deleted.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return True if answer == QMessageBox.StandardButton.Yes else None
 
     def _progress(self, done: int, total: int, what: str) -> None:
         self.progress.setRange(0, max(total, 1))
@@ -174,7 +215,9 @@ class ExportDialog(QDialog):
         self.export_button.setEnabled(True)
         self.open_button.setEnabled(True)
         n = len(summary.ids)
-        self.message.setText(f"Exported {n} image{'' if n == 1 else 's'} to {summary.out_dir} in {summary.seconds:.1f} s.")
+        failed = f" {len(summary.failed)} failed (listed below)." if summary.failed else ""
+        self.message.setText(f"Exported {n} image{'' if n == 1 else 's'} to {shown(summary.out_dir)} in "
+                             f"{summary.seconds:.1f} s.{failed}")
         self.report.setPlainText(self.summary_text(summary, counts))
         self.report.setVisible(True)
         self.exportFinished.emit(summary)
@@ -186,6 +229,9 @@ class ExportDialog(QDialog):
                  f"JPEGs copied unchanged: {summary.jpegs_copied}, converted: {summary.images_converted}"]
         if summary.skipped:
             lines.append("left out: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.skipped.items())))
+        if summary.failed:
+            lines.append(f"failed, left out: {len(summary.failed)}")
+            lines.extend(f"  {reason}" for _path, reason in summary.failed)
         total = max(int(counts.sum()), 1)
         lines.append("pixels per class:")
         for i, name in enumerate(names):
@@ -193,16 +239,17 @@ class ExportDialog(QDialog):
                 lines.append(f"  {i:>3} {name:<16} {int(counts[i]):>12,}  {100 * counts[i] / total:5.1f} %")
         if counts[255]:
             lines.append(f"  255 {'ignore':<16} {int(counts[255]):>12,}  {100 * counts[255] / total:5.1f} %")
-        if self.devkit.isChecked():
-            root = summary.out_dir.parent.parent
-            lines.append(f'\ntorchvision: VOCSegmentation("{root}", year="2012", image_set="train")')
+        if summary.layout == "devkit":
+            lines.append(f'\ntorchvision: VOCSegmentation(root={str(summary.destination)!r}, year="2012", '
+                         'image_set="train")')
         return "\n".join(lines)
 
     def _fail(self, message: str) -> None:
+        message = shown(message)
         self.job = None
         self.export_button.setEnabled(True)
         self.progress.setVisible(False)
-        self.message.setText(f"<span style='color:#d33'>Export failed: {message}</span>")
+        self.message.setText(f"<span style='color:#d33'>Export failed: {html.escape(message)}</span>")
         self.message.setTextFormat(Qt.TextFormat.RichText)
         self.exportFailed.emit(message)
 

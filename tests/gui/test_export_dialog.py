@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PySide6.QtWidgets import QMessageBox
 
-from tests.gui.conftest import click
+from deeplab_studio.gui.export_dialog import ExportDialog
+from deeplab_studio.storage.project import Project
+from tests.gui.conftest import click, make_folder
 
 
 def test_export_dialog_writes_a_dataset_torchvision_loads(qtbot, window, tmp_path):
@@ -50,3 +55,64 @@ def test_export_into_a_foreign_folder_fails_in_the_dialog(qtbot, window, tmp_pat
         dlg.start_export()
     assert "not empty" in sig.args[0] and "not empty" in dlg.message.text()
     assert (dest / "notes.txt").read_text() == "mine"
+
+
+def _annotated_project(folder: Path, n: int) -> Project:
+    make_folder(folder, n=n)
+    proj = Project.open(folder)
+    for rec in proj.records:
+        proj.save_annotation(rec, np.ones((rec.height, rec.width), np.uint8), np.ones((rec.height, rec.width), bool))
+    return proj
+
+
+def _export(qtbot, dlg: ExportDialog) -> object:
+    with qtbot.waitSignal(dlg.exportFinished, timeout=30000) as sig:
+        assert dlg.start_export()
+    return sig.args[0]
+
+
+def test_destination_is_remembered_per_project(qtbot, settings, tmp_path):
+    a = _annotated_project(tmp_path / "a", 3)
+    b = _annotated_project(tmp_path / "b", 1)
+    dlg = ExportDialog(a, settings)
+    qtbot.addWidget(dlg)
+    assert dlg.destination.text() == str(tmp_path / "a_voc")
+    dlg.destination.setText(str(tmp_path / "exports" / "shared"))
+    _export(qtbot, dlg)
+    dlg_b = ExportDialog(b, settings)  # another project: its own default, never a's folder
+    qtbot.addWidget(dlg_b)
+    assert dlg_b.destination.text() == str(tmp_path / "b_voc")
+    dlg_a = ExportDialog(a, settings)
+    qtbot.addWidget(dlg_a)
+    assert dlg_a.destination.text() == str(tmp_path / "exports" / "shared")
+
+
+def test_replacing_another_projects_export_asks_first(qtbot, settings, tmp_path, monkeypatch):
+    a = _annotated_project(tmp_path / "a", 3)
+    b = _annotated_project(tmp_path / "b", 1)
+    dest = tmp_path / "shared"
+    jpegs = dest / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    dlg = ExportDialog(a, settings)
+    qtbot.addWidget(dlg)
+    dlg.destination.setText(str(dest))
+    assert len(_export(qtbot, dlg).ids) == 3
+    asked = []
+
+    def answer(button):
+        def question(parent, title, text, *args, **kwargs):
+            asked.append(text)
+            return button
+        return question
+
+    dlg_b = ExportDialog(b, settings)
+    qtbot.addWidget(dlg_b)
+    dlg_b.destination.setText(str(dest))
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    assert not dlg_b.start_export() and dlg_b.job is None
+    assert len(asked) == 1 and str(a.folder) in asked[0] and "another project" in asked[0]
+    assert "cancelled" in dlg_b.message.text() and len(list(jpegs.iterdir())) == 3  # a's export kept
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    assert _export(qtbot, dlg_b).ids == ["img_0"] and len(asked) == 2
+    assert [p.name for p in jpegs.iterdir()] == ["img_0.jpg"]
+    _export(qtbot, dlg_b)  # its own export now: replaced without a question
+    assert len(asked) == 2
