@@ -4,7 +4,9 @@ Our format is a safetensors file whose header metadata maps ``"deeplab_studio"``
 object (format version, arch, classes, colours, output stride, normalisation, head options,
 training summary). PyTorch files are only ever read with ``torch.load(weights_only=True)``;
 the numpy scalar types VainF checkpoints carry (``best_score``) are the only extra types
-allowed, so a pickle that would run code is refused before anything runs.
+allowed, so a pickle that would run code is refused before anything runs. A zip that would
+inflate past a memory budget, odd tensors (sparse, quantized, meta, non-float, NaN) and odd
+keys are refused with one line too (see ``checkpoint_safety``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import struct
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +30,9 @@ import torch
 from torch import nn
 
 from ..core.labels import VOC_CLASSES, voc_colormap
+from . import checkpoint_safety as safety
 from . import hub
+from .checkpoint_safety import CheckpointError
 from .layouts import Layout, LayoutError, detect_layout, diff_state, normalise, strip_wrappers
 from .zoo import arch_spec, build_model, list_archs
 
@@ -46,15 +50,6 @@ TORCHVISION_WEIGHTS = {
     "deeplabv3_mobilenet_v3_large":
         "https://download.pytorch.org/models/deeplabv3_mobilenet_v3_large-fc3c493d.pth",
 }
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be read or used; ``str()`` names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass
@@ -161,37 +156,25 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, num
 
 # ----------------------------------------------------------------------------- reading
 
-def _numpy_safe_globals() -> list:
-    """The only non-torch types a weights-only load may rebuild: numpy scalars and dtypes."""
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-
-    allowed: list = [(multiarray.scalar, "numpy.core.multiarray.scalar"),
-                     (multiarray.scalar, "numpy._core.multiarray.scalar"), np.dtype]
-    for kind in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
-                 np.uint8, np.bool_):
-        allowed.append(type(np.dtype(kind)))
-    return allowed
-
-
 def _sniff(path: Path) -> str:
     """'safetensors', 'torch' (zip or legacy pickle) or raise for anything else."""
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(path, "the file is empty")
     with open(path, "rb") as fh:
-        head = fh.read(9)
+        head = fh.read(262)
     if head[:4] == b"PK\x03\x04":
         return "torch"
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
         return "torch"
-    if len(head) == 9 and head[8:9] == b"{":
+    if len(head) >= 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
         if 8 + header_len > size:
             raise CheckpointError(path, "truncated safetensors file (header runs past the end)")
         return "safetensors"
+    if head[257:262] == b"ustar":
+        raise CheckpointError(path, "a PyTorch file in the pre-1.0 .tar format, which cannot be "
+                              "read safely; re-save it with a current PyTorch")
     raise CheckpointError(path, "not a checkpoint: neither a safetensors nor a PyTorch file")
 
 
@@ -203,23 +186,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     except Exception as exc:  # safetensors raises its own error types for bad files
         raise CheckpointError(path, f"corrupt or truncated safetensors file ({exc})") from None
     return tensors, meta
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's message spans many lines and suggests weights_only=False; keep the one line that says why
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        why = next((line for line in lines if "global" in line.lower()), lines[0] if lines else type(exc).__name__)
-        why = why.removeprefix("WeightsUnpickler error: ")
-        if "global" in why.lower():  # "Unsupported global: GLOBAL x.y ..." / "... GLOBAL posix.system ... blocked"
-            raise CheckpointError(path, "refused to load: the file holds Python objects other than "
-                                  f"tensors and plain numbers, which could run code ({why})") from None
-        raise CheckpointError(path, f"corrupt or truncated PyTorch file ({why})") from None
-    except (RuntimeError, EOFError, ValueError, struct.error) as exc:
-        raise CheckpointError(path, f"corrupt or truncated PyTorch file ({str(exc).splitlines()[0]})") from None
 
 
 def _extract_state(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -237,14 +203,14 @@ def _extract_state(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict[
         value = obj.get(key)
         if isinstance(value, (int, float, np.generic)) and not isinstance(value, bool):
             extras[key] = value.item() if isinstance(value, np.generic) else value
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
+    weights = (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)
+    if not any(isinstance(v, weights) for v in state.values()):
         top = ", ".join(sorted(map(str, obj))[:6])
         raise CheckpointError(path, f"not a checkpoint: no model weights found (keys: {top})")
-    if len(tensors) != len(state):
-        bad = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)][:3]
-        raise CheckpointError(path, f"not a state dict: entries {bad} are not tensors")
-    return tensors, extras
+    problem = safety.state_problem(state)
+    if problem:
+        raise CheckpointError(path, f"not a usable state dict: {problem}")
+    return dict(state), extras
 
 
 def _own_meta(path: Path, raw: dict[str, str]) -> dict[str, Any] | None:
@@ -271,8 +237,9 @@ def _own_meta(path: Path, raw: dict[str, str]) -> dict[str, Any] | None:
             raise ValueError("std must be positive")
         meta["class_colors"] = _colors(meta.get("class_colors"), n)
         names = meta.get("class_names")
-        if names is not None and (not isinstance(names, list) or len(names) != n):
-            raise ValueError(f"class_names must be a list of {n} names")
+        if names is not None and (not isinstance(names, list) or len(names) != n
+                                  or not all(isinstance(name, str) for name in names)):
+            raise ValueError(f"class_names must be a list of {n} strings")
         if meta.get("output_stride", 16) not in (8, 16):
             raise ValueError(f"output_stride {meta.get('output_stride')!r} is not 8 or 16")
     except (KeyError, TypeError, ValueError) as exc:
@@ -308,10 +275,17 @@ def _build_and_load(path: Path, state: dict[str, torch.Tensor], layout: Layout,
         model = build_model(layout.arch, output_stride=output_stride, **layout.build_kwargs())
     except ValueError as exc:
         raise CheckpointError(path, str(exc)) from None
-    problem = diff_state(model.state_dict(), state)
+    expected = model.state_dict()
+    problem = diff_state(expected, state)
     if problem:
         raise CheckpointError(path, f"weights do not fit {layout.arch}: {problem}")
-    model.load_state_dict(state, strict=True)
+    problem = safety.value_problem(expected, state)
+    if problem:
+        raise CheckpointError(path, f"unusable weights: {problem}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(path, f"weights do not fit {layout.arch}: {str(exc).splitlines()[-1]}") from None
     return model
 
 
@@ -337,7 +311,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         state, raw = _read_safetensors(path)
         own = _own_meta(path, raw)
     else:
-        state, extras = _extract_state(path, _torch_load(path))
+        state, extras = _extract_state(path, safety.load_pth(path))
     try:
         state, layout = normalise(state)
     except LayoutError as exc:
