@@ -22,6 +22,11 @@ from deeplab_studio.ml import checkpoint_safety
 from deeplab_studio.ml.checkpoints import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from deeplab_studio.ml.zoo import build_model
 
+# torch's own warnings about the odd files these tests make and load
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*(TypedStorage is deprecated|quantized tensor creation|pickle protocol|sparse tensor invariants)"
+    ":UserWarning")
+
 FINAL = "classifier.classifier.4.weight"  # deeplabv3_mobilenet's last conv
 GIB = 1024 ** 3
 
