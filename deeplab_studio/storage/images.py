@@ -15,15 +15,31 @@ Safety: a decompression-bomb limit (`max_pixels`, default 400 MP) checked from t
 decoding, and Pillow's own bomb checks turned into our error; images smaller than `min_side`
 pixels on a side are refused (a 1×1 "image" is a tracking pixel, not something to annotate);
 the whole file is decoded, so truncated files are caught, whatever `ImageFile.LOAD_TRUNCATED_IMAGES`
-says elsewhere in the process.
+says elsewhere in the process. A JPEG too small to hold its declared size (under one bit per 8×8
+block, which no complete Huffman-coded JPEG can be) is refused from the header: libjpeg would
+otherwise fill the missing blocks with grey and report no error.
+
+Memory budget: the peak memory of a read is estimated from the header by `decode_cost` and the
+file is refused before decoding when the estimate is above `max_bytes` (default 3 GiB). The
+estimate is Pillow's decoded frame (1 byte per pixel for 1-bit, gray and palette modes, 2 for
+16-bit gray, 4 otherwise) plus the larger of the result (3 B/px) and the decoder's own buffers
+(JPEG: its DCT coefficients, 2 bytes per sample, 3 B/px at 4:2:0, up to 8 for CMYK; WebP:
+libwebp's canvases, 12 B/px; TIFF: one strip or tile, and a transposed copy when the file
+carries an orientation; RLE BMP: 3 B/px), plus `WORK_BYTES` (64 MiB) for row blocks. So a PNG,
+BMP or 4:2:0 JPEG needs at most 7 bytes per declared pixel, a WebP 16, and nothing more than
+3 GiB. Conversion to RGB (palette, alpha, 16-bit, float, CMYK) and the EXIF orientation are done
+in row blocks of half a megapixel written straight into the result, never on whole-image copies.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +48,16 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 400_000_000
+DEFAULT_MAX_BYTES = 3 << 30  # 3 GiB: the most one read may need (see "Memory budget" above)
+WORK_BYTES = 64 << 20  # row blocks, decoder state and small buffers, beside the per-pixel costs
 DEFAULT_MIN_SIDE = 2
-_BLOCK_ROWS = 512
+_BLOCK_PIXELS = 1 << 19  # pixels per row block of a conversion
 _ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO")  # MPO: multi-picture JPEG from cameras
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_INVERSE_ORIENTATION = {6: 8, 8: 6}  # the others undo themselves
 
-# Pillow's bomb limit and truncation flag are process globals; we set them for the duration of a
-# read, so reads are serialised by this lock (decoding an image takes milliseconds).
+# Pillow's bomb limit and truncation flag are process globals; we set them while a header is read
+# and while a file is decoded, so those steps are serialised by this lock (conversions are not).
 _PIL_LOCK = threading.RLock()
 
 
@@ -88,8 +108,120 @@ def _orientation(im: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _open_checked(path: Path, max_pixels: int | None, min_side: int) -> Image.Image:
-    """Open the header (caller holds `_PIL_LOCK`), with every size check done; raises ImageReadError."""
+# ---------------------------------------------------------------------------------------------
+# memory budget, from the header
+
+
+def frame_bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel of a decoded Pillow frame in `mode` (Pillow pads RGB to 4)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _tag_int(tags, key: int, default: int) -> int:
+    """A TIFF tag as one int (the largest, for per-strip tuples); `default` when absent or odd."""
+    value = tags.get(key, default)
+    if isinstance(value, tuple):
+        value = max(value, default=default)
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _tiff_buffer_bytes(im: Image.Image) -> int:
+    """libtiff's buffers: one decoded strip or tile (at least RGBA), its compressed bytes, and
+    the transposed copy Pillow makes of the whole frame when the file has an orientation."""
+    tags = getattr(im, "tag_v2", {})
+    w, h = _tag_int(tags, 256, im.size[0]), _tag_int(tags, 257, im.size[1])
+    bits = tags.get(258, (8,))
+    bits_per_px = sum(bits) if isinstance(bits, tuple) else _tag_int(tags, 258, 8) * _tag_int(tags, 277, 1)
+    if 322 in tags:  # tiled
+        bw, bh, packed = _tag_int(tags, 322, w), _tag_int(tags, 323, h), _tag_int(tags, 325, 0)
+    else:
+        bw, bh, packed = w, min(h, _tag_int(tags, 278, h) or h), _tag_int(tags, 279, 0)
+    block = bh * max(math.ceil(bw * bits_per_px / 8), 4 * bw) + packed
+    turned = w * h * frame_bytes_per_pixel(im.mode) if _tag_int(tags, 0x0112, 1) in range(2, 9) else 0
+    return block + turned
+
+
+def _jpeg_block_counts(im: Image.Image) -> list[int]:
+    """8×8 blocks of each component of a JPEG, from its SOF sampling factors."""
+    w, h = im.size
+    layers = getattr(im, "layer", None) or [("", 1, 1, 0)]
+    hmax = max(max(s[1] for s in layers), 1)
+    vmax = max(max(s[2] for s in layers), 1)
+    return [math.ceil(math.ceil(w * s[1] / hmax) / 8) * math.ceil(math.ceil(h * s[2] / vmax) / 8)
+            for s in layers]
+
+
+def _decoder_bytes(im: Image.Image) -> tuple[int, int]:
+    """(bytes the decoder holds while decoding, bytes it still holds afterwards), beyond the frame."""
+    px = im.size[0] * im.size[1]
+    if im.format in ("JPEG", "MPO"):  # libjpeg buffers every coefficient for progressive files
+        return 128 * sum(_jpeg_block_counts(im)), 0
+    if im.format == "WEBP":  # two RGBA canvases in libwebp (kept while the file is open) + a copy
+        return 12 * px, 8 * px
+    if im.format == "TIFF":
+        return _tiff_buffer_bytes(im), 0
+    if im.format == "BMP" and im.info.get("compression") in (1, 2):  # RLE, expanded in Python
+        return 3 * px, 0
+    return 0, 0
+
+
+def decode_cost(im: Image.Image, out_bytes_per_pixel: int = 3) -> int:
+    """Peak bytes reading `im` (an opened, not yet decoded file) into a result of
+    `out_bytes_per_pixel` needs: the frame, the larger of decoder buffers and result, `WORK_BYTES`."""
+    px = im.size[0] * im.size[1]
+    during, after = _decoder_bytes(im)
+    return px * frame_bytes_per_pixel(im.mode) + max(during, after + px * out_bytes_per_pixel) + WORK_BYTES
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+# ---------------------------------------------------------------------------------------------
+# opening and decoding
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What one read accepts: pixel count, side, memory budget, result bytes per pixel, formats."""
+
+    max_pixels: int | None
+    min_side: int
+    max_bytes: int | None
+    out_bpp: int = 3
+    formats: tuple[str, ...] | None = _ALLOWED_FORMATS
+
+
+def _refuse(im: Image.Image, path: Path, reason: str) -> None:
+    im.close()
+    raise ImageReadError(path, reason)
+
+
+def _check_header(im: Image.Image, path: Path, file_size: int, limits: _Limits) -> None:
+    """Every check the header allows: format, pixel count, side, JPEG size, memory budget."""
+    if limits.formats is not None and im.format not in limits.formats:
+        _refuse(im, path, f"unsupported image format {im.format} (use JPEG, PNG, BMP, TIFF or WebP)")
+    w, h = im.size
+    if limits.max_pixels is not None and w * h > limits.max_pixels:
+        _refuse(im, path, f"image is {w}×{h} = {w * h / 1e6:.1f} MP, above the limit of "
+                f"{limits.max_pixels / 1e6:.0f} MP (possible decompression bomb)")
+    if min(w, h) < limits.min_side:
+        _refuse(im, path, f"image is only {w}×{h} pixels (at least {limits.min_side} px per side needed)")
+    if im.format in ("JPEG", "MPO") and file_size < max(_jpeg_block_counts(im)) // 8:
+        _refuse(im, path, f"truncated or damaged JPEG: {w}×{h} pixels need at least "
+                f"{max(_jpeg_block_counts(im)) // 8} bytes of image data, the file has {file_size}")
+    if limits.max_bytes is not None and (need := decode_cost(im, limits.out_bpp)) > limits.max_bytes:
+        _refuse(im, path, f"decoding this {w}×{h} {im.format} ({im.mode}) image needs about {_gib(need)} "
+                f"of memory, above the budget of {_gib(limits.max_bytes)}")
+
+
+def _open_checked(path: Path, limits: _Limits) -> Image.Image:
+    """Open the header (caller holds `_PIL_LOCK`), with every header check done; raises ImageReadError."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -112,32 +244,73 @@ def _open_checked(path: Path, max_pixels: int | None, min_side: int) -> Image.Im
         raise ImageReadError(path, f"cannot open as an image ({exc})") from None
     except Exception as exc:  # plugins raise assorted errors (SyntaxError, ValueError...) on junk
         raise ImageReadError(path, f"corrupt image header ({type(exc).__name__}: {exc})") from None
-    if im.format not in _ALLOWED_FORMATS:
-        im.close()
-        raise ImageReadError(path, f"unsupported image format {im.format} (use JPEG, PNG, BMP, TIFF or WebP)")
-    w, h = im.size
-    if max_pixels is not None and w * h > max_pixels:
-        im.close()
-        raise ImageReadError(
-            path, f"image is {w}×{h} = {w * h / 1e6:.1f} MP, above the limit of {max_pixels / 1e6:.0f} MP "
-            "(possible decompression bomb)")
-    if min(w, h) < min_side:
-        im.close()
-        raise ImageReadError(path, f"image is only {w}×{h} pixels (at least {min_side} px per side needed)")
+    _check_header(im, path, st.st_size, limits)
+    return im
+
+
+@contextmanager
+def _pillow_globals(max_pixels: int | None) -> Iterator[None]:
+    """Hold `_PIL_LOCK` with Pillow's bomb limit at `max_pixels` and truncated files refused."""
+    with _PIL_LOCK:
+        old_max, old_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_max, old_trunc
+
+
+def _decode(im: Image.Image, path: Path) -> None:
+    """`im.load()` with every failure turned into ImageReadError (caller holds `_pillow_globals`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(path, f"decompression bomb refused: {exc}") from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode the image") from None
+    except OSError as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason:
+            reason = f"truncated or incomplete file ({reason})"
+        raise ImageReadError(path, f"cannot decode the image: {reason}") from None
+    except Exception as exc:
+        raise ImageReadError(path, f"corrupt image data ({type(exc).__name__}: {exc})") from None
+
+
+def open_checked(path: str | Path, *, out_bytes_per_pixel: int, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 max_bytes: int | None = DEFAULT_MAX_BYTES, min_side: int = 0,
+                 formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Open the header of `path` with every header check done, including the memory budget
+    (`decode_cost` with `out_bytes_per_pixel` for the caller's result); nothing is decoded.
+
+    `_PIL_LOCK` is held only while the header is read: the caller decodes (`load()`) outside it
+    and closes the image. `formats=None` accepts any format Pillow reads. Raises ImageReadError.
+    """
+    with _pillow_globals(None):  # our own check in _check_header gives the clearer message
+        return _open_checked(Path(path), _Limits(max_pixels, min_side, max_bytes, out_bytes_per_pixel, formats))
+
+
+def _open_decoded(path: Path, limits: _Limits) -> Image.Image:
+    """Open and fully decode `path` under `_PIL_LOCK`, truncated files refused; raises ImageReadError."""
+    with _pillow_globals(None):
+        im = _open_checked(path, limits)
+        try:
+            Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's checks during decoding (frames, tiles)
+            _decode(im, path)
+        except BaseException:
+            im.close()
+            raise
     return im
 
 
 def probe_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                min_side: int = DEFAULT_MIN_SIDE) -> ImageInfo:
-    """Format, mode, stored size and EXIF orientation from the header only."""
+                min_side: int = DEFAULT_MIN_SIDE, max_bytes: int | None = DEFAULT_MAX_BYTES) -> ImageInfo:
+    """Format, mode, stored size and EXIF orientation from the header only (every header check done)."""
     path = Path(path)
-    with _PIL_LOCK:
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # our own check in _open_checked gives the clearer message
-        try:
-            im = _open_checked(path, max_pixels, min_side)
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
+    with _pillow_globals(None):
+        im = _open_checked(path, _Limits(max_pixels, min_side, max_bytes))
     with im:
         raw = im.size
         if im.format == "TIFF":  # Pillow reports TIFF sizes already oriented: take the stored one
@@ -151,102 +324,121 @@ def image_size(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     return probe_image(path, max_pixels=max_pixels).size
 
 
-def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
-    if mode == "F":
-        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = 1.0 if arr.max(initial=0.0) <= 1.0 else float(arr.max())
-        return np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
-    # I;16* and I (Pillow stores 16-bit grayscale PNG/TIFF as one of these): full 16-bit range,
-    # in row blocks so a 400 MP image needs no multi-GB temporaries
-    out = np.empty(arr.shape, np.uint8)
-    for y in range(0, arr.shape[0], _BLOCK_ROWS):
-        blk = np.clip(arr[y:y + _BLOCK_ROWS].astype(np.int64), 0, 65535)
-        out[y:y + _BLOCK_ROWS] = (blk * 255 + 32767) // 65535
-    return out
+# ---------------------------------------------------------------------------------------------
+# conversion to RGB, in row blocks
+
+
+def row_blocks(im: Image.Image) -> Iterator[tuple[int, Image.Image]]:
+    """(first row, crop) for consecutive full-width row blocks of about `_BLOCK_PIXELS` pixels."""
+    w, h = im.size
+    step = max(1, _BLOCK_PIXELS // max(w, 1))
+    for y in range(0, h, step):
+        yield y, im.crop((0, y, w, min(h, y + step)))
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _scale_16bit(arr: np.ndarray) -> np.ndarray:
+    """I;16* and I (Pillow's 16-bit grayscale): the full 16-bit range to 8 bit, rounded."""
+    blk = np.clip(arr, 0, 65535).astype(np.uint32)
+    return ((blk * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _float_top(im: Image.Image) -> float:
+    """The divisor for a float image: 1 for data in 0..1, else its largest finite value."""
+    top = max((float(_finite(np.asarray(b)).max(initial=0.0)) for _, b in row_blocks(im)), default=0.0)
+    return 1.0 if top <= 1.0 else top
 
 
 def _over_white(rgba: np.ndarray) -> np.ndarray:
-    """RGBA uint8 composited over white, rounded, in integer row blocks."""
-    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
-    for y in range(0, rgba.shape[0], _BLOCK_ROWS):
-        blk = rgba[y:y + _BLOCK_ROWS].astype(np.uint32)
-        a = blk[:, :, 3:4]
-        out[y:y + _BLOCK_ROWS] = (blk[:, :, :3] * a + 255 * (255 - a) + 127) // 255
-    return out
+    """RGBA uint8 composited over white, exactly `round((c·a + 255·(255 − a)) / 255)`, in uint16
+    (`(t + (t >> 8)) >> 8` with `t = x + 128` is `(x + 127) // 255` for every x ≤ 65025)."""
+    a = rgba[:, :, 3:4].astype(np.uint16)
+    t = rgba[:, :, :3] * a
+    t += 255 * (255 - a) + 128
+    t += t >> 8
+    return (t >> 8).astype(np.uint8)
 
 
-def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+def _cmyk_converter(im: Image.Image) -> Callable[[Image.Image], Image.Image]:
+    """CMYK→RGB through the embedded ICC profile when it works, else Pillow's plain formula."""
     icc = im.info.get("icc_profile")
     if icc:
         try:
             from PIL import ImageCms
 
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            transform = ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), "CMYK", "RGB")
+            return lambda b: ImageCms.applyTransform(b, transform)
         except Exception:  # missing littlecms or a broken profile: fall back to the plain formula
             pass
-    return im.convert("RGB")
+    return lambda b: b.convert("RGB")
 
 
-def _to_rgb_array(im: Image.Image) -> np.ndarray:
+def _rgb_converter(im: Image.Image) -> Callable[[Image.Image], np.ndarray]:
+    """A function from a row block of `im` to its RGB uint8 pixels (the module's conversions)."""
     mode = im.mode
     if mode == "RGB":
-        return np.asarray(im, dtype=np.uint8)
-    if mode.startswith("I") or mode == "F":
-        gray = _scale_to_uint8(np.asarray(im), mode)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return np.asarray
+    if mode == "F":
+        top = _float_top(im)
+        return lambda b: _gray_to_rgb(np.clip(np.rint(_finite(np.asarray(b)) / top * 255.0), 0, 255).astype(np.uint8))
+    if mode.startswith("I"):
+        return lambda b: _gray_to_rgb(_scale_16bit(np.asarray(b)))
     if mode == "CMYK":
-        return np.asarray(_cmyk_to_rgb(im), dtype=np.uint8)
-    if mode == "P" and ("transparency" in im.info or im.palette and im.palette.mode == "RGBA"):
-        im = im.convert("RGBA")
-    elif mode == "P":
-        im = im.convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return _over_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        cmyk = _cmyk_converter(im)
+        return lambda b: np.asarray(cmyk(b), dtype=np.uint8)
+    if mode in _ALPHA_MODES or (mode == "P" and (
+            "transparency" in im.info or (im.palette is not None and im.palette.mode == "RGBA"))):
+        return lambda b: _over_white(np.asarray(b.convert("RGBA"), dtype=np.uint8))
+    return lambda b: np.asarray(b.convert("RGB"), dtype=np.uint8)
+
+
+def _oriented_result(raw_hw: tuple[int, int], channels: tuple[int, ...], dtype: type, orientation: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(result array in viewer orientation, writable view of it in stored orientation)."""
+    h, w = raw_hw
+    shape = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+    out = np.empty(shape + channels, dtype)
+    return out, apply_orientation(out, _INVERSE_ORIENTATION.get(orientation, orientation))
+
+
+def _to_rgb_oriented(im: Image.Image, orientation: int) -> np.ndarray:
+    """The decoded frame as C-contiguous RGB uint8, orientation applied, converted block by block."""
+    convert = _rgb_converter(im)
+    out, raw = _oriented_result((im.size[1], im.size[0]), (3,), np.uint8, orientation)
+    for y, block in row_blocks(im):
+        raw[y:y + block.size[1]] = convert(block)
+    return out
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
+               min_side: int = DEFAULT_MIN_SIDE, max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
     """Decode `path` fully into a C-contiguous RGB `uint8` H×W×3 array (see the module docstring).
 
-    Raises `ImageReadError` naming the file and the reason for anything unusable.
+    Raises `ImageReadError` naming the file and the reason for anything unusable, including an
+    image whose `decode_cost` is above `max_bytes`.
     """
     path = Path(path)
-    with _PIL_LOCK:
-        old_max, old_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+    with _open_decoded(path, _Limits(max_pixels, min_side, max_bytes)) as im:
         try:
-            im = _open_checked(path, max_pixels, min_side)
-            Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's checks during decoding (frames, tiles)
-            with im:
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("error", Image.DecompressionBombWarning)
-                        im.load()
-                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                    raise ImageReadError(path, f"decompression bomb refused: {exc}") from None
-                except OSError as exc:
-                    reason = str(exc) or type(exc).__name__
-                    if "truncated" in reason:
-                        reason = f"truncated or incomplete file ({reason})"
-                    raise ImageReadError(path, f"cannot decode the image: {reason}") from None
-                except Exception as exc:
-                    raise ImageReadError(path, f"corrupt image data ({type(exc).__name__}: {exc})") from None
-                orientation = _orientation(im)
-                arr = _to_rgb_array(im)
-        finally:
-            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_max, old_trunc
-    return np.ascontiguousarray(apply_orientation(arr, orientation))
+            return _to_rgb_oriented(im, _orientation(im))
+        except MemoryError:
+            raise ImageReadError(path, "not enough memory to convert the image") from None
 
 
 def open_limited(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """`Image.open` (header only) under our bomb limit instead of Pillow's process-global one.
 
-    Used for label maps and masks: a label map of a 200 MP image must open although Pillow's own
-    limit (~179 MP) refuses it. The lock is held only while the header is read; the caller
-    decodes (`load()`) outside it. Raises what `Image.open` raises, or `DecompressionBombError` /
-    `DecompressionBombWarning` above `max_pixels`.
+    The lock is held only while the header is read; the caller decodes (`load()`) outside it.
+    `open_checked` does the same with every header check and the memory budget. Raises what
+    `Image.open` raises, or `DecompressionBombError` / `DecompressionBombWarning` above `max_pixels`.
     """
     with _PIL_LOCK:
         old = Image.MAX_IMAGE_PIXELS
@@ -260,7 +452,7 @@ def open_limited(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
 
 
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (1..8) to an H×W or H×W×C array, as a viewer would show it."""
+    """Apply an EXIF orientation (1..8) to an H×W or H×W×C array, as a viewer would show it (a view)."""
     if orientation not in range(2, 9):
         return arr
     # numpy equivalents of the PIL transposes (axis 0 = y, axis 1 = x)
