@@ -1,4 +1,4 @@
-"""Issue 10: fake sizes and the memory budget of `read_image` (and of the label-map readers).
+"""Issue 10: fake sizes and the memory budget of `read_image` and of the label-map readers.
 
 Peak memory is measured in a child process (Pillow's C allocations are invisible to tracemalloc):
 the child resets its high-water mark (`/proc/self/clear_refs`), reads one file and reports
@@ -24,6 +24,7 @@ from deeplab_studio.storage import images
 from deeplab_studio.storage.images import (
     DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, WORK_BYTES, ImageReadError, decode_cost, image_size, open_limited,
     probe_image, read_image)
+from deeplab_studio.storage.labelmaps import LabelMapError, colors_to_labels, read_label_png, read_mask_png
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 6000, 4000  # 24 MP: per-pixel costs dominate the fixed WORK_BYTES allowance
@@ -37,8 +38,10 @@ def write_flat_png(path: Path, w: int, h: int, *, color_type: int, bit_depth: in
                    pixel: bytes | None = None) -> Path:
     """A constant PNG of any size, streamed (never holds the image): one row compressed h times."""
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
-    px = pixel if pixel is not None else b"\x00" * (channels * bit_depth // 8)
-    row = b"\x00" + px * w
+    if bit_depth < 8:  # `pixel`: one byte holding 8 // bit_depth pixels
+        row = b"\x00" + (pixel or b"\x00") * -(-w * bit_depth // 8)
+    else:
+        row = b"\x00" + (pixel if pixel is not None else b"\x00" * (channels * bit_depth // 8)) * w
     z = zlib.compressobj(9)
     idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
@@ -70,13 +73,16 @@ reader = {"image": images.read_image, "labels": labelmaps.read_label_png, "mask"
 base = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset VmHWM to the current RSS
-out = reader(sys.argv[2])
-print(json.dumps({"peak": status("VmHWM:") - base, "shape": list(out.shape)}))
+try:
+    shape = list(reader(sys.argv[2]).shape)
+except images.ImageReadError as exc:  # LabelMapError is one too
+    shape = str(exc)
+print(json.dumps({"peak": status("VmHWM:") - base, "shape": shape}))
 """
 
 
-def peak_bytes(path: Path, reader: str = "image") -> tuple[int, list[int]]:
-    """(peak memory above the baseline, result shape) of reading `path` in a fresh process."""
+def peak_bytes(path: Path, reader: str = "image") -> tuple[int, list[int] | str]:
+    """(peak memory above the baseline, result shape or error message) of reading `path` in a fresh process."""
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the memory high-water mark")
     res = subprocess.run([sys.executable, "-c", _CHILD, str(ROOT), str(path), reader],
@@ -118,16 +124,9 @@ def test_jpeg_declaring_15000_squared_refused_from_the_header(tmp_path: Path) ->
 
 def test_fake_jpeg_refused_without_decoding(tmp_path: Path) -> None:
     """The refusal costs no memory (it used to be a 675 MB grey array after 2.2 GB of peak)."""
-    fake = _fake_size_jpeg(tmp_path / "fake.jpg", 15000, 15000)
-    code = ("import resource, sys; sys.path.insert(0, sys.argv[1]);"
-            "from deeplab_studio.storage.images import read_image, ImageReadError\n"
-            "try:\n    read_image(sys.argv[2])\nexcept ImageReadError as e:\n    print(e)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    res = subprocess.run([sys.executable, "-c", code, str(ROOT), str(fake)], capture_output=True, text=True,
-                         timeout=120)
-    message, maxrss_kb = res.stdout.strip().splitlines()
+    peak, message = peak_bytes(_fake_size_jpeg(tmp_path / "fake.jpg", 15000, 15000))
     assert "truncated or damaged JPEG" in message
-    assert int(maxrss_kb) < 400_000  # imports only: well under the 675 MB the pixels would take
+    assert peak < 20_000_000
 
 
 def test_honest_small_jpegs_still_read(tmp_path: Path) -> None:
@@ -242,3 +241,87 @@ def test_float_blocks_share_one_scale(tmp_path: Path, small_blocks) -> None:
     out = read_image(tmp_path / "f.tif")[..., 0]
     clean = np.nan_to_num(ramp.astype(np.float64), nan=0, posinf=0, neginf=0)
     np.testing.assert_array_equal(out, np.clip(np.rint(clean / clean.max() * 255), 0, 255).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# label maps and edit masks: the same budget, and one LabelMapError for anything unusable
+
+
+def test_label_map_peak_memory_within_the_budget(tmp_path: Path) -> None:
+    """A colourised label map (RGB, looked up in the VOC colours) used to need ~40 bytes per pixel."""
+    colour = write_flat_png(tmp_path / "colour.png", W, H, color_type=2, pixel=bytes([128, 0, 0]))  # VOC class 1
+    cost = _cost(colour, 1)
+    assert cost == W * H * 5 + WORK_BYTES
+    peak, shape = peak_bytes(colour, "labels")
+    assert shape == [H, W] and peak <= cost, f"peak {peak / 1e6:.0f} MB above {cost / 1e6:.0f} MB"
+    mask = write_flat_png(tmp_path / "mask.png", W, H, color_type=0, bit_depth=1, pixel=b"\xaa")
+    peak, shape = peak_bytes(mask, "mask")
+    assert shape == [H, W] and peak <= _cost(mask, 1)
+
+
+def test_label_map_over_the_budget_refused_from_the_header(tmp_path: Path) -> None:
+    p = write_header_png(tmp_path / "big_labels.png", 12000, 10000)
+    for call in (lambda: read_label_png(p, max_bytes=1 << 29), lambda: read_mask_png(p, max_bytes=1 << 29)):
+        with pytest.raises(LabelMapError, match="above the budget of 0.5 GiB") as info:
+            call()
+        assert info.value.path == p and "\n" not in str(info.value)
+
+
+def _damaged_label_files(tmp_path: Path) -> dict[str, Path]:
+    good = io.BytesIO()
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 7).save(good, "PNG")
+    data = good.getvalue()
+    ztxt = _chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"\0" * 20_000_000))  # 20 MB of text: Pillow's limit is 1 MB
+    files = {
+        "torn": data[: len(data) // 2],
+        "bad_crc": data[:40] + bytes([data[40] ^ 0xFF]) + data[41:],
+        "fake_size": write_header_png(tmp_path / "x.png", 40000, 9000, color_type=3).read_bytes(),
+        "text_bomb": data[:33] + ztxt + data[33:],
+        "wide_values": None,
+        "gray_alpha": None,
+        "fake_jpeg": _fake_size_jpeg(tmp_path / "y.jpg", 4000, 3000).read_bytes(),
+    }
+    out = {}
+    for name, raw in files.items():
+        out[name] = tmp_path / f"{name}.png"
+        if raw is not None:
+            out[name].write_bytes(raw)
+    Image.fromarray(np.full((8, 8), 300, np.uint16)).save(out["wide_values"])
+    Image.new("LA", (8, 8)).save(out["gray_alpha"])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["torn", "bad_crc", "fake_size", "text_bomb", "wide_values", "gray_alpha",
+                                  "fake_jpeg"])
+def test_damaged_label_maps_give_one_label_map_error(tmp_path: Path, kind: str) -> None:
+    p = _damaged_label_files(tmp_path)[kind]
+    for call in (read_label_png, read_mask_png):
+        with pytest.raises(LabelMapError) as info:
+            call(p)
+        assert info.value.path == p and str(p) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_fake_jpeg_label_map_refused_not_read_as_grey(tmp_path: Path) -> None:
+    """It used to be decoded in full, libjpeg filling the missing blocks with grey (128,128,128:
+    VOC class 7), and then judged by its colours."""
+    p = _damaged_label_files(tmp_path)["fake_jpeg"]
+    with pytest.raises(LabelMapError, match="truncated or damaged JPEG"):
+        read_label_png(p)
+
+
+def test_colour_lookup_in_blocks_reports_like_one_pass(tmp_path: Path, small_blocks) -> None:
+    pal = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0)], np.uint8)
+    lab = np.random.default_rng(5).integers(0, 3, (300, 150)).astype(np.uint8)
+    rgb = pal[lab]
+    Image.fromarray(rgb).save(tmp_path / "ok.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "ok.png", pal), lab)
+    rgb[250, 7] = (9, 9, 9)  # in a late block
+    rgb[40, 100] = (9, 9, 9)
+    rgb[120, 3] = (1, 2, 3)  # the smallest unknown colour: the example, at its first position
+    rgb[200, 1] = (1, 2, 3)
+    Image.fromarray(rgb).save(tmp_path / "bad.png")
+    with pytest.raises(LabelMapError, match=r"^.*bad.png: 4 pixels have colours outside the palette, "
+                       r"e\.g\. \(1,2,3\) at x=3, y=120 \(2 unknown colours\)$"):
+        read_label_png(tmp_path / "bad.png", pal)
+    with pytest.raises(LabelMapError, match=r"4 pixels .* \(1,2,3\) at x=3, y=120 \(2 unknown colours\)"):
+        colors_to_labels(rgb, pal)
