@@ -19,7 +19,8 @@ from deeplab_studio.storage import images as _images
 from deeplab_studio.storage.atomic import is_temp_file
 
 DATA_DIR_NAME = ".deeplab_studio"
-PROJECT_FILE = "project.json"
+PROJECT_FILE = "project.json"  # format 1; migrated to INDEX_FILE on first open for writing
+INDEX_FILE = "project.sqlite"
 
 
 class DataDirError(OSError):
@@ -82,11 +83,27 @@ def user_data_dir_for(folder: Path) -> Path:
     return user_data_root() / "projects" / hashlib.sha256(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def has_index(data_dir: Path) -> bool:
+    """True when `data_dir` holds a project index (either format)."""
+    return (data_dir / INDEX_FILE).is_file() or (data_dir / PROJECT_FILE).is_file()
+
+
+def has_images(folder: Path, *, skip: tuple[Path, ...] = ()) -> bool:
+    """True as soon as one image is found under `folder` (the rules of `scan_images`)."""
+    skip_set = {os.path.normcase(str(p)) for p in skip}
+    for root, dirs, files in os.walk(os.fspath(folder)):
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and os.path.normcase(os.path.join(root, d)) not in skip_set]
+        if any(not n.startswith(".") and _images.is_image_file(n) for n in files):
+            return True
+    return False
+
+
 def existing_data_dir(folder: str | Path) -> Path | None:
     """Where the project of `folder` already keeps its data, or None if it has no project yet."""
     folder = Path(folder).expanduser().resolve()
     for d in (folder / DATA_DIR_NAME, user_data_dir_for(folder)):
-        if (d / PROJECT_FILE).is_file():
+        if has_index(d):
             return d
     return None
 
@@ -98,8 +115,8 @@ def choose_data_dir(folder: Path) -> Path:
     if can_write_dir(local):
         return local
     user = user_data_dir_for(folder)
-    if (local / PROJECT_FILE).is_file() and not (user / PROJECT_FILE).exists():
-        shutil.copytree(local, user, dirs_exist_ok=True, ignore=lambda _d, names: [n for n in names if is_temp_file(n)])
+    if has_index(local) and not has_index(user):
+        shutil.copytree(local, user, dirs_exist_ok=True, ignore=lambda _d, names: [n for n in names if is_temp_file(n) or n == "lock"])
     if not can_write_dir(user):
         raise DataDirError(f"{folder}: the folder is read-only and the user data folder {user} is not writable")
     return user

@@ -4,151 +4,146 @@ Opening folder `F` keeps data in `F/.deeplab_studio/` — or, when `F` is read-o
 `$XDG_DATA_HOME/deeplab-studio/projects/<hash of F's absolute path>/` (`Project.data_dir` says
 which). The data folder holds
 
-- `project.json`: `format_version`, `classes` (`LabelSet.to_json()`), `label_rev` and
-  `label_remaps` (see below), and one record per image: relative posix `path`, storage `key`,
-  `width`, `height`, `status`, `created`/`modified` (ISO-8601 UTC), and the file's byte size and
-  mtime (so reopening re-reads only headers of files that changed);
-- `labels/<key>.png`: the label map, a palette PNG (see `labelmaps`); `masks/<key>.png`: the
-  1-bit edit mask (True = painted by a human).
+- `project.sqlite`: the index (see `index_db`): classes, label revisions, one row per image;
+- `labels/<key>[~<gen>].png`: label maps (palette PNG) and `masks/<key>[~<gen>].png`: 1-bit edit
+  masks (True = painted by a human), one pair per saved generation;
+- `journal/<key>.jnl`: edits not yet in a saved pair (see `journal`); `lock`: see `project_lock`.
 
-Every file is written atomically. Images are never modified. A damaged `project.json`, or one
-written by a newer format version, raises a `ProjectError` subclass and is never overwritten.
+**Saves are all-or-nothing.** `save_annotation` writes the new label map and edit mask under a
+new generation number (each atomically, fsync'ed), then switches the image's row — generation,
+status, journal position — in one transaction, then deletes the old pair. A crash at any moment
+leaves the old or the new state, never a mix; on open, files the index does not point to are
+removed and journaled edits newer than the saved pair are replayed (and reported in `notes`).
 
-Status: `unlabeled` (no label map) → `auto` (saved with an empty edit mask: model/CRF pixels only)
-→ `edited` (saved with a non-empty edit mask) → `reviewed` (set explicitly; it sticks when the
-image is edited and saved again). `save_annotation(status=None)` derives it; `set_status` sets it.
+**One writer.** A project opened for writing holds an OS lock; a second `Project.open` (another
+window, a command, or this process) raises `ProjectLockedError`, and `read_only=True` opens a
+snapshot that refuses every change with `ProjectReadOnlyError`. Close with `close()` or `with`.
 
-Class deletion is remapped **lazily and crash-safely**: `set_labelset(labels, lut)` appends the LUT
-to `label_remaps` and bumps `label_rev`; every label PNG carries the `label_rev` it was written
-under in a text chunk, and `load_annotation` applies the LUTs it missed. No label file is
-rewritten, so deleting a class costs one small `project.json` write whatever the project size.
-Callers holding a label map in memory apply the same LUT to it themselves.
+Status: `unlabeled` (no label map) → `auto` (saved with an empty edit mask) → `edited` (non-empty
+edit mask) → `reviewed` (set explicitly; it sticks when the image is saved again).
+
+Class deletion is remapped **lazily**: `set_labelset(labels, lut)` stores the LUT and bumps
+`label_rev`; every label PNG carries the `label_rev` it was written under in a text chunk, and
+`load_annotation` applies the LUTs it missed. Callers holding a label map apply the LUT themselves.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import sqlite3
 import threading
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from enum import Enum
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from deeplab_studio.core.labels import LabelSet, LabelSetError
+from deeplab_studio.core.labels import LabelSet
 from deeplab_studio.storage import images as _images
-from deeplab_studio.storage import locations
-from deeplab_studio.storage.atomic import atomic_write_text, cleanup_temp_files
+from deeplab_studio.storage import index_db, locations
+from deeplab_studio.storage.atomic import cleanup_temp_files
+from deeplab_studio.storage.journal import Journal
+from deeplab_studio.storage.labelmaps import read_label_png_with_text, read_mask_png, write_label_png, write_mask_png
 from deeplab_studio.storage.locations import (  # noqa: F401  (re-exported: part of the project API)
     DATA_DIR_NAME, PROJECT_FILE, existing_data_dir, natural_key, record_key, scan_images, user_data_root)
-from deeplab_studio.storage.labelmaps import read_label_png_with_text, read_mask_png, write_label_png, write_mask_png
+from deeplab_studio.storage.project_lock import ProjectLock, describe_holder
+from deeplab_studio.storage.project_scan import recover_journal, rescan, stray_files
+from deeplab_studio.storage.records import (  # noqa: F401  (re-exported)
+    ImageRecord, Problem, ProjectCorruptError, ProjectError, ProjectLockedError, ProjectReadOnlyError,
+    ProjectVersionError, Status, now_iso)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = index_db.FORMAT_VERSION
+INDEX_FILE = index_db.INDEX_FILE
 REV_TEXT_KEY = "deeplab-studio-label-rev"
+_GEN_RE = re.compile(r"^(?P<key>[A-Za-z0-9_.-]+?)(?:~(?P<gen>[0-9]+))?\.png$")
 
 
-class Status(str, Enum):
-    UNLABELED = "unlabeled"
-    AUTO = "auto"
-    EDITED = "edited"
-    REVIEWED = "reviewed"
-
-    def __str__(self) -> str:  # "auto", not "Status.AUTO", in messages and f-strings
-        return self.value
+def annotation_name(key: str, gen: int) -> str:
+    """File name of generation `gen` of an image's label map / edit mask (0: the format-1 name)."""
+    return f"{key}.png" if gen == 0 else f"{key}~{gen}.png"
 
 
-class ProjectError(Exception):
-    """A project that cannot be opened or a request it cannot honour (one clear message)."""
-
-
-class ProjectVersionError(ProjectError):
-    """`project.json` was written by a newer DeepLab Studio."""
-
-
-class ProjectCorruptError(ProjectError):
-    """`project.json` is damaged (not JSON, or not the expected structure)."""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class ImageRecord:
-    """One image of the project (mutable: the project updates status and timestamps in place)."""
-
-    path: str  # relative to the project folder, posix separators
-    width: int
-    height: int
-    status: Status = Status.UNLABELED
-    created: str = ""
-    modified: str = ""
-    key: str = ""
-    file_size: int = -1
-    file_mtime_ns: int = -1
-
-    def __post_init__(self) -> None:
-        self.status = Status(self.status)
-        if not self.key:
-            self.key = record_key(self.path)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.width, self.height)
-
-    def to_json(self) -> dict:
-        return {"path": self.path, "width": self.width, "height": self.height, "status": self.status.value,
-                "created": self.created, "modified": self.modified, "key": self.key,
-                "file_size": self.file_size, "file_mtime_ns": self.file_mtime_ns}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "ImageRecord":
-        rec = cls(path=str(d["path"]), width=int(d["width"]), height=int(d["height"]),
-                  status=Status(d.get("status", "unlabeled")), created=str(d.get("created", "")),
-                  modified=str(d.get("modified", "")), key=str(d.get("key", "")),
-                  file_size=int(d.get("file_size", -1)), file_mtime_ns=int(d.get("file_mtime_ns", -1)))
-        if rec.width < 1 or rec.height < 1 or rec.path.startswith("/") or ".." in rec.path.split("/"):
-            raise ValueError(f"bad image record {d!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", rec.key):
-            raise ValueError(f"bad storage key {rec.key!r}")
-        return rec
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something the user should know about an image: `missing`, `size_changed`, `unreadable`,
-    or `labels_missing` (the record said labelled but its label map is gone)."""
-
-    path: str
-    kind: str
-    message: str
-    record: ImageRecord | None = None
+def parse_annotation_name(name: str) -> tuple[str, int] | None:
+    m = _GEN_RE.match(name)
+    return (m["key"], int(m["gen"] or 0)) if m else None
 
 
 class Project:
     """An open project; create with `Project.open(folder)`."""
 
-    def __init__(self, folder: Path, data_dir: Path) -> None:
+    def __init__(self, folder: Path, data_dir: Path, *, read_only: bool = False, reason: str = "") -> None:
         self.folder = folder
         self.data_dir = data_dir
+        self.read_only = read_only
+        self.read_only_reason = reason
         self.labels = LabelSet.voc()
         self.records: list[ImageRecord] = []  # usable images, natural order
         self.problems: list[Problem] = []
+        self.notes: list[str] = []  # what opening repaired (recovered edits, removed stray files)
         self.label_rev = 0
         self.label_remaps: list[np.ndarray] = []  # label_remaps[r]: LUT from rev r to r+1
-        self._all: dict[str, ImageRecord] = {}  # every record in project.json, problems included
+        self.journal = Journal(data_dir / "journal")
+        self._all: dict[str, ImageRecord] = {}  # every indexed image, problems included
+        self._by_key: dict[str, ImageRecord] = {}
         self._lock = threading.RLock()
+        self._file_lock: ProjectLock | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._unborn = False  # an empty folder: nothing is created on disk until the first change
 
-    # --- opening ---------------------------------------------------------------------------
+    # --- opening and closing ----------------------------------------------------------------
     @classmethod
-    def open(cls, folder: str | Path, *, data_dir: str | Path | None = None) -> "Project":
-        """Open (or start) the project of `folder`, rescanning it for images."""
+    def open(cls, folder: str | Path, *, data_dir: str | Path | None = None, read_only: bool = False) -> "Project":
+        """Open (or start) the project of `folder`, rescanning it for images.
+
+        For writing unless `read_only`; `ProjectLockedError` when another writer has it."""
         folder = Path(folder).expanduser().resolve()
         if not folder.is_dir():
             raise ProjectError(f"{folder}: not a folder")
+        if read_only:
+            ddir = Path(data_dir).expanduser().resolve() if data_dir is not None else (
+                existing_data_dir(folder) or folder / DATA_DIR_NAME)
+            proj = cls(folder, ddir, read_only=True, reason="opened read-only")
+            proj._load_read_only()
+            return proj
+        if data_dir is None and existing_data_dir(folder) is None and not locations.has_images(folder):
+            proj = cls(folder, folder / DATA_DIR_NAME)
+            proj._unborn = True
+            return proj
+        proj = cls(folder, cls._writable_data_dir(folder, data_dir))
+        proj._take_lock()
+        try:
+            proj._load_for_writing()
+        except BaseException:
+            proj.close()
+            raise
+        return proj
+
+    def _take_lock(self) -> None:
+        try:
+            lock = ProjectLock.acquire(self.data_dir)
+        except OSError as exc:
+            raise ProjectError(f"{self.data_dir}: cannot lock the project ({exc.strerror or exc})") from None
+        if lock is None:
+            raise ProjectLockedError(
+                f"{self.folder}: the project is open for writing in {describe_holder(self.data_dir)}; "
+                "close it there first, or open it read-only")
+        self._file_lock = lock
+
+    def _materialize(self) -> None:
+        """First change in an empty folder: create the data folder, lock and index now."""
+        self.data_dir = self._writable_data_dir(self.folder, None)
+        self.journal = Journal(self.data_dir / "journal")
+        self._take_lock()
+        self._unborn = False
+        try:
+            self._load_for_writing()
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _writable_data_dir(folder: Path, data_dir: str | Path | None) -> Path:
         try:
             ddir = Path(data_dir).expanduser().resolve() if data_dir is not None else locations.choose_data_dir(folder)
         except OSError as exc:  # DataDirError, or copying a read-only project to the user folder failed
@@ -156,110 +151,134 @@ class Project:
                                f"{folder}: cannot set up the project data folder ({exc})") from None
         if data_dir is not None and not locations.can_write_dir(ddir):
             raise ProjectError(f"{ddir}: the project data folder is not writable")
-        proj = cls(folder, ddir)
+        return ddir
+
+    def _load_for_writing(self) -> None:
+        ddir = self.data_dir
         for sub in (ddir, ddir / "labels", ddir / "masks"):
             cleanup_temp_files(sub)
-        pfile = ddir / PROJECT_FILE
-        changed = not pfile.exists()
-        if not changed:
-            proj._load_index(pfile)
-        changed |= proj._rescan()
-        if changed:
-            proj.save()
-        return proj
+        index = ddir / INDEX_FILE
+        try:
+            if not index.exists() and (ddir / index_db.LEGACY_FILE).exists():
+                index_db.migrate_json(ddir, has_labels=lambda key: (ddir / "labels" / f"{key}.png").is_file())
+                self.notes.append(f"converted the project index to {index.name} "
+                                  f"(the old {index_db.LEGACY_FILE} is kept as {index_db.LEGACY_BACKUP})")
+            elif not index.exists():
+                folder = None if ddir == self.folder / DATA_DIR_NAME else str(self.folder)
+                index_db.create(index, self.labels, folder=folder)
+            self._conn = index_db.open_existing(index)
+            self._read_index(index)
+        except index_db.IndexVersionError as exc:
+            raise ProjectVersionError(str(exc)) from None
+        except index_db.IndexFileError as exc:
+            raise ProjectCorruptError(str(exc)) from None
+        except (sqlite3.Error, OSError) as exc:
+            raise ProjectError(f"{index}: cannot open the project index ({exc})") from None
+        present = self._annotation_files()
+        rescan(self, present, write=True)
+        removed = stray_files(self, present)
+        if removed:
+            self.notes.append(f"removed {removed} label/mask files of interrupted saves")
+        recover_journal(self)
 
-    def _load_index(self, pfile: Path) -> None:
+    def _load_read_only(self) -> None:
+        ddir = self.data_dir
+        index, legacy = ddir / INDEX_FILE, ddir / index_db.LEGACY_FILE
         try:
-            raw = pfile.read_bytes()
-        except OSError as exc:
-            raise ProjectError(f"{pfile}: cannot read the project file ({exc.strerror or exc})") from None
-        hint = "It was left untouched: restore it from a backup, or move it away to start a new project."
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ProjectCorruptError(f"{pfile}: damaged project file (not valid JSON: {exc}). {hint}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("format_version"), int):
-            raise ProjectCorruptError(f"{pfile}: damaged project file (no integer format_version). {hint}")
-        version = doc["format_version"]
-        if version > FORMAT_VERSION:
-            raise ProjectVersionError(
-                f"{pfile}: written by a newer DeepLab Studio (project format {version}, this version reads "
-                f"up to {FORMAT_VERSION}); update the app. The file was left untouched.")
-        try:
-            if version < 1:
-                raise ValueError(f"format_version {version}")
-            self.labels = LabelSet.from_json(doc["classes"])
-            self.label_rev = int(doc.get("label_rev", 0))
-            remaps = [np.asarray(r, dtype=np.int64) for r in doc.get("label_remaps", [])]
-            if len(remaps) != self.label_rev or any(r.shape != (256,) or r.min() < 0 or r.max() > 255 for r in remaps):
-                raise ValueError("label_remaps do not match label_rev")
-            self.label_remaps = [r.astype(np.uint8) for r in remaps]
-            for item in doc["images"]:
-                rec = ImageRecord.from_json(item)
-                self._all[rec.path] = rec
-        except (KeyError, TypeError, ValueError, LabelSetError) as exc:
-            raise ProjectCorruptError(f"{pfile}: damaged project file ({type(exc).__name__}: {exc}). {hint}") from None
+            if index.exists():
+                self._conn = index_db.open_existing(index)
+                self._read_index(index)
+            elif legacy.exists():
+                doc = index_db.read_legacy(legacy)
+                self.labels, self.label_rev, self.label_remaps = doc["labels"], doc["label_rev"], doc["remaps"]
+                for row in doc["rows"]:
+                    row["gen"] = 0 if (ddir / "labels" / f"{row['key']}.png").is_file() else None
+                    self._add_loaded(ImageRecord.from_row(row))
+        except index_db.IndexVersionError as exc:
+            raise ProjectVersionError(str(exc)) from None
+        except index_db.IndexFileError as exc:
+            raise ProjectCorruptError(str(exc)) from None
+        except sqlite3.Error as exc:
+            raise ProjectError(f"{index}: cannot open the project index ({exc})") from None
+        rescan(self, self._annotation_files(), write=False)
 
-    def _rescan(self) -> bool:
-        """Match records with the files on disk; fills `records` and `problems`. True if records changed."""
-        changed = False
-        problems: list[Problem] = []
-        usable: list[ImageRecord] = []
-        present = scan_images(self.folder, skip=(self.data_dir,))
-        base = os.fspath(self.folder)
-        for rel in present:
-            try:
-                st = os.stat(os.path.join(base, rel))
-            except OSError:
-                continue
-            rec = self._all.get(rel)
-            if rec is not None and (st.st_size, st.st_mtime_ns) == (rec.file_size, rec.file_mtime_ns):
-                usable.append(rec)
-                continue
-            p = self.folder / rel
-            try:
-                w, h = _images.image_size(p)
-            except _images.ImageReadError as exc:
-                problems.append(Problem(rel, "unreadable", str(exc), rec))
-                continue
-            if rec is None:
-                now = _now()
-                rec = ImageRecord(rel, w, h, created=now, modified=now)
-                self._all[rel] = rec
-            elif (w, h) != rec.size:
-                if self.has_annotation(rec):
-                    problems.append(Problem(rel, "size_changed",
-                                            f"{p}: image is now {w}×{h}, its labels are {rec.width}×{rec.height} "
-                                            "(labels kept, image left out)", rec))
-                    continue
-                rec.width, rec.height = w, h
-            rec.file_size, rec.file_mtime_ns = st.st_size, st.st_mtime_ns
-            changed = True
-            usable.append(rec)
-        present_set = set(present)
-        for rel, rec in self._all.items():
-            if rel not in present_set:
-                problems.append(Problem(rel, "missing", f"{self.folder / rel}: image not found (labels kept)", rec))
-        labelled = self._label_keys()
-        for rec in usable:
-            has = rec.key in labelled
-            if has and rec.status == Status.UNLABELED:  # label map saved, index not (crash or deferred write)
-                rec.status = self._derived_status(rec, None, self.load_annotation(rec)[1])
-                changed = True
-            elif not has and rec.status != Status.UNLABELED:
-                problems.append(Problem(rec.path, "labels_missing",
-                                        f"{self._label_file(rec)}: label map missing; image marked unlabeled", rec))
-                rec.status = Status.UNLABELED
-                changed = True
-        self.records = usable
-        self.problems = problems
-        return changed
+    def _read_index(self, index: Path) -> None:
+        self.labels, self.label_rev, self.label_remaps, rows = index_db.read_all(self._conn, index)
+        for row in rows:
+            self._add_loaded(ImageRecord.from_row(row))
 
-    def _label_keys(self) -> set[str]:
+    def _add_loaded(self, rec: ImageRecord) -> None:
+        self._all[rec.path] = rec
+        self._by_key[rec.key] = rec
+
+    def _annotation_files(self) -> set[str]:
+        """Names of the label files that exist (masks are checked per pair)."""
         try:
-            return {n[:-4] for n in os.listdir(self.data_dir / "labels") if n.endswith(".png") and not n.startswith(".")}
+            return {n for n in os.listdir(self.data_dir / "labels") if n.endswith(".png") and not n.startswith(".")}
         except OSError:
             return set()
+
+    def close(self) -> None:
+        """Release the write lock and the index (the object stays readable in memory)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            lock, self._file_lock = self._file_lock, None
+            if lock is not None:
+                lock.release()
+            if not self.read_only:
+                self.read_only, self.read_only_reason = True, "closed"
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # --- writing ----------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._unborn and not self.read_only:
+            self._materialize()
+        if self.read_only or self._conn is None:
+            raise ProjectReadOnlyError(f"{self.folder}: the project is {self.read_only_reason or 'read-only'}; "
+                                       "changes are not saved")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction of the index (a failure rolls back and is a ProjectError)."""
+        self._check_writable()
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise ProjectError(f"{self.data_dir / INDEX_FILE}: cannot update the project index ({exc})") from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(exc, sqlite3.Error):
+                raise ProjectError(f"{self.data_dir / INDEX_FILE}: cannot update the project index ({exc})") from None
+            raise
+
+    def _update_rows(self, recs: list[ImageRecord]) -> None:
+        """Insert or replace the rows of `recs` in one transaction."""
+        if not recs:
+            return
+        cols = index_db.COLUMNS
+        with self._tx() as conn:
+            conn.executemany(f"INSERT OR REPLACE INTO images ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             [index_db.row_values(r.row()) for r in recs])
 
     # --- records and images ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -267,12 +286,14 @@ class Project:
 
     def record(self, path_or_key: str) -> ImageRecord:
         """The record with relative posix path (or storage key) `path_or_key` (KeyError if absent)."""
-        rec = self._all.get(path_or_key)
-        if rec is None:
-            rec = next((r for r in self._all.values() if r.key == path_or_key), None)
+        rec = self._all.get(path_or_key) or self._by_key.get(path_or_key)
         if rec is None:
             raise KeyError(path_or_key)
         return rec
+
+    def all_records(self) -> list[ImageRecord]:
+        """Every indexed image, those with problems included."""
+        return list(self._all.values())
 
     def image_path(self, rec: ImageRecord) -> Path:
         return self.folder / rec.path
@@ -293,21 +314,26 @@ class Project:
         return out
 
     # --- annotations -----------------------------------------------------------------------
-    def _label_file(self, rec: ImageRecord) -> Path:
-        return self.data_dir / "labels" / f"{rec.key}.png"
-
-    def _mask_file(self, rec: ImageRecord) -> Path:
-        return self.data_dir / "masks" / f"{rec.key}.png"
+    def annotation_files(self, rec: ImageRecord, gen: int | None = None) -> tuple[Path, Path]:
+        """(label map, edit mask) files of generation `gen` (default: the saved one) of `rec`."""
+        gen = rec.gen if gen is None else gen
+        name = annotation_name(rec.key, 0 if gen is None else gen)
+        return self.data_dir / "labels" / name, self.data_dir / "masks" / name
 
     def has_annotation(self, rec: ImageRecord) -> bool:
-        return self._label_file(rec).is_file()
+        return rec.gen is not None
 
     def load_annotation(self, rec: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
         """(labels uint8 H×W, edit mask bool H×W); zeros and an empty mask when unlabeled."""
         shape = (rec.height, rec.width)
-        lfile = self._label_file(rec)
-        if not lfile.is_file():
+        if rec.gen is None:
             return np.zeros(shape, np.uint8), np.zeros(shape, bool)
+        lfile, mfile = self.annotation_files(rec)
+        if self.read_only and not lfile.is_file():
+            self._refresh_gen(rec)  # a writer saved a newer pair meanwhile
+            if rec.gen is None:
+                return np.zeros(shape, np.uint8), np.zeros(shape, bool)
+            lfile, mfile = self.annotation_files(rec)
         labels, text = read_label_png_with_text(lfile)
         try:
             rev = int(text.get(REV_TEXT_KEY, "0"))
@@ -315,13 +341,21 @@ class Project:
             rev = 0
         for lut in self.label_remaps[max(rev, 0):]:
             labels = lut[labels]
-        mfile = self._mask_file(rec)
         mask = read_mask_png(mfile) if mfile.is_file() else np.zeros(shape, bool)
-        for name, arr in (("label map", labels), ("edit mask", mask)):
+        for f, name, arr in ((lfile, "label map", labels), (mfile, "edit mask", mask)):
             if arr.shape != shape:
-                raise ProjectError(f"{lfile if name == 'label map' else mfile}: {name} is {arr.shape[1]}×{arr.shape[0]}, "
+                raise ProjectError(f"{f}: {name} is {arr.shape[1]}×{arr.shape[0]}, "
                                    f"the image {rec.path} is {rec.width}×{rec.height}")
         return labels, mask
+
+    def _refresh_gen(self, rec: ImageRecord) -> None:
+        if self._conn is None:
+            return
+        with self._lock:
+            row = self._conn.execute("SELECT gen, status FROM images WHERE path=?",
+                                     (index_db.encode_path(rec.path),)).fetchone()
+        if row is not None:
+            rec.gen, rec.status = row[0], Status(row[1])
 
     @staticmethod
     def _derived_status(rec: ImageRecord, status: Status | None, edit_mask: np.ndarray) -> Status:
@@ -332,13 +366,16 @@ class Project:
         return Status.EDITED if edit_mask.any() else Status.AUTO
 
     def save_annotation(self, rec: ImageRecord, labels: np.ndarray, edit_mask: np.ndarray, *,
-                        status: Status | None = None, write_index: bool = True) -> Status:
-        """Store the label map and edit mask (atomic, labels first); returns the new status.
+                        status: Status | None = None, write_index: bool = True,
+                        journal_seq: int | None = None) -> Status:
+        """Store the label map and edit mask as one all-or-nothing change; returns the new status.
 
         `status=None` derives it (reviewed sticks; else edited if `edit_mask` has any pixel, else
-        auto). `write_index=False` leaves `project.json` to a later `save()` (a crash in between
-        is recovered on open: a label map on disk with an unlabeled record gets a derived status).
+        auto). `journal_seq`: the last journaled change the arrays contain (`journal_last`, taken
+        with the snapshot); None for saves that do not come from journaled editing.
+        `write_index` is accepted for older callers: every save is committed at once.
         """
+        del write_index
         shape = (rec.height, rec.width)
         labels = np.asarray(labels)
         edit_mask = np.asarray(edit_mask, dtype=bool)
@@ -348,20 +385,36 @@ class Project:
         if status == Status.UNLABELED:
             raise ProjectError(f"{rec.path}: a saved annotation cannot be 'unlabeled' (use clear_annotation)")
         with self._lock:
+            self._check_writable()
             if self._all.get(rec.path) is not rec:
                 raise ProjectError(f"{rec.path}: not a record of this project")
-            write_label_png(self._label_file(rec), labels, self.labels.palette(),
-                            text={REV_TEXT_KEY: str(self.label_rev)})
-            write_mask_png(self._mask_file(rec), edit_mask)
-            rec.status = self._derived_status(rec, status, edit_mask)
-            rec.modified = _now()
-            if write_index:
-                self.save()
-            return rec.status
+            old_gen = rec.gen
+            gen = (old_gen or 0) + 1
+            lfile, mfile = self.annotation_files(rec, gen)
+            new_status = self._derived_status(rec, status, edit_mask)
+            seq = rec.journal_seq if journal_seq is None else max(int(journal_seq), rec.journal_seq)
+            modified = now_iso()
+            try:
+                write_label_png(lfile, labels, self.labels.palette(), text={REV_TEXT_KEY: str(self.label_rev)})
+                write_mask_png(mfile, edit_mask)
+                with self._tx() as conn:
+                    conn.execute("UPDATE images SET gen=?, status=?, modified=?, journal_seq=? WHERE path=?",
+                                 (gen, new_status.value, modified, seq, index_db.encode_path(rec.path)))
+            except BaseException:
+                for f in (lfile, mfile):
+                    f.unlink(missing_ok=True)
+                raise
+            rec.gen, rec.status, rec.modified, rec.journal_seq = gen, new_status, modified, seq
+            if old_gen is not None:
+                for f in self.annotation_files(rec, old_gen):
+                    f.unlink(missing_ok=True)
+            self.journal.saved(rec.key, seq)
+            return new_status
 
     def set_status(self, rec: ImageRecord, status: Status | None) -> Status:
         """Set a status explicitly (e.g. reviewed), or re-derive it from the stored mask with None."""
         with self._lock:
+            self._check_writable()
             has = self.has_annotation(rec)
             if status is None:
                 new = Status.UNLABELED if not has else (
@@ -373,29 +426,41 @@ class Project:
                 if new != Status.UNLABELED and not has:
                     raise ProjectError(f"{rec.path}: no label map saved yet, cannot be '{new.value}'")
             if new != rec.status:
-                rec.status = new
-                rec.modified = _now()
-                self.save()
+                modified = now_iso()
+                with self._tx() as conn:
+                    conn.execute("UPDATE images SET status=?, modified=? WHERE path=?",
+                                 (new.value, modified, index_db.encode_path(rec.path)))
+                rec.status, rec.modified = new, modified
             return new
 
     def clear_annotation(self, rec: ImageRecord) -> None:
         """Delete the label map and edit mask; the image becomes unlabeled."""
         with self._lock:
-            for f in (self._label_file(rec), self._mask_file(rec)):
+            self._check_writable()
+            old = rec.gen
+            modified = now_iso()
+            with self._tx() as conn:
+                conn.execute("UPDATE images SET gen=NULL, status='unlabeled', modified=? WHERE path=?",
+                             (modified, index_db.encode_path(rec.path)))
+            rec.gen, rec.status, rec.modified = None, Status.UNLABELED, modified
+            self._drop_files(rec, old)
+
+    def _drop_files(self, rec: ImageRecord, gen: int | None) -> None:
+        if gen is not None:
+            for f in self.annotation_files(rec, gen):
                 f.unlink(missing_ok=True)
-            rec.status = Status.UNLABELED
-            rec.modified = _now()
-            self.save()
+        self.journal.discard(rec.key)
 
     def forget(self, rec: ImageRecord) -> None:
         """Drop a record (e.g. a missing image's) and its annotation files."""
         with self._lock:
-            for f in (self._label_file(rec), self._mask_file(rec)):
-                f.unlink(missing_ok=True)
+            with self._tx() as conn:
+                conn.execute("DELETE FROM images WHERE path=?", (index_db.encode_path(rec.path),))
             self._all.pop(rec.path, None)
+            self._by_key.pop(rec.key, None)
             self.records = [r for r in self.records if r is not rec]
             self.problems = [p for p in self.problems if p.record is not rec]
-            self.save()
+            self._drop_files(rec, rec.gen)
 
     def add_image(self, rel_path: str) -> ImageRecord:
         """Register an image file already under the folder (e.g. just copied in); returns its record."""
@@ -403,52 +468,57 @@ class Project:
             rel = Path(rel_path).as_posix()
             if rel in self._all:
                 return self._all[rel]
+            self._check_writable()
             p = self.folder / rel
             w, h = _images.image_size(p)
             st = p.stat()
-            now = _now()
+            now = now_iso()
             rec = ImageRecord(rel, w, h, created=now, modified=now, file_size=st.st_size, file_mtime_ns=st.st_mtime_ns)
-            self._all[rel] = rec
+            self._update_rows([rec])
+            self._add_loaded(rec)
             self.records.append(rec)
             self.records.sort(key=lambda r: natural_key(r.path))
             return rec
 
+    # --- the journal -----------------------------------------------------------------------
+    def journal_edit(self, rec: ImageRecord, bbox: tuple[int, int, int, int], labels: np.ndarray,
+                     mask: np.ndarray) -> int:
+        """Journal a finished change of `rec` (the pixels of `bbox` after it) so that it survives a
+        crash before the next save; returns its sequence number (0 when read-only: not kept)."""
+        if self.read_only:
+            return 0
+        return self.journal.append(rec.key, rec.journal_seq, self.label_rev, bbox, labels, mask)
+
+    def journal_last(self, rec: ImageRecord) -> int:
+        """The newest journaled change of `rec`: pass it as `journal_seq` with a snapshot taken now."""
+        return self.journal.last_seq(rec.key, rec.journal_seq)
+
     # --- classes ---------------------------------------------------------------------------
     def set_labelset(self, labelset: LabelSet, lut: np.ndarray | None = None) -> None:
         """Replace the class list; `lut` (256 entries, from `LabelSet.delete`) remaps stored label
-        maps lazily (see the module docstring). Saves `project.json`."""
+        maps lazily (see the module docstring). One transaction."""
+        import json
+
         with self._lock:
+            self._check_writable()
             new = LabelSet(list(labelset.names), list(labelset.colors))
+            remap = None
             if lut is not None:
                 lut = np.asarray(lut)
                 if lut.shape != (256,) or lut.min() < 0 or lut.max() > 255:
                     raise ValueError("a label remap is a 256-entry table of values 0..255")
                 if not np.array_equal(lut, np.arange(256)):
-                    self.label_remaps.append(lut.astype(np.uint8))
-                    self.label_rev += 1
-            self.labels = new
-            self.save()
+                    remap = lut.astype(np.uint8)
+            rev = self.label_rev + (remap is not None)
+            with self._tx() as conn:
+                conn.execute("UPDATE meta SET value=? WHERE key='classes'", (json.dumps(new.to_json()),))
+                conn.execute("UPDATE meta SET value=? WHERE key='label_rev'", (str(rev),))
+                if remap is not None:
+                    conn.execute("INSERT INTO remaps VALUES (?, ?)", (self.label_rev, remap.tobytes()))
+            if remap is not None:
+                self.label_remaps.append(remap)
+            self.labels, self.label_rev = new, rev
 
-    # --- saving ----------------------------------------------------------------------------
-    def to_json(self) -> dict:
-        doc = {
-            "format_version": FORMAT_VERSION,
-            "app": "deeplab-studio",
-            "classes": self.labels.to_json(),
-            "label_rev": self.label_rev,
-            "label_remaps": [lut.tolist() for lut in self.label_remaps],
-            "images": [r.to_json() for r in sorted(self._all.values(), key=lambda r: natural_key(r.path))],
-        }
-        if self.data_dir != self.folder / DATA_DIR_NAME:
-            doc["folder"] = str(self.folder)
-        return doc
-
+    # --- compatibility ---------------------------------------------------------------------
     def save(self) -> None:
-        """Write `project.json` atomically (one image record per line: readable, and fast to write)."""
-        with self._lock:
-            doc = self.to_json()
-            images = doc.pop("images")
-            head = json.dumps(doc, indent=1, ensure_ascii=False)[:-2]  # without the closing "\n}"
-            body = ",\n  ".join(json.dumps(r) for r in images)  # \u escapes keep non-UTF-8 names
-            text = f'{head},\n "images": [\n  {body}\n ]\n}}\n' if images else f'{head},\n "images": []\n}}\n'
-            atomic_write_text(self.data_dir / PROJECT_FILE, text)
+        """Nothing to do: every change is committed when it is made (kept for older callers)."""

@@ -182,7 +182,7 @@ def test_atomic_writes_survive_sigkill(tmp_path: Path) -> None:
             ok = {last_done, last_started}
             doc = json.loads(side.read_text())
             assert doc["payload"] == [doc["v"]] * 20000 and doc["v"] in ok
-            proj = Project.open(folder)  # parses project.json; cleans the dead child's leftovers
+            proj = Project.open(folder)  # cleans the dead child's leftovers
             rec = proj.records[0]
             labels, mask = proj.load_annotation(rec)  # zeros/empty when nothing was saved yet
             assert (labels == labels[0, 0]).all() and int(labels[0, 0]) in {v % 200 for v in ok}
@@ -191,6 +191,7 @@ def test_atomic_writes_survive_sigkill(tmp_path: Path) -> None:
                 cleanup_temp_files(sub)
                 assert not [n for n in os.listdir(sub) if is_temp_file(n)] if sub.exists() else True
             proj.clear_annotation(rec)
+            proj.close()  # the next child opens it for writing
     finally:
         server.stdin.close()
         server.wait(timeout=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -48,10 +49,13 @@ def test_scan_natural_order_subfolders_hidden_skipped(folder: Path) -> None:
     assert len(set(keys)) == len(keys) and len({k.casefold() for k in keys}) == len(keys)
     assert proj.record("img2.png").key != proj.record("sub/img2.png").key
     assert proj.record(proj.record("sub/img2.png").key).path == "sub/img2.png"
-    doc = json.loads((proj.data_dir / "project.json").read_text())
-    assert doc["format_version"] == FORMAT_VERSION and doc["classes"] == LabelSet.voc().to_json()
-    assert {"path", "width", "height", "status", "created", "modified", "key"} <= set(doc["images"][0])
-    assert not proj.problems
+    db = sqlite3.connect(proj.data_dir / "project.sqlite")
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert int(meta["format_version"]) == FORMAT_VERSION and json.loads(meta["classes"]) == LabelSet.voc().to_json()
+    assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 6
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    assert not proj.problems and not (proj.data_dir / "project.json").exists()
 
 
 def test_keys_are_filesystem_safe() -> None:
@@ -86,6 +90,7 @@ def test_status_flow_and_persistence(folder: Path) -> None:
     counts = proj.counts()
     assert counts[Status.EDITED] == 1 and counts[Status.UNLABELED] == 5
 
+    proj.close()
     again = Project.open(folder)
     rec2 = again.record("img2.png")
     assert rec2.status == Status.EDITED and rec2.modified >= rec2.created
@@ -105,20 +110,22 @@ def test_saving_touches_only_that_image(folder: Path) -> None:
     a, b = proj.records[0], proj.records[1]
     z = np.zeros((24, 32), np.uint8)
     proj.save_annotation(a, z, z.astype(bool))
-    la = proj.data_dir / "labels" / f"{a.key}.png"
+    la = proj.annotation_files(a)[0]
     before = la.stat().st_mtime_ns, la.stat().st_ino
     proj.save_annotation(b, z + 1, z.astype(bool))
     assert (la.stat().st_mtime_ns, la.stat().st_ino) == before
-    assert sorted(os.listdir(proj.data_dir / "labels")) == sorted([f"{a.key}.png", f"{b.key}.png"])
+    names = [p.name for p in proj.annotation_files(a) + proj.annotation_files(b)]
+    assert sorted(os.listdir(proj.data_dir / "labels")) == sorted(set(names))
+    assert sorted(os.listdir(proj.data_dir / "masks")) == sorted(set(names))
 
 
-def test_deferred_index_write_is_recovered(folder: Path) -> None:
+def test_every_save_is_committed_at_once(folder: Path) -> None:
     proj = Project.open(folder)
     rec = proj.record("b.tif")
     mask = np.zeros((24, 32), bool)
     mask[0, 0] = True
-    proj.save_annotation(rec, np.ones((24, 32), np.uint8), mask, write_index=False)  # "crash" before save()
-    assert Project.open(folder).record("b.tif").status == Status.EDITED
+    proj.save_annotation(rec, np.ones((24, 32), np.uint8), mask, write_index=False)  # no save() follows
+    assert Project.open(folder, read_only=True).record("b.tif").status == Status.EDITED
 
 
 @pytest.mark.parametrize("content, error", [
@@ -153,6 +160,7 @@ def test_vanished_and_resized_images_reported_labels_kept(folder: Path) -> None:
     _img(folder / "img10.png", w=40, h=30, value=9)  # same name, new size
     _img(folder / "IMG1.jpg", value=200)  # same size, new content: fine
     (folder / "broken.png").write_bytes(b"junk")
+    proj.close()
     proj = Project.open(folder)
     kinds = {(p.path, p.kind) for p in proj.problems}
     assert kinds == {("img2.png", "missing"), ("img10.png", "size_changed"), ("broken.png", "unreadable")}
@@ -160,9 +168,11 @@ def test_vanished_and_resized_images_reported_labels_kept(folder: Path) -> None:
     assert "img2.png" not in [r.path for r in proj.records] and "img10.png" not in [r.path for r in proj.records]
     assert proj.record("IMG1.jpg").status == Status.AUTO
     shutil.move(moved, folder / "img2.png")  # the image comes back: its labels are still there
+    proj.close()
     proj = Project.open(folder)
     np.testing.assert_array_equal(proj.load_annotation(proj.record("img2.png"))[0], z)
     proj.forget(proj.record("img10.png"))
+    proj.close()
     proj = Project.open(folder)  # forgotten: re-added as a new, unlabeled image at its new size
     assert proj.record("img10.png").size == (40, 30) and proj.record("img10.png").status == Status.UNLABELED
 
@@ -172,7 +182,7 @@ def test_class_deletion_remaps_lazily(folder: Path) -> None:
     rec = proj.record("img2.png")
     labels = np.tile(np.array([0, 1, 2, 3, 4, 255, 5, 20], np.uint8), (24, 4))
     proj.save_annotation(rec, labels, np.zeros((24, 32), bool))
-    lfile = proj.data_dir / "labels" / f"{rec.key}.png"
+    lfile = proj.annotation_files(rec)[0]
     stored = lfile.read_bytes()
     ls = LabelSet(list(proj.labels.names), list(proj.labels.colors))
     lut1 = ls.delete(2)  # bicycle -> background, classes after it shift down
@@ -182,13 +192,16 @@ def test_class_deletion_remaps_lazily(folder: Path) -> None:
     proj.set_labelset(ls)  # rename/recolour-style change: no remap
     expected = lut2[lut1[labels]]
     assert lfile.read_bytes() == stored  # nothing rewritten
+    proj.close()
     reopened = Project.open(folder)
     assert reopened.labels.names == ls.names and reopened.label_rev == 2
     got = reopened.load_annotation(reopened.record("img2.png"))[0]
     np.testing.assert_array_equal(got, expected)
     assert set(np.unique(got).tolist()) == {0, 1, 2, 3, 18, 255}
     reopened.save_annotation(reopened.record("img2.png"), got, np.zeros((24, 32), bool))  # now at rev 2
-    np.testing.assert_array_equal(Project.open(folder).load_annotation(reopened.record("img2.png"))[0], got)
+    reopened.close()
+    again = Project.open(folder)
+    np.testing.assert_array_equal(again.load_annotation(again.record("img2.png"))[0], got)
 
 
 def test_read_only_folder_uses_user_data_dir_injected(folder: Path, tmp_path: Path, monkeypatch) -> None:
@@ -203,16 +216,20 @@ def test_read_only_folder_uses_user_data_dir_injected(folder: Path, tmp_path: Pa
     assert not (folder / DATA_DIR_NAME).exists()
     rec = proj.records[0]
     proj.save_annotation(rec, np.ones((24, 32), np.uint8), np.zeros((24, 32), bool))
+    proj.close()
     again = Project.open(folder)
     assert again.data_dir == proj.data_dir and again.record(rec.path).status == Status.AUTO
-    assert json.loads((proj.data_dir / "project.json").read_text())["folder"] == str(folder.resolve())
+    db = sqlite3.connect(proj.data_dir / "project.sqlite")
+    assert dict(db.execute("SELECT key, value FROM meta"))["folder"] == str(folder.resolve())
+    db.close()
 
 
 def test_read_only_folder_with_existing_project_is_seeded(folder: Path, tmp_path: Path, monkeypatch) -> None:
     proj = Project.open(folder)  # writable at first: data beside the images
     rec = proj.records[0]
     proj.save_annotation(rec, np.full((24, 32), 2, np.uint8), np.zeros((24, 32), bool), status=Status.REVIEWED)
-    local = (folder / DATA_DIR_NAME / "project.json").read_bytes()
+    proj.close()
+    local = (folder / DATA_DIR_NAME / "project.sqlite").read_bytes()
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     real = locations.can_write_dir
     monkeypatch.setattr(locations, "can_write_dir",
@@ -220,7 +237,7 @@ def test_read_only_folder_with_existing_project_is_seeded(folder: Path, tmp_path
     ro = Project.open(folder)  # now read-only: the existing project is copied to the user folder once
     assert ro.data_dir.is_relative_to(tmp_path / "xdg") and ro.record(rec.path).status == Status.REVIEWED
     np.testing.assert_array_equal(ro.load_annotation(ro.record(rec.path))[0], 2)
-    assert (folder / DATA_DIR_NAME / "project.json").read_bytes() == local
+    assert (folder / DATA_DIR_NAME / "project.sqlite").read_bytes() == local
 
 
 def _can_mount_read_only(tmp_path: Path) -> bool:
@@ -250,7 +267,7 @@ def test_read_only_folder_real_mount(folder: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     data_dir = Path(out.stdout.strip())
-    assert data_dir.is_relative_to(tmp_path / "xdg") and (data_dir / "project.json").is_file()
+    assert data_dir.is_relative_to(tmp_path / "xdg") and (data_dir / "project.sqlite").is_file()
     assert not (folder / DATA_DIR_NAME).exists()
     assert len(os.listdir(data_dir / "labels")) == 1
 
@@ -261,6 +278,7 @@ def test_leftover_temp_files_ignored_and_cleaned(folder: Path) -> None:
     junk.parent.mkdir(exist_ok=True)
     junk.write_bytes(b"torn")
     (folder / ".img2.png.tmp-999999999-deadbeef").write_bytes(b"torn")  # hidden: never an image
+    proj.close()
     proj = Project.open(folder)
     assert not junk.exists() and len(proj.records) == 6
 

@@ -1,0 +1,128 @@
+"""What opening a project checks: the images on disk against the index, label/mask files that no
+save points to, and journaled edits newer than the saved annotations (replayed)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from deeplab_studio.storage import images as _images
+from deeplab_studio.storage.locations import scan_images
+from deeplab_studio.storage.records import ImageRecord, Problem, Status, now_iso
+
+if TYPE_CHECKING:
+    from deeplab_studio.storage.project import Project
+
+
+def _match_file(proj: "Project", rel: str, rec: ImageRecord | None, problems: list[Problem],
+                changed: list[ImageRecord]) -> ImageRecord | None:
+    """The record for image `rel` after checking its file (None when it cannot be used)."""
+    p = proj.folder / rel
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    if rec is not None and (st.st_size, st.st_mtime_ns) == (rec.file_size, rec.file_mtime_ns):
+        return rec
+    try:
+        w, h = _images.image_size(p)
+    except _images.ImageReadError as exc:
+        problems.append(Problem(rel, "unreadable", str(exc), rec))
+        return None
+    if rec is None:
+        now = now_iso()
+        rec = ImageRecord(rel, w, h, created=now, modified=now)
+        proj._add_loaded(rec)
+    elif (w, h) != rec.size:
+        if rec.gen is not None:
+            problems.append(Problem(rel, "size_changed", f"{p}: image is now {w}×{h}, its labels are "
+                                    f"{rec.width}×{rec.height} (labels kept, image left out)", rec))
+            return None
+        rec.width, rec.height = w, h
+    rec.file_size, rec.file_mtime_ns = st.st_size, st.st_mtime_ns
+    changed.append(rec)
+    return rec
+
+
+def rescan(proj: "Project", label_files: set[str], *, write: bool) -> None:
+    """Match the index with the images and label files on disk; fills `records` and `problems`
+    (and, when `write`, stores the rows that changed in one transaction)."""
+    from deeplab_studio.storage.project import annotation_name
+
+    problems: list[Problem] = []
+    usable: list[ImageRecord] = []
+    changed: list[ImageRecord] = []
+    present = scan_images(proj.folder, skip=(proj.data_dir,))
+    for rel in present:
+        rec = _match_file(proj, rel, proj._all.get(rel), problems, changed)
+        if rec is not None:
+            usable.append(rec)
+    present_set = set(present)
+    for rel, rec in proj._all.items():
+        if rel not in present_set:
+            problems.append(Problem(rel, "missing", f"{proj.folder / rel}: image not found (labels kept)", rec))
+    for rec in usable:
+        has = rec.gen is not None and annotation_name(rec.key, rec.gen) in label_files
+        if rec.gen is not None and not has:
+            problems.append(Problem(rec.path, "labels_missing", f"{proj.annotation_files(rec)[0]}: label map "
+                                    "missing; image marked unlabeled", rec))
+        if not has and (rec.gen is not None or rec.status != Status.UNLABELED):
+            rec.gen, rec.status = None, Status.UNLABELED
+            changed.append(rec)
+        elif has and rec.status == Status.UNLABELED:  # a format-1 label map whose index write was lost
+            rec.status = Status.EDITED if proj.load_annotation(rec)[1].any() else Status.AUTO
+            changed.append(rec)
+    proj.records = usable
+    proj.problems = problems
+    if write:
+        proj._update_rows(list({id(r): r for r in changed}.values()))
+
+
+def stray_files(proj: "Project", label_files: set[str]) -> int:
+    """Delete label/mask files of known images that no index row points to (left by a save that
+    was interrupted before or after its commit); returns how many were removed."""
+    from deeplab_studio.storage.project import parse_annotation_name
+
+    removed = 0
+    for sub, names in (("labels", label_files), ("masks", None)):
+        if names is None:
+            try:
+                names = {n for n in os.listdir(proj.data_dir / sub) if n.endswith(".png") and not n.startswith(".")}
+            except OSError:
+                continue
+        for name in names:
+            parsed = parse_annotation_name(name)
+            rec = proj._by_key.get(parsed[0]) if parsed else None
+            if rec is None or parsed[1] == rec.gen:
+                continue  # not ours to judge, or the current pair
+            try:
+                os.unlink(proj.data_dir / sub / name)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def recover_journal(proj: "Project") -> None:
+    """Replay journaled edits newer than each image's saved pair, and save the result."""
+    for key in proj.journal.keys():
+        rec = proj._by_key.get(key)
+        if rec is None:
+            continue
+        entries = proj.journal.pending(key, rec.journal_seq)
+        if not entries:
+            proj.journal.saved(key, rec.journal_seq)
+            continue
+        try:
+            labels, mask = proj.load_annotation(rec)
+            for e in entries:
+                patch = e.labels
+                for lut in proj.label_remaps[e.label_rev:]:
+                    patch = lut[patch]
+                type(e)(e.seq, e.label_rev, e.bbox, patch, e.mask).apply(labels, mask)
+            proj.save_annotation(rec, labels, mask, journal_seq=entries[-1].seq)
+        except Exception as exc:  # noqa: BLE001 - a damaged annotation must not block opening
+            proj.problems.append(Problem(rec.path, "unrecovered", f"{proj.journal.file(key)}: {len(entries)} "
+                                         f"unsaved edits of {rec.path} could not be replayed ({exc}); kept", rec))
+            continue
+        proj.notes.append(f"recovered {len(entries)} unsaved edit{'s' if len(entries) != 1 else ''} of {rec.path}")

@@ -1,0 +1,97 @@
+"""The project's value types: image status, image records, problems, and the project errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+
+from deeplab_studio.storage.locations import record_key
+
+
+class Status(str, Enum):
+    UNLABELED = "unlabeled"
+    AUTO = "auto"
+    EDITED = "edited"
+    REVIEWED = "reviewed"
+
+    def __str__(self) -> str:  # "auto", not "Status.AUTO", in messages and f-strings
+        return self.value
+
+
+class ProjectError(Exception):
+    """A project that cannot be opened or a request it cannot honour (one clear message)."""
+
+
+class ProjectVersionError(ProjectError):
+    """The project was written by a newer DeepLab Studio."""
+
+
+class ProjectCorruptError(ProjectError):
+    """The project index is damaged (not readable, or not the expected structure)."""
+
+
+class ProjectLockedError(ProjectError):
+    """Another DeepLab Studio (window or command) is writing this project."""
+
+
+class ProjectReadOnlyError(ProjectError):
+    """A change was asked of a project opened read-only."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(eq=False)
+class ImageRecord:
+    """One image of the project (mutable: the project updates status and timestamps in place).
+
+    `gen` is the generation of the saved label-map / edit-mask pair (None: unlabeled);
+    `journal_seq` the last journaled change that pair contains."""
+
+    path: str  # relative to the project folder, posix separators (surrogate escapes for non-UTF-8 bytes)
+    width: int
+    height: int
+    status: Status = Status.UNLABELED
+    created: str = ""
+    modified: str = ""
+    key: str = ""
+    file_size: int = -1
+    file_mtime_ns: int = -1
+    gen: int | None = None
+    journal_seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+        if not self.key:
+            self.key = record_key(self.path)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    def row(self) -> dict:
+        """The index row of this record."""
+        return {"path": self.path, "key": self.key, "width": self.width, "height": self.height,
+                "status": self.status.value, "created": self.created, "modified": self.modified,
+                "file_size": self.file_size, "file_mtime_ns": self.file_mtime_ns, "gen": self.gen,
+                "journal_seq": self.journal_seq}
+
+    @classmethod
+    def from_row(cls, row: dict) -> "ImageRecord":
+        return cls(**row)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something the user should know about an image: `missing`, `size_changed`, `unreadable`,
+    or `labels_missing` (the index said labelled but its label map is gone)."""
+
+    path: str
+    kind: str
+    message: str
+    record: ImageRecord | None = None
+
+    def __str__(self) -> str:
+        return self.message
