@@ -65,7 +65,7 @@ def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only:
         if existing_data_dir(path) is None:
             raise CommandError(f"{path}: neither a VOC folder (ImageSets/Segmentation) nor an annotated project")
         try:
-            project = Project.open(path)
+            project = Project.open(path, read_only=True)  # training only reads: a window may be writing
         except ProjectError as exc:
             raise CommandError(str(exc)) from None
         return from_project(project, val_fraction=val_fraction, seed=seed, edited_pixels_only=edited_pixels_only)

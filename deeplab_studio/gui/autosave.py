@@ -86,7 +86,8 @@ class AutoSaver(QObject):
             return True
         rec, doc = self.record, self.document
         try:
-            self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=self._status(doc.edit_mask))
+            self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=self._status(doc.edit_mask),
+                                         journal_seq=self.project.journal_last(rec))
         except Exception as exc:  # noqa: BLE001 - any failure must end as a message, never a crash
             self.failed.emit(f"Could not save the annotation of {rec.path}: {_reason(exc)}")
             return False
@@ -108,13 +109,14 @@ class AutoSaver(QObject):
             return
         rec, doc, project = self.record, self.document, self.project
         labels, mask = doc.labels.copy(), doc.edit_mask.copy()
+        seq = project.journal_last(rec)  # the journaled changes this snapshot contains
         status = self._status(mask)
         index = self.stack.index() if self.stack is not None else -1
         forced = self._forced
 
         def work():
             try:
-                project.save_annotation(rec, labels, mask, status=status)
+                project.save_annotation(rec, labels, mask, status=status, journal_seq=seq)
             except Exception as exc:  # noqa: BLE001
                 return rec, doc, index, exc
             return rec, doc, index, None

@@ -270,6 +270,9 @@ class CanvasView(QGraphicsView):
             return
         mods = self._mods(event)
         tool = self.toolbox.tools["picker"] if mods.alt else self.toolbox.active
+        if self.toolbox.ctx.read_only and tool.name != "picker":
+            event.accept()  # a read-only project: no stroke starts (the banner says why)
+            return
         self._stroke_tool = tool
         tool.press(self.image_point(event.position()), mods)
         event.accept()

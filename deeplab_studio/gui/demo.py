@@ -76,12 +76,15 @@ def ensure_demo_project(root: Path | None = None, *, count: int = DEMO_IMAGES) -
 
 def _prepare_classes(images: Path) -> None:
     """Give the demo project the scene classes (background, disk, square, triangle)."""
-    from deeplab_studio.storage.project import Project
+    from deeplab_studio.storage.project import Project, ProjectLockedError
 
-    project = Project.open(images)
-    if list(project.labels.names) != list(scene_labelset().names):
-        project.set_labelset(scene_labelset())
-        project.save()
+    try:
+        project = Project.open(images)
+    except ProjectLockedError:
+        return  # another window has the demo open: this one will open it read-only
+    with project:  # closed at once: the window opens it next
+        if list(project.labels.names) != list(scene_labelset().names):
+            project.set_labelset(scene_labelset())
 
 
 def ground_truth(images_folder: Path, key: str) -> np.ndarray | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from deeplab_studio.core.labels import IGNORE, LabelSet
+from deeplab_studio.core.patches import union_bbox
 from deeplab_studio.gui.navigation import record_status
 from deeplab_studio.storage.project import ProjectError, Status
 
@@ -29,6 +30,9 @@ class EditingMixin:
         """
         doc = self.document
         if doc is None:
+            return False
+        if self.project is not None and self.project.read_only:
+            self.show_message(f"Not applied: {self.project.folder} is open read-only.", "warning")
             return False
         patch = doc.proposal_patch(labels)
         if patch is None:
@@ -81,6 +85,18 @@ class EditingMixin:
         """Replace the class list (same numbering: names/colours/added classes)."""
         return self._apply_labelset(LabelSet(list(labelset.names), list(labelset.colors)))
 
+    def _journal_change(self, labels_patch, edit_patch) -> None:
+        """Journal the box a change touched (after it), so it survives a crash before the save."""
+        doc, rec = self.document, self.current_record
+        box = union_bbox(*(p.bbox for p in (labels_patch, edit_patch) if p is not None))
+        if doc is None or rec is None or self.project is None or box is None:
+            return
+        x0, y0, x1, y1 = box
+        try:
+            self.project.journal_edit(rec, box, doc.labels[y0:y1, x0:x1], doc.edit_mask[y0:y1, x0:x1])
+        except OSError as exc:
+            self.show_message(f"Could not journal the change of {rec.path}: {exc.strerror or exc}")
+
     def set_extra_overlay(self, rgba: np.ndarray | None) -> None:
         self.canvas.set_extra_overlay(rgba)
 
@@ -111,7 +127,7 @@ class EditingMixin:
         rec = self.record
         parts = ["DeepLab Studio"]
         if self.project is not None:
-            parts.insert(0, Path(self.project.folder).name)
+            parts.insert(0, Path(self.project.folder).name + (" (read-only)" if self.project.read_only else ""))
         if rec is not None:
             parts.insert(0, rec.path + "[*]")
         else:

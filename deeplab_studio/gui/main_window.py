@@ -65,7 +65,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
 
         self.toolbox = ToolBox(ToolContext(document=lambda: self.document, commit=self._commit,
                                            pick=self._picked, preview_changed=self._polygon_preview))
-        self.undo = UndoManager(lambda: self.document, self)
+        self.undo = UndoManager(lambda: self.document, self, changed=self._journal_change)
         self.autosave = AutoSaver(self)
         self.canvas = CanvasView(self.toolbox)
         self.banner = Banner()
@@ -299,6 +299,8 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         self.autosave.shutdown()
         if self.prefetcher is not None:
             self.prefetcher.shutdown()
+        if self.project is not None:
+            self.project.close()  # releases the write lock
         prefs.save_window(self)
         super().closeEvent(event)
 

@@ -13,7 +13,18 @@ from deeplab_studio.gui.canvas import EMPTY_HINT
 from deeplab_studio.gui.document import AnnotationDocument
 from deeplab_studio.gui.prefetch import ImagePrefetcher
 from deeplab_studio.storage.images import IMAGE_EXTENSIONS, ImageReadError
-from deeplab_studio.storage.project import Project, ProjectError, Status
+from deeplab_studio.storage.project import Project, ProjectError, ProjectLockedError, Status
+from deeplab_studio.storage.project_lock import describe_holder
+
+
+def open_project(folder) -> tuple[Project, str]:
+    """The project of `folder` for writing, or read-only when another writer has it (then the
+    second value says why)."""
+    try:
+        return Project.open(folder), ""
+    except ProjectLockedError:
+        project = Project.open(folder, read_only=True)
+        return project, f"{describe_holder(project.data_dir)} is writing this project."
 
 
 def record_status(rec) -> str:
@@ -38,16 +49,25 @@ class NavigationMixin:
         if not self.close_image():
             self.show_message(f"{self.banner.label.text()} — fix that before opening another folder.")
             return False
+        old = self.project
+        same = old is not None and Path(folder).expanduser().resolve() == Path(old.folder)
+        if same:
+            old.close()  # release its lock so it can be opened again
         try:
-            project = Project.open(folder)
+            project, locked = open_project(folder)
         except (ProjectError, OSError, ValueError) as exc:
+            if same:
+                self.project, _ = open_project(old.folder)
             reason = str(exc)  # storage errors usually name the folder already
             message = f"Cannot open folder: {reason}" if str(folder) in reason else f"Cannot open {folder}: {reason}"
             if self.project is not None and self.index >= 0:
                 self.open_image(self.index)  # back to the image that was open (saved above)
             self.show_message(message)
             return False
+        if old is not None and not same:
+            old.close()
         self.project = project
+        self.toolbox.ctx.read_only = project.read_only
         self.index = -1  # an index into the previous folder's records means nothing here
         if self.prefetcher is not None:
             self.prefetcher.shutdown()
@@ -61,6 +81,9 @@ class NavigationMixin:
         notes = [getattr(p, "message", None) or str(p) for p in getattr(project, "problems", [])]
         if Path(project.data_dir).resolve().parent != Path(project.folder).resolve():
             notes.insert(0, f"The folder is not writable; annotations are kept in {project.data_dir}")
+        notes += project.notes
+        if locked:
+            notes.insert(0, f"Read-only: {locked} Changes made in this window are not saved.")
         if notes:
             self.show_message("; ".join(notes[:3]) + (f" (+{len(notes) - 3} more)" if len(notes) > 3 else ""), "warning")
         self.folderOpened.emit(str(project.folder))

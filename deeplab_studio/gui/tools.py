@@ -41,6 +41,7 @@ class ToolContext:
     active_class: int = 1
     brush_size: int = 20
     background_only: bool = False
+    read_only: bool = False  # the project is open read-only: only the picker acts
 
     @property
     def radius(self) -> int:

@@ -17,6 +17,8 @@ from PySide6.QtCore import QObject
 from deeplab_studio.core.patches import MaskPatch
 from deeplab_studio.gui.document import AnnotationDocument
 
+Changed = Callable[[MaskPatch | None, MaskPatch | None], None]  # told after a change is (re)applied or undone
+
 UNDO_LIMIT = 500  # steps per image
 MEMORY_BUDGET = 1 << 30  # bytes of patches across all images; older images' history goes first
 
@@ -25,9 +27,10 @@ class PatchCommand(QUndoCommand):
     """One recorded change. The change is already applied when pushed; the first redo is a no-op."""
 
     def __init__(self, document: Callable[[], AnnotationDocument | None], text: str,
-                 labels_patch: MaskPatch | None, edit_patch: MaskPatch | None) -> None:
+                 labels_patch: MaskPatch | None, edit_patch: MaskPatch | None, changed: Changed | None = None) -> None:
         super().__init__(text)
         self._document = document
+        self._changed = changed
         self.labels_patch, self.edit_patch = labels_patch, edit_patch
         self._applied = True
 
@@ -41,12 +44,16 @@ class PatchCommand(QUndoCommand):
         doc = self._document()
         if doc is not None:
             doc.apply(self.labels_patch, self.edit_patch)
+            if self._changed is not None:
+                self._changed(self.labels_patch, self.edit_patch)
         self._applied = True
 
     def undo(self) -> None:
         doc = self._document()
         if doc is not None:
             doc.revert(self.labels_patch, self.edit_patch)
+            if self._changed is not None:
+                self._changed(self.labels_patch, self.edit_patch)
         self._applied = False
 
 
@@ -54,8 +61,11 @@ class UndoManager(QObject):
     """Per-image undo stacks in one `QUndoGroup`; the active stack follows the open image."""
 
     def __init__(self, document: Callable[[], AnnotationDocument | None], parent=None,
-                 *, limit: int = UNDO_LIMIT, budget: int = MEMORY_BUDGET) -> None:
+                 *, limit: int = UNDO_LIMIT, budget: int = MEMORY_BUDGET, changed: Changed | None = None) -> None:
+        """`changed(labels_patch, edit_patch)` is called after every push, undo and redo (the
+        window journals the touched box there, so a finished change survives a crash)."""
         super().__init__(parent)
+        self._changed = changed
         self.group = QUndoGroup(self)
         self._document = document
         self._stacks: OrderedDict[str, QUndoStack] = OrderedDict()
@@ -84,9 +94,11 @@ class UndoManager(QObject):
         stack = self.active
         if stack is None or (labels_patch is None and edit_patch is None):
             return
-        cmd = PatchCommand(self._document, text, labels_patch, edit_patch)
+        cmd = PatchCommand(self._document, text, labels_patch, edit_patch, self._changed)
         self._pushed += cmd.nbytes
         stack.push(cmd)
+        if self._changed is not None:
+            self._changed(labels_patch, edit_patch)
         if self._pushed > self.budget:  # only then count exactly (an upper bound until here)
             self._enforce_budget()
             self._pushed = self.memory()

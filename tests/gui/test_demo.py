@@ -34,7 +34,7 @@ def test_demo_project_is_created_once_and_reopened(tmp_path) -> None:
     assert truth is not None and truth.dtype == np.uint8 and set(np.unique(truth)) <= {0, 1, 2, 3}
     from deeplab_studio.storage.project import Project
 
-    project = Project.open(images)
+    project = Project.open(images, read_only=True)
     assert list(project.labels.names) == list(SCENE_CLASSES)
     assert len(project.records) == 3  # ground truth is kept outside the image folder
 

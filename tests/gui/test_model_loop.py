@@ -136,7 +136,7 @@ def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tin
         np.testing.assert_array_equal(labels, _expected(tiny_checkpoint, project.read_image(rec)))
     from deeplab_studio.storage.project import Project
 
-    reopened = Project.open(window.project.folder)  # the index was written at the end of the batch
+    reopened = Project.open(window.project.folder, read_only=True)  # the window still has it open
     assert [r.status.value for r in reopened.records] == ["auto"] * 3
     current = window.document.key
     means = controller.uncertainty.mean
@@ -333,10 +333,11 @@ def test_closing_the_window_during_a_batch_cancels_and_joins(qtbot, window, cont
     project = window.project
     window.close()  # emits `closing`: the controller cancels the batch and joins the worker thread
     assert controller.client._thread is None and thread.isFinished()
-    import json
+    from deeplab_studio.storage.project import Project
 
-    index = json.loads((project.data_dir / "project.json").read_text())  # written at close, not recovered
-    saved = {r["path"]: r["status"] for r in index["images"]}
+    with Project.open(project.folder) as reopened:  # the window released it; nothing to recover
+        assert not reopened.notes
+        saved = {r.path: r.status.value for r in reopened.records}
     for rec in project.records:
         assert saved[rec.path] == ("auto" if project.has_annotation(rec) else "unlabeled")
     assert any(v == "auto" for v in saved.values())

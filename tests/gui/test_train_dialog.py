@@ -50,7 +50,7 @@ def make_project(folder: Path, statuses=STATUSES) -> Path:
             project.save_annotation(rec, np.zeros_like(labels), np.zeros(labels.shape, bool), status=Status.AUTO)
         else:
             project.save_annotation(rec, labels, np.ones(labels.shape, bool), status=Status(status))
-    project.save()
+    project.close()  # the window opens it next
     return folder
 
 

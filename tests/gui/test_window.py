@@ -76,7 +76,7 @@ def test_autosave_writes_and_a_new_window_reopens_the_work(qtbot, settings, fold
     with qtbot.waitSignal(w.autosave.saved, timeout=5000):
         pass  # the debounced save fires by itself
     assert not w.isWindowModified()
-    proj = Project.open(folder)
+    proj = Project.open(folder, read_only=True)  # the window still has it
     saved_labels, saved_mask = proj.load_annotation(proj.records[0])
     assert np.array_equal(saved_labels, labels) and np.array_equal(saved_mask, mask)
     assert proj.records[0].status == Status.EDITED
