@@ -16,8 +16,9 @@ decoding, and Pillow's own bomb checks turned into our error; images smaller tha
 pixels on a side are refused (a 1×1 "image" is a tracking pixel, not something to annotate);
 the whole file is decoded, so truncated files are caught, whatever `ImageFile.LOAD_TRUNCATED_IMAGES`
 says elsewhere in the process. A JPEG too small to hold its declared size (under one bit per 8×8
-block, which no complete Huffman-coded JPEG can be) is refused from the header: libjpeg would
-otherwise fill the missing blocks with grey and report no error.
+block, which no complete Huffman-coded JPEG can be; a flat arithmetic-coded one could, and is
+refused too) is refused from the header: libjpeg would otherwise fill the missing blocks with grey
+and report no error.
 
 Memory budget: the peak memory of a read is estimated from the header by `decode_cost` and the
 file is refused before decoding when the estimate is above `max_bytes` (default 3 GiB). The
@@ -38,10 +39,11 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -119,7 +121,7 @@ def frame_bytes_per_pixel(mode: str) -> int:
     return 2 if mode.startswith("I;16") else 4
 
 
-def _tag_int(tags, key: int, default: int) -> int:
+def _tag_int(tags: Mapping[int, object], key: int, default: int) -> int:
     """A TIFF tag as one int (the largest, for per-strip tuples); `default` when absent or odd."""
     value = tags.get(key, default)
     if isinstance(value, tuple):
@@ -136,7 +138,8 @@ def _tiff_buffer_bytes(im: Image.Image) -> int:
     tags = getattr(im, "tag_v2", {})
     w, h = _tag_int(tags, 256, im.size[0]), _tag_int(tags, 257, im.size[1])
     bits = tags.get(258, (8,))
-    bits_per_px = sum(bits) if isinstance(bits, tuple) else _tag_int(tags, 258, 8) * _tag_int(tags, 277, 1)
+    samples = max(_tag_int(tags, 277, 1), len(bits) if isinstance(bits, tuple) else 1)
+    bits_per_px = _tag_int(tags, 258, 8) * samples  # the widest sample, for every sample
     if 322 in tags:  # tiled
         bw, bh, packed = _tag_int(tags, 322, w), _tag_int(tags, 323, h), _tag_int(tags, 325, 0)
     else:
@@ -156,10 +159,16 @@ def _jpeg_block_counts(im: Image.Image) -> list[int]:
             for s in layers]
 
 
+def _jpeg_min_bytes(im: Image.Image) -> int:
+    """The fewest bytes a complete JPEG of this size can have: each 8×8 block of its largest
+    component needs at least one entropy-coded bit (a Huffman code is never shorter)."""
+    return max(_jpeg_block_counts(im)) // 8
+
+
 def _decoder_bytes(im: Image.Image) -> tuple[int, int]:
     """(bytes the decoder holds while decoding, bytes it still holds afterwards), beyond the frame."""
     px = im.size[0] * im.size[1]
-    if im.format in ("JPEG", "MPO"):  # libjpeg buffers every coefficient for progressive files
+    if im.format in ("JPEG", "MPO"):  # every coefficient, buffered for progressive or multi-scan files
         return 128 * sum(_jpeg_block_counts(im)), 0
     if im.format == "WEBP":  # two RGBA canvases in libwebp (kept while the file is open) + a copy
         return 12 * px, 8 * px
@@ -197,7 +206,7 @@ class _Limits:
     formats: tuple[str, ...] | None = _ALLOWED_FORMATS
 
 
-def _refuse(im: Image.Image, path: Path, reason: str) -> None:
+def _refuse(im: Image.Image, path: Path, reason: str) -> NoReturn:
     im.close()
     raise ImageReadError(path, reason)
 
@@ -212,9 +221,9 @@ def _check_header(im: Image.Image, path: Path, file_size: int, limits: _Limits) 
                 f"{limits.max_pixels / 1e6:.0f} MP (possible decompression bomb)")
     if min(w, h) < limits.min_side:
         _refuse(im, path, f"image is only {w}×{h} pixels (at least {limits.min_side} px per side needed)")
-    if im.format in ("JPEG", "MPO") and file_size < max(_jpeg_block_counts(im)) // 8:
-        _refuse(im, path, f"truncated or damaged JPEG: {w}×{h} pixels need at least "
-                f"{max(_jpeg_block_counts(im)) // 8} bytes of image data, the file has {file_size}")
+    if im.format in ("JPEG", "MPO") and file_size < (least := _jpeg_min_bytes(im)):
+        _refuse(im, path, f"truncated or damaged JPEG: {w}×{h} pixels need at least {least} bytes "
+                f"of image data, the file has {file_size}")
     if limits.max_bytes is not None and (need := decode_cost(im, limits.out_bpp)) > limits.max_bytes:
         _refuse(im, path, f"decoding this {w}×{h} {im.format} ({im.mode}) image needs about {_gib(need)} "
                 f"of memory, above the budget of {_gib(limits.max_bytes)}")
@@ -244,7 +253,13 @@ def _open_checked(path: Path, limits: _Limits) -> Image.Image:
         raise ImageReadError(path, f"cannot open as an image ({exc})") from None
     except Exception as exc:  # plugins raise assorted errors (SyntaxError, ValueError...) on junk
         raise ImageReadError(path, f"corrupt image header ({type(exc).__name__}: {exc})") from None
-    _check_header(im, path, st.st_size, limits)
+    try:
+        _check_header(im, path, st.st_size, limits)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # odd header values (TIFF tags of the wrong type...)
+        im.close()
+        raise ImageReadError(path, f"corrupt image header ({type(exc).__name__}: {exc})") from None
     return im
 
 
