@@ -243,6 +243,12 @@ class Project:
             pass
 
     # --- writing ----------------------------------------------------------------------------
+    def ensure_writable(self) -> None:
+        """Take the write lock now (an empty folder's project is created here): call before work
+        that changes the folder, so a second writer is refused before it starts, not midway."""
+        with self._lock:
+            self._check_writable()
+
     def _check_writable(self) -> None:
         if self._unborn and not self.read_only:
             self._materialize()

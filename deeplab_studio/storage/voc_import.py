@@ -141,6 +141,7 @@ def import_voc(voc_dir: str | Path, into_folder: str | Path, *, split: str = "tr
         raise VOCError(f"{folder}: the folder is not writable, so the images cannot be copied into it")
     project = Project.open(folder, data_dir=data_dir)
     try:
+        project.ensure_writable()  # a second import is refused here, before it copies anything
         _merge_classes(project, classes)
         summary = ImportSummary(root, split, project.labels)
         _import_ids(project, root, ids, classes, summary, progress, overwrite)
