@@ -29,8 +29,6 @@ Class deletion is remapped **lazily**: `set_labelset(labels, lut)` stores the LU
 
 from __future__ import annotations
 
-import os
-import re
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -42,31 +40,19 @@ import numpy as np
 from deeplab_studio.core.labels import LabelSet
 from deeplab_studio.storage import images as _images
 from deeplab_studio.storage import index_db, locations
-from deeplab_studio.storage.atomic import cleanup_temp_files
 from deeplab_studio.storage.journal import Journal
 from deeplab_studio.storage.labelmaps import read_label_png_with_text, read_mask_png, write_label_png, write_mask_png
 from deeplab_studio.storage.locations import (  # noqa: F401  (re-exported: part of the project API)
     DATA_DIR_NAME, PROJECT_FILE, existing_data_dir, natural_key, record_key, scan_images, user_data_root)
 from deeplab_studio.storage.project_lock import ProjectLock, describe_holder
-from deeplab_studio.storage.project_scan import recover_journal, rescan, stray_files
+from deeplab_studio.storage.project_open import load_for_writing, load_read_only, writable_data_dir
 from deeplab_studio.storage.records import (  # noqa: F401  (re-exported)
     ImageRecord, Problem, ProjectCorruptError, ProjectError, ProjectLockedError, ProjectReadOnlyError,
-    ProjectVersionError, Status, now_iso)
+    ProjectVersionError, Status, annotation_name, now_iso, parse_annotation_name)
 
 FORMAT_VERSION = index_db.FORMAT_VERSION
 INDEX_FILE = index_db.INDEX_FILE
 REV_TEXT_KEY = "deeplab-studio-label-rev"
-_GEN_RE = re.compile(r"^(?P<key>[A-Za-z0-9_.-]+?)(?:~(?P<gen>[0-9]+))?\.png$")
-
-
-def annotation_name(key: str, gen: int) -> str:
-    """File name of generation `gen` of an image's label map / edit mask (0: the format-1 name)."""
-    return f"{key}.png" if gen == 0 else f"{key}~{gen}.png"
-
-
-def parse_annotation_name(name: str) -> tuple[str, int] | None:
-    m = _GEN_RE.match(name)
-    return (m["key"], int(m["gen"] or 0)) if m else None
 
 
 class Project:
@@ -104,16 +90,16 @@ class Project:
             ddir = Path(data_dir).expanduser().resolve() if data_dir is not None else (
                 existing_data_dir(folder) or folder / DATA_DIR_NAME)
             proj = cls(folder, ddir, read_only=True, reason="opened read-only")
-            proj._load_read_only()
+            load_read_only(proj)
             return proj
         if data_dir is None and existing_data_dir(folder) is None and not locations.has_images(folder):
             proj = cls(folder, folder / DATA_DIR_NAME)
             proj._unborn = True
             return proj
-        proj = cls(folder, cls._writable_data_dir(folder, data_dir))
+        proj = cls(folder, writable_data_dir(folder, data_dir))
         proj._take_lock()
         try:
-            proj._load_for_writing()
+            load_for_writing(proj)
         except BaseException:
             proj.close()
             raise
@@ -132,91 +118,19 @@ class Project:
 
     def _materialize(self) -> None:
         """First change in an empty folder: create the data folder, lock and index now."""
-        self.data_dir = self._writable_data_dir(self.folder, None)
+        self.data_dir = writable_data_dir(self.folder, None)
         self.journal = Journal(self.data_dir / "journal")
         self._take_lock()
         self._unborn = False
         try:
-            self._load_for_writing()
+            load_for_writing(self)
         except BaseException:
             self.close()
             raise
 
-    @staticmethod
-    def _writable_data_dir(folder: Path, data_dir: str | Path | None) -> Path:
-        try:
-            ddir = Path(data_dir).expanduser().resolve() if data_dir is not None else locations.choose_data_dir(folder)
-        except OSError as exc:  # DataDirError, or copying a read-only project to the user folder failed
-            raise ProjectError(str(exc) if isinstance(exc, locations.DataDirError) else
-                               f"{folder}: cannot set up the project data folder ({exc})") from None
-        if data_dir is not None and not locations.can_write_dir(ddir):
-            raise ProjectError(f"{ddir}: the project data folder is not writable")
-        return ddir
-
-    def _load_for_writing(self) -> None:
-        ddir = self.data_dir
-        for sub in (ddir, ddir / "labels", ddir / "masks"):
-            cleanup_temp_files(sub)
-        index = ddir / INDEX_FILE
-        try:
-            if not index.exists() and (ddir / index_db.LEGACY_FILE).exists():
-                index_db.migrate_json(ddir, has_labels=lambda key: (ddir / "labels" / f"{key}.png").is_file())
-                self.notes.append(f"converted the project index to {index.name} "
-                                  f"(the old {index_db.LEGACY_FILE} is kept as {index_db.LEGACY_BACKUP})")
-            elif not index.exists():
-                folder = None if ddir == self.folder / DATA_DIR_NAME else str(self.folder)
-                index_db.create(index, self.labels, folder=folder)
-            self._conn = index_db.open_existing(index)
-            self._read_index(index)
-        except index_db.IndexVersionError as exc:
-            raise ProjectVersionError(str(exc)) from None
-        except index_db.IndexFileError as exc:
-            raise ProjectCorruptError(str(exc)) from None
-        except (sqlite3.Error, OSError) as exc:
-            raise ProjectError(f"{index}: cannot open the project index ({exc})") from None
-        present = self._annotation_files()
-        rescan(self, present, write=True)
-        removed = stray_files(self, present)
-        if removed:
-            self.notes.append(f"removed {removed} label/mask files of interrupted saves")
-        recover_journal(self)
-
-    def _load_read_only(self) -> None:
-        ddir = self.data_dir
-        index, legacy = ddir / INDEX_FILE, ddir / index_db.LEGACY_FILE
-        try:
-            if index.exists():
-                self._conn = index_db.open_existing(index)
-                self._read_index(index)
-            elif legacy.exists():
-                doc = index_db.read_legacy(legacy)
-                self.labels, self.label_rev, self.label_remaps = doc["labels"], doc["label_rev"], doc["remaps"]
-                for row in doc["rows"]:
-                    row["gen"] = 0 if (ddir / "labels" / f"{row['key']}.png").is_file() else None
-                    self._add_loaded(ImageRecord.from_row(row))
-        except index_db.IndexVersionError as exc:
-            raise ProjectVersionError(str(exc)) from None
-        except index_db.IndexFileError as exc:
-            raise ProjectCorruptError(str(exc)) from None
-        except sqlite3.Error as exc:
-            raise ProjectError(f"{index}: cannot open the project index ({exc})") from None
-        rescan(self, self._annotation_files(), write=False)
-
-    def _read_index(self, index: Path) -> None:
-        self.labels, self.label_rev, self.label_remaps, rows = index_db.read_all(self._conn, index)
-        for row in rows:
-            self._add_loaded(ImageRecord.from_row(row))
-
     def _add_loaded(self, rec: ImageRecord) -> None:
         self._all[rec.path] = rec
         self._by_key[rec.key] = rec
-
-    def _annotation_files(self) -> set[str]:
-        """Names of the label files that exist (masks are checked per pair)."""
-        try:
-            return {n for n in os.listdir(self.data_dir / "labels") if n.endswith(".png") and not n.startswith(".")}
-        except OSError:
-            return set()
 
     def close(self) -> None:
         """Release the write lock and the index (the object stays readable in memory)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -37,6 +38,20 @@ class ProjectLockedError(ProjectError):
 
 class ProjectReadOnlyError(ProjectError):
     """A change was asked of a project opened read-only."""
+
+
+_GEN_RE = re.compile(r"^(?P<key>[A-Za-z0-9_.-]+?)(?:~(?P<gen>[0-9]+))?\.png$")
+
+
+def annotation_name(key: str, gen: int) -> str:
+    """File name of generation `gen` of an image's label map / edit mask (0: the format-1 name)."""
+    return f"{key}.png" if gen == 0 else f"{key}~{gen}.png"
+
+
+def parse_annotation_name(name: str) -> tuple[str, int] | None:
+    """(key, generation) of an annotation file name, or None for other names."""
+    m = _GEN_RE.match(name)
+    return (m["key"], int(m["gen"] or 0)) if m else None
 
 
 def now_iso() -> str:

@@ -1,17 +1,104 @@
-"""What opening a project checks: the images on disk against the index, label/mask files that no
-save points to, and journaled edits newer than the saved annotations (replayed)."""
+"""Opening a project: where its data lives, reading (or creating, or migrating) the index, and
+what opening checks — the images on disk against the index, label/mask files that no save points
+to, and journaled edits newer than the saved annotations (replayed)."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from deeplab_studio.storage import images as _images
-from deeplab_studio.storage.locations import scan_images
-from deeplab_studio.storage.records import ImageRecord, Problem, Status, now_iso
+from deeplab_studio.storage import index_db, locations
+from deeplab_studio.storage.atomic import cleanup_temp_files
+from deeplab_studio.storage.locations import DATA_DIR_NAME, scan_images
+from deeplab_studio.storage.records import (
+    ImageRecord, Problem, ProjectCorruptError, ProjectError, ProjectVersionError, Status, annotation_name, now_iso,
+    parse_annotation_name)
 
 if TYPE_CHECKING:
     from deeplab_studio.storage.project import Project
+
+
+def writable_data_dir(folder: Path, data_dir: str | Path | None) -> Path:
+    """The data folder a writer uses (`data_dir`, or the folder's own, or the user data folder)."""
+    try:
+        ddir = Path(data_dir).expanduser().resolve() if data_dir is not None else locations.choose_data_dir(folder)
+    except OSError as exc:  # DataDirError, or copying a read-only project to the user folder failed
+        raise ProjectError(str(exc) if isinstance(exc, locations.DataDirError) else
+                           f"{folder}: cannot set up the project data folder ({exc})") from None
+    if data_dir is not None and not locations.can_write_dir(ddir):
+        raise ProjectError(f"{ddir}: the project data folder is not writable")
+    return ddir
+
+
+@contextmanager
+def _index_errors(index: Path) -> Iterator[None]:
+    """Index failures as the project's errors (one clear line each)."""
+    try:
+        yield
+    except index_db.IndexVersionError as exc:
+        raise ProjectVersionError(str(exc)) from None
+    except index_db.IndexFileError as exc:
+        raise ProjectCorruptError(str(exc)) from None
+    except (sqlite3.Error, OSError) as exc:
+        raise ProjectError(f"{index}: cannot open the project index ({exc})") from None
+
+
+def _read_index(proj: "Project", index: Path) -> None:
+    proj._conn = index_db.open_existing(index)
+    proj.labels, proj.label_rev, proj.label_remaps, rows = index_db.read_all(proj._conn, index)
+    for row in rows:
+        proj._add_loaded(ImageRecord.from_row(row))
+
+
+def load_for_writing(proj: "Project") -> None:
+    """Read the index of a locked project (created or migrated first), then check and repair."""
+    ddir = proj.data_dir
+    for sub in (ddir, ddir / "labels", ddir / "masks"):
+        cleanup_temp_files(sub)
+    index = ddir / index_db.INDEX_FILE
+    with _index_errors(index):
+        if not index.exists() and (ddir / index_db.LEGACY_FILE).exists():
+            index_db.migrate_json(ddir, has_labels=lambda key: (ddir / "labels" / f"{key}.png").is_file())
+            proj.notes.append(f"converted the project index to {index.name} "
+                              f"(the old {index_db.LEGACY_FILE} is kept as {index_db.LEGACY_BACKUP})")
+        elif not index.exists():
+            folder = None if ddir == proj.folder / DATA_DIR_NAME else str(proj.folder)
+            index_db.create(index, proj.labels, folder=folder)
+        _read_index(proj, index)
+    present = _label_files(proj)
+    rescan(proj, present, write=True)
+    removed = stray_files(proj, present)
+    if removed:
+        proj.notes.append(f"removed {removed} label/mask files of interrupted saves")
+    recover_journal(proj)
+
+
+def load_read_only(proj: "Project") -> None:
+    """Read the index (either format) without writing anything."""
+    ddir = proj.data_dir
+    index, legacy = ddir / index_db.INDEX_FILE, ddir / index_db.LEGACY_FILE
+    with _index_errors(index):
+        if index.exists():
+            _read_index(proj, index)
+        elif legacy.exists():
+            doc = index_db.read_legacy(legacy)
+            proj.labels, proj.label_rev, proj.label_remaps = doc["labels"], doc["label_rev"], doc["remaps"]
+            for row in doc["rows"]:
+                row["gen"] = 0 if (ddir / "labels" / f"{row['key']}.png").is_file() else None
+                proj._add_loaded(ImageRecord.from_row(row))
+    rescan(proj, _label_files(proj), write=False)
+
+
+def _label_files(proj: "Project") -> set[str]:
+    """Names of the label files that exist (masks are checked per pair)."""
+    try:
+        return {n for n in os.listdir(proj.data_dir / "labels") if n.endswith(".png") and not n.startswith(".")}
+    except OSError:
+        return set()
 
 
 def _match_file(proj: "Project", rel: str, rec: ImageRecord | None, problems: list[Problem],
@@ -47,8 +134,6 @@ def _match_file(proj: "Project", rel: str, rec: ImageRecord | None, problems: li
 def rescan(proj: "Project", label_files: set[str], *, write: bool) -> None:
     """Match the index with the images and label files on disk; fills `records` and `problems`
     (and, when `write`, stores the rows that changed in one transaction)."""
-    from deeplab_studio.storage.project import annotation_name
-
     problems: list[Problem] = []
     usable: list[ImageRecord] = []
     changed: list[ImageRecord] = []
@@ -81,8 +166,6 @@ def rescan(proj: "Project", label_files: set[str], *, write: bool) -> None:
 def stray_files(proj: "Project", label_files: set[str]) -> int:
     """Delete label/mask files of known images that no index row points to (left by a save that
     was interrupted before or after its commit); returns how many were removed."""
-    from deeplab_studio.storage.project import parse_annotation_name
-
     removed = 0
     for sub, names in (("labels", label_files), ("masks", None)):
         if names is None:
