@@ -81,7 +81,7 @@ def describe_error(exc: BaseException) -> str:
 def merge_into_project(project, key: str, proposal: np.ndarray) -> bool:
     """Merge a proposal into the saved label map of `key`, human pixels kept (worker thread).
 
-    The project index (project.json) is written later, once per batch, by the GUI thread.
+    Each save is committed to the project index at once (one transaction).
     """
     rec = project.record(key)
     labels, edit_mask = project.load_annotation(rec)

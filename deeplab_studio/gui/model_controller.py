@@ -45,7 +45,7 @@ class ModelController(QObject):
 
     proposalApplied = Signal(str)  # image key
     snapApplied = Signal(str)
-    indexSaved = Signal()  # project.json written after a batch
+    indexSaved = Signal()  # after a batch (every save is already committed; kept for listeners)
     message = Signal(str)
 
     def __init__(self, window, *, settings: QSettings | None = None) -> None:
