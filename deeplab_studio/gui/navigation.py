@@ -24,7 +24,7 @@ def open_project(folder) -> tuple[Project, str]:
         return Project.open(folder), ""
     except ProjectLockedError:
         project = Project.open(folder, read_only=True)
-        return project, f"{describe_holder(project.data_dir)} is writing this project."
+        return project, f"{describe_holder(project.data_dir)} has this project open for writing."
 
 
 def record_status(rec) -> str:

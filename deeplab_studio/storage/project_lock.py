@@ -72,7 +72,7 @@ class ProjectLock:
             os.close(fd)
             return None
         since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+        prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-", "-c") else "python"
         line = f"DeepLab Studio ({prog}, pid {os.getpid()} on {socket.gethostname()}, since {since})\n"
         try:  # the description is a courtesy: failing to write it must not lose the lock
             if os.name == "nt":  # pragma: no cover - byte 0 is locked on Windows; write after it
