@@ -1,6 +1,6 @@
 """Train the offline demo's model: DeepLab v3+ (MobileNetV2) on generated scenes, CPU, minutes.
 
-    python models/train_demo_model.py [--minutes 10] [--out models/demo_deeplabv3plus_mobilenet.safetensors]
+    python models/train_demo_model.py [--minutes 10] [--out deeplab_studio/models/demo_deeplabv3plus_mobilenet.safetensors]
 
 Data: `core.scenes.generate_scene` at the demo's size (240×320: textured disks, squares and
 triangles on textured backgrounds), seeds (1, i) for training and validation — the demo project
@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: the package's bundled-model folder in this source tree (shipped as package data; commit the result)
+OUT_DIR = HERE.parent / "deeplab_studio" / "models"
 NAME = "demo_deeplabv3plus_mobilenet"
 ARCH = "deeplabv3plus_mobilenet"
 
@@ -92,7 +94,7 @@ def to_float16(src: Path, dst: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=HERE / f"{NAME}.safetensors")
+    p.add_argument("--out", type=Path, default=OUT_DIR / f"{NAME}.safetensors")
     p.add_argument("--scenes", type=int, default=300)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
