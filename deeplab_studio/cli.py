@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "mIoU of a checkpoint on a VOC split"),
     "export": ("export", "export a project as a Pascal VOC dataset"),
     "import-voc": ("import_voc", "import a Pascal VOC dataset into a project"),
+    "convert": ("convert", "convert a TFLite DeepLab (TF's mobile v3) into a checkpoint"),
 }
 
 

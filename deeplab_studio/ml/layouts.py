@@ -95,9 +95,24 @@ def _backbone_of(keys) -> str:
     raise LayoutError(f"unknown backbone (first keys: {sample or 'no backbone.* keys'})")
 
 
+def _tf_mobile_layout(state: Tensors, source: str) -> Layout:
+    """TF DeepLab's mobile v3 (our `tf_mobile` names): depth multiplier from the stem's width."""
+    stem = state["backbone.features.0.conv.weight"].shape[0]
+    arch = {32: "deeplabv3_mobilenetv2_tf", 16: "deeplabv3_mobilenetv2_tf_dm05"}.get(int(stem))
+    if arch is None:
+        raise LayoutError(f"mobile DeepLab v3 with a {stem}-channel stem: only depth multipliers 1.0 (32) "
+                          "and 0.5 (16) are supported")
+    logits = state.get("classifier.logits.weight")
+    if logits is None or logits.ndim != 4:
+        raise LayoutError("classifier.logits.weight is missing or not a conv weight")
+    return Layout(arch, int(logits.shape[0]), source=source)
+
+
 def detect_layout(state: Tensors, *, source: str = "vainf") -> Layout:
     """Architecture, class count, separable convs and decoder depth from VainF-named keys."""
     keys = set(state)
+    if "classifier.concat_projection.conv.weight" in keys and "backbone.features.0.conv.weight" in keys:
+        return _tf_mobile_layout(state, "tf_mobile" if source == "vainf" else source)
     if "classifier.aspp.project.0.weight" in keys and "classifier.project.0.weight" in keys:
         head, aspp = "deeplabv3plus", "classifier.aspp."
     elif "classifier.classifier.0.project.0.weight" in keys:

@@ -1,4 +1,5 @@
-"""Model registry: DeepLab v3 / v3+ on ResNet-50/101 and MobileNetV2 (VainF naming).
+"""Model registry: DeepLab v3 / v3+ on ResNet-50/101 and MobileNetV2 (VainF naming), and
+TensorFlow DeepLab's mobile DeepLab v3 (`deeplabv3_mobilenetv2_tf[_dm05]`, see `tf_mobile`).
 
 >>> model = build_model("deeplabv3plus_mobilenet", num_classes=21, output_stride=16)
 >>> model.eval()(torch.zeros(1, 3, 97, 131)).shape     # logits at input size
@@ -17,6 +18,7 @@ from torch import nn
 from .backbones import (FeatureExtractor, mobilenet_v2_backbone, mobilenet_v3_large_backbone,
                         resnet_backbone, set_backbone_output_stride)
 from .blocks import DeepLabHead, DeepLabHeadV3Plus, aspp_rates
+from .tf_mobile import TFMobileDeepLabV3
 
 
 @dataclass(frozen=True)
@@ -24,11 +26,12 @@ class ArchSpec:
     """What a registered architecture is made of."""
 
     name: str
-    head: str  # "deeplabv3" or "deeplabv3plus"
-    backbone: str  # "resnet50", "resnet101" or "mobilenetv2"
+    head: str  # "deeplabv3", "deeplabv3plus" or "tf_mobile" (TF DeepLab's mobile v3)
+    backbone: str  # "resnet50", "resnet101", "mobilenetv2", "mobilenetv3_large" or "tf_mobilenetv2"
     in_channels: int
     low_level_channels: int
     fixed_rates: tuple[int, int, int] | None = None  # ASPP rates the weights were trained with
+    depth_multiplier: float = 1.0  # tf_mobile only
 
     @property
     def output_strides(self) -> tuple[int, ...]:
@@ -86,6 +89,10 @@ for _head in ("deeplabv3plus", "deeplabv3"):
 # torchvision's own MobileNetV3 DeepLab v3 (layout of its released weights, ASPP 12/24/36 at OS 16)
 register_arch(ArchSpec("deeplabv3_mobilenet_v3_large", "deeplabv3", "mobilenetv3_large", 960, 40,
                        fixed_rates=(12, 24, 36)))
+# TensorFlow DeepLab's mobile v3 (the Coral/TFLite and Hugging Face google/deeplabv3_mobilenet_v2_* models)
+register_arch(ArchSpec("deeplabv3_mobilenetv2_tf", "tf_mobile", "tf_mobilenetv2", 320, 0))
+register_arch(ArchSpec("deeplabv3_mobilenetv2_tf_dm05", "tf_mobile", "tf_mobilenetv2", 160, 0,
+                       depth_multiplier=0.5))
 
 
 def list_archs() -> list[str]:
@@ -110,7 +117,7 @@ _BACKBONES: dict[str, Callable[..., FeatureExtractor]] = {
 
 def build_model(arch: str, *, num_classes: int, output_stride: int = 16,
                 pretrained_backbone: bool = False, separable: bool = False,
-                decoder_convs: int = 1) -> DeepLabV3:
+                decoder_convs: int = 1) -> nn.Module:
     """Build a DeepLab model with VainF/DeepLabV3Plus-Pytorch parameter names.
 
     ``output_stride`` 16 (ASPP rates 6/12/18) or 8 (12/24/36); ``pretrained_backbone`` loads
@@ -121,6 +128,12 @@ def build_model(arch: str, *, num_classes: int, output_stride: int = 16,
     spec = arch_spec(arch)
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if spec.head == "tf_mobile":
+        if separable or decoder_convs != 1 or pretrained_backbone:
+            raise ValueError(f"{arch} has no separable, decoder or pretrained-backbone options")
+        spec.rates(output_stride)  # checks the stride
+        return TFMobileDeepLabV3(arch=arch, num_classes=int(num_classes),
+                                 depth_multiplier=spec.depth_multiplier, output_stride=output_stride)
     if decoder_convs != 1 and spec.head != "deeplabv3plus":
         raise ValueError("decoder_convs applies to deeplabv3plus_* models only")
     rates = spec.rates(output_stride)
@@ -136,9 +149,12 @@ def build_model(arch: str, *, num_classes: int, output_stride: int = 16,
                      output_stride=output_stride, separable=separable, decoder_convs=decoder_convs)
 
 
-def set_output_stride(model: DeepLabV3, output_stride: int) -> DeepLabV3:
+def set_output_stride(model: nn.Module, output_stride: int) -> nn.Module:
     """Switch a built model between output stride 8 and 16 in place (same weights)."""
     rates = arch_spec(model.arch).rates(output_stride)
+    if isinstance(model, TFMobileDeepLabV3):
+        model.set_output_stride(output_stride)
+        return model
     set_backbone_output_stride(model.backbone, output_stride)
     model.aspp.set_rates(rates)
     model.output_stride = output_stride
@@ -180,3 +196,13 @@ def deeplabv3_mobilenet(**kwargs) -> DeepLabV3:
 def deeplabv3_mobilenet_v3_large(**kwargs) -> DeepLabV3:
     """torchvision's DeepLab v3 on MobileNetV3-Large (output stride 16 only)."""
     return build_model("deeplabv3_mobilenet_v3_large", **kwargs)
+
+
+def deeplabv3_mobilenetv2_tf(**kwargs) -> TFMobileDeepLabV3:
+    """TensorFlow DeepLab's mobile DeepLab v3 on MobileNetV2 (depth multiplier 1.0)."""
+    return build_model("deeplabv3_mobilenetv2_tf", **kwargs)
+
+
+def deeplabv3_mobilenetv2_tf_dm05(**kwargs) -> TFMobileDeepLabV3:
+    """The same with depth multiplier 0.5."""
+    return build_model("deeplabv3_mobilenetv2_tf_dm05", **kwargs)

@@ -31,7 +31,8 @@ def layout(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def test_registry_names() -> None:
-    assert sorted(list_archs()) == sorted(ARCHS + ["deeplabv3_mobilenet_v3_large"])
+    assert sorted(list_archs()) == sorted(ARCHS + ["deeplabv3_mobilenet_v3_large", "deeplabv3_mobilenetv2_tf",
+                                                  "deeplabv3_mobilenetv2_tf_dm05"])
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("deeplabv3plus_xception", num_classes=21)
     for arch in list_archs():  # a named builder for each, torchvision style
