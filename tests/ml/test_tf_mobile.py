@@ -103,3 +103,42 @@ def test_convert_cli_round_trip_and_refusals(tmp_path: Path, capsys) -> None:
     truncated.write_bytes(TFLITE["deeplabv3_mobilenetv2_tf"].read_bytes()[:5000])
     assert main(["convert", str(truncated), "--out", str(tmp_path / "d.safetensors")]) == 2
     assert "damaged" in capsys.readouterr().err
+
+
+def _patched(tmp_path: Path, edit) -> Path:
+    """A copy of the Coral model with bytes changed by `edit(bytearray, model)`."""
+    import tflite
+
+    buf = bytearray(TFLITE["deeplabv3_mobilenetv2_tf"].read_bytes())
+    edit(buf, tflite.Model.GetRootAsModel(bytes(buf), 0), tflite)
+    out = tmp_path / "other.tflite"
+    out.write_bytes(bytes(buf))
+    return out
+
+
+def _stem_stride_1(buf: bytearray, model, tflite) -> None:
+    op = model.Subgraphs(0).Operators(0)  # the stem convolution
+    table = op.BuiltinOptions()
+    opts = tflite.Conv2DOptions()
+    opts.Init(table.Bytes, table.Pos)
+    field = opts._tab.Offset(6)  # stride_w
+    assert field and opts.StrideW() == 2
+    buf[opts._tab.Pos + field:opts._tab.Pos + field + 4] = (1).to_bytes(4, "little")
+
+
+def _rename_aspp(buf: bytearray, model, tflite) -> None:
+    at = bytes(buf).find(b"aspp0/Conv2D_Fold")
+    assert at >= 0
+    while at >= 0:  # every tensor of that layer: an unknown "aspq0" layer
+        buf[at:at + 5] = b"aspq0"
+        at = bytes(buf).find(b"aspp0/Conv2D_Fold", at)
+
+
+@pytest.mark.parametrize("edit, words", [(_stem_stride_1, "has stride 1"), (_rename_aspp, "has no place")])
+def test_another_graph_is_refused(tmp_path: Path, capsys, edit, words: str) -> None:
+    """Files of another graph (a changed stride, an unknown layer) are one line, not a wrong model."""
+    other = _patched(tmp_path, edit)
+    assert main(["convert", str(other), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another graph" in err[0] and words in err[0], err
+    assert not (tmp_path / "x.safetensors").exists()
