@@ -78,6 +78,22 @@ def platform_problem(env: dict | None = None, loader=ctypes.CDLL) -> str | None:
     return None
 
 
+def app_icon():
+    """The application icon from package data (`deeplab_studio.resources`); an empty QIcon if absent."""
+    from importlib import resources
+
+    from PySide6.QtGui import QIcon, QImage, QPixmap
+
+    try:
+        entry = resources.files("deeplab_studio.resources").joinpath("icons", "deeplab-studio.svg")
+        svg = entry.read_bytes()
+    except (ModuleNotFoundError, OSError):
+        return QIcon()
+    if isinstance(entry, Path):  # an installed file: Qt's SVG icon engine draws it sharp at every size
+        return QIcon(str(entry))
+    return QIcon(QPixmap.fromImage(QImage.fromData(svg, "SVG")))
+
+
 def _open_demo(window) -> None:
     if importlib.util.find_spec("deeplab_studio.gui.demo") is None:
         window.show_message("The demo project is not part of this build.", "info")
@@ -111,11 +127,7 @@ def run_app(folder: str | None = None, demo: bool = False) -> int:
     app.setApplicationName(prefs.APP)
     app.setApplicationDisplayName("DeepLab Studio")
     app.setStyle("Fusion")
-    icon = Path(__file__).resolve().parents[2] / "resources" / "icons" / "deeplab-studio.svg"
-    if icon.is_file():  # present in a source checkout
-        from PySide6.QtGui import QIcon
-
-        app.setWindowIcon(QIcon(str(icon)))
+    app.setWindowIcon(app_icon())
     window = MainWindow()
     attach_model_tools(window)  # Model menu, inference worker, training; torch stays unimported until used
     window.show()
