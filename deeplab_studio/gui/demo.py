@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from deeplab_studio.core.scenes import generate_scene, scene_labelset
-from deeplab_studio.models import SCENES_MODEL, VOC_MODEL, bundled_model_path, bundled_models, model_card
+from deeplab_studio.models import SCENES_MODEL, VOC_MODEL, bundled_model_path, bundled_models
 
 DEMO_VERSION = 1
 DEMO_IMAGES = 12
@@ -132,8 +132,8 @@ def demo_photos() -> list[str]:
 def ensure_photo_project(root: Path | None = None) -> Path:
     """Copy the demo photographs (and their README) into `<root>/photos` once; returns that folder.
 
-    A new project gets the classes of the VOC model's card (the 21 VOC classes when it is absent);
-    files already there, and classes the user changed later, are left alone.
+    A new project gets the 21 Pascal VOC classes (the VOC model's); files already there, and
+    classes the user changed later, are left alone.
     """
     from deeplab_studio.storage.atomic import atomic_write_bytes, atomic_write_json
 
@@ -154,11 +154,7 @@ def ensure_photo_project(root: Path | None = None) -> Path:
 def _voc_labelset():
     from deeplab_studio.core.labels import LabelSet
 
-    if VOC_MODEL in bundled_models():
-        classes = model_card(VOC_MODEL).get("classes")
-        if classes:
-            return LabelSet(list(classes))
-    return LabelSet.voc()
+    return LabelSet.voc()  # the VOC model's classes: its proposals map onto them by name
 
 
 def ground_truth(images_folder: Path, key: str) -> np.ndarray | None:
