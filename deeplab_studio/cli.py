@@ -50,7 +50,9 @@ def _gui_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("folder", nargs="?", help="folder of images to open (default: the last one)")
-    p.add_argument("--demo", action="store_true", help="open the offline demo project with its bundled model")
+    p.add_argument("--demo", nargs="?", const="auto", choices=("photos", "scenes"), default=None,
+                   help="open an offline demo: 'photos' (real photographs with the bundled VOC model, the "
+                        "default) or 'scenes' (generated scenes with their small model, for the learning demo)")
     p.add_argument("--version", action="version", version=f"deeplab-studio {__version__}")
     return p
 
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from deeplab_studio.gui.app import run_app  # Qt only, torch is imported lazily later
 
-    return run_app(folder=args.folder, demo=args.demo)
+    return run_app(folder=args.folder, demo=args.demo or False)
 
 
 if __name__ == "__main__":

@@ -94,20 +94,21 @@ def app_icon():
     return QIcon(QPixmap.fromImage(QImage.fromData(svg, "SVG")))
 
 
-def _open_demo(window) -> None:
+def _open_demo(window, kind: str = "auto") -> None:
     if importlib.util.find_spec("deeplab_studio.gui.demo") is None:
         window.show_message("The demo project is not part of this build.", "info")
         return
     from deeplab_studio.gui import demo
 
     try:
-        demo.open_demo(window)
+        demo.open_demo(window, kind=kind)
     except Exception as exc:  # noqa: BLE001 - the demo must never take the app down
         window.show_message(f"Cannot open the demo project: {exc}")
 
 
-def run_app(folder: str | None = None, demo: bool = False) -> int:
-    """Show the annotation window (opening `folder`, the last folder, or the demo); returns the exit code."""
+def run_app(folder: str | None = None, demo: bool | str = False) -> int:
+    """Show the annotation window (opening `folder`, the last folder, or the demo — `demo` is True
+    or a kind: "auto", "photos", "scenes"); returns the exit code."""
     problem = platform_problem()
     if problem:
         print(problem, file=sys.stderr)
@@ -132,7 +133,8 @@ def run_app(folder: str | None = None, demo: bool = False) -> int:
     attach_model_tools(window)  # Model menu, inference worker, training; torch stays unimported until used
     window.show()
     if demo:
-        QTimer.singleShot(0, lambda: _open_demo(window))
+        kind = demo if isinstance(demo, str) else "auto"
+        QTimer.singleShot(0, lambda: _open_demo(window, kind))
     else:
         target = folder or prefs.last_folder(window.settings)
         if target:

@@ -207,9 +207,10 @@ def test_predict_messages_read_well(tmp_path: Path, ckpt: Path, capsys) -> None:
 def test_evaluate_an_exported_project_and_check_class_names(tmp_path: Path, capsys) -> None:
     """The real chain: a project of generated scenes → `export_voc` → `evaluate` with the trained
     demo model; the JSON equals a confusion matrix computed here from the exported files."""
-    demo = Path(__file__).resolve().parents[2] / "models" / "demo_deeplabv3plus_mobilenet.safetensors"
-    if not demo.exists():
-        pytest.skip("the trained demo model is not in this checkout")
+    from deeplab_studio.models import SCENES_MODEL, bundled_model_path
+
+    with bundled_model_path(SCENES_MODEL) as path:
+        demo = path
     from deeplab_studio.core.labels import LabelSet
     from deeplab_studio.core.metrics import ConfusionMatrix
     from deeplab_studio.core.scenes import generate_scene

@@ -393,16 +393,13 @@ def test_banded_upsampling_equals_interpolate() -> None:
     torch.testing.assert_close(bands, full, atol=1e-5, rtol=0)
 
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo_deeplabv3plus_mobilenet.safetensors"
-
-
 @pytest.fixture(scope="module")
 def demo_model():
-    if not DEMO_MODEL.exists():
-        pytest.skip(f"the trained demo model {DEMO_MODEL.name} is not in this checkout")
     from deeplab_studio.ml.checkpoints import load_checkpoint
+    from deeplab_studio.models import SCENES_MODEL, bundled_model_path
 
-    return load_checkpoint(DEMO_MODEL)
+    with bundled_model_path(SCENES_MODEL) as path:  # shipped in the package: never skipped
+        return load_checkpoint(path)
 
 
 @pytest.mark.parametrize("options", [{"tile_size": 128, "tile_overlap": 32}, {"tta": "flip"}, {"tta": "ms"},
