@@ -1,4 +1,7 @@
-"""`deeplab-studio evaluate`: mIoU of a checkpoint on a Pascal VOC split.
+"""`deeplab-studio evaluate`: mIoU of a model on a Pascal VOC split.
+
+The model is `--model` (a bundled model's name, a checkpoint file, a Hugging Face folder or
+`torchvision:NAME`) or, without it, the bundled Pascal VOC model `deeplabv3_mobilenetv2_voc`.
 
 Accumulates one confusion matrix over the whole split (ground-truth 255 ignored) and prints
 per-class IoU, mIoU and pixel accuracy; `--json` prints one object on stdout instead (progress

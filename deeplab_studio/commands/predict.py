@@ -23,6 +23,8 @@ import argparse
 import io
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,12 @@ from deeplab_studio.commands.predict_outputs import (  # noqa: F401  (plural: al
 # --- options shared with `evaluate` ----------------------------------------------------------------
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --device, --output-stride, --tta, --crf, --tile-size, --max-side, --decode-workers."""
-    parser.add_argument("--model", required=True, metavar="CKPT",
-                        help="checkpoint: this project's .safetensors, a VainF .pth or torchvision weights; or "
+    from deeplab_studio.models import VOC_MODEL
+
+    parser.add_argument("--model", default=None, metavar="MODEL",
+                        help=f"the model (default: {VOC_MODEL}, the bundled DeepLab v3 MobileNetV2 trained on the "
+                             "21 Pascal VOC classes): a bundled model's name; a checkpoint file (this project's "
+                             ".safetensors, a VainF .pth, torchvision weights); a Hugging Face model folder; or "
                              "torchvision:NAME (deeplabv3_resnet50|resnet101|mobilenet_v3_large: torchvision's "
                              "VOC-class weights from the torch hub cache, downloaded once)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
@@ -58,14 +64,37 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 TORCHVISION_PREFIX = "torchvision:"
 
 
-def model_file(model: str) -> str:
-    """`--model` as a file: `torchvision:NAME` is fetched into (or found in) the torch hub cache,
-    with download progress on stderr; anything else is a path."""
-    if not model.startswith(TORCHVISION_PREFIX) or Path(model).exists():
-        return model
+@contextmanager
+def model_file(model: str | None) -> Iterator[str]:
+    """`--model` as a path `load_checkpoint` reads, while the context is open: None is the bundled
+    VOC model; an existing file or folder is itself; a bundled model's name is its weights (found
+    with `deeplab_studio.models`, never relative to the source tree); `torchvision:NAME` is fetched
+    into (or found in) the torch hub cache, with download progress on stderr. Anything else is
+    one CommandError naming the bundled models."""
+    from deeplab_studio.models import VOC_MODEL, bundled_model_path, bundled_models
+
+    name = VOC_MODEL if model is None else model
+    if model is not None and Path(model).exists():
+        yield model
+        return
+    if name.startswith(TORCHVISION_PREFIX):
+        yield _torchvision_file(name[len(TORCHVISION_PREFIX):])
+        return
+    bundled = bundled_models()
+    if name in bundled:
+        with bundled_model_path(name) as path:
+            yield str(path)
+        return
+    if model is not None and (Path(model).suffix or Path(model).name != model):
+        yield model  # a path: load_checkpoint says "file not found"
+        return
+    what = "the default model is not" if model is None else "file not found, and not"
+    raise CommandError(f"{name}: {what} a bundled model (bundled: {', '.join(bundled) or 'none'})")
+
+
+def _torchvision_file(name: str) -> str:
     from deeplab_studio.ml.checkpoints import fetch_torchvision_weights
 
-    name = model[len(TORCHVISION_PREFIX):]
     shown = [-1]
 
     def progress(done: int, total: int | None) -> None:
@@ -80,9 +109,11 @@ def model_file(model: str) -> str:
 
 
 def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=None) -> Any:
-    """A Predictor for `args.model` with the options above; bad input → CommandError."""
+    """A Predictor for `args.model` with the options above; bad input → CommandError. Without
+    `--model` it is the bundled VOC model, and `args.model` becomes its name (for reports)."""
     from deeplab_studio.ml.checkpoints import CheckpointError, load_checkpoint
     from deeplab_studio.ml.predictor import DeviceError, Predictor, resolve_device
+    from deeplab_studio.models import VOC_MODEL
 
     try:
         device = resolve_device(args.device)
@@ -93,11 +124,14 @@ def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=Non
     if args.max_side is not None and args.max_side < 32:
         raise CommandError(f"--max-side must be at least 32, not {args.max_side}")
     try:
-        loaded = load_checkpoint(model_file(args.model), device="cpu", output_stride=args.output_stride)
+        with model_file(args.model) as path:
+            loaded = load_checkpoint(path, device="cpu", output_stride=args.output_stride)
     except CheckpointError as exc:
         raise CommandError(str(exc)) from None
     except ValueError as exc:  # e.g. an output stride the architecture does not support
-        raise CommandError(f"{args.model}: {exc}") from None
+        raise CommandError(f"{args.model or VOC_MODEL}: {exc}") from None
+    if args.model is None:
+        args.model = VOC_MODEL
     return Predictor(
         loaded, device=device, tta=args.tta, tile_size=args.tile_size,
         large_image="downscale" if args.max_side else "tile", max_side=args.max_side,
