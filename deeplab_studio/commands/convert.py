@@ -10,6 +10,7 @@ is not a checkpoint it converted earlier.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -44,8 +45,10 @@ def model_card(out: Path, args: argparse.Namespace, graph, loaded_names: list[st
     """The model card written beside the checkpoint (extended later with measured figures)."""
     from deeplab_studio import __version__
 
+    data = out.read_bytes()
     return {
-        "name": out.stem, "arch": arch, "num_classes": len(loaded_names), "class_names": loaded_names,
+        "name": out.stem, "arch": arch, "file": out.name, "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data), "num_classes": len(loaded_names), "classes": loaded_names,
         "input": "RGB; the network sees x/127.5 - 1 (checkpoint mean = std = 0.5)",
         "output_stride": 16, "weights_dtype": "float16" if args.float16 else "float32",
         "source": {"file": Path(args.model).name, "sha256": graph.sha256, "where": args.source},
