@@ -1,4 +1,5 @@
-"""Checkpoint files: our ``.safetensors`` format, VainF ``.pth`` files, torchvision weights.
+"""Checkpoint files: our ``.safetensors`` format, VainF ``.pth`` files, torchvision weights,
+Hugging Face ``MobileNetV2ForSemanticSegmentation`` folders (config.json + weights, see `hf_layout`).
 
 Our format is a safetensors file whose header metadata maps ``"deeplab_studio"`` to a JSON
 object (format version, arch, classes, colours, output stride, normalisation, head options,
@@ -31,9 +32,10 @@ from torch import nn
 
 from ..core.labels import VOC_CLASSES, voc_colormap
 from . import checkpoint_safety as safety
-from . import hub
+from . import hf_layout, hub
 from .checkpoint_safety import CheckpointError
 from .layouts import Layout, LayoutError, detect_layout, diff_state, normalise, strip_wrappers
+from .tf_mobile import BN_EPS, TF_MEAN, TF_STD
 from .zoo import arch_spec, build_model, list_archs
 
 FORMAT_NAME = "deeplab_studio.checkpoint"
@@ -41,8 +43,9 @@ FORMAT_VERSION = 1
 METADATA_KEY = "deeplab_studio"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Output strides the originals were trained at: VainF's released models use 16, torchvision's 8.
-_DEFAULT_STRIDE = {"vainf": 16, "torchvision": 8}
+# Output strides the originals were trained at: VainF's released models use 16, torchvision's 8;
+# Hugging Face's google/deeplabv3_mobilenet_v2_* configs (and TF DeepLab's evaluation) use 8.
+_DEFAULT_STRIDE = {"vainf": 16, "torchvision": 8, "tf_mobile": 16, "hf": 8}
 
 TORCHVISION_WEIGHTS = {
     "deeplabv3_resnet50": "https://download.pytorch.org/models/deeplabv3_resnet50_coco-cd0a2569.pth",
@@ -293,13 +296,22 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
                     output_stride: int | None = None) -> LoadedModel:
     """Load any supported checkpoint into an eval-mode model on ``device``.
 
-    ``output_stride`` overrides the stride stored in (or assumed for) the file: 16 for ours
-    unless saved otherwise and for VainF files, 8 for torchvision weights.
+    ``path`` may also be a Hugging Face model folder (config.json with model.safetensors or
+    pytorch_model.bin). ``output_stride`` overrides the stride stored in (or assumed for) the
+    file: 16 for ours unless saved otherwise and for VainF files, 8 for torchvision weights, the
+    config's (else 8) for Hugging Face weights.
     Raises CheckpointError (naming the file) for every file that cannot be used.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "file not found")
+    hf: hf_layout.HFConfig | None = None
+    if path.is_dir():
+        try:
+            hf = hf_layout.read_config(path / "config.json")
+            path = hf_layout.find_weights(path)
+        except hf_layout.HFLayoutError as exc:
+            raise CheckpointError(path, str(exc)) from None
     if not path.is_file():
         raise CheckpointError(path, "not a file")
     if output_stride not in (None, 8, 16):
@@ -313,8 +325,12 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     else:
         state, extras = _extract_state(path, safety.load_pth(path))
     try:
-        state, layout = normalise(state)
-    except LayoutError as exc:
+        state, layout = normalise(state, hf_backbone_eps=hf.backbone_eps if hf else BN_EPS)
+        if hf is not None and layout.source != "hf":
+            raise LayoutError("config.json is a Hugging Face MobileNetV2's but the weights are not")
+        if hf is not None:
+            hf_layout.check_against(hf, arch_spec(layout.arch).depth_multiplier, layout.num_classes)
+    except (LayoutError, hf_layout.HFLayoutError) as exc:
         raise CheckpointError(path, f"not a supported segmentation checkpoint: {exc}") from None
 
     if own is not None:
@@ -328,12 +344,18 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         meta = {"format": "deeplab_studio", **own}
     else:
         strides = arch_spec(layout.arch).output_strides if layout.arch in list_archs() else (8, 16)
-        stride = output_stride or (strides[0] if len(strides) == 1 else _DEFAULT_STRIDE[layout.source])
+        default = hf.output_stride if hf else _DEFAULT_STRIDE[layout.source]
+        stride = output_stride or (strides[0] if len(strides) == 1 else default)
         names, colors = _default_classes(layout.num_classes)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        assumed = names is not None
+        if hf is not None and hf.class_names is not None:
+            names, assumed = hf.class_names, False
+        tf_net = arch_spec(layout.arch).head == "tf_mobile"  # inputs scaled to x/127.5 - 1
+        mean, std = (TF_MEAN, TF_STD) if tf_net else (IMAGENET_MEAN, IMAGENET_STD)
         fmt = layout.source if kind == "torch" else "safetensors_state_dict"
+        fmt = "huggingface" if layout.source == "hf" else fmt
         meta = {"format": fmt, "arch": layout.arch, "separable": layout.separable,
-                "decoder_convs": layout.decoder_convs, "class_names_assumed": names is not None,
+                "decoder_convs": layout.decoder_convs, "class_names_assumed": assumed,
                 **extras}
     meta["path"] = str(path)
     model = _build_and_load(path, state, layout, stride)

@@ -1,7 +1,8 @@
 """State-dict layouts: recognise a DeepLab state dict from its keys and shapes.
 
 Knows VainF/DeepLabV3Plus-Pytorch's names (our own models use them too) and torchvision's
-``deeplabv3_*`` segmentation weights, which are renamed onto the v3 model here.
+``deeplabv3_*`` segmentation weights, which are renamed onto the v3 model here, and Hugging Face's
+``MobileNetV2ForSemanticSegmentation``, renamed onto `tf_mobile` by `hf_layout`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+
+from . import hf_layout
+from .tf_mobile import BN_EPS
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -29,7 +33,7 @@ class Layout:
     num_classes: int
     separable: bool = False
     decoder_convs: int = 1
-    source: str = "vainf"  # "vainf" or "torchvision" naming in the original file
+    source: str = "vainf"  # "vainf", "torchvision", "tf_mobile" or "hf" naming in the original file
 
     def build_kwargs(self) -> dict:
         return {"num_classes": self.num_classes, "separable": self.separable,
@@ -97,7 +101,10 @@ def _backbone_of(keys) -> str:
 
 def _tf_mobile_layout(state: Tensors, source: str) -> Layout:
     """TF DeepLab's mobile v3 (our `tf_mobile` names): depth multiplier from the stem's width."""
-    stem = state["backbone.features.0.conv.weight"].shape[0]
+    stem_weight = state.get("backbone.features.0.conv.weight")
+    if stem_weight is None or stem_weight.ndim != 4:
+        raise LayoutError("backbone.features.0.conv.weight (the stem) is missing or not a conv weight")
+    stem = stem_weight.shape[0]
     arch = {32: "deeplabv3_mobilenetv2_tf", 16: "deeplabv3_mobilenetv2_tf_dm05"}.get(int(stem))
     if arch is None:
         raise LayoutError(f"mobile DeepLab v3 with a {stem}-channel stem: only depth multipliers 1.0 (32) "
@@ -111,7 +118,8 @@ def _tf_mobile_layout(state: Tensors, source: str) -> Layout:
 def detect_layout(state: Tensors, *, source: str = "vainf") -> Layout:
     """Architecture, class count, separable convs and decoder depth from VainF-named keys."""
     keys = set(state)
-    if "classifier.concat_projection.conv.weight" in keys and "backbone.features.0.conv.weight" in keys:
+    if source == "hf" or ("classifier.concat_projection.conv.weight" in keys
+                          and "backbone.features.0.conv.weight" in keys):
         return _tf_mobile_layout(state, "tf_mobile" if source == "vainf" else source)
     if "classifier.aspp.project.0.weight" in keys and "classifier.project.0.weight" in keys:
         head, aspp = "deeplabv3plus", "classifier.aspp."
@@ -134,9 +142,16 @@ def detect_layout(state: Tensors, *, source: str = "vainf") -> Layout:
     return Layout(f"{head}_{backbone}", int(weight.shape[0]), separable, decoder_convs, source)
 
 
-def normalise(state: Tensors) -> tuple[dict[str, torch.Tensor], Layout]:
-    """Strip wrapper prefixes, map torchvision names, and detect the layout."""
+def normalise(state: Tensors, *, hf_backbone_eps: float = BN_EPS) -> tuple[dict[str, torch.Tensor], Layout]:
+    """Strip wrapper prefixes, map torchvision and Hugging Face names, and detect the layout
+    (``hf_backbone_eps``: the MobileNetV2's batch-norm epsilon from a Hugging Face config.json)."""
     state = strip_wrappers(state)
+    if hf_layout.is_hf_layout(state):
+        try:
+            state = hf_layout.from_hf(state, backbone_eps=hf_backbone_eps)
+        except hf_layout.HFLayoutError as exc:
+            raise LayoutError(str(exc)) from None
+        return state, detect_layout(state, source="hf")
     if is_torchvision_layout(state):
         state = from_torchvision(state)
         return state, detect_layout(state, source="torchvision")
