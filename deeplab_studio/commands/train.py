@@ -2,6 +2,8 @@
 
 DATA is a Pascal VOC folder (ImageSets/Segmentation at its root, in VOC2012/ or in
 VOCdevkit/VOC2012/) or an annotated project folder (its `edited` and `reviewed` images only).
+`--init` picks the start: a bundled model (by default the Pascal VOC model, when `--arch` is not
+given or is its architecture), a checkpoint, an ImageNet backbone or random weights.
 The best model by validation mIoU is written to --out in the own checkpoint format, loadable by
 `predict`/`evaluate`; `<out stem>.last.pt` beside it holds the resume state (--resume).
 Ctrl-C once stops after the current step, keeping the best model and the resume state.
@@ -17,14 +19,15 @@ import time
 from pathlib import Path
 
 from deeplab_studio.cli import CommandError
+from deeplab_studio.models import VOC_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="project folder or VOC folder")
     parser.add_argument("--out", required=True, metavar="CKPT", help="where to write the best model (.safetensors)")
     parser.add_argument("--arch", default=None, metavar="ARCH",
-                        help="deeplabv3plus_resnet50|resnet101|mobilenet, deeplabv3_... "
-                             "(default: the --init checkpoint's, else deeplabv3plus_mobilenet)")
+                        help="deeplabv3plus_resnet50|resnet101|mobilenet, deeplabv3_..., deeplabv3_mobilenetv2_tf "
+                             "(default: the --init model's; must be it when --init is a model)")
     parser.add_argument("--epochs", type=int, default=30, metavar="N", help="passes over the training images (default 30)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="crops per step (default 8)")
     parser.add_argument("--crop", type=int, default=321, metavar="S", help="square training crop in pixels (default 321)")
@@ -34,9 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed (small batches)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    parser.add_argument("--init", default="imagenet", metavar="CKPT|imagenet|random",
-                        help="start from a checkpoint (fine-tune), an ImageNet backbone (default; random "
-                             "when the weights cannot be had) or random weights")
+    parser.add_argument("--init", default=None, metavar=f"{VOC_MODEL}|CKPT|imagenet|random",
+                        help=f"start from a bundled model ({VOC_MODEL}: DeepLab v3 MobileNetV2 trained on Pascal "
+                             "VOC), a checkpoint file or Hugging Face folder (fine-tune: the backbone and ASPP are "
+                             "kept, the class layer is resized to DATA's classes, keeping the rows of classes with "
+                             "the same name), an ImageNet backbone (random when the weights cannot be had) or random "
+                             f"weights. Default: {VOC_MODEL} when --arch is not given or is its architecture, "
+                             "else imagenet")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), default=16)
     parser.add_argument("--separable", action="store_true", help="depthwise-separable ASPP/decoder (new models)")
     parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
@@ -48,6 +55,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="split, augmentation and init seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue from <out stem>.last.pt")
     parser.add_argument("--quiet", action="store_true", help="only messages and one line per epoch")
+
+
+def resolve_init(init: str | None, arch: str | None) -> str:
+    """`--init` checked: "imagenet", "random", an existing checkpoint file or folder, or a bundled
+    model's name. Without it: the bundled VOC model when `--arch` is absent or its architecture
+    (and the model is bundled), else "imagenet"."""
+    from deeplab_studio.models import bundled_models, model_card
+
+    bundled = bundled_models()
+    if init is None:
+        if VOC_MODEL in bundled and arch in (None, model_card(VOC_MODEL).get("arch")):
+            return VOC_MODEL
+        return "imagenet"
+    if init in ("imagenet", "random") or Path(init).exists() or init in bundled:
+        return init
+    raise CommandError(f"{init}: --init must be a bundled model ({', '.join(bundled) or 'none bundled'}), "
+                       "a checkpoint file, 'imagenet' or 'random'")
 
 
 def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only: bool = False):
@@ -130,9 +154,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise CommandError(f"{out.parent}: the output folder does not exist")
-    init = args.init
-    if init not in ("imagenet", "random") and not Path(init).is_file():
-        raise CommandError(f"{init}: --init must be a checkpoint file, 'imagenet' or 'random'")
+    init = resolve_init(args.init, args.arch)
     lr = args.lr if args.lr is not None else (1e-4 if args.optimizer == "adamw" else 0.01)
     try:
         config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, lr=lr,

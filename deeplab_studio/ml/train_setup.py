@@ -1,8 +1,11 @@
 """Setting up and keeping a training run: the initial model and the files it writes.
 
-- ``init_model``: a checkpoint (fine-tune; the class head is resized when the class list
-  differs, rows of classes with the same name kept), an ImageNet backbone (when the weights can
-  be had; otherwise a clear message and random init) or random weights;
+- ``init_model``: a bundled model by name (e.g. ``deeplabv3_mobilenetv2_voc``) or a checkpoint
+  (fine-tune; the class head is resized when the class list differs, rows of classes with the
+  same name kept), an ImageNet backbone (when the weights can be had; otherwise a clear message
+  and random init) or random weights. Its summary also says how inputs are normalised (the
+  checkpoint's mean/std; TF DeepLab's 0.5/0.5 for its architectures) and whether batch norm must
+  stay frozen (weights with batch norm folded in, as converted TFLite models have);
 - ``save_best``: the best model in the own checkpoint format with the training summary;
 - the resume state ``<out stem>.last.pt``: only tensors and plain containers (``torch.save``,
   atomic), read back with ``weights_only=True``.
@@ -21,6 +24,7 @@ from torch import nn
 
 from deeplab_studio.core.labels import VOC_CLASSES
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
+from deeplab_studio.ml.tf_mobile import TF_MEAN, TF_STD
 
 STATE_FORMAT = "deeplab-studio-train-state"
 STATE_VERSION = 1
@@ -104,10 +108,11 @@ def _init_model(init: str | None, arch: str | None, class_names: list[str], *, o
                 separable: bool, say: Callable[[str], None]) -> tuple[nn.Module, str, bool, dict]:
     """The model to train: ``(model, arch, backbone pretrained?, init summary)``.
 
-    ``init``: None/"imagenet", "random" or a checkpoint path; ``arch`` None means the
-    checkpoint's, else ``DEFAULT_ARCH``.
+    ``init``: None/"imagenet", "random", a bundled model's name or a checkpoint path; ``arch``
+    None means the checkpoint's, else ``DEFAULT_ARCH``. The summary holds ``init``, ``build``,
+    ``mean``/``std`` (input normalisation) and ``freeze_bn`` (batch norm folded into the weights).
     """
-    from deeplab_studio.ml.zoo import build_model, list_archs
+    from deeplab_studio.ml.zoo import arch_spec, build_model, list_archs
 
     if arch is not None and arch not in list_archs():
         raise TrainError(f"unknown architecture {arch!r}; known: {', '.join(list_archs())}")
@@ -115,31 +120,65 @@ def _init_model(init: str | None, arch: str | None, class_names: list[str], *, o
     num_classes = len(class_names)
     if init in ("imagenet", "random"):
         arch = arch or DEFAULT_ARCH
+        tf_style = arch_spec(arch).head == "tf_mobile"
+        if init == "imagenet" and tf_style:  # TF DeepLab's MobileNetV2 has no ImageNet weights here
+            say(f"{arch} has no ImageNet backbone weights here (start from a bundled model or checkpoint instead)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = build_model(arch, num_classes=num_classes, output_stride=output_stride,
-                                pretrained_backbone=init == "imagenet", separable=separable)
+                                pretrained_backbone=init == "imagenet" and not tf_style, separable=separable)
         offline = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
         for msg in offline:
             say(msg)
-        pretrained = init == "imagenet" and not offline
+        pretrained = init == "imagenet" and not offline and not tf_style
         say(f"{arch}: {'ImageNet backbone' if pretrained else 'random initialisation'}")
+        mean, std = (TF_MEAN, TF_STD) if tf_style else (IMAGENET_MEAN, IMAGENET_STD)
         return model, arch, pretrained, {"init": "imagenet" if pretrained else "random",
-                                         "build": build_kwargs(model)}
-    from deeplab_studio.ml.checkpoints import CheckpointError, load_checkpoint
-
-    try:
-        loaded = load_checkpoint(init, device="cpu")
-    except (CheckpointError, OSError) as exc:
-        raise TrainError(f"cannot load the initial checkpoint: {exc}") from None
+                                         "build": build_kwargs(model), "mean": list(mean), "std": list(std),
+                                         "freeze_bn": False}
+    loaded, source = _load_initial(init)
     arch = arch or loaded.arch
     if arch != loaded.arch:
-        raise TrainError(f"--arch {arch} differs from the initial checkpoint's {loaded.arch}")
+        raise TrainError(f"--arch {arch} differs from the initial model's {loaded.arch} ({source})")
     model = build_model(arch, num_classes=num_classes, output_stride=output_stride, **build_kwargs(loaded.model))
     info = transfer_weights(model, loaded.model.state_dict(), loaded.class_names, list(class_names))
-    say(f"{arch} from {init}: kept {len(info['kept_classes'])} classes"
-        + (f", new: {', '.join(info['new_classes'])}" if info["new_classes"] else ""))
-    return model, arch, True, {"init": str(init), "build": build_kwargs(model), **info}
+    folded = has_folded_batch_norm(loaded.model)
+    say(f"{arch} from {source}: kept {len(info['kept_classes'])} classes"
+        + (f", new: {', '.join(info['new_classes'])}" if info["new_classes"] else "")
+        + ("; batch norm is folded into its weights, so BatchNorm statistics stay fixed" if folded else ""))
+    return model, arch, True, {"init": str(init), "build": build_kwargs(model), **info,
+                               "mean": list(loaded.mean), "std": list(loaded.std), "freeze_bn": folded}
+
+
+def _load_initial(init: str) -> tuple[Any, str]:
+    """The LoadedModel to start from and how to name it: a file or folder that exists, else a
+    bundled model of that name (``deeplab_studio.models``)."""
+    from deeplab_studio.ml.checkpoints import CheckpointError, load_checkpoint
+    from deeplab_studio.models import bundled_model_path, bundled_models
+
+    try:
+        if not Path(init).exists() and init in bundled_models():
+            with bundled_model_path(init) as path:
+                return load_checkpoint(path, device="cpu"), f"the bundled model {init}"
+        return load_checkpoint(init, device="cpu"), str(init)
+    except (CheckpointError, OSError) as exc:
+        raise TrainError(f"cannot load the initial checkpoint: {exc}") from None
+
+
+def has_folded_batch_norm(model: nn.Module) -> bool:
+    """True when every batch norm is an identity that only adds a bias (running mean 0, variance
+    1 - eps, scale 1; some bias not 0): batch norm was folded into the convolutions, as in
+    converted TFLite models. Training such a model with batch statistics would undo the folding,
+    so its BatchNorm layers must stay in eval mode. (A freshly built model has variance 1, bias 0.)"""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or any(m.running_mean is None or m.running_var is None or m.weight is None for m in norms):
+        return False
+    for m in norms:
+        var = m.running_var.float()
+        if not (torch.all(m.running_mean == 0) and torch.all(m.weight == 1)
+                and torch.allclose(var, torch.full_like(var, 1 - m.eps), rtol=0, atol=1e-4)):
+            return False
+    return any(bool(m.bias.detach().abs().sum() > 0) for m in norms if m.bias is not None)
 
 
 def build_kwargs(model: nn.Module) -> dict[str, Any]:
@@ -162,13 +201,14 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def save_best(path: Path, model: nn.Module, arch: str, class_names: list[str], class_colors, output_stride: int,
-              summary: dict[str, Any]) -> None:
-    """The best model in the own checkpoint format (``save_checkpoint`` writes atomically)."""
+              summary: dict[str, Any], *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+    """The best model in the own checkpoint format (``save_checkpoint`` writes atomically), with
+    the input normalisation it was trained with."""
     from deeplab_studio.ml.checkpoints import save_checkpoint
 
     save_checkpoint(path, model, arch=arch, num_classes=len(class_names), class_names=list(class_names),
                     class_colors=[list(c) for c in class_colors] if class_colors else None,
-                    output_stride=output_stride, mean=IMAGENET_MEAN, std=IMAGENET_STD, training=_plain(summary))
+                    output_stride=output_stride, mean=mean, std=std, training=_plain(summary))
 
 
 def _plain(obj: Any) -> Any:

@@ -3,7 +3,9 @@
 The recipe of the DeepLab papers: random scale 0.5–2.0, crop with padding to 255, flip, mild
 colour jitter; pixel-wise cross-entropy ignoring 255; SGD with momentum and the poly learning
 rate ``lr·(1 - step/total)^0.9`` (AdamW optional); optionally frozen BatchNorm statistics for
-small batches; mixed precision on CUDA. Every epoch the validation split is scored with a
+small batches (always for weights with batch norm folded in, such as the bundled VOC model); inputs
+normalised as the initial model expects (its checkpoint's mean/std; ImageNet's for new models, TF
+DeepLab's 0.5/0.5 for its architectures); mixed precision on CUDA. Every epoch the validation split is scored with a
 confusion matrix and, when its mIoU improves, the model is written atomically in the project's
 own checkpoint format with a training summary. A resume state (``<out stem>.last.pt``: only
 tensors and plain containers, loadable with ``weights_only=True``) is written atomically after
@@ -60,7 +62,7 @@ class TrainConfig:
     cpu_threads: int | None = None  # torch intra-op threads while training on the CPU (None: as set)
     seed: int = 0
     val_fraction: float = 0.2
-    init: str | None = None  # None/"imagenet": ImageNet backbone if available; "random"; or a checkpoint path
+    init: str | None = None  # None/"imagenet": ImageNet backbone if available; "random"; a bundled model; a checkpoint
     output_stride: int = 16
     separable: bool = False  # depthwise-separable ASPP/decoder convs (lighter; new models only)
     scale: tuple[float, float] = (0.5, 2.0)
@@ -194,10 +196,11 @@ def _workers(config: TrainConfig) -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def normalizer(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
-    return lambda x: (x.to(device, non_blocking=True).float() - mean) / std
+def normalizer(device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 N×3×H×W batches → float ``(x/255 - mean) / std`` on ``device`` (ImageNet's by default)."""
+    m = torch.tensor(tuple(mean), device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    s = torch.tensor(tuple(std), device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    return lambda x: (x.to(device, non_blocking=True).float() - m) / s
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -220,11 +223,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device, *,
-                   amp: bool = False, cancel: Any = None) -> ConfusionMatrix | None:
+                   amp: bool = False, cancel: Any = None, mean=IMAGENET_MEAN, std=IMAGENET_STD
+                   ) -> ConfusionMatrix | None:
     """Confusion matrix of ``model`` over ``loader`` (uint8 images, labels); None if cancelled."""
     was_training = model.training
     model.eval()
-    norm = normalizer(device)
+    norm = normalizer(device, mean, std)
     cm = ConfusionMatrix(num_classes, ignore_index=IGNORE)
     try:
         for images, labels in loader:
@@ -294,6 +298,8 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
                             **init_info.get("build", {}))
         model.load_state_dict(state["model"], strict=True)
     model.to(device)
+    mean, std = init_info.get("mean", IMAGENET_MEAN), init_info.get("std", IMAGENET_STD)  # as the model expects
+    freeze_bn = config.freeze_bn or bool(init_info.get("freeze_bn"))  # folded batch norm stays an identity
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     optimizer = make_optimizer(model, config, pretrained)
@@ -351,7 +357,7 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
             "cuda_rng": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
         }, last_path)
 
-    norm = normalizer(device)
+    norm = normalizer(device, mean, std)
     cancelled = False
     t_run, steps_run, val_seconds, val_runs = time.monotonic(), 0, 0.0, 0
 
@@ -363,7 +369,7 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
 
     while epoch < config.epochs and not cancelled:
         model.train()
-        if config.freeze_bn:  # again each epoch: validation switches the model to eval and back
+        if freeze_bn:  # again each epoch: validation switches the model to eval and back
             _set_bn_frozen(model)
         sampler.set_epoch(epoch, start_batch * bs)
         batch_i, epoch_loss, epoch_n = start_batch, 0.0, 0
@@ -394,8 +400,8 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
             say(f"cancelled at step {step}; " + ("best model kept" if best_epoch else "no model saved yet"))
             break
         t_val = time.monotonic()
-        cm = evaluate_model(model, val_loader, data.num_classes, device, amp=use_amp, cancel=cancel) \
-            if val_loader is not None else None
+        cm = evaluate_model(model, val_loader, data.num_classes, device, amp=use_amp, cancel=cancel,
+                            mean=mean, std=std) if val_loader is not None else None
         if val_loader is not None and cm is None:  # cancelled during validation: redo it on resume
             cancelled = True
             save_state(batch_i)
@@ -411,7 +417,7 @@ def _train(config: TrainConfig, data: TrainData, out_path: str | Path, *, progre
         if improved:
             best_miou, best_epoch = (miou if miou is not None else best_miou), epoch
             save_best(out_path, model, arch, list(data.class_names), data.class_colors, config.output_stride,
-                      summary())
+                      summary(), mean=mean, std=std)
         save_state(0)
         emit(TrainProgress("epoch", step, total_steps, epoch, config.epochs, history[-1]["loss"], lr_now, miou,
                            best_miou, eta(), message="new best" if improved else ""))
