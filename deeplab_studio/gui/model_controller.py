@@ -11,7 +11,9 @@ only through `WindowLink` (gui/window_link.py), which names every window method 
   on the current label map in the thread pool, human pixels protected.
 - Uncertainty: each proposal's confidence is kept; an overlay toggle shows it; "Next most
   uncertain image" orders the images not yet reviewed by mean uncertainty.
-- The last model used in a project is remembered per folder and loaded again when it reopens.
+- The last model used in a project is remembered per folder and loaded again when it reopens;
+  a folder with no model gets the offer of the bundled VOC model (gui/model_offer.py): one click
+  loads it, nothing loads by itself.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from deeplab_studio.gui.class_mapping import (ClassMapping, is_default_labelset,
                                               unmatched_note)
 from deeplab_studio.gui.inference_jobs import model_status_text
 from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
+from deeplab_studio.gui.model_offer import bundled_weights, install_offer, voc_model_available
 from deeplab_studio.gui.pool_tasks import run_async, run_crf_async
 from deeplab_studio.gui.uncertainty import UncertaintyStore
 from deeplab_studio.gui.uncertainty_view import UncertaintyView
@@ -69,6 +72,9 @@ class ModelController(QObject):
         self.uncertainty_view = UncertaintyView(self.link, self.uncertainty, self.act_uncertainty.isChecked,
                                                 self.message.emit)
         self._build_status_widgets()
+        self.offer = install_offer(self.link.window)
+        self.offer.useRequested.connect(self.use_voc_model)
+        self.offer.otherRequested.connect(self.open_model_dialog)
         self.message.connect(self.link.show_message)
         self.client.proposalReady.connect(self._on_proposal)
         self.client.failed.connect(self._on_failed)
@@ -142,9 +148,29 @@ class ModelController(QObject):
     def load_model(self, path: str, device: str = "auto") -> int:
         """Load a checkpoint in the worker; the status bar shows it once loaded."""
         self.link.set_model_status(f"Loading model… ({device})")
+        self.offer.hide()
         rid = self.client.load_model(path, device)
         self._loading = (rid, str(path), device)
         return rid
+
+    def use_bundled_model(self, name: str, device: str = "auto") -> int:
+        """Load bundled model `name` (found with `deeplab_studio.models`) in the worker."""
+        self.offer.hide()
+        return self.load_model(bundled_weights(name), device)
+
+    def use_voc_model(self) -> int:
+        """The offer's "Use the VOC model": the bundled Pascal VOC model, on the best device."""
+        from deeplab_studio.models import VOC_MODEL
+
+        return self.use_bundled_model(VOC_MODEL)
+
+    def offer_voc_model(self) -> bool:
+        """Show the offer when a folder is open with no model loaded or loading, the VOC model is
+        bundled and the user did not say "not now" for this folder; True when it is shown."""
+        show = (not self._closed and not self.offer.dismissed and self.link.project() is not None
+                and self.client.model is None and self._loading is None and voc_model_available())
+        self.offer.setVisible(show)
+        return show
 
     def open_model_dialog(self) -> None:
         from deeplab_studio.gui.model_dialog import ModelDialog
@@ -157,6 +183,7 @@ class ModelController(QObject):
         if asked:
             self._loading = None
         self._device = asked[2] if asked else info["device"]
+        self.offer.hide()
         self._remember_for_project(info["path"], self._device)
         self._prefetched.clear()
         self.uncertainty.set_model(info["path"])  # rank uncertainty by the active model only
@@ -172,6 +199,7 @@ class ModelController(QObject):
 
     def _on_model_failed(self, message: str) -> None:
         self._loading = None
+        self.offer_voc_model()  # still no model: the offer stays one click away
         current = self.client.model
         self.link.set_model_status(*(("No model", "") if current is None else model_status_text(current)))
         self.link.show_error("Could not load the model", message)
@@ -229,6 +257,7 @@ class ModelController(QObject):
         if last is None:  # a model carried over from the previous project is this one's model now
             if current is not None:
                 self._remember_for_project(current["path"], self._device)
+            self.offer_voc_model()
             return None
         path, device = last
         if (current is not None and current["path"] == path) or (self._loading and self._loading[1] == path):
@@ -239,12 +268,14 @@ class ModelController(QObject):
             text = f"The model last used in this project is gone ({path}); {rest}."
             shown = getattr(getattr(self.link.window, "banner", None), "text", lambda: "")()
             self.link.show_warning(f"{shown}\n{text}" if shown else text)  # keep the folder's own note
+            self.offer_voc_model()
             return None
         return self.load_model(path, device)
 
     def _require_model(self) -> bool:
         if self.client.model is None and not self.client.busy:
-            self.link.show_error("No model", "Open a model first (Model → Open model…).")
+            offered = "“Use the VOC model” above the image, or " if self.offer.isVisible() else ""
+            self.link.show_error("No model", f"Open a model first ({offered}Model → Open model…).")
             return False
         return True
 
@@ -457,6 +488,8 @@ class ModelController(QObject):
         self._precompute_next()
 
     def _on_project_changed(self, *_) -> None:
+        self.offer.hide()  # restore_project_model decides again for this folder
+        self.offer.dismissed = False
         self._prefetched.clear()
         if self._batch_id is not None:
             self.cancel_batch()
@@ -478,6 +511,7 @@ class ModelController(QObject):
         from deeplab_studio.gui.model_dialog import WeightsDownload
 
         self._closed = True  # no model is loaded again after this
+        self.offer.hide()
         for download in self.findChildren(WeightsDownload):
             download.cancel()
             download.wait(15000)  # stops at its next progress report or network timeout

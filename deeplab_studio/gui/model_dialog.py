@@ -1,7 +1,7 @@
 """Model dialog: choose and load a checkpoint, pick the device, map its classes onto the project's.
 
 - Open a checkpoint file (own format, VainF, torchvision: `load_checkpoint` detects which), a
-  recent model, a model card from `models/*.json`, or download torchvision's pretrained
+  recent model, a bundled model (its card from `deeplab_studio.models`), or download torchvision's pretrained
   DeepLabV3 weights (progress and hash check by `ml.hub`; offline gives a clear message).
 - The device list (auto / CPU / each CUDA GPU with name and memory) is probed in the worker
   thread, so the dialog never imports torch in the GUI thread.
@@ -21,15 +21,17 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 
 from deeplab_studio.core.labels import BACKGROUND, IGNORE
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin);;All files (*)"
 
 #: torchvision's pretrained DeepLabV3 weights (COCO subset with the 20 VOC categories)
 TORCHVISION_MODELS = ("deeplabv3_resnet50", "deeplabv3_resnet101")
 
 
-def model_cards(folder: Path = MODELS_DIR) -> list[dict]:
-    """Every readable `*.json` model card in `folder`, with `weights_path` resolved."""
+def model_cards(folder: Path | None = None) -> list[dict]:
+    """Model cards with `weights_path` resolved: the bundled models' (VOC model first), or every
+    readable `*.json` card in `folder`."""
+    if folder is None:
+        return bundled_cards()
     cards = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -42,6 +44,23 @@ def model_cards(folder: Path = MODELS_DIR) -> list[dict]:
         card["weights_path"] = str(folder / weights) if weights else None
         card["card_path"] = str(path)
         cards.append(card)
+    return cards
+
+
+def bundled_cards() -> list[dict]:
+    """The cards of the bundled models (`deeplab_studio.models`), the VOC model first."""
+    from deeplab_studio.gui.model_offer import bundled_weights
+    from deeplab_studio.models import VOC_MODEL, bundled_models, model_card
+
+    cards = []
+    for name in sorted(bundled_models(), key=lambda n: n != VOC_MODEL):
+        try:
+            card = dict(model_card(name))
+        except (LookupError, OSError, ValueError):
+            continue
+        if "arch" in card:
+            card.update(weights_path=bundled_weights(name), card_path=f"{name}.json", bundled=name)
+            cards.append(card)
     return cards
 
 
@@ -160,7 +179,7 @@ class ModelDialog(QDialog):
         self.apply_button.clicked.connect(self.apply_mapping)
 
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Models (cards in models/ and recent files):"))
+        layout.addWidget(QLabel("Models (bundled with DeepLab Studio, then recent files):"))
         layout.addWidget(self.models)
         self.models.setMaximumHeight(150)  # the class table below needs the room
         layout.addLayout(row)
@@ -191,7 +210,9 @@ class ModelDialog(QDialog):
         for card in model_cards():
             path = card.get("weights_path")
             missing = "" if path and Path(path).is_file() else "  (weights missing)"
-            add(f"{card.get('name', card['card_path'])}  ·  {card['arch']}{missing}", path, card.get("description", ""))
+            bundled = "Bundled: " if card.get("bundled") else ""
+            add(f"{bundled}{card.get('name', card['card_path'])}  ·  {card['arch']}{missing}", path,
+                card.get("description", ""))
         for path in self.controller.recent_models():
             if str(Path(path).resolve()) not in listed:
                 add(f"Recent: {Path(path).name}", path, path)
@@ -213,7 +234,9 @@ class ModelDialog(QDialog):
         self.load_path(path)
 
     def open_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", str(MODELS_DIR), CHECKPOINT_FILTER)
+        recent = self.controller.recent_models()
+        start = str(Path(recent[0]).parent) if recent else str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", start, CHECKPOINT_FILTER)
         if path:
             self.load_path(path)
 

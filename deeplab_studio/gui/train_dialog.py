@@ -6,8 +6,10 @@ auto images" runs the controller's auto-segment-all with the active model. `Trai
 the background `TrainRun`, so closing the dialog does not stop a run; closing the window cancels
 and joins it.
 
-The dialog: architecture, start point (the active model's checkpoint, an ImageNet backbone when
-its weights can be had, or random init), epochs, batch size, crop, learning rate, output path
+The dialog: architecture, start point (the active model's checkpoint, the bundled Pascal VOC model
+— the first choice when no model of the user's is active; its class layer is resized to the
+project's classes, rows of classes with the same name kept — an ImageNet backbone when its
+weights can be had, or random init), epochs, batch size, crop, learning rate, output path
 (`<data dir>/models/<timestamp>.safetensors`); how many `edited`/`reviewed` images train (never
 the unreviewed `auto` proposals); a live chart of the loss and the validation mIoU; ETA; Cancel.
 When a run finishes its best model becomes the active one through the model controller (the
@@ -25,9 +27,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QF
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
                                QToolButton, QVBoxLayout, QWidget)
 
+from deeplab_studio.gui.model_offer import bundled_name, voc_model_available
 from deeplab_studio.gui.train_worker import (ARCHS, INIT_IMAGENET, INIT_RANDOM, TrainRequest, TrainRun,  # noqa: F401
                                             default_output_path, format_eta, list_archs, training_counts)
 from deeplab_studio.gui.training_chart import TrainingChart
+from deeplab_studio.models import VOC_MODEL, model_card
 
 DEFAULT_ARCH = "deeplabv3plus_mobilenet"
 INIT_ACTIVE = "active"
@@ -309,8 +313,11 @@ class TrainDialog(QDialog):
         self.start_combo.blockSignals(True)
         self.start_combo.clear()
         model = self.tools.active_model()
-        if model is not None:
+        if model is not None and bundled_name(model["path"]) != VOC_MODEL:
             self.start_combo.addItem(f"Active model: {_name(model['path'])} ({model['arch']})", INIT_ACTIVE)
+        if voc_model_available():
+            self.start_combo.addItem("Bundled Pascal VOC model (DeepLab v3 MobileNetV2, 21 classes; "
+                                     "class layer resized to this project's classes)", VOC_MODEL)
         self.start_combo.addItem("ImageNet backbone (random init when the weights can't be had)", INIT_IMAGENET)
         self.start_combo.addItem("Random initialisation", INIT_RANDOM)
         i = self.start_combo.findData(keep)
@@ -319,14 +326,17 @@ class TrainDialog(QDialog):
         self._start_changed()
 
     def _start_changed(self, *_) -> None:
-        active = self.start_combo.currentData() == INIT_ACTIVE
+        start = self.start_combo.currentData()
+        active = start in (INIT_ACTIVE, VOC_MODEL)  # fine-tune a model: its architecture
         if active:
-            arch = self.tools.active_model()["arch"]
+            arch = self.tools.active_model()["arch"] if start == INIT_ACTIVE else model_card(VOC_MODEL)["arch"]
             if self.arch_combo.findText(arch) < 0:
                 self.arch_combo.addItem(arch)
             self.arch_combo.setCurrentText(arch)
         self.arch_combo.setEnabled(not active and not self.tools.run.running)
-        self.freeze_bn.setChecked(active and self.batch.value() < 8)
+        folded = start == VOC_MODEL  # batch norm folded into its weights: training keeps it fixed anyway
+        self.freeze_bn.setChecked(folded or (active and self.batch.value() < 8))
+        self.freeze_bn.setEnabled(not folded)
 
     def _set_running(self, running: bool) -> None:
         self.settings_box.setEnabled(not running)
@@ -341,8 +351,9 @@ class TrainDialog(QDialog):
         """The run the dialog's settings describe."""
         start = self.start_combo.currentData()
         init = self.tools.active_model()["path"] if start == INIT_ACTIVE else start
+        model_start = start in (INIT_ACTIVE, VOC_MODEL)
         return TrainRequest(project=self.tools.window.project, out_path=Path(self.out_edit.text()).expanduser(),
-                            arch=None if start == INIT_ACTIVE else self.arch_combo.currentText(), init=init,
+                            arch=None if model_start else self.arch_combo.currentText(), init=init,
                             epochs=self.epochs.value(), batch_size=self.batch.value(), crop=self.crop.value(),
                             lr=self.lr.value(), freeze_bn=self.freeze_bn.isChecked(),
                             device=self.device.currentText(), edited_pixels_only=self.painted_only.isChecked())

@@ -33,7 +33,7 @@ class TrainRequest:
     project: Any  # storage.project.Project
     out_path: Path
     arch: str | None = None  # None: the init checkpoint's arch
-    init: str = INIT_IMAGENET  # "imagenet", "random" or a checkpoint path (fine-tune)
+    init: str = INIT_IMAGENET  # "imagenet", "random", a bundled model's name or a checkpoint path (fine-tune)
     epochs: int = 10
     batch_size: int = 4
     crop: int = 321
@@ -50,7 +50,8 @@ class TrainRequest:
 
 #: ml.zoo.list_archs() without importing torch in the GUI thread (a test keeps them equal)
 ARCHS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenet",
-         "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet", "deeplabv3_mobilenet_v3_large")
+         "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet", "deeplabv3_mobilenet_v3_large",
+         "deeplabv3_mobilenetv2_tf", "deeplabv3_mobilenetv2_tf_dm05")
 TRAINABLE = ("edited", "reviewed")
 
 

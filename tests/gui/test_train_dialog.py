@@ -246,7 +246,8 @@ def test_no_labelled_images_gives_a_message_and_the_app_goes_on(qtbot, tmp_path,
         dialog = t.show_dialog()
         assert "needs at least 2 edited or reviewed images" in dialog.data_label.text()
         assert not dialog.start_button.isEnabled()
-        assert dialog.start_combo.currentData() == "imagenet"  # no model loaded: no "active" entry
+        assert dialog.start_combo.findData("active") < 0  # no model loaded: no "active" entry
+        assert dialog.start_combo.currentData() == "deeplabv3_mobilenetv2_voc"  # the bundled VOC model first
         dialog.start_combo.setCurrentIndex(dialog.start_combo.findData("random"))
         # forced anyway, the worker's error comes back as a message in the window
         shown = []
