@@ -13,9 +13,9 @@ stride rule, [image pooling, 1×1 branch] → projection → logits. Its names m
   ``classifier.logits``; ``convolution``/``normalization`` → ``conv``/``bn``;
 - ``mobilenet_v2.conv_1x1`` (the 1280-channel layer, computed but unused by segmentation) is dropped.
 
-One difference changes numbers: transformers (like TF DeepLab) gives the head's batch norms
-epsilon 1e-5, the MobileNetV2's ``config.layer_norm_eps`` (1e-3); `tf_mobile` uses 1e-3 throughout.
-The batch-norm scale is rescaled by sqrt((var + 1e-3) / (var + eps)), which makes eval-mode outputs
+Batch-norm epsilons: transformers, like TF DeepLab and `tf_mobile`, uses 1e-5 in the head and
+``config.layer_norm_eps`` (1e-3) in the MobileNetV2; a file with another backbone epsilon has its
+batch-norm scales rescaled by sqrt((var + 1e-3) / (var + eps)), which makes eval-mode outputs
 equal. transformers' own post-processing resizes logits with ``align_corners=False``;
 `tf_mobile` keeps the TF graph's ``align_corners=True`` (see the module docstring there).
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..core.labels import LabelSet, LabelSetError
-from .tf_mobile import BN_EPS
+from .tf_mobile import BN_EPS, HEAD_BN_EPS
 
 HF_MODEL_TYPE = "mobilenet_v2"
 HF_SEGMENTATION = "MobileNetV2ForSemanticSegmentation"
@@ -88,13 +88,13 @@ def _rename(key: str) -> str | None:
     return key
 
 
-def _refold_eps(state: dict[str, torch.Tensor], prefix: str, eps: float) -> None:
-    """Scale a batch norm's weight so that eps ``BN_EPS`` gives what ``eps`` gave (eval mode)."""
+def _refold_eps(state: dict[str, torch.Tensor], prefix: str, eps: float, target: float) -> None:
+    """Scale a batch norm's weight so that eps `target` gives what `eps` gave (eval mode)."""
     weight, var = state.get(prefix + "weight"), state.get(prefix + "running_var")
-    if eps == BN_EPS or weight is None or var is None or weight.shape != var.shape:
+    if eps == target or weight is None or var is None or weight.shape != var.shape:
         return  # equal already, or missing/mis-shaped (the key check names it)
     var64 = var.to(torch.float64)
-    scale = torch.sqrt((var64 + BN_EPS) / (var64 + eps))
+    scale = torch.sqrt((var64 + target) / (var64 + eps))
     state[prefix + "weight"] = (weight.to(torch.float64) * scale).to(weight.dtype)
 
 
@@ -115,7 +115,10 @@ def from_hf(state: Mapping[str, torch.Tensor], *, backbone_eps: float = BN_EPS) 
             out[new] = value
     _check_widths(out)
     for prefix in {k.rsplit(".", 1)[0] + "." for k in out if k.endswith(".bn.running_var")}:
-        _refold_eps(out, prefix, HF_HEAD_EPS if prefix.startswith("classifier.") else backbone_eps)
+        if prefix.startswith("classifier."):
+            _refold_eps(out, prefix, HF_HEAD_EPS, HEAD_BN_EPS)
+        else:
+            _refold_eps(out, prefix, backbone_eps, BN_EPS)
         out.setdefault(prefix + "num_batches_tracked", torch.zeros((), dtype=torch.long))
     return out
 

@@ -8,8 +8,9 @@ conventions change the numbers, they are kept:
 
 - every convolution pads like TF "SAME" (`SameConv2d`): for stride 2 on an even size the extra
   row/column goes at the bottom/right, not on both sides;
-- batch norm uses TF's epsilon 1e-3 (converted TFLite weights arrive with batch norm folded into
-  the convolutions: the layers are then identities that can still be fine-tuned);
+- batch norm uses TF's epsilons: 1e-3 in the MobileNetV2, 1e-5 in the ASPP head (converted TFLite
+  weights arrive with batch norm folded into the convolutions: the layers are then identities
+  that can still be fine-tuned);
 - images are scaled as x/127.5 − 1 (the checkpoint stores mean = std = 0.5 for the Predictor);
 - the logits are resized to the input with bilinear `align_corners=True`, as the graph does.
 
@@ -26,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BN_EPS = 1e-3
+BN_EPS = 1e-3  # MobileNetV2's batch norm (TF-slim mobilenet)
+HEAD_BN_EPS = 1e-5  # DeepLab's ASPP and projection batch norm
 # (expansion t, output channels c, repeats n, first stride s) — MobileNetV2's table
 _BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
            (6, 320, 1, 1))
@@ -64,13 +66,13 @@ class SameConv2d(nn.Conv2d):
 
 
 class ConvBNAct(nn.Module):
-    """Convolution (no bias), batch norm (eps 1e-3) and an optional activation."""
+    """Convolution (no bias), batch norm and an optional activation."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, *, stride: int = 1, groups: int = 1,
-                 act: type[nn.Module] | None = nn.ReLU6) -> None:
+                 act: type[nn.Module] | None = nn.ReLU6, eps: float = BN_EPS) -> None:
         super().__init__()
         self.conv = SameConv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.bn = nn.BatchNorm2d(cout, eps=eps)
         self.act = act() if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,9 +140,9 @@ class MobileASPPHead(nn.Module):
 
     def __init__(self, cin: int, num_classes: int, channels: int = ASPP_CHANNELS) -> None:
         super().__init__()
-        self.aspp0 = ConvBNAct(cin, channels, act=nn.ReLU)
-        self.image_pooling = ConvBNAct(cin, channels, act=nn.ReLU)
-        self.concat_projection = ConvBNAct(2 * channels, channels, act=nn.ReLU)
+        self.aspp0 = ConvBNAct(cin, channels, act=nn.ReLU, eps=HEAD_BN_EPS)
+        self.image_pooling = ConvBNAct(cin, channels, act=nn.ReLU, eps=HEAD_BN_EPS)
+        self.concat_projection = ConvBNAct(2 * channels, channels, act=nn.ReLU, eps=HEAD_BN_EPS)
         self.dropout = nn.Dropout2d(0.1)  # TF DeepLab trains with dropout before the logits
         self.logits = nn.Conv2d(channels, num_classes, 1)
 
