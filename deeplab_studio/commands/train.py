@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=30, metavar="N", help="passes over the training images (default 30)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="crops per step (default 8)")
     parser.add_argument("--crop", type=int, default=321, metavar="S", help="square training crop in pixels (default 321)")
-    parser.add_argument("--lr", type=float, default=None, metavar="LR", help="base learning rate (default 0.01 SGD, 1e-4 AdamW)")
+    parser.add_argument("--lr", type=float, default=None, metavar="LR",
+                        help="base learning rate (default: SGD 0.01 from imagenet/random, 0.001 when --init is a "
+                             "model, which keeps what it knows; AdamW 1e-4)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     parser.add_argument("--weight-decay", type=float, default=1e-4, metavar="WD", help="default 1e-4")
     parser.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed (small batches)")
@@ -72,6 +74,15 @@ def resolve_init(init: str | None, arch: str | None) -> str:
         return init
     raise CommandError(f"{init}: --init must be a bundled model ({', '.join(bundled) or 'none bundled'}), "
                        "a checkpoint file, 'imagenet' or 'random'")
+
+
+def default_lr(optimizer: str, init: str) -> float:
+    """AdamW 1e-4; SGD 0.01 from scratch or an ImageNet backbone, 0.001 from a trained model: on a
+    few images 0.01 makes the bundled VOC model forget classes the data lacks within 20 steps
+    (benchmarks/bench_finetune_init.py)."""
+    if optimizer == "adamw":
+        return 1e-4
+    return 0.01 if init in ("imagenet", "random") else 0.001
 
 
 def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only: bool = False):
@@ -155,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise CommandError(f"{out.parent}: the output folder does not exist")
     init = resolve_init(args.init, args.arch)
-    lr = args.lr if args.lr is not None else (1e-4 if args.optimizer == "adamw" else 0.01)
+    lr = args.lr if args.lr is not None else default_lr(args.optimizer, init)
     try:
         config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, lr=lr,
                              optimizer=args.optimizer, weight_decay=args.weight_decay, freeze_bn=args.freeze_bn,

@@ -35,6 +35,7 @@ from deeplab_studio.models import VOC_MODEL, model_card
 
 DEFAULT_ARCH = "deeplabv3plus_mobilenet"
 INIT_ACTIVE = "active"
+SCRATCH_LR, FINETUNE_LR = 0.01, 0.001  # as `deeplab-studio train` (commands/train.py: default_lr)
 
 
 def _name(path: str | Path) -> str:
@@ -177,6 +178,7 @@ class TrainDialog(QDialog):
         self.tools = tools
         self.setWindowTitle("Train on my labels")
         self._out_edited = False
+        self._setting_lr = False
         self._last_out: Path | None = None
         self._rate: float | None = None  # images/s of the last step event
         self._build()
@@ -208,7 +210,9 @@ class TrainDialog(QDialog):
         self.lr.setDecimals(5)
         self.lr.setRange(1e-5, 1.0)
         self.lr.setSingleStep(0.001)
-        self.lr.setValue(0.01)
+        self.lr.setValue(SCRATCH_LR)
+        self._lr_edited = False  # the user chose a rate: switching the start point keeps it
+        self.lr.valueChanged.connect(lambda _v: setattr(self, "_lr_edited", not self._setting_lr))
         self.freeze_bn = QCheckBox("Freeze BatchNorm statistics (fine-tuning with small batches)")
         self.painted_only = QCheckBox("Edited images: learn only the pixels a human painted (reviewed images count whole)")
         self.device = QComboBox()
@@ -337,6 +341,10 @@ class TrainDialog(QDialog):
         folded = start == VOC_MODEL  # batch norm folded into its weights: training keeps it fixed anyway
         self.freeze_bn.setChecked(folded or (active and self.batch.value() < 8))
         self.freeze_bn.setEnabled(not folded)
+        if not self._lr_edited:  # a trained model fine-tunes at a lower rate (it keeps what it knows)
+            self._setting_lr = True
+            self.lr.setValue(FINETUNE_LR if active else SCRATCH_LR)
+            self._setting_lr = False
 
     def _set_running(self, running: bool) -> None:
         self.settings_box.setEnabled(not running)

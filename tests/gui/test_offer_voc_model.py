@@ -150,10 +150,14 @@ def test_train_dialog_starts_from_the_voc_model(qtbot, tmp_path, photos) -> None
         assert dialog.arch_combo.currentText() == "deeplabv3_mobilenetv2_tf" and not dialog.arch_combo.isEnabled()
         assert dialog.freeze_bn.isChecked() and not dialog.freeze_bn.isEnabled()  # folded batch norm
         req = dialog.request()
-        assert req.init == VOC_MODEL and req.arch is None
+        assert req.init == VOC_MODEL and req.arch is None and req.lr == pytest.approx(0.001)  # fine-tuning rate
         combo.setCurrentIndex(combo.findData("random"))
         assert dialog.arch_combo.isEnabled() and dialog.freeze_bn.isEnabled()
-        assert dialog.request().init == "random" and dialog.request().arch == dialog.arch_combo.currentText()
+        req = dialog.request()
+        assert req.init == "random" and req.arch == dialog.arch_combo.currentText() and req.lr == pytest.approx(0.01)
+        dialog.lr.setValue(0.005)  # the user's rate stays whatever the start point
+        combo.setCurrentIndex(combo.findData(VOC_MODEL))
+        assert dialog.request().lr == pytest.approx(0.005)
         with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
             c.use_voc_model()
         dialog.refresh()  # the active model is the bundled one: listed once, as the bundled model

@@ -137,3 +137,7 @@ def test_cli_init_choices_and_errors(tmp_path: Path) -> None:
     assert resolve_init(None, "deeplabv3_mobilenetv2_tf") == VOC_MODEL
     assert resolve_init(None, "deeplabv3plus_mobilenet") == "imagenet"  # an explicit other arch: as before
     assert resolve_init("random", "deeplabv3_mobilenetv2_tf") == "random"
+    from deeplab_studio.commands.train import default_lr
+
+    assert default_lr("sgd", VOC_MODEL) == 0.001 and default_lr("sgd", "random") == default_lr("sgd", "imagenet") == 0.01
+    assert default_lr("adamw", VOC_MODEL) == 1e-4
