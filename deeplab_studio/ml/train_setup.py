@@ -166,19 +166,21 @@ def _load_initial(init: str) -> tuple[Any, str]:
 
 
 def has_folded_batch_norm(model: nn.Module) -> bool:
-    """True when every batch norm is an identity that only adds a bias (running mean 0, variance
-    1 - eps, scale 1; some bias not 0): batch norm was folded into the convolutions, as in
-    converted TFLite models. Training such a model with batch statistics would undo the folding,
-    so its BatchNorm layers must stay in eval mode. (A freshly built model has variance 1, bias 0.)"""
+    """True when every batch norm keeps the statistics of an identity (running mean 0, variance
+    1 - eps) while its affine part is not the fresh one (some bias not 0 or scale not 1): batch
+    norm was folded into the convolutions, as in converted TFLite models and models fine-tuned
+    from them. Training such a model with batch statistics would undo the folding, so its
+    BatchNorm layers must stay in eval mode. (A freshly built model has variance 1, bias 0.)"""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or any(m.running_mean is None or m.running_var is None or m.weight is None for m in norms):
+    if not norms or any(m.running_mean is None or m.running_var is None or m.weight is None or m.bias is None
+                        for m in norms):
         return False
     for m in norms:
         var = m.running_var.float()
-        if not (torch.all(m.running_mean == 0) and torch.all(m.weight == 1)
+        if not (torch.all(m.running_mean == 0)
                 and torch.allclose(var, torch.full_like(var, 1 - m.eps), rtol=0, atol=1e-4)):
             return False
-    return any(bool(m.bias.detach().abs().sum() > 0) for m in norms if m.bias is not None)
+    return any(bool(torch.any(m.bias != 0) or torch.any(m.weight != 1)) for m in norms)
 
 
 def build_kwargs(model: nn.Module) -> dict[str, Any]:

@@ -122,6 +122,17 @@ def test_short_cli_run_from_the_bundled_model_on_a_3_class_project(tmp_path: Pat
     assert 0 < moved < 0.1  # it trained, a little, from the kept rows
     summary = read_metadata(out)["training"]
     assert summary["init"]["init"] == VOC_MODEL and summary["init"]["kept_classes"] == CLASSES
+    assert has_folded_batch_norm(ft.model)  # fine-tuning it again keeps batch norm frozen too
+    _, _, _, info = init_model(str(out), None, CLASSES, say=lambda m: None)
+    assert info["freeze_bn"] and info["mean"] == [0.5] * 3 and info["kept_classes"] == CLASSES
+
+
+def test_imagenet_for_the_tf_architecture_is_random_with_its_normalisation() -> None:
+    said: list[str] = []
+    _, arch, pretrained, info = init_model("imagenet", "deeplabv3_mobilenetv2_tf", CLASSES, say=said.append)
+    assert arch == "deeplabv3_mobilenetv2_tf" and not pretrained and info["init"] == "random"
+    assert info["mean"] == [0.5] * 3 and not info["freeze_bn"]
+    assert any("no ImageNet backbone" in m for m in said) and said[-1].endswith("random initialisation")
 
 
 def test_cli_init_choices_and_errors(tmp_path: Path) -> None:
