@@ -155,7 +155,6 @@ class ModelController(QObject):
 
     def use_bundled_model(self, name: str, device: str = "auto") -> int:
         """Load bundled model `name` (found with `deeplab_studio.models`) in the worker."""
-        self.offer.hide()
         return self.load_model(bundled_weights(name), device)
 
     def use_voc_model(self) -> int:
