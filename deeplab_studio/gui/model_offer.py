@@ -21,8 +21,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
+from deeplab_studio.gui.widgets import dismiss_button
 from deeplab_studio.models import VOC_MODEL, bundled_model_path, bundled_models
 
 _OPEN = ExitStack()  # bundled files stay available (a zipped install extracts them) until exit
@@ -73,11 +74,8 @@ class ModelOffer(QFrame):
         self.use_button.clicked.connect(self.useRequested.emit)
         self.other_button = QPushButton("Other model…")
         self.other_button.clicked.connect(self.otherRequested.emit)
-        self.close_button = close = QToolButton()
-        close.setText("✕")
-        close.setAutoRaise(True)
-        close.setToolTip("Not now (offered again when another folder is opened)")
-        close.clicked.connect(self.dismiss)
+        self.close_button = close = dismiss_button("Not now (offered again when another folder is opened)",
+                                                   self.dismiss)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 4, 6, 4)
         lay.addWidget(self.label, 1)

@@ -15,6 +15,16 @@ _BANNER_STYLE = {
 }
 
 
+
+def dismiss_button(tooltip: str, slot) -> QToolButton:
+    """The flat ✕ button that closes a banner or notice."""
+    button = QToolButton()
+    button.setText("✕")
+    button.setAutoRaise(True)
+    button.setToolTip(tooltip)
+    button.clicked.connect(slot)
+    return button
+
 class Banner(QFrame):
     """A dismissable one-line message above the canvas (never modal)."""
 
@@ -25,11 +35,7 @@ class Banner(QFrame):
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QToolButton()
-        close.setText("✕")
-        close.setAutoRaise(True)
-        close.setToolTip("Dismiss")
-        close.clicked.connect(self.dismiss)
+        close = dismiss_button("Dismiss", self.dismiss)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
         lay.addWidget(self.label, 1)
