@@ -59,15 +59,18 @@ confidence 0.7–0.95) showed a broad plateau around these values, not a sharp o
 
 from __future__ import annotations
 
+import json
+import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
 from deeplab_studio.core.labels import IGNORE
 
-__all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS"]
+__all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS", "ProposalCRF", "model_crf"]
 
 _PROB_EPS = 1e-5  # probabilities are clipped here before -log (as pydensecrf's helper does)
 _PROTECT_EPS = 1e-5  # a protected pixel's unary: 1 - eps for its label, eps for the others
@@ -453,3 +456,69 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray 
     if (labels == first).all():
         return labels.copy()  # a single label (or all void): nothing to refine
     return _refine(image, labels, protect, None, params, cancel=cancel)
+
+
+# --- a model's own setting -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProposalCRF:
+    """How a model's proposals are refined: the CRF `params` and whether the CRF starts from the
+    softmax probabilities (`refine`) or from their argmax (`refine_labels`, each label at
+    `params.hard_confidence`). A model card may ask for its own (`from_card`); else the defaults."""
+
+    params: CRFParams = field(default_factory=CRFParams)
+    use_probs: bool = True
+
+    def __call__(self, image: np.ndarray, probs: np.ndarray | None, *, labels: np.ndarray | None = None,
+                 cancel: Cancel = None) -> np.ndarray:
+        """Refined labels for one proposal (`labels`, if given, is the argmax of `probs`)."""
+        if self.use_probs:
+            return refine(image, probs, params=self.params, cancel=cancel)
+        if labels is None:
+            labels = np.asarray(probs).argmax(axis=0).astype(np.uint8)
+        return refine_labels(image, labels, params=self.params, cancel=cancel)
+
+    def describe(self) -> str:
+        """One line: the input and the parameters that differ from the defaults."""
+        changed = {k: v for k, v in asdict(self.params).items() if v != getattr(CRFParams(), k)}
+        return f"{'probs' if self.use_probs else 'labels'} " + (
+            ", ".join(f"{k}={v:g}" for k, v in changed.items()) or "defaults")
+
+    def to_card(self) -> dict:
+        """The model card's `"crf"` entry: `{"input": "probs"|"labels", "params": {changed only}}`."""
+        changed = {k: v for k, v in asdict(self.params).items() if v != getattr(CRFParams(), k)}
+        return {"input": "probs" if self.use_probs else "labels", "params": changed}
+
+    @classmethod
+    def from_card(cls, card: Mapping | None) -> "ProposalCRF":
+        """From a model card's `"crf"` entry (see `to_card`); the defaults when there is none.
+        A malformed entry is a ValueError naming it."""
+        entry = card.get("crf") if isinstance(card, Mapping) else None
+        if entry is None:
+            return cls()
+        names = {f.name for f in fields(CRFParams)}
+        params = entry.get("params", {}) if isinstance(entry, Mapping) else None
+        if (not isinstance(params, Mapping) or entry.get("input", "probs") not in ("probs", "labels")
+                or not set(params) <= names or not set(entry) <= {"input", "params", "note"}):
+            raise ValueError(f"model card 'crf' entry must be {{\"input\": \"probs\"|\"labels\", \"params\": "
+                             f"{{CRFParams fields}}}}, got {entry!r}")
+        return cls(CRFParams(**params), use_probs=entry.get("input", "probs") == "probs")
+
+
+def model_crf(model: str | os.PathLike | None) -> ProposalCRF:
+    """The proposal CRF of a model: `None` or a bundled model's name reads that model's card; a
+    weights file reads the card `<stem>.json` beside it when there is one (an unreadable or non-JSON
+    file there is no card). Without a `"crf"` entry: the defaults."""
+    from deeplab_studio.models import VOC_MODEL, bundled_models, model_card
+
+    name = VOC_MODEL if model is None else model
+    if isinstance(name, str) and name in bundled_models() and not Path(name).exists():
+        try:
+            return ProposalCRF.from_card(model_card(name))
+        except LookupError:
+            return ProposalCRF()
+    try:
+        card_path = Path(name).with_suffix(".json")
+        card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else None
+    except (ValueError, OSError):  # no file name, unreadable, not UTF-8 or not JSON: no card
+        card = None
+    return ProposalCRF.from_card(card)
