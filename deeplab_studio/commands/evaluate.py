@@ -96,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(args, keep_probs=args.crf,
                                on_warning=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
     refine = None
-    if args.crf:
-        from deeplab_studio.ml.crf import refine
+    if args.crf:  # the model card's CRF setting (ml.crf.model_crf), else the defaults
+        from deeplab_studio.ml.crf import model_crf
+
+        try:
+            refine = model_crf(args.model)
+        except ValueError as exc:
+            raise CommandError(f"{args.model}: {exc}") from None
 
     def image_path(image_id: str) -> Path:
         path = root / "JPEGImages" / f"{image_id}.jpg"

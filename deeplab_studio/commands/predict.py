@@ -300,8 +300,13 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args, keep_probs=args.crf or args.save_probs, on_warning=warn)
     refine = None
-    if args.crf:
-        from deeplab_studio.ml.crf import refine
+    if args.crf:  # the model card's CRF setting (ml.crf.model_crf), else the defaults
+        from deeplab_studio.ml.crf import model_crf
+
+        try:
+            refine = model_crf(args.model)
+        except ValueError as exc:
+            raise CommandError(f"{args.model}: {exc}") from None
     palette = model_palette(predictor)
     try:
         out.mkdir(parents=True, exist_ok=True)

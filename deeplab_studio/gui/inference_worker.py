@@ -64,6 +64,7 @@ class InferenceWorker(QObject):
         self._queue = queue
         self._predictor = None
         self._loaded = None
+        self._crf = None  # ml.crf.ProposalCRF of the loaded model
         self.current: Job | None = None
         # always queued: a pump posted from inside pump runs after the thread's pending events,
         # never as a nested call (a 1000-image batch would otherwise recurse 1000 deep)
@@ -97,13 +98,15 @@ class InferenceWorker(QObject):
     # --- jobs ----------------------------------------------------------------------------
     def _load(self, job: Job) -> None:
         from deeplab_studio.ml.checkpoints import load_checkpoint
+        from deeplab_studio.ml.crf import model_crf
         from deeplab_studio.ml.predictor import Predictor, resolve_device
 
         device = resolve_device(job.device)
         set_cpu_threads()
         loaded = load_checkpoint(job.path, device="cpu")
         predictor = Predictor(loaded, device=str(device), on_warning=self.warning.emit, **job.options)
-        self._predictor, self._loaded = predictor, loaded
+        crf = model_crf(job.path)  # the model card's CRF setting, else the defaults
+        self._predictor, self._loaded, self._crf = predictor, loaded, crf
         self.modelLoaded.emit(model_info(loaded, job.path, str(device)) | {"request_id": job.request_id})
 
     def _predict(self, job: Job) -> None:
@@ -129,7 +132,10 @@ class InferenceWorker(QObject):
         if job.crf:
             from deeplab_studio.ml.crf import refine
 
-            labels = refine(image, pred.probs, params=job.crf_params)
+            if job.crf_params is None:  # the CRF panel was not used: the model's own setting
+                labels = self._crf(image, pred.probs, labels=pred.labels)
+            else:
+                labels = refine(image, pred.probs, params=job.crf_params)
             refined = True
         if job.lut is not None:
             labels = job.lut[labels]
