@@ -53,6 +53,23 @@ confidence 0.7–0.95) showed a broad plateau around these values, not a sharp o
 `iterations` 10 matches the plain 10-iteration call; 5 gives +2.11 on the predictions and
 −0.38 on the perfect proposal.
 
+Per model (`ProposalCRF`, `model_crf`): a model card may carry its own setting, `"crf": {"input":
+"probs"|"labels", "params": {...}}`; `predict --crf`, `evaluate --crf` and the window's proposals
+use it (the CRF panel's applied sliders still win). Re-checked on the 7 val crops of
+tests/data/voc_real with the R101 predictions as hard labels, the defaults give +1.39 mean (worst
+-0.02; an exploratory sweep of 609 hard-label settings found none better by more than 0.02): they
+stay. The bundled DeepLab v3 MobileNetV2 (OS 16, no decoder: logits at 1/16) is another case
+(benchmarks/measure_voc_model.py, all 10 voc_real images): with the defaults its proposals gain
++0.39 from probabilities / +0.48 from labels, but train images lose up to 2.8 (a small, partly
+right car or sofa is erased) and pooled mIoU falls 1.2; from probabilities none of 108 settings
+did better than +0.49, and each lost at least 2.5 on some image. Its card asks for labels with
+hard_confidence 0.95, bilateral sxy 80, srgb 20, compat 4, margin 32: +0.78 mean, worst -0.06,
+pooled 68.61 -> 69.12 (leave-one-out over the images, the honest figure: +0.66, worst -1.24);
+the same setting gives the R101 predictions +0.79 instead of +1.39. Good hard-label settings lie
+on a narrow ridge where bilateral_compat / log(c / (1 - c)), c = hard_confidence, is about
+1.25-1.45: below it little moves (0.95 with compat 3: +0.26), above it small objects vanish
+(0.95 with compat 5, or 0.85 with compat 3: worst -1.5 to -2.1).
+
 `cancel` (a callable or `threading.Event`) is checked between tiles and mean-field iterations
 (stepped with pydensecrf's startInference/stepInference: the same arithmetic as `inference`).
 """
