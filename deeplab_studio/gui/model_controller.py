@@ -49,6 +49,7 @@ class ModelController(QObject):
     proposalApplied = Signal(str)  # image key
     snapApplied = Signal(str)
     indexSaved = Signal()  # after a batch (every save is already committed; kept for listeners)
+    projectModelChecked = Signal()  # an opened project's model was restored, offered or found gone
     message = Signal(str)
 
     def __init__(self, window, *, settings: QSettings | None = None) -> None:
@@ -247,7 +248,14 @@ class ModelController(QObject):
 
     def restore_project_model(self) -> int | None:
         """Load the model the open project used last (its request id); a checkpoint that is gone
-        is said in one message and forgotten, and the work goes on without it."""
+        is said in one message and forgotten, and the work goes on without it. Emits
+        `projectModelChecked` when decided."""
+        try:
+            return self._restore_project_model()
+        finally:
+            self.projectModelChecked.emit()
+
+    def _restore_project_model(self) -> int | None:
         project = self.link.project()
         if self._closed or project is None:
             return None

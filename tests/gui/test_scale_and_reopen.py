@@ -189,10 +189,10 @@ def test_a_model_that_is_gone_is_said_once_and_the_work_goes_on(qtbot, settings,
     w.close()
     getattr(w.project, "close", lambda: None)()
     w2 = new_window(qtbot, settings)
-    attach_model_tools(w2)
+    c2 = attach_model_tools(w2)
     w2.messageShown.connect(messages.append)
-    assert w2.open_folder(folder)
-    qtbot.wait(50)
+    with qtbot.waitSignal(c2.projectModelChecked, timeout=5000):
+        assert w2.open_folder(folder)
     assert len([m for m in messages if "gone" in m]) == 1
     w2.close()
 
