@@ -13,21 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from deeplab_studio.storage import index_db
 from deeplab_studio.storage.project import (
     DATA_DIR_NAME, Project, ProjectCorruptError, ProjectLockedError, ProjectReadOnlyError, ProjectVersionError,
     Status, record_key)
+from tests.storage.test_project import _img  # a 32×24 image of one grey value
 
 H, W = 24, 32
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _img(path: Path, value: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((H, W, 3), value, np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture()
