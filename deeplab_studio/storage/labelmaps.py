@@ -197,6 +197,22 @@ def read_label_png_with_text(path: str | Path, palette=None, *, max_bytes: int |
         return _converted(path, lambda: _labels_of(im, path, palette)), text
 
 
+REV_TEXT_KEY = "deeplab-studio-label-rev"  # the label revision a project's label map was written under
+
+
+def read_label_png_at_rev(path: str | Path, remaps) -> np.ndarray:
+    """A project label map brought to the current revision: the LUTs of `remaps` (one per
+    revision, see `storage.project`) that it was written before are applied."""
+    labels, text = read_label_png_with_text(path)
+    try:
+        rev = int(text.get(REV_TEXT_KEY, "0"))
+    except ValueError:
+        rev = 0
+    for lut in remaps[max(rev, 0):]:
+        labels = lut[labels]
+    return labels
+
+
 def read_label_png(path: str | Path, palette=None, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
     """A uint8 H×W label map from a palette/grayscale PNG (values as stored) or a colour PNG
     (colours looked up in `palette`, default the VOC colormap; unknown colours raise).

@@ -19,8 +19,7 @@ removed and journaled edits newer than the saved pair are replayed (and reported
 window, a command, or this process) raises `ProjectLockedError`, and `read_only=True` opens a
 snapshot that refuses every change with `ProjectReadOnlyError`. Close with `close()` or `with`.
 
-Status: `unlabeled` (no label map) → `auto` (saved with an empty edit mask) → `edited` (non-empty
-edit mask) → `reviewed` (set explicitly; it sticks when the image is saved again).
+Status: `unlabeled` → `auto` → `edited` → `reviewed` (see `records.derived_status`).
 
 Class deletion is remapped **lazily**: `set_labelset(labels, lut)` stores the LUT and bumps
 `label_rev`; every label PNG carries the `label_rev` it was written under in a text chunk, and
@@ -41,18 +40,18 @@ from deeplab_studio.core.labels import LabelSet
 from deeplab_studio.storage import images as _images
 from deeplab_studio.storage import index_db, locations
 from deeplab_studio.storage.journal import Journal
-from deeplab_studio.storage.labelmaps import read_label_png_with_text, read_mask_png, write_label_png, write_mask_png
+from deeplab_studio.storage.labelmaps import (  # noqa: F401  (REV_TEXT_KEY re-exported)
+    REV_TEXT_KEY, read_label_png_at_rev, read_mask_png, write_label_png, write_mask_png)
 from deeplab_studio.storage.locations import (  # noqa: F401  (re-exported: part of the project API)
     DATA_DIR_NAME, PROJECT_FILE, existing_data_dir, natural_key, record_key, scan_images, user_data_root)
-from deeplab_studio.storage.project_lock import ProjectLock, describe_holder
-from deeplab_studio.storage.project_open import load_for_writing, load_read_only, writable_data_dir
+from deeplab_studio.storage.project_lock import ProjectLock
+from deeplab_studio.storage.project_open import lock_and_load, load_read_only, writable_data_dir
 from deeplab_studio.storage.records import (  # noqa: F401  (re-exported)
     ImageRecord, Problem, ProjectCorruptError, ProjectError, ProjectLockedError, ProjectReadOnlyError,
-    ProjectVersionError, Status, annotation_name, now_iso, parse_annotation_name)
+    ProjectVersionError, Status, annotation_name, derived_status, now_iso, parse_annotation_name, status_of_mask)
 
 FORMAT_VERSION = index_db.FORMAT_VERSION
 INDEX_FILE = index_db.INDEX_FILE
-REV_TEXT_KEY = "deeplab-studio-label-rev"
 
 
 class Project:
@@ -97,36 +96,15 @@ class Project:
             proj._unborn = True
             return proj
         proj = cls(folder, writable_data_dir(folder, data_dir))
-        proj._take_lock()
-        try:
-            load_for_writing(proj)
-        except BaseException:
-            proj.close()
-            raise
+        lock_and_load(proj)
         return proj
-
-    def _take_lock(self) -> None:
-        try:
-            lock = ProjectLock.acquire(self.data_dir)
-        except OSError as exc:
-            raise ProjectError(f"{self.data_dir}: cannot lock the project ({exc.strerror or exc})") from None
-        if lock is None:
-            raise ProjectLockedError(
-                f"{self.folder}: the project is open for writing in {describe_holder(self.data_dir)}; "
-                "close it there first, or open it read-only")
-        self._file_lock = lock
 
     def _materialize(self) -> None:
         """First change in an empty folder: create the data folder, lock and index now."""
         self.data_dir = writable_data_dir(self.folder, None)
         self.journal = Journal(self.data_dir / "journal")
-        self._take_lock()
         self._unborn = False
-        try:
-            load_for_writing(self)
-        except BaseException:
-            self.close()
-            raise
+        lock_and_load(self)
 
     def _add_loaded(self, rec: ImageRecord) -> None:
         self._all[rec.path] = rec
@@ -254,13 +232,7 @@ class Project:
             if rec.gen is None:
                 return np.zeros(shape, np.uint8), np.zeros(shape, bool)
             lfile, mfile = self.annotation_files(rec)
-        labels, text = read_label_png_with_text(lfile)
-        try:
-            rev = int(text.get(REV_TEXT_KEY, "0"))
-        except ValueError:
-            rev = 0
-        for lut in self.label_remaps[max(rev, 0):]:
-            labels = lut[labels]
+        labels = read_label_png_at_rev(lfile, self.label_remaps)
         mask = read_mask_png(mfile) if mfile.is_file() else np.zeros(shape, bool)
         for f, name, arr in ((lfile, "label map", labels), (mfile, "edit mask", mask)):
             if arr.shape != shape:
@@ -276,14 +248,6 @@ class Project:
                                      (index_db.encode_path(rec.path),)).fetchone()
         if row is not None:
             rec.gen, rec.status = row[0], Status(row[1])
-
-    @staticmethod
-    def _derived_status(rec: ImageRecord, status: Status | None, edit_mask: np.ndarray) -> Status:
-        if status is not None:
-            return Status(status)
-        if rec.status == Status.REVIEWED:
-            return Status.REVIEWED
-        return Status.EDITED if edit_mask.any() else Status.AUTO
 
     def save_annotation(self, rec: ImageRecord, labels: np.ndarray, edit_mask: np.ndarray, *,
                         status: Status | None = None, write_index: bool = True,
@@ -311,7 +275,7 @@ class Project:
             old_gen = rec.gen
             gen = (old_gen or 0) + 1
             lfile, mfile = self.annotation_files(rec, gen)
-            new_status = self._derived_status(rec, status, edit_mask)
+            new_status = derived_status(rec.status, status, edit_mask)
             seq = rec.journal_seq if journal_seq is None else max(int(journal_seq), rec.journal_seq)
             modified = now_iso()
             try:
@@ -337,8 +301,7 @@ class Project:
             self._check_writable()
             has = self.has_annotation(rec)
             if status is None:
-                new = Status.UNLABELED if not has else (
-                    Status.EDITED if self.load_annotation(rec)[1].any() else Status.AUTO)
+                new = status_of_mask(self.load_annotation(rec)[1]) if has else Status.UNLABELED
             else:
                 new = Status(status)
                 if new == Status.UNLABELED and has:

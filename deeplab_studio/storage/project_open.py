@@ -14,9 +14,10 @@ from deeplab_studio.storage import images as _images
 from deeplab_studio.storage import index_db, locations
 from deeplab_studio.storage.atomic import cleanup_temp_files
 from deeplab_studio.storage.locations import DATA_DIR_NAME, scan_images
+from deeplab_studio.storage.project_lock import ProjectLock, describe_holder
 from deeplab_studio.storage.records import (
-    ImageRecord, Problem, ProjectCorruptError, ProjectError, ProjectVersionError, Status, annotation_name, now_iso,
-    parse_annotation_name)
+    ImageRecord, Problem, ProjectCorruptError, ProjectError, ProjectLockedError, ProjectVersionError, Status, annotation_name, now_iso,
+    parse_annotation_name, status_of_mask)
 
 if TYPE_CHECKING:
     from deeplab_studio.storage.project import Project
@@ -52,6 +53,24 @@ def _read_index(proj: "Project", index: Path) -> None:
     proj.labels, proj.label_rev, proj.label_remaps, rows = index_db.read_all(proj._conn, index)
     for row in rows:
         proj._add_loaded(ImageRecord.from_row(row))
+
+
+def lock_and_load(proj: "Project") -> None:
+    """Take the write lock of `proj` (ProjectLockedError when another writer has it), then read
+    its index; on any failure the project is closed again."""
+    try:
+        lock = ProjectLock.acquire(proj.data_dir)
+    except OSError as exc:
+        raise ProjectError(f"{proj.data_dir}: cannot lock the project ({exc.strerror or exc})") from None
+    if lock is None:
+        raise ProjectLockedError(f"{proj.folder}: the project is open for writing in "
+                                 f"{describe_holder(proj.data_dir)}; close it there first, or open it read-only")
+    proj._file_lock = lock
+    try:
+        load_for_writing(proj)
+    except BaseException:
+        proj.close()
+        raise
 
 
 def load_for_writing(proj: "Project") -> None:
@@ -155,7 +174,7 @@ def rescan(proj: "Project", label_files: set[str], *, write: bool) -> None:
             rec.gen, rec.status = None, Status.UNLABELED
             changed.append(rec)
         elif has and rec.status == Status.UNLABELED:  # a format-1 label map whose index write was lost
-            rec.status = Status.EDITED if proj.load_annotation(rec)[1].any() else Status.AUTO
+            rec.status = status_of_mask(proj.load_annotation(rec)[1])
             changed.append(rec)
     proj.records = usable
     proj.problems = problems

@@ -54,6 +54,18 @@ def parse_annotation_name(name: str) -> tuple[str, int] | None:
     return (m["key"], int(m["gen"] or 0)) if m else None
 
 
+def status_of_mask(edit_mask) -> Status:
+    """The status a saved annotation has by itself: edited when a human painted any pixel."""
+    return Status.EDITED if edit_mask.any() else Status.AUTO
+
+
+def derived_status(current: Status, explicit: Status | None, edit_mask) -> Status:
+    """The status after a save: `explicit` when given; reviewed sticks; else from the edit mask."""
+    if explicit is not None:
+        return Status(explicit)
+    return Status.REVIEWED if current == Status.REVIEWED else status_of_mask(edit_mask)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
