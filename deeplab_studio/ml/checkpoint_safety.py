@@ -27,6 +27,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from .errors import CheckpointError  # noqa: F401 (also imported from here)
+
 GIB = 1024 ** 3
 MAX_INFLATED_BYTES = 4 * GIB
 MIN_INFLATED_BYTES = 1 * GIB
@@ -38,15 +40,6 @@ _MARK = object()  # a MARK on the simulated pickle stack
 # CheckpointError (or the check) says what matters in one line.
 warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d", category=UserWarning)
 warnings.filterwarnings("ignore", message="Validating sparse tensor invariants", category=UserWarning)
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be read or used; ``str()`` names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 # --------------------------------------------------------------------------- memory budget
@@ -270,7 +263,6 @@ def load_pth(path: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - a crafted file can make torch raise anything
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(path, f"corrupt or truncated PyTorch file ({first})") from None
-
 
 
 # ------------------------------------------------------------------------ state dict entries

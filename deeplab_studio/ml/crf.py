@@ -87,6 +87,8 @@ import numpy as np
 
 from deeplab_studio.core.labels import IGNORE
 
+from .errors import CRFCancelled  # noqa: F401 (also imported from here)
+
 __all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS", "ProposalCRF", "model_crf"]
 
 _PROB_EPS = 1e-5  # probabilities are clipped here before -log (as pydensecrf's helper does)
@@ -96,10 +98,6 @@ MIN_RANGE = 0.1  # smallest sxy/srgb: a kernel narrower than this reaches no nei
 # overflows pydensecrf's permutohedral lattice (measured: a segfault inside the C++ code)
 
 Cancel = Callable[[], bool] | threading.Event | None
-
-
-class CRFCancelled(Exception):
-    """The `cancel` hook asked to stop; raised between tiles or mean-field iterations."""
 
 
 @dataclass(frozen=True)

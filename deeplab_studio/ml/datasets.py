@@ -26,12 +26,10 @@ from torch.utils.data import Dataset, Sampler
 from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, voc_colormap
 from deeplab_studio.ml.augment import AugmentParams, augment
 
+from .errors import DatasetError  # noqa: F401 (also imported from here)
+
 TRAINABLE_STATUSES = ("edited", "reviewed")
 MAX_IMAGE_PIXELS = 100_000_000
-
-
-class DatasetError(Exception):
-    """Unusable training data; the message names the file or folder and the reason."""
 
 
 @dataclass

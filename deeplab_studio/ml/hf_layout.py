@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..core.labels import LabelSet, LabelSetError
+from .errors import HFLayoutError  # noqa: F401 (also imported from here)
 from .tf_mobile import BN_EPS, HEAD_BN_EPS
 
 HF_MODEL_TYPE = "mobilenet_v2"
@@ -49,10 +50,6 @@ _RE_STEM = re.compile(r"mobilenet_v2\.conv_stem\.(first_conv|conv_3x3|reduce_1x1
 _RE_BLOCK = re.compile(r"mobilenet_v2\.layer\.(\d{1,3})\.(expand_1x1|conv_3x3|reduce_1x1)\.(convolution|normalization)\.(\w+)")
 _RE_HEAD = re.compile(r"segmentation_head\.(conv_pool|conv_aspp|conv_projection)\.(convolution|normalization)\.(\w+)")
 _RE_LOGITS = re.compile(r"segmentation_head\.classifier\.convolution\.(weight|bias)")
-
-
-class HFLayoutError(ValueError):
-    """A Hugging Face folder, config or state dict this package cannot use (one line)."""
 
 
 @dataclass(frozen=True)

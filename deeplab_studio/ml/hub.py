@@ -22,15 +22,13 @@ from urllib.parse import urlparse
 
 import torch
 
+from .errors import WeightsUnavailable  # noqa: F401 (also imported from here)
+
 Progress = Callable[[int, int | None], None]
 """progress(bytes_done, bytes_total or None)"""
 
 _HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")
 _CHUNK = 1 << 20
-
-
-class WeightsUnavailable(OSError):
-    """A weight file could not be downloaded or failed its hash check."""
 
 
 def hub_checkpoint_dir() -> Path:

@@ -14,15 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from . import hf_layout
+from .errors import LayoutError  # noqa: F401 (also imported from here)
 from .tf_mobile import BN_EPS
 
 Tensors = Mapping[str, torch.Tensor]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
-
-
-class LayoutError(ValueError):
-    """The keys/shapes do not describe a model this package can build."""
 
 
 @dataclass(frozen=True)

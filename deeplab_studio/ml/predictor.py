@@ -26,6 +26,8 @@ from torch import nn
 from deeplab_studio.ml.prefetch import prefetch_images
 from deeplab_studio.ml.tiling import blend_weights, support, tile_grid
 
+from .errors import DeviceError, PredictionCancelled, PredictionError  # noqa: F401 (also imported from here)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MS_SCALES = (0.75, 1.0, 1.25)
@@ -36,18 +38,6 @@ TTA_SCALES = {None: (1.0,), "flip": (1.0,), "ms": MS_SCALES, "ms-paper": PAPER_M
 MIN_SIDE = 32
 
 Cancel = Callable[[], bool] | threading.Event | None
-
-
-class PredictionCancelled(Exception):
-    """The cancel hook asked to stop; raised between tiles (or images)."""
-
-
-class PredictionError(RuntimeError):
-    """Prediction failed for a reason other than bad input (e.g. out of memory everywhere)."""
-
-
-class DeviceError(ValueError):
-    """An unknown or unavailable device name."""
 
 
 class PredictorWarning(UserWarning):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import ConvertError  # noqa: F401 (also imported from here)
 from .tf_mobile import TFMobileDeepLabV3, identity_batch_norms
 from .zoo import build_model
 
@@ -27,13 +28,6 @@ _TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 9: np.int8}
 _ACT = {0: None, 1: "relu", 3: "relu6"}
 _SCOPE = re.compile(r"^(?:MobilenetV2/(?P<block>Conv|expanded_conv(?:_(?P<n>\d+))?)(?:/(?P<part>expand|depthwise|project))?"
                     r"|(?P<head>aspp0|image_pooling|concat_projection|logits/semantic))/")
-
-
-class ConvertError(ValueError):
-    """The file is not a TFLite file of this graph (one line naming the file and the reason)."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
 
 
 @dataclass

@@ -26,13 +26,11 @@ from deeplab_studio.core.labels import VOC_CLASSES
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_studio.ml.tf_mobile import TF_MEAN, TF_STD
 
+from .errors import TrainError  # noqa: F401 (also imported from here)
+
 STATE_FORMAT = "deeplab-studio-train-state"
 STATE_VERSION = 1
 DEFAULT_ARCH = "deeplabv3plus_mobilenet"
-
-
-class TrainError(Exception):
-    """Training cannot start or resume; the message says why."""
 
 
 def last_state_path(out_path: str | Path) -> Path:
