@@ -86,24 +86,29 @@ def default_lr(optimizer: str, init: str) -> float:
 
 
 def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only: bool = False):
-    """TrainData from a VOC folder or a project folder (CommandError if it is neither)."""
+    """TrainData from a VOC folder or a project folder (CommandError if it is neither); files are
+    read by storage's readers, as everywhere else in the application."""
     from deeplab_studio.ml.datasets import DatasetError, find_voc_root, from_project, from_voc
+    from deeplab_studio.storage.images import read_image
+    from deeplab_studio.storage.labelmaps import read_label_png
+    from deeplab_studio.storage.locations import existing_data_dir
+    from deeplab_studio.storage.project import Project, ProjectError
 
     if not path.is_dir():
         raise CommandError(f"{path}: not a folder")
     try:
         if find_voc_root(path) is not None:
-            return from_voc(path, val_fraction=val_fraction, seed=seed)
-        from deeplab_studio.storage.locations import existing_data_dir
-        from deeplab_studio.storage.project import Project, ProjectError
-
+            return from_voc(path, read_image=read_image, read_labels=read_label_png, val_fraction=val_fraction,
+                            seed=seed)
         if existing_data_dir(path) is None:
             raise CommandError(f"{path}: neither a VOC folder (ImageSets/Segmentation) nor an annotated project")
         try:
             project = Project.open(path, read_only=True)  # training only reads: a window may be writing
         except ProjectError as exc:
             raise CommandError(str(exc)) from None
-        return from_project(project, val_fraction=val_fraction, seed=seed, edited_pixels_only=edited_pixels_only)
+        # storage's reader, not the project's: loader processes started by spawn must pickle it
+        return from_project(project, val_fraction=val_fraction, seed=seed, edited_pixels_only=edited_pixels_only,
+                            read_image=read_image)
     except (DatasetError, ValueError) as exc:
         raise CommandError(str(exc)) from None
 

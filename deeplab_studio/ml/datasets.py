@@ -1,8 +1,12 @@
 """Training data: samples from a project, a VOC folder or arrays, split into train/val, as torch Datasets.
 
 A ``Sample`` holds an image and a label map, each an array or a file path (project label maps:
-PNG bytes read once from the project), decoded lazily in the DataLoader workers. ``TrainData`` is the split plus
-the class list. ``SegmentationDataset`` applies the seeded augmentation of ``augment.py``; the
+PNG bytes read once from the project), decoded lazily in the DataLoader workers. Files are read
+by the functions the caller hands in (``read_image``, ``read_labels``: the application's one safe
+decoder, ``storage.images.read_image`` and ``storage.labelmaps.read_label_png``); this module
+never opens an image itself, so training sees exactly what inference and the editor see. Loader
+processes started by *spawn* pickle the samples: the readers must then be module-level functions.
+``TrainData`` is the split plus the class list. ``SegmentationDataset`` applies the seeded augmentation of ``augment.py``; the
 ``EpochSampler`` hands it ``(index, seed)`` keys, so every epoch is reproducible from
 ``(seed, epoch)`` no matter how many workers run, and a resumed run can start mid-epoch.
 
@@ -15,30 +19,36 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 
-from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, voc_colormap
+from deeplab_studio.core.labels import IGNORE, VOC_CLASSES
 from deeplab_studio.ml.augment import AugmentParams, augment
 
 from .errors import DatasetError  # noqa: F401 (also imported from here)
 
 TRAINABLE_STATUSES = ("edited", "reviewed")
-MAX_IMAGE_PIXELS = 100_000_000
+
+#: an image file → uint8 H×W×3 RGB (raises naming the file when it cannot be used)
+ImageReader = Callable[[Path], np.ndarray]
+#: a label-map file → uint8 H×W class indices (raises naming the file when it cannot be used)
+LabelReader = Callable[[Path], np.ndarray]
 
 
 @dataclass
 class Sample:
-    """One image and its label map: arrays or file paths; labels may also be PNG-encoded bytes."""
+    """One image and its label map: arrays, or file paths with the readers that decode them;
+    labels may also be PNG-encoded bytes (decoded here, no reader needed)."""
 
     image: np.ndarray | str | Path
     labels: np.ndarray | str | Path | bytes
     name: str = ""
+    read_image: ImageReader | None = None
+    read_labels: LabelReader | None = None
 
 
 @dataclass
@@ -58,56 +68,29 @@ class TrainData:
 
 
 # --- reading -------------------------------------------------------------------------------
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 H×W×3 RGB in its EXIF orientation, as a viewer (and the project's
-    label maps) shows it; DatasetError naming the file if it can't be read."""
+def _read(reader: Callable[[Path], np.ndarray] | None, path: str | Path, what: str) -> np.ndarray:
+    """``reader(path)``; whatever it raises becomes a DatasetError naming the file (one line, and
+    a type the loader can re-raise in the main process)."""
+    if reader is None:
+        raise DatasetError(f"{path}: no {what} reader given for this file")
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise DatasetError(f"{path}: image too large ({im.width}×{im.height})")
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
+        return reader(Path(path))
     except DatasetError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot read image ({exc})") from None
-
-
-_VOC_LUT: dict[int, int] | None = None
-
-
-def read_label_map(path: str | Path) -> np.ndarray:
-    """A label PNG as uint8 H×W indices: palette (P) or grey (L) values as they are; RGB through
-    the VOC colormap (255 = the void colour); unknown colours raise DatasetError."""
-    global _VOC_LUT
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L"):
-                return np.asarray(im, dtype=np.uint8).copy()
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read label map ({exc})") from None
-    if _VOC_LUT is None:
-        cmap = voc_colormap(256).astype(np.int64)
-        _VOC_LUT = {int(k): i for i, k in enumerate((cmap[:, 0] << 16) | (cmap[:, 1] << 8) | cmap[:, 2])}
-    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    uniq, inv = np.unique(code, return_inverse=True)
-    unknown = [int(u) for u in uniq if int(u) not in _VOC_LUT]
-    if unknown:
-        u = unknown[0]
-        raise DatasetError(f"{path}: colour {(u >> 16, (u >> 8) & 255, u & 255)} is not in the VOC colormap")
-    return np.array([_VOC_LUT[int(u)] for u in uniq], np.uint8)[inv].reshape(rgb.shape[:2])
+    except Exception as exc:  # noqa: BLE001 - the reader is the caller's; its errors name the file
+        raise DatasetError(f"{path}: cannot read {what} ({getattr(exc, 'reason', None) or exc})") from None
 
 
 def load_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """The sample's (image, labels) arrays, checked to be the same size."""
-    image = sample.image if isinstance(sample.image, np.ndarray) else read_rgb(sample.image)
+    image = sample.image if isinstance(sample.image, np.ndarray) else _read(sample.read_image, sample.image, "image")
     lab = sample.labels
     if isinstance(lab, np.ndarray):
         labels = lab
     elif isinstance(lab, bytes):
         labels = cv2.imdecode(np.frombuffer(lab, np.uint8), cv2.IMREAD_UNCHANGED)
     else:
-        labels = read_label_map(lab)
+        labels = _read(sample.read_labels, lab, "label map")
     if labels.shape != image.shape[:2]:
         raise DatasetError(f"{sample.name or sample.image}: label map {labels.shape[::-1]} "
                            f"does not match the image size {image.shape[1::-1]}")
@@ -151,26 +134,49 @@ def _status(record: Any) -> str:
     return str(getattr(s, "value", s))
 
 
+class _ProjectImages:
+    """The project's own image reader (``project.read_image(record)``) looked up by file path.
+
+    It holds the open project, which cannot be pickled: loader processes started by *spawn*
+    need a module-level ``read_image`` handed to ``from_project`` instead."""
+
+    def __init__(self, project: Any, records: Sequence[Any]) -> None:
+        self.project = project
+        self.records = {Path(project.image_path(r)): r for r in records}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return self.project.read_image(self.records[Path(path)])
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise DatasetError("loader processes started by spawn cannot use the open project's image reader; "
+                           "pass read_image= (a module-level function) to from_project")
+
+
 def from_project(
     project: Any, *, val_fraction: float = 0.2, seed: int = 0, edited_pixels_only: bool = False,
+    read_image: ImageReader | None = None,
 ) -> TrainData:
-    """The ``edited`` and ``reviewed`` images of an open ``storage.project.Project``.
+    """The ``edited`` and ``reviewed`` images of an open ``storage.project.Project`` (duck-typed:
+    ``records``, ``has_annotation``, ``load_annotation``, ``image_path``, ``read_image``,
+    ``labels``, ``folder``).
 
     ``unlabeled`` and ``auto`` images (the model's own unreviewed proposals) are never used. With
     ``edited_pixels_only``, the unpainted pixels of ``edited`` images are ignored (255); reviewed
-    images always count whole.
+    images always count whole. Label maps are read here through ``project.load_annotation``;
+    images later, in the loader, by ``read_image`` (default: the project's own ``read_image``).
     """
     records = [r for r in project.records if _status(r) in TRAINABLE_STATUSES and project.has_annotation(r)]
     if len(records) < 2:
         raise DatasetError(f"{project.folder}: training needs at least 2 edited or reviewed images, "
                            f"found {len(records)}")
+    reader = read_image if read_image is not None else _ProjectImages(project, records)
     samples = []
     for r in records:  # label maps are read here, once, so loader workers never touch the project
         labels, edit_mask = project.load_annotation(r)
         labels = np.array(labels, dtype=np.uint8)
         if edited_pixels_only and _status(r) == "edited":
             labels[~np.asarray(edit_mask, bool)] = IGNORE
-        samples.append(Sample(Path(project.image_path(r)), encode_labels(labels), r.path))
+        samples.append(Sample(Path(project.image_path(r)), encode_labels(labels), r.path, read_image=reader))
     tr, va = split_indices(len(samples), val_fraction, seed)
     counts = {s: sum(_status(r) == s for r in records) for s in TRAINABLE_STATUSES}
     ls = project.labels
@@ -237,9 +243,12 @@ def voc_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]] | Non
     return names, colors
 
 
-def from_voc(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> TrainData:
+def from_voc(path: str | Path, *, read_image: ImageReader, read_labels: LabelReader, val_fraction: float = 0.2,
+             seed: int = 0) -> TrainData:
     """A Pascal VOC segmentation folder: ``train.txt``/``val.txt`` when both exist, else a seeded
-    split of ``trainval.txt`` (or of every listed id but ``test.txt``). Classes: ``voc_classes``."""
+    split of ``trainval.txt`` (or of every listed id but ``test.txt``). Classes: ``voc_classes``.
+    Its files are read, in the loader, by ``read_image`` and ``read_labels`` (colour label PNGs
+    are the reader's to map through the VOC colormap)."""
     root = find_voc_root(path)
     if root is None:
         raise DatasetError(f"{path}: not a VOC folder (no ImageSets/Segmentation)")
@@ -256,7 +265,7 @@ def from_voc(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> T
             for p in (img, lab):
                 if not p.is_file():
                     raise DatasetError(f"{p}: missing (listed in {sets})")
-            out.append(Sample(img, lab, i))
+            out.append(Sample(img, lab, i, read_image=read_image, read_labels=read_labels))
         return out
 
     if (sets / "train.txt").is_file() and (sets / "val.txt").is_file():

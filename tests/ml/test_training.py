@@ -23,8 +23,11 @@ from deeplab_studio.ml.datasets import DatasetError, from_arrays, from_project, 
 from deeplab_studio.ml.training import (
     TrainConfig, TrainError, evaluate_model, last_state_path, load_train_state, train, transfer_weights)
 from deeplab_studio.ml.zoo import build_model
+from deeplab_studio.storage.images import read_image
+from deeplab_studio.storage.labelmaps import read_label_png
 
 ARCH = "deeplabv3plus_mobilenet"
+READERS = dict(read_image=read_image, read_labels=read_label_png)  # storage's, as the application passes
 
 
 def tiny_config(**kw) -> TrainConfig:
@@ -354,7 +357,7 @@ def test_project_training_data_uses_only_edited_and_reviewed_images(tmp_path: Pa
     # the app's own VOC export trains the same: same images, classes and colours
     from deeplab_studio.storage.voc import export_voc
     export_voc(project, tmp_path / "export", val_fraction=0.34, seed=0, statuses=("edited", "reviewed"))
-    exported = from_voc(tmp_path / "export")
+    exported = from_voc(tmp_path / "export", **READERS)
     assert len(exported.train) + len(exported.val) == 3 and len(exported.val) == 1
     assert exported.class_names == list(SCENE_CLASSES) and exported.class_colors == scene_labelset().colors
     for s in exported.train + exported.val:
@@ -392,32 +395,33 @@ def make_voc(root: Path, n: int = 10, size: int = 64, *, with_val: bool = True) 
 
 def test_voc_folder_splits_and_label_checks(tmp_path: Path) -> None:
     root = make_voc(tmp_path / "a", n=10)
-    d = from_voc(root)
+    d = from_voc(root, **READERS)
     assert (len(d.train), len(d.val)) == (7, 3) and d.class_names == list(SCENE_CLASSES)
     assert "train.txt/val.txt" in d.source
     root_b = make_voc(tmp_path / "b", n=10, with_val=False)
-    b1, b2 = from_voc(root_b / "VOCdevkit", val_fraction=0.3, seed=1), from_voc(root_b, val_fraction=0.3, seed=1)
+    b1 = from_voc(root_b / "VOCdevkit", val_fraction=0.3, seed=1, **READERS)
+    b2 = from_voc(root_b, val_fraction=0.3, seed=1, **READERS)
     assert [s.name for s in b1.val] == [s.name for s in b2.val] and len(b1.val) == 3
-    assert [s.name for s in from_voc(root_b, val_fraction=0.3, seed=2).val] != [s.name for s in b1.val]
+    assert [s.name for s in from_voc(root_b, val_fraction=0.3, seed=2, **READERS).val] != [s.name for s in b1.val]
     with pytest.raises(DatasetError, match="not a VOC folder"):
-        from_voc(tmp_path)
+        from_voc(tmp_path, **READERS)
     voc_b = root_b / "VOCdevkit" / "VOC2012"
     (voc_b / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + "".join(
         f"{n}:{10 * i},{20 * i},{30 * i}::\n" for i, n in enumerate(SCENE_CLASSES)))
-    assert from_voc(root_b).class_colors == [(10 * i, 20 * i, 30 * i) for i in range(4)]
+    assert from_voc(root_b, **READERS).class_colors == [(10 * i, 20 * i, 30 * i) for i in range(4)]
     (voc_b / "class_names.txt").write_text("background\nother\n")
     with pytest.raises(DatasetError, match="different classes"):
-        from_voc(root_b)
+        from_voc(root_b, **READERS)
     (voc_b / "class_names.txt").unlink()
     sets_b = voc_b / "ImageSets" / "Segmentation"
     good = sets_b.joinpath("trainval.txt").read_text()
     sets_b.joinpath("trainval.txt").write_text(good + "../../etc/passwd\n")
     with pytest.raises(DatasetError, match="unsafe image id"):
-        from_voc(root_b)
+        from_voc(root_b, **READERS)
     sets_b.joinpath("trainval.txt").write_text(good)
     (root_b / "VOCdevkit/VOC2012/JPEGImages/2026_000003.jpg").unlink()
     with pytest.raises(DatasetError, match="2026_000003.jpg: missing"):
-        from_voc(root_b)
+        from_voc(root_b, **READERS)
     # a label beyond the class list is named with its file
     lab_path = root / "VOCdevkit/VOC2012/SegmentationClass/2026_000000.png"
     bad = np.asarray(Image.open(lab_path)).copy()
@@ -427,9 +431,34 @@ def test_voc_folder_splits_and_label_checks(tmp_path: Path) -> None:
     out.save(lab_path)
     from deeplab_studio.ml.augment import AugmentParams
     from deeplab_studio.ml.datasets import SegmentationDataset
-    ds = SegmentationDataset(from_voc(root).train, 4, AugmentParams(crop=32))
+    ds = SegmentationDataset(from_voc(root, **READERS).train, 4, AugmentParams(crop=32))
     with pytest.raises(DatasetError, match="label 7 but only 4 classes"):
         ds[(0, 0)]
+
+
+def test_files_are_read_by_the_readers_handed_in(tmp_path: Path) -> None:
+    """ml opens no file itself: a path is read by the sample's reader, a missing reader or a
+    reader's error is one DatasetError naming the file, and colour label PNGs go through the
+    label reader (storage maps the VOC colours)."""
+    from deeplab_studio.ml.datasets import Sample, load_sample
+
+    img, lab = generate_scene(24, 32, seed=(5, 1))
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(voc_colormap(256)[lab]).save(tmp_path / "a_rgb.png")  # a colourised ground truth
+    calls: list[Path] = []
+
+    def spy(path: Path) -> np.ndarray:
+        calls.append(path)
+        return read_image(path)
+
+    got_img, got_lab = load_sample(Sample(tmp_path / "a.png", tmp_path / "a_rgb.png", "a", spy, read_label_png))
+    assert calls == [tmp_path / "a.png"] and np.array_equal(got_img, img) and np.array_equal(got_lab, lab)
+    with pytest.raises(DatasetError, match="a.png: no image reader"):
+        load_sample(Sample(tmp_path / "a.png", lab, "a"))
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match=r"b\.jpg: cannot read image \(") as info:
+        load_sample(Sample(tmp_path / "b.jpg", lab, "b", read_image))
+    assert str(info.value).count("b.jpg") == 1
 
 
 def test_split_indices_is_seeded_and_keeps_both_sides() -> None:
