@@ -16,7 +16,6 @@ import json
 import math
 import os
 import struct
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from ..core.atomic_file import write_bytes_atomic
 from ..core.labels import VOC_CLASSES, voc_colormap
 from . import checkpoint_safety as safety
 from . import hf_layout, hub
@@ -70,31 +70,6 @@ class LoadedModel:
 
 
 # ------------------------------------------------------------------------------ saving
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode after the umask, like any file
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
 
 def _triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
     out = tuple(float(v) for v in values)
@@ -153,7 +128,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, num
     except (TypeError, ValueError) as exc:
         raise ValueError(f"training summary must be plain JSON data: {exc}") from None
     data = safetensors.torch.save(state, metadata={METADATA_KEY: text})
-    _atomic_write_bytes(path, data)
+    write_bytes_atomic(path, data)
     return path
 
 

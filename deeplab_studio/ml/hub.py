@@ -12,16 +12,17 @@ import hashlib
 import os
 import re
 import socket
-import tempfile
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import BinaryIO
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
+from ..core.atomic_file import write_atomic
 from .errors import WeightsUnavailable  # noqa: F401 (also imported from here)
 
 Progress = Callable[[int, int | None], None]
@@ -109,28 +110,26 @@ def download(url: str, *, progress: Progress | None = None, timeout: float = 10.
         raise WeightsUnavailable(
             f"cannot download {url} ({reason}); no network? Put the file at {dst} to use it "
             "offline") from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=dst.parent)
-    tmp = Path(tmp_name)
-    try:
+
+    def stream(out: BinaryIO) -> None:  # hashed while it streams; a mismatch never reaches dst
         total = response.headers.get("Content-Length")
         total_n = int(total) if total and total.isdigit() else None
         digest, done = hashlib.sha256(), 0
-        with response, os.fdopen(fd, "wb") as out:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total_n)
-            out.flush()
-            os.fsync(out.fileno())
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total_n)
         if total_n is not None and done != total_n:
             raise WeightsUnavailable(f"download of {url} stopped at {done} of {total_n} bytes")
         check_hash(dst, digest.hexdigest())
-        os.replace(tmp, dst)
+
+    try:
+        with response:
+            write_atomic(dst, stream)
+    except WeightsUnavailable:
+        raise
     except (OSError, TimeoutError) as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, WeightsUnavailable):
-            raise
         raise WeightsUnavailable(f"download of {url} failed: {exc}") from exc
     return dst

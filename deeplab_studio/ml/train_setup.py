@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from deeplab_studio.core.atomic_file import write_atomic
 from deeplab_studio.core.labels import VOC_CLASSES
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_studio.ml.tf_mobile import TF_MEAN, TF_STD
@@ -188,16 +188,8 @@ def build_kwargs(model: nn.Module) -> dict[str, Any]:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` through ``core.atomic_file.write_atomic`` (temp file, fsync, rename)."""
+    write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
 def save_best(path: Path, model: nn.Module, arch: str, class_names: list[str], class_colors, output_stride: int,

@@ -1,70 +1,27 @@
-"""Atomic file writes: a crash at any moment leaves either the old or the new file, never a torn one.
+"""Atomic file writes for storage: thin wrappers over ``core.atomic_file.write_atomic``.
 
-Each write goes to a temporary file in the same folder, named `.<name>.tmp-<pid>-<random>`, is
-flushed and fsync'ed, renamed over the target with `os.replace`, and the folder is fsync'ed so the
-rename itself is durable. Leftovers of an interrupted write are hidden files with that pattern:
-readers ignore them and `cleanup_temp_files` removes the ones whose writer process is gone.
+A crash at any moment leaves either the old or the new file, never a torn one: each write goes
+to a hidden temporary file in the same folder (``.<name>.tmp-<pid>-<random>``), is fsync'ed,
+renamed over the target and the folder fsync'ed (see ``core.atomic_file``). Leftovers of an
+interrupted write keep that name: readers ignore them and ``cleanup_temp_files`` removes the
+ones whose writer process is gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
-_TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")
-
-
-def temp_name_for(path: Path) -> Path:
-    """A fresh temporary path beside `path` in the recognisable leftover pattern."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def is_temp_file(name: str) -> bool:
-    """True for names made by `temp_name_for` (leftovers of an interrupted write)."""
-    return _TEMP_RE.match(name) is not None
-
-
-def fsync_dir(folder: str | Path) -> None:
-    """Make a rename in `folder` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write `path` through `write(file)` into a temporary sibling, then flush, fsync, replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name_for(path)
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
+from deeplab_studio.core.atomic_file import (  # noqa: F401  (re-exported: storage's callers use these names)
+    is_temp_file, temp_file_pid, temp_name_for, write_atomic, write_bytes_atomic)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Replace `path` with `data` atomically (parent folders are created)."""
-    _atomic_write(Path(path), lambda f: f.write(data))
+    write_bytes_atomic(path, data)
 
 
 def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> None:
@@ -83,7 +40,7 @@ def atomic_copy_file(src: str | Path, dst: str | Path) -> None:
         with open(src, "rb") as fin:
             shutil.copyfileobj(fin, fout, 1 << 20)
 
-    _atomic_write(Path(dst), copy)
+    write_atomic(dst, copy)
 
 
 def pid_alive(pid: int) -> bool:
@@ -111,8 +68,8 @@ def cleanup_temp_files(folder: str | Path, *, recursive: bool = False) -> int:
     walker = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
     for root, _dirs, files in walker:
         for name in files:
-            m = _TEMP_RE.match(name)
-            if m and not pid_alive(int(m.group(1))):
+            pid = temp_file_pid(name)
+            if pid is not None and not pid_alive(pid):
                 try:
                     os.unlink(os.path.join(root, name))
                     removed += 1
