@@ -229,7 +229,7 @@ def bench_switch(app, tmp: Path, n: int, w: int, h: int, switches: int, dwell: f
 
 
 def _mods():
-    from deeplab_studio.gui.tools import Mods
+    from deeplab_studio.session.tools import Mods
 
     return Mods()
 

@@ -51,7 +51,7 @@ def make_folder(folder: Path, n: int, w: int, h: int) -> None:
 
 def settle(app: QApplication, window) -> None:
     """Let the background prefetch of the neighbours finish and the event queue drain."""
-    pre = window.prefetcher
+    pre = window.session.prefetcher
     if pre is not None:
         wait(list(getattr(pre, "_cache", {}).values()), timeout=5)
     app.processEvents()

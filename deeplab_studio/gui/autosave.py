@@ -17,7 +17,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
-from deeplab_studio.gui.document import AnnotationDocument
+from deeplab_studio.session.document import AnnotationDocument
 
 DELAY_MS = 800
 

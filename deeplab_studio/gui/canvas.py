@@ -14,9 +14,9 @@ from PySide6.QtGui import QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPai
 from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFrame, QGraphicsItem, QGraphicsPathItem,
                                QGraphicsScene, QGraphicsView, QLabel, QLineEdit, QPlainTextEdit, QTextEdit)
 
-from deeplab_studio.gui.document import AnnotationDocument
+from deeplab_studio.session.document import AnnotationDocument
 from deeplab_studio.gui.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer, confidence_rgba
-from deeplab_studio.gui.tools import Mods, ToolBox
+from deeplab_studio.session.tools import Mods, ToolBox
 
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
 _TEXT_INPUTS = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit, QComboBox)

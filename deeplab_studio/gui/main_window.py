@@ -1,73 +1,67 @@
-"""The main window: menus and shortcuts, canvas, image list and class docks, status bar, and the
-work flow (open folder, switch image, autosave, review, export).
+"""The main window: a thin Qt view of an `AnnotationSession`.
 
-Extension points for the model-in-the-loop work: `model_menu`, `imageOpened`/`imageClosed`
-signals, `apply_proposal()` (one undoable patch that never touches human-edited pixels), and
-`set_extra_overlay()` / `canvas.set_confidence()` for an RGBA or confidence layer.
+The session (`deeplab_studio.session`) owns the project, the current image, its document, the
+label set and the tools; this window lays out the canvas, the image list, the class panel and the
+history, turns its actions into session calls, and follows the session's events. The model and
+training tools attach from outside through `WindowLink` (napari style).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QDockWidget, QLabel, QMainWindow, QMessageBox, QSlider,
-                               QSpinBox, QToolBar, QUndoView, QVBoxLayout, QWidget)
+import numpy as np
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QActionGroup, QCloseEvent, QDesktopServices
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox, QUndoView, QVBoxLayout, QWidget
 
 from deeplab_studio import __version__
-from deeplab_studio.core.labels import LabelSet
 from deeplab_studio.gui import qt_compat
 from deeplab_studio.gui import settings as prefs
+from deeplab_studio.gui.actions import ActionRegistry
 from deeplab_studio.gui.autosave import AutoSaver
-from deeplab_studio.gui.canvas import CanvasView
+from deeplab_studio.gui.canvas import EMPTY_HINT, CanvasView
 from deeplab_studio.gui.class_panel import ClassPanel
-from deeplab_studio.gui.document import AnnotationDocument
-from deeplab_studio.gui.editing import EditingMixin
 from deeplab_studio.gui.image_list import ImageListPanel
-from deeplab_studio.gui.navigation import NavigationMixin
-from deeplab_studio.gui.shortcuts import ACTIONS, MENUS
-from deeplab_studio.gui.tools import ToolBox, ToolContext
+from deeplab_studio.gui.shortcuts import ACTIONS
+from deeplab_studio.gui.tool_controls import TOOL_ACTIONS, ToolControls
 from deeplab_studio.gui.undo import UndoManager
 from deeplab_studio.gui.widgets import Banner, ShortcutsDialog, StatusFields
-from deeplab_studio.storage.project import Project
+from deeplab_studio.session.annotation_session import AnnotationSession
 
 qt_compat.apply()  # before any window exists: see qt_compat (PySide6 refcount bug on Python 3.11)
 
-TOOL_ACTIONS = ("tool_brush", "tool_eraser", "tool_fill", "tool_polygon", "tool_picker")
+
+class _Poster(QObject):
+    """Runs callables on the GUI thread (the session's background completions)."""
+
+    posted = Signal(object)
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self.posted.connect(lambda fn: fn())
 
 
-class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
-    """The annotation window. Public API used by tests and the model-in-the-loop modules:
-    `open_folder/open_project`, `open_image`, `go_to`, `step`, `apply_labels/apply_proposal`,
-    `merge_proposal_into_saved`, `set_labelset`, `set_extra_overlay`, `show_message/show_error`."""
+class MainWindow(QMainWindow):
+    """Qt signals for the model-in-the-loop modules (through `WindowLink`): `imageChanged(record or
+    None)`, `projectChanged(project)`, `messageShown(text)` and `closing()`."""
 
-    imageOpened = Signal(int)  # record index; the document is `self.document`
     imageChanged = Signal(object)  # the record now shown (after its document loaded), or None
-    imageClosed = Signal()
-    folderOpened = Signal(str)
-    projectChanged = Signal(object)  # the Project just opened
+    projectChanged = Signal(object)  # the Project just opened (after its notes were shown)
     messageShown = Signal(str)
     closing = Signal()  # before the window closes (workers cancel and join here)
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
         self.settings = settings if settings is not None else prefs.default_settings()
-        self.project: Project | None = None
         self._close_refused = False
-        self.prefetcher = None  # ImagePrefetcher of the open project
-        self.inference = None  # slot for the model-in-the-loop worker (a QObject in its own QThread)
-        self.index = -1
-        self.document: AnnotationDocument | None = None
-        self.labelset = LabelSet.voc()
         self.setWindowTitle("DeepLab Studio[*]")
         self.setAcceptDrops(True)
-
-        self.toolbox = ToolBox(ToolContext(document=lambda: self.document, commit=self._commit,
-                                           pick=self._picked, preview_changed=self._polygon_preview))
-        self.undo = UndoManager(lambda: self.document, self, changed=self._journal_change)
+        poster = _Poster(self)
+        self.undo = UndoManager(lambda: self.session.document, self, changed=lambda *p: self.session.journal_change(*p))
         self.autosave = AutoSaver(self)
-        self.canvas = CanvasView(self.toolbox)
+        self.session = AnnotationSession(history=self.undo, saver=self.autosave, call_soon=poster.posted.emit)
+        self.canvas = CanvasView(self.session.tools)
         self.banner = Banner()
         central = QWidget()
         lay = QVBoxLayout(central)
@@ -81,7 +75,7 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
         self.class_panel = ClassPanel()
         self.history = QUndoView(self.undo.group)
         self.history.setEmptyLabel("<opened>")
-        self.docks = {}
+        self.docks: dict[str, QDockWidget] = {}
         for key, title, widget, area in (("images", "Images", self.image_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
                                          ("classes", "Classes", self.class_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                                          ("history", "History", self.history, Qt.DockWidgetArea.RightDockWidgetArea)):
@@ -92,177 +86,250 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
             self.docks[key] = dock
         self.docks["history"].hide()
         self.status = StatusFields(self.statusBar())
+        self._cursor_xy: tuple[float, float] | None = None
         self._counts_timer = QTimer(self)
         self._counts_timer.setSingleShot(True)
         self._counts_timer.setInterval(250)
         self._counts_timer.timeout.connect(self._refresh_counts)
 
-        self.action_map: dict[str, QAction] = {}
-        self.menus = {}
+        self.registry = ActionRegistry(self)
         self._build_actions()
-        self._build_toolbar()
+        self.tool_controls = ToolControls(self.session.tools, self.canvas, self.registry, self.settings, self)
+        self.addToolBar(self.tool_controls.toolbar)
         self._connect()
-        self.class_panel.set_labelset(self.labelset)
-        prefs.restore_window(self)
+        self.class_panel.set_labelset(self.session.labelset)
+        prefs.restore_window(self, self.settings, [self.docks["images"], self.docks["classes"]],
+                             self.tool_controls.set_overlay_visible)
         self._update_title()
 
-    # --- construction -----------------------------------------------------------------------
+    # --- read-only views of the session's state (for the model tools and tests) -----------------
+    project = property(lambda self: self.session.project)
+    document = property(lambda self: self.session.document)
+    index = property(lambda self: self.session.index)
+    labelset = property(lambda self: self.session.labelset)
+    toolbox = property(lambda self: self.session.tools)
+
+    # --- construction ---------------------------------------------------------------------------
     def _build_actions(self) -> None:
-        bar = self.menuBar()
-        for title in MENUS:
-            self.menus[title] = bar.addMenu(f"&{title}")
-        self.model_menu = self.menus["Model"]  # the model-in-the-loop work adds its actions here
+        reg = self.registry
+        self.model_menu = reg.menus["Model"]  # the model tools replace this placeholder
         self.model_menu.addAction("No model loaded").setEnabled(False)
-        self.recent_menu = self.menus["File"].addMenu("Open &Recent")
+        self.recent_menu = reg.menus["File"].addMenu("Open &Recent")
         tools = QActionGroup(self)
         for spec in ACTIONS:
-            act = QAction(spec.text, self)
-            act.setObjectName(spec.id)
-            act.setShortcuts([QKeySequence(k) for k in spec.keys])
-            act.setCheckable(spec.checkable)
-            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            plain = spec.text.replace("&", "").rstrip("…")
-            act.setToolTip(f"{plain} ({', '.join(spec.keys)})" if spec.keys else plain)
-            self.action_map[spec.id] = act
-            self.addAction(act)
-            if spec.menu:
-                if spec.id == "quit":
-                    self.menus["File"].addSeparator()
-                self.menus[spec.menu].addAction(act)
+            if spec.id == "quit":
+                reg.menus["File"].addSeparator()
+            act = reg.build(spec)
             if spec.id in TOOL_ACTIONS:
                 tools.addAction(act)
-        a = self.action_map
-        a["toggle_overlay"].setChecked(True)
+        s = self.session
         handlers = {
             "open_folder": self.choose_folder, "export_voc": self.export_voc, "quit": self.close,
-            "undo": lambda: self.undo_redo(False), "redo": lambda: self.undo_redo(True),
+            "undo": s.undo, "redo": s.redo,
             "fit": self.canvas.fit, "actual_size": self.canvas.actual_size,
             "zoom_in": lambda: self.canvas.zoom_by(1.25), "zoom_out": lambda: self.canvas.zoom_by(0.8),
-            "brush_smaller": lambda: self.set_brush_size(self._brush_step(-1)),
-            "brush_bigger": lambda: self.set_brush_size(self._brush_step(+1)),
-            "opacity_down": lambda: self.set_opacity(self.canvas.overlay.opacity() - 0.1),
-            "opacity_up": lambda: self.set_opacity(self.canvas.overlay.opacity() + 0.1),
             "prev_image": lambda: self.step(-1), "next_image": lambda: self.step(+1),
-            "next_unreviewed": self.next_unreviewed, "mark_reviewed": self.mark_reviewed_and_next,
+            "next_unreviewed": s.next_unreviewed, "mark_reviewed": s.mark_reviewed_and_next,
             "shortcuts": self.show_shortcuts, "about": self.show_about,
         }
         for key, fn in handlers.items():
-            a[key].triggered.connect(fn)
-        a["history"].toggled.connect(self.docks["history"].setVisible)
+            reg[key].triggered.connect(fn)
+        reg["history"].toggled.connect(self.docks["history"].setVisible)
         self.docks["history"].visibilityChanged.connect(
-            lambda shown: a["history"].setChecked(shown) if not self.isMinimized() else None)
-        a["toggle_overlay"].toggled.connect(self.set_overlay_visible)
-        a["toggle_edit_outline"].toggled.connect(self.canvas.set_edit_outline_visible)
-        a["background_only"].toggled.connect(self.set_background_only)
-        for name in TOOL_ACTIONS:
-            a[name].triggered.connect(lambda _=False, n=name[5:]: self.set_tool(n))
+            lambda shown: reg["history"].setChecked(shown) if not self.isMinimized() else None)
         for k in range(10):
-            a[f"class_{k}"].triggered.connect(lambda _=False, k=k: self.set_active_class(k))
-        self.menus["View"].addSeparator()
-        for dock in self.docks.values():
-            if dock is not self.docks["history"]:
-                self.menus["View"].addAction(dock.toggleViewAction())
-
-    def _build_toolbar(self) -> None:
-        tb = QToolBar("Tools", self)
-        tb.setObjectName("toolbar_tools")
-        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        for name in TOOL_ACTIONS:
-            tb.addAction(self.action_map[name])
-            tb.widgetForAction(self.action_map[name]).setText(name[5:].capitalize())
-        tb.addSeparator()
-        tb.addWidget(QLabel(" Size "))
-        self.size_slider = QSlider(Qt.Orientation.Horizontal)
-        self.size_slider.setRange(1, 500)
-        self.size_slider.setFixedWidth(140)
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(1, 500)
-        self.size_spin.setSuffix(" px")
-        tb.addWidget(self.size_slider)
-        tb.addWidget(self.size_spin)
-        self.bg_only = QCheckBox("Background only")
-        self.bg_only.setToolTip("Paint over background pixels only (G)")
-        tb.addWidget(self.bg_only)
-        tb.addSeparator()
-        tb.addWidget(QLabel(" Opacity "))
-        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setFixedWidth(110)
-        tb.addWidget(self.opacity_slider)
-        self.addToolBar(tb)
-        self.size_slider.valueChanged.connect(self.set_brush_size)
-        self.size_spin.valueChanged.connect(self.set_brush_size)
-        self.opacity_slider.valueChanged.connect(lambda v: self.set_opacity(v / 100.0))
-        self.bg_only.toggled.connect(self.set_background_only)
-        self.set_brush_size(int(self.settings.value("brush_size", 20)))
-        self.set_opacity(float(self.settings.value("opacity", 0.5)))
-        self.set_tool(str(self.settings.value("tool", "brush")))
+            reg[f"class_{k}"].triggered.connect(lambda _=False, k=k: s.set_active_class(k))
+        reg.menus["View"].addSeparator()
+        for key in ("images", "classes"):
+            reg.menus["View"].addAction(self.docks[key].toggleViewAction())
 
     def _connect(self) -> None:
+        s = self.session
+        s.project_changed.connect(self._project_changed)
+        s.project_opened.connect(self.projectChanged.emit)
+        s.image_selected.connect(self._image_selected)
+        s.image_changed.connect(self._image_changed)
+        s.image_closed.connect(self._image_closed)
+        s.status_changed.connect(self._status_changed)
+        s.labels_changed.connect(self._labels_changed)
+        s.active_class_changed.connect(lambda v: self.class_panel.select(v, emit=False)
+                                       if self.class_panel.active != v else None)
+        s.preview_changed.connect(self.canvas.update_polygon_preview)
+        s.message.connect(self.show_message)
+        self.session.order = self.image_panel.neighbour  # the order the list shows
         self.canvas.cursorMoved.connect(self._cursor_moved)
         self.canvas.cursorLeft.connect(self._cursor_left)
         self.canvas.zoomChanged.connect(self.status.set_zoom)
-        self.image_panel.imageActivated.connect(self.open_image)
-        self.class_panel.activeChanged.connect(self.set_active_class)
-        self.class_panel.hiddenChanged.connect(self._hidden_changed)
-        self.class_panel.addRequested.connect(self.add_class)
-        self.class_panel.renameRequested.connect(self.rename_class)
-        self.class_panel.recolorRequested.connect(self.recolor_class)
-        self.class_panel.deleteRequested.connect(self.delete_class)
+        self.image_panel.imageActivated.connect(s.open_image)
+        self.class_panel.activeChanged.connect(s.set_active_class)
+        self.class_panel.hiddenChanged.connect(lambda hidden: self._recolor())
+        self.class_panel.addRequested.connect(s.add_class)
+        self.class_panel.renameRequested.connect(s.rename_class)
+        self.class_panel.recolorRequested.connect(s.recolor_class)
+        self.class_panel.deleteRequested.connect(s.delete_class)
         self.undo.group.cleanChanged.connect(lambda _clean: self._update_title())
         self.undo.group.indexChanged.connect(self._stack_changed)
-        self.autosave.saved.connect(self._saved)
-        self.autosave.failed.connect(self._save_failed)
+        self.autosave.failed.connect(lambda _text: self.status.set_save_state("Not saved!", ok=False))
         self._rebuild_recent_menu()
 
-    def undo_redo(self, redo: bool) -> None:
-        """Undo or redo one step; a stroke or polygon in progress is finished first."""
-        self.toolbox.active.cancel()
-        (self.undo.group.redo if redo else self.undo.group.undo)()
+    # --- user intentions the window adds to the session's ----------------------------------------
+    def choose_folder(self) -> None:
+        start = self.project.folder if self.project else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images", str(start))
+        if folder:
+            self.open_folder(folder)
 
-    # --- messages ---------------------------------------------------------------------------
+    def open_folder(self, folder: str | Path) -> bool:
+        """Open the project of `folder` at the image last shown there."""
+        key = prefs.last_image(self.settings, str(Path(folder).expanduser().resolve()))
+        return self.session.open_folder(folder, prefer_key=key)
+
+    def open_image(self, index: int) -> bool:
+        return self.session.open_image(index)
+
+    def go_to(self, target) -> bool:
+        return self.session.go_to(target)
+
+    def step(self, delta: int) -> bool:
+        """Previous/next image among those the list shows (O(log n): no walk over the list)."""
+        return self.image_panel.shown_count() > 0 and self.session.step(delta)
+
+    def apply_labels(self, new_labels: np.ndarray, *, text: str = "Auto-segment", status=None) -> bool:
+        return self.session.apply_labels(new_labels, text=text, status=status)
+
+    def set_labelset(self, labelset) -> bool:
+        return self.session.set_labelset(labelset)
+
+    def set_active_class(self, value: int) -> bool:
+        return self.session.set_active_class(value)
+
+    def set_brush_size(self, size: int) -> None:
+        self.tool_controls.set_brush_size(size)
+
+    def mark_reviewed_and_next(self) -> bool:
+        return self.session.mark_reviewed_and_next()
+
+    # --- following the session --------------------------------------------------------------------
+    def _project_changed(self, project) -> None:
+        self.image_panel.set_images([r.path for r in project.records], [r.status.value for r in project.records])
+        prefs.add_recent(self.settings, str(project.folder))
+        self._rebuild_recent_menu()
+        self.banner.dismiss()
+        self._update_title()
+
+    def _image_selected(self, index: int) -> None:
+        self.image_panel.set_current(index)
+        prefs.set_last_image(self.settings, str(self.project.folder), self.project.records[index].path)
+
+    def _image_changed(self, rec) -> None:
+        doc = self.document
+        if rec is None:
+            self.status.set_size(None, None)
+            self.canvas.set_placeholder(self.session.empty_reason)
+        else:
+            if self.banner.level == "error":
+                self.banner.dismiss()
+            self.canvas.set_placeholder(EMPTY_HINT)
+            doc.changed.connect(self._doc_changed)
+            doc.reset.connect(self._doc_changed)
+            self.canvas.set_document(doc)
+            self._recolor()
+            self.status.set_size(doc.width, doc.height)
+            self._refresh_counts()
+        self._update_title()
+        self.imageChanged.emit(rec)
+
+    def _image_closed(self) -> None:
+        self.canvas.set_document(None)
+        self.status.clear_image()  # nothing shown: no size, class, zoom or save state of the old image
+        self.class_panel.set_counts(np.zeros(256, np.int64))
+
+    def _status_changed(self, key: str) -> None:
+        index = self.session.find(key)
+        if index is not None:
+            self.image_panel.set_status(index, self.project.records[index].status.value)
+        self._update_title()
+
+    def _labels_changed(self, labelset) -> None:
+        self.class_panel.set_labelset(labelset)
+        if self.document is not None:
+            self._recolor()
+            self._refresh_counts()
+
+    def _recolor(self) -> None:
+        self.canvas.overlay.set_colors(self.labelset.palette(), self.class_panel.hidden)
+
+    def _doc_changed(self, *_args) -> None:
+        self._counts_timer.start()
+
+    def _stack_changed(self, _index: int) -> None:
+        self.autosave.schedule()
+        self._update_title()
+
+    def _refresh_counts(self) -> None:
+        if self.document is not None:
+            self.class_panel.set_counts(self.document.class_counts())
+            if self._cursor_xy is not None:  # the class under a still cursor may have changed
+                self._cursor_moved(*self._cursor_xy)
+
+    def _update_title(self) -> None:
+        dirty = self.autosave.dirty()
+        rec, parts = self.session.record, ["DeepLab Studio"]
+        if self.project is not None:
+            parts.insert(0, Path(self.project.folder).name + (" (read-only)" if self.project.read_only else ""))
+        if rec is not None:
+            parts.insert(0, rec.path + "[*]")
+        else:
+            parts[-1] += "[*]"
+        self.setWindowTitle(" — ".join(parts))
+        self.setWindowModified(dirty)
+        if self.document is None:
+            self.status.set_save_state("")
+        else:
+            self.status.set_save_state("Unsaved changes…" if dirty else "All changes saved")
+
+    def _cursor_left(self) -> None:
+        self._cursor_xy = None
+        self.status.set_cursor(None, None)
+
+    def _cursor_moved(self, x: float, y: float) -> None:
+        self._cursor_xy = (x, y)
+        doc = self.document
+        if doc is None or not doc.contains(x, y):
+            self.status.set_cursor(None, None)
+            return
+        v = doc.label_at(x, y)
+        mark = " ✎" if doc.edit_mask[int(y), int(x)] else ""
+        self.status.set_cursor(int(x), int(y), f"{v} {self.session.class_name(v)}{mark}")
+
+    # --- messages -------------------------------------------------------------------------------
     def show_message(self, text: str, level: str = "error") -> None:
-        """Show `text` in the banner (non-modal) and the status bar; the app goes on."""
+        """Show `text` in the banner (non-modal) and the status bar; "status" only in the bar."""
+        if level == "status":
+            self.statusBar().showMessage(text, 3000)
+            return
         self.banner.show_message(text, level)
         self.statusBar().showMessage(self.status.elided(text.splitlines()[0] if text else ""), 10000)
         self.messageShown.emit(text)
 
     def show_error(self, title: str, text: str) -> None:
-        self.show_message(f"{title}: {text}")
+        self.session.say(f"{title}: {text}")
 
-    # --- dialogs ----------------------------------------------------------------------------
+    # --- dialogs --------------------------------------------------------------------------------
     def export_voc(self) -> None:
         if self.project is None:
-            self.show_message("Open a folder before exporting.", "info")
+            self.session.say("Open a folder before exporting.", "info")
             return
         self.autosave.flush()
         from deeplab_studio.gui.export_dialog import ExportDialog
 
-        dlg = ExportDialog(self.project, self.settings, self)
-        dlg.show()
-        self._export_dialog = dlg
-
-    def extra_shortcut_rows(self) -> list[tuple[str, str, str]]:
-        """Actions with shortcuts that other modules (e.g. the model tools) added to the window."""
-        own = {spec.id for spec in ACTIONS}
-        rows = []
-        for act in self.actions_added_elsewhere():
-            if act.objectName() in own or not act.shortcuts():
-                continue
-            where = next((t for t, m in self.menus.items() if act in m.actions()), "Window")
-            keys = ", ".join(k.toString(QKeySequence.SequenceFormat.PortableText) for k in act.shortcuts())
-            rows.append((where, act.text().replace("&", "").rstrip("…"), keys))
-        return rows
-
-    def actions_added_elsewhere(self) -> list[QAction]:
-        mine = set(self.action_map.values())
-        return [a for a in QMainWindow.actions(self) if a not in mine]
+        self._export_dialog = ExportDialog(self.project, self.settings, self)
+        self._export_dialog.show()
 
     def show_shortcuts(self) -> ShortcutsDialog:
-        dlg = ShortcutsDialog(self, self.extra_shortcut_rows())
-        dlg.show()
-        self._shortcuts_dialog = dlg
-        return dlg
+        self._shortcuts_dialog = ShortcutsDialog(self.registry.rows(), self)
+        self._shortcuts_dialog.show()
+        return self._shortcuts_dialog
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About DeepLab Studio",
@@ -275,7 +342,10 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
             self.recent_menu.addAction(folder, lambda f=folder: self.open_folder(f))
         self.recent_menu.setEnabled(bool(recent))
 
-    # --- drag and drop, close ---------------------------------------------------------------
+    def open_in_file_manager(self, folder: str) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(folder))
+
+    # --- drag and drop, close -------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
         if _dropped_folder(event.mimeData()) is not None:
             event.acceptProposedAction()
@@ -287,25 +357,18 @@ class MainWindow(NavigationMixin, EditingMixin, QMainWindow):
             self.open_folder(folder)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if not self.close_image() and not self._close_refused:
+        if not self.session.close_image() and not self._close_refused:
             # never drop work silently: the first close is refused with the reason shown;
             # closing again quits, keeping the last successful save on disk
             self._close_refused = True
-            self.show_message(f"{self.banner.label.text()} — not closed. Free space or fix the folder, "
-                              "or close again to quit without this change.")
+            self.session.say(f"{self.session.last_message} — not closed. Free space or fix the folder, "
+                             "or close again to quit without this change.")
             event.ignore()
             return
         self.closing.emit()
-        self.autosave.shutdown()
-        if self.prefetcher is not None:
-            self.prefetcher.shutdown()
-        if self.project is not None:
-            self.project.close()  # releases the write lock
-        prefs.save_window(self)
+        self.session.shutdown()  # joins the saver and I/O threads, releases the write lock
+        prefs.save_window(self, self.settings, self.canvas.overlay.isVisible())
         super().closeEvent(event)
-
-    def open_in_file_manager(self, folder: str) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(folder))
 
 
 def _dropped_folder(mime) -> str | None:

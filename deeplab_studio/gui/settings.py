@@ -78,22 +78,23 @@ def first_size(window, preferred: tuple[int, int] = (1400, 900)) -> tuple[int, i
     return (min(preferred[0], int(free.width() * 0.95)), min(preferred[1], int(free.height() * 0.95)))
 
 
-def restore_window(window) -> None:
-    geometry = window.settings.value("geometry")
+def restore_window(window, settings: QSettings, docks: list, set_overlay_visible) -> None:
+    """Geometry, dock layout and overlay visibility of the last session (slim docks at first)."""
+    geometry = settings.value("geometry")
     if geometry is not None:
         window.restoreGeometry(geometry)
     else:
         window.resize(*first_size(window))
-    state = window.settings.value("window_state")
+    state = settings.value("window_state")
     if state is not None:
         window.restoreState(state)
     else:  # first start: slim docks, the canvas gets the room
-        window.resizeDocks([window.docks["images"], window.docks["classes"]], [190, 230], Qt.Orientation.Horizontal)
-    window.set_overlay_visible(str(window.settings.value("overlay_visible", "true")).lower() != "false")
+        window.resizeDocks(docks, [190, 230], Qt.Orientation.Horizontal)
+    set_overlay_visible(str(settings.value("overlay_visible", "true")).lower() != "false")
 
 
-def save_window(window) -> None:
-    window.settings.setValue("geometry", window.saveGeometry())
-    window.settings.setValue("window_state", window.saveState())
-    window.settings.setValue("overlay_visible", window.canvas.overlay.isVisible())
-    window.settings.sync()
+def save_window(window, settings: QSettings, overlay_visible: bool) -> None:
+    settings.setValue("geometry", window.saveGeometry())
+    settings.setValue("window_state", window.saveState())
+    settings.setValue("overlay_visible", overlay_visible)
+    settings.sync()

@@ -1,5 +1,5 @@
-"""Every keyboard shortcut in one table: the main window builds its actions from it and
-Help → Keyboard shortcuts lists it, so the two never disagree."""
+"""The window's built-in actions and shortcuts as a table (`gui.actions.ActionRegistry` turns
+them into QActions; Help → Keyboard shortcuts is generated from the registry)."""
 
 from __future__ import annotations
 
@@ -61,20 +61,3 @@ GESTURES: tuple[tuple[str, str], ...] = (
 )
 
 MENUS: tuple[str, ...] = ("File", "Edit", "View", "Tools", "Image", "Model", "Help")
-
-
-def spec(action_id: str) -> ActionSpec:
-    for a in ACTIONS:
-        if a.id == action_id:
-            return a
-    raise KeyError(action_id)
-
-
-def rows(extra: list[tuple[str, str, str]] = ()) -> list[tuple[str, str, str]]:
-    """(menu, what, keys) rows for the help table; `extra` rows (actions other modules added to
-    the window) come after the table's own actions."""
-    out = [(a.menu or "Classes", a.text.replace("&", "").rstrip("…"), ", ".join(a.keys))
-           for a in ACTIONS if a.keys and not a.id.startswith("class_")]
-    out += list(extra)
-    out += [("Canvas", what, keys) for keys, what in GESTURES]
-    return out

@@ -15,7 +15,7 @@ from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 from PySide6.QtCore import QObject
 
 from deeplab_studio.core.patches import MaskPatch
-from deeplab_studio.gui.document import AnnotationDocument
+from deeplab_studio.session.document import AnnotationDocument
 
 Changed = Callable[[MaskPatch | None, MaskPatch | None], None]  # told after a change is (re)applied or undone
 
@@ -89,6 +89,12 @@ class UndoManager(QObject):
 
     def deactivate(self) -> None:
         self.group.setActiveStack(None)
+
+    def undo(self) -> None:
+        self.group.undo()
+
+    def redo(self) -> None:
+        self.group.redo()
 
     def push(self, text: str, labels_patch: MaskPatch | None, edit_patch: MaskPatch | None) -> None:
         stack = self.active

@@ -6,14 +6,11 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFrame, QHBoxLayout, QHeaderView, QLabel, QStatusBar,
                                QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
-from deeplab_studio.gui import shortcuts
-
 _BANNER_STYLE = {
     "error": "background:#5c1f24; color:#ffe3e3; border-bottom:1px solid #a8323d;",
     "warning": "background:#5a4a16; color:#fff4d0; border-bottom:1px solid #b8962a;",
     "info": "background:#1f3d5c; color:#e3f0ff; border-bottom:1px solid #3a6ea8;",
 }
-
 
 
 def dismiss_button(tooltip: str, slot) -> QToolButton:
@@ -24,6 +21,7 @@ def dismiss_button(tooltip: str, slot) -> QToolButton:
     button.setToolTip(tooltip)
     button.clicked.connect(slot)
     return button
+
 
 class Banner(QFrame):
     """A dismissable one-line message above the canvas (never modal)."""
@@ -103,12 +101,11 @@ class StatusFields:
 
 
 class ShortcutsDialog(QDialog):
-    """Help → Keyboard shortcuts: every action shortcut and canvas gesture."""
+    """Help → Keyboard shortcuts: (where, what, keys) rows from the action registry."""
 
-    def __init__(self, parent=None, extra: list[tuple[str, str, str]] = ()) -> None:
+    def __init__(self, rows: list[tuple[str, str, str]], parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
-        rows = shortcuts.rows(extra)
         table = QTableWidget(len(rows), 3)
         table.setHorizontalHeaderLabels(["Where", "What", "Keys"])
         for r, row in enumerate(rows):

@@ -53,7 +53,7 @@ def test_eraser_sets_background_and_shift_sets_ignore(qtbot, window):
     window.set_brush_size(7)
     window.set_active_class(4)
     click(qtbot, window, 30, 20)
-    window.set_tool("eraser")
+    window.tool_controls.set_tool("eraser")
     click(qtbot, window, 30, 20)
     assert not doc.labels.any()
     click(qtbot, window, 10, 10, Qt.KeyboardModifier.ShiftModifier)
@@ -65,7 +65,7 @@ def test_background_only_leaves_labelled_pixels(qtbot, window):
     doc = window.document
     doc.labels[:, 32:] = 6
     window.canvas.overlay.set_labels(doc.labels)
-    window.set_background_only(True)
+    window.tool_controls.set_background_only(True)
     window.set_brush_size(21)
     window.set_active_class(1)
     click(qtbot, window, 32, 24)
@@ -78,7 +78,7 @@ def test_fill_fills_the_connected_region(qtbot, window):
     doc.labels[:, 20] = 9  # a wall splits the image
     window.canvas.overlay.set_labels(doc.labels)
     window.set_active_class(2)
-    window.set_tool("fill")
+    window.tool_controls.set_tool("fill")
     click(qtbot, window, 5, 5)
     assert (doc.labels[:, :20] == 2).all() and not doc.labels[:, 21:].any()
     assert doc.edit_mask[:, :20].all() and not doc.edit_mask[:, 20:].any()
@@ -90,7 +90,7 @@ def test_fill_fills_the_connected_region(qtbot, window):
 def test_polygon_enter_closes_and_escape_cancels(qtbot, window):
     doc = window.document
     window.set_active_class(7)
-    window.set_tool("polygon")
+    window.tool_controls.set_tool("polygon")
     for x, y in [(10, 10), (40, 10), (40, 30), (10, 30)]:
         click(qtbot, window, x, y)
     assert not doc.labels.any()  # nothing until closed
@@ -108,7 +108,7 @@ def test_polygon_enter_closes_and_escape_cancels(qtbot, window):
 def test_polygon_double_click_closes(qtbot, window):
     doc = window.document
     window.set_active_class(5)
-    window.set_tool("polygon")
+    window.tool_controls.set_tool("polygon")
     for x, y in [(5, 5), (30, 5)]:
         click(qtbot, window, x, y)
     qtbot.mouseDClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(window, 30, 30))
@@ -120,10 +120,10 @@ def test_picker_tool_and_alt_click(qtbot, window):
     doc = window.document
     doc.labels[:, 40:] = 12
     window.set_active_class(1)
-    window.set_tool("picker")
+    window.tool_controls.set_tool("picker")
     click(qtbot, window, 50, 10)
     assert window.toolbox.ctx.active_class == 12 and window.class_panel.active == 12
-    window.set_tool("brush")
+    window.tool_controls.set_tool("brush")
     window.set_active_class(1)
     click(qtbot, window, 50, 10, Qt.KeyboardModifier.AltModifier)
     assert window.toolbox.ctx.active_class == 12
@@ -245,7 +245,7 @@ def test_status_bar_and_brush_outline_follow_the_cursor(qtbot, window):
     assert outline.isVisible() and outline.radius == window.toolbox.ctx.radius
     assert (outline.pos().x(), outline.pos().y()) == (20.5, 21.5)  # centred on the pixel the disk is
     qtbot.waitUntil(lambda: st.save_state.text() == "All changes saved")
-    window.set_tool("fill")  # the class under a cursor that stays put follows the edit
+    window.tool_controls.set_tool("fill")  # the class under a cursor that stays put follows the edit
     window.set_active_class(3)
     qtbot.mouseMove(window.canvas.viewport(), view_pos(window, 2, 2))
     assert st.klass.text() == "0 background"
@@ -255,7 +255,7 @@ def test_status_bar_and_brush_outline_follow_the_cursor(qtbot, window):
 
 def test_zoomed_in_pixels_stay_sharp(qtbot, window):
     """At 8× each image pixel is an 8×8 block of one colour (no smoothing between pixels)."""
-    window.set_overlay_visible(False)
+    window.tool_controls.set_overlay_visible(False)
     canvas = window.canvas
     qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
     canvas.zoom_by(8.0)
@@ -282,12 +282,12 @@ def test_redo_shortcuts(qtbot, window):
 def test_rename_and_recolour_a_class(qtbot, window):
     from PySide6.QtGui import QColor
 
-    assert window.rename_class(3, "gull")
-    assert window.recolor_class(3, (10, 200, 30))
+    assert window.session.rename_class(3, "gull")
+    assert window.session.recolor_class(3, (10, 200, 30))
     assert window.project.labels.names[3] == "gull" and window.project.labels.colors[3] == (10, 200, 30)
     assert "gull" in window.class_panel.list.item(3).text()
     assert QColor.fromRgba(window.canvas.overlay.qimage.colorTable()[3]).getRgb()[:3] == (10, 200, 30)
-    assert not window.rename_class(3, "dog")  # a duplicate name: a message, no change
+    assert not window.session.rename_class(3, "dog")  # a duplicate name: a message, no change
     assert window.project.labels.names[3] == "gull" and "dog" in window.banner.text()
 
 
@@ -300,7 +300,7 @@ def test_undo_keeps_at_least_200_steps_per_image(qtbot, window):
     stack = window.undo.active
     assert stack.count() == 250
     for _ in range(250):
-        window.undo_redo(False)
+        window.session.undo()
     assert np.array_equal(window.document.labels, start) and not window.document.edit_mask.any()
 
 
@@ -330,9 +330,9 @@ def test_hidden_labels_are_announced_on_the_canvas(qtbot, window):
     assert notice.isVisible() and "press T" in notice.text()
     qtbot.keyClick(window, Qt.Key.Key_T)
     assert not notice.isVisible()
-    window.set_opacity(0.0)
+    window.tool_controls.set_opacity(0.0)
     assert notice.isVisible() and "opacity" in notice.text()
-    window.set_opacity(0.5)
+    window.tool_controls.set_opacity(0.5)
     assert not notice.isVisible()
 
 

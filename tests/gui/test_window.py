@@ -24,10 +24,10 @@ def test_tool_shortcuts(qtbot, window):
                     (Qt.Key.Key_I, "picker"), (Qt.Key.Key_B, "brush")):
         key(qtbot, window, k)
         assert window.toolbox.active_name == name
-        assert window.action_map[f"tool_{name}"].isChecked()
+        assert window.registry[f"tool_{name}"].isChecked()
     size = window.toolbox.ctx.brush_size
     key(qtbot, window, Qt.Key.Key_BracketRight)
-    assert window.toolbox.ctx.brush_size > size and window.size_slider.value() == window.toolbox.ctx.brush_size
+    assert window.toolbox.ctx.brush_size > size and window.tool_controls.size_slider.value() == window.toolbox.ctx.brush_size
     key(qtbot, window, Qt.Key.Key_BracketLeft)
     key(qtbot, window, Qt.Key.Key_BracketLeft)
     assert window.toolbox.ctx.brush_size < size
@@ -155,15 +155,15 @@ def test_delete_class_with_replacement(qtbot, window):
     doc.labels[:5] = 3
     doc.labels[5:10] = 4
     names = list(window.labelset.names)
-    assert window.delete_class(3, replacement=15)
+    assert window.session.delete_class(3, replacement=15)
     assert window.labelset.names == names[:3] + names[4:]
     assert (doc.labels[:5] == 14).all()  # person moved down from 15 to 14
     assert (doc.labels[5:10] == 3).all()  # boat moved down from 4 to 3
     assert window.class_panel.list.count() == len(names)  # one fewer class + the ignore row
     assert window.autosave.flush()
-    assert window.add_class("tree", (10, 200, 10))
+    assert window.session.add_class("tree", (10, 200, 10))
     assert window.project.labels.names[-1] == "tree"
-    assert not window.add_class("tree")  # duplicate: a message, no change
+    assert not window.session.add_class("tree")  # duplicate: a message, no change
     assert "tree" in window.banner.text()
 
 
@@ -201,8 +201,8 @@ def test_help_lists_every_shortcut(qtbot, window):
 def test_settings_remember_brush_opacity_tool_and_recent(qtbot, settings, folder):
     w = new_window(qtbot, settings, folder)
     w.set_brush_size(77)
-    w.set_opacity(0.3)
-    w.set_tool("fill")
+    w.tool_controls.set_opacity(0.3)
+    w.tool_controls.set_tool("fill")
     w.close()
     w2 = new_window(qtbot, settings)
     assert w2.toolbox.ctx.brush_size == 77 and w2.toolbox.active_name == "fill"
@@ -248,7 +248,7 @@ def test_class_counts_follow_strokes_undo_and_proposals(qtbot, window):
     window.set_active_class(6)
     drag(qtbot, window, [(10, 10), (30, 12)])
     window.apply_labels(np.where(doc.labels == 0, 2, doc.labels).astype(np.uint8))
-    window.set_tool("fill")
+    window.tool_controls.set_tool("fill")
     click(qtbot, window, 60, 40)
     window.undo.group.undo()
     window.undo.group.undo()
@@ -262,7 +262,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 app = QApplication([])
 from deeplab_studio.gui.main_window import MainWindow
-from deeplab_studio.gui.tools import Mods
+from deeplab_studio.session.tools import Mods
 w = MainWindow(QSettings(sys.argv[2], QSettings.Format.IniFormat))
 w.show()
 w.open_folder(sys.argv[1])
@@ -291,17 +291,27 @@ def test_work_survives_a_crash(qtbot, settings, folder, tmp_path):
     w.close()
 
 
-def test_help_also_lists_actions_other_modules_added(qtbot, window):
+def test_help_lists_the_actions_other_modules_register(qtbot, window):
+    """One registry: an action added through the link is in its menu, fires by key with the menu
+    closed, and is in the generated Help table."""
     from PySide6.QtGui import QAction, QKeySequence
+
+    from deeplab_studio.gui.window_link import WindowLink
 
     act = QAction("Auto-segment", window)
     act.setShortcut(QKeySequence("Ctrl+R"))
-    window.model_menu.addAction(act)
-    window.addAction(act)
+    fired = []
+    act.triggered.connect(lambda: fired.append(1))
+    WindowLink(window).add_menu("Model", [act])
+    assert act in window.model_menu.actions()
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert fired
     dlg = window.show_shortcuts()
     qtbot.addWidget(dlg)
     rows = {tuple(dlg.table.item(r, c).text() for c in range(3)) for r in range(dlg.table.rowCount())}
     assert ("Model", "Auto-segment", "Ctrl+R") in rows
+    assert ("Tools", "Brush", "B") in rows  # the built-in table comes from the same registry
 
 
 def test_annotation_saved_elsewhere_refreshes_status_and_drops_history(qtbot, window):
@@ -311,7 +321,7 @@ def test_annotation_saved_elsewhere_refreshes_status_and_drops_history(qtbot, wi
     rec = proj.records[0]
     labels, mask = proj.load_annotation(rec)
     proj.save_annotation(rec, np.full_like(labels, 2), np.zeros_like(mask), status=Status.AUTO)
-    window.annotation_saved_elsewhere(rec.path)
+    window.session.annotation_saved_elsewhere(rec.path)
     assert window.image_panel.list.item(0).toolTip().endswith("auto")
     window.step(-1)
     assert window.undo.active.count() == 0 and (window.document.labels == 2).all()
@@ -335,7 +345,7 @@ def test_unsavable_change_blocks_folder_switch_and_first_close(qtbot, window, mo
 
 
 def test_neighbours_are_prefetched_and_memory_stays_bounded(qtbot, window):
-    pf = window.prefetcher
+    pf = window.session.prefetcher
     assert set(pf._cache) == {"img_1.png"}  # next only: img_0 is the first
     window.step(+1)
     assert set(pf._cache) == {"img_2.png", "img_0.png"}
@@ -397,7 +407,7 @@ def test_steady_painting_is_saved_while_it_goes_on(qtbot, window):
     """Strokes coming faster than the autosave delay do not postpone the save indefinitely."""
     from PySide6.QtCore import QTimer
 
-    from deeplab_studio.gui.tools import Mods
+    from deeplab_studio.session.tools import Mods
 
     brush = window.toolbox.tools["brush"]
     n = [0]

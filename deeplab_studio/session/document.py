@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from deeplab_studio.core.labels import IGNORE, LabelSet
-from deeplab_studio.core.patches import MaskPatch, diff_to_patch
-from deeplab_studio.gui.events import Event
+from deeplab_studio.core.merge import merge_proposal
+from deeplab_studio.core.patches import MaskPatch, diff_to_patch, union_bbox
+from deeplab_studio.session.events import Event
 
 BBox = tuple[int, int, int, int]
 
@@ -93,7 +94,7 @@ class AnnotationDocument:
             if patch is not None:
                 patch.apply(arr)
         self.account(labels_patch)
-        self.notify(_union(labels_patch, edit_patch))
+        self.notify(union_bbox(*(p.bbox for p in (labels_patch, edit_patch) if p is not None)))
 
     def revert(self, labels_patch: MaskPatch | None, edit_patch: MaskPatch | None) -> None:
         """Undo a recorded change (patch `before` values written back)."""
@@ -101,7 +102,7 @@ class AnnotationDocument:
             if patch is not None:
                 patch.revert(arr)
         self.account(labels_patch, forward=False)
-        self.notify(_union(labels_patch, edit_patch))
+        self.notify(union_bbox(*(p.bbox for p in (labels_patch, edit_patch) if p is not None)))
 
     def proposal_patch(self, proposal: np.ndarray) -> MaskPatch | None:
         """The labels patch that turns the map into `proposal` except where a human painted.
@@ -109,11 +110,7 @@ class AnnotationDocument:
         Pixels with `edit_mask` True keep their label, so a model run or CRF never overwrites
         human work. Returns None when nothing would change. Does not modify the document.
         """
-        if proposal.shape != self.labels.shape:
-            raise ValueError(f"proposal is {proposal.shape[1]}×{proposal.shape[0]}, "
-                             f"the image is {self.width}×{self.height}")
-        merged = np.where(self.edit_mask, self.labels, proposal.astype(np.uint8, copy=False))
-        return diff_to_patch(self.labels, merged)
+        return diff_to_patch(self.labels, merge_proposal(self.labels, self.edit_mask, proposal))
 
     def remap(self, lut: np.ndarray) -> None:
         """Replace every label by `lut[label]` (after a class was deleted); emits `reset`."""
@@ -134,14 +131,6 @@ def label_histogram(labels: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     for i in range(0, flat.size, chunk):
         out += np.bincount(flat[i:i + chunk], minlength=256)
     return out
-
-
-def _union(a: MaskPatch | None, b: MaskPatch | None) -> BBox | None:
-    boxes = [p.bbox for p in (a, b) if p is not None]
-    if not boxes:
-        return None
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
-            max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 __all__ = ["AnnotationDocument", "BBox", "IGNORE"]

@@ -16,7 +16,7 @@ from deeplab_studio.core.brush import paint_disk, paint_line
 from deeplab_studio.core.fill import fill_mask, flood_region, polygon_mask
 from deeplab_studio.core.labels import BACKGROUND, IGNORE
 from deeplab_studio.core.patches import MaskPatch, StrokeRecorder
-from deeplab_studio.gui.document import AnnotationDocument
+from deeplab_studio.session.document import AnnotationDocument
 
 Point = tuple[float, float]
 

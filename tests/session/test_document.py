@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 
 from deeplab_studio.core.patches import diff_to_patch
-from deeplab_studio.gui.document import AnnotationDocument
+from deeplab_studio.session.document import AnnotationDocument
 
 
 def _doc(h=6, w=8):
@@ -53,7 +53,7 @@ def test_remap_emits_reset():
 
 
 def test_document_and_tools_import_without_qt():
-    code = ("import sys; import deeplab_studio.gui.document, deeplab_studio.gui.tools, deeplab_studio.gui.events; "
+    code = ("import sys; import deeplab_studio.session.document, deeplab_studio.session.tools, deeplab_studio.session.events; "
             "print('PySide6' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
