@@ -269,8 +269,8 @@ class CanvasView(QGraphicsView):
             super().mousePressEvent(event)
             return
         mods = self._mods(event)
-        tool = self.toolbox.tools["picker"] if mods.alt else self.toolbox.active
-        if self.toolbox.ctx.read_only and tool.name != "picker":
+        tool = self.toolbox.tool_for(mods)
+        if tool is None:
             event.accept()  # a read-only project: no stroke starts (the banner says why)
             return
         self._stroke_tool = tool

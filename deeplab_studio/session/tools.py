@@ -262,6 +262,12 @@ class ToolBox:
     def active(self) -> Tool:
         return self.tools[self.active_name]
 
+    def tool_for(self, mods: Mods) -> Tool | None:
+        """The tool a press with `mods` starts (Alt: the picker), or None when a read-only
+        project allows no change."""
+        tool = self.tools["picker"] if mods.alt else self.active
+        return None if self.ctx.read_only and tool.name != "picker" else tool
+
     def select(self, name: str) -> None:
         if name not in self.tools:
             raise KeyError(f"no tool called {name!r}")
