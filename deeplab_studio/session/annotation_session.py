@@ -3,24 +3,24 @@
 It holds the open project, the current image and its document, the label set, the tools and the
 background I/O, and it has a method for every user intention (open a folder, open or step to an
 image, mark it reviewed, apply a model proposal, change the classes, undo). Views subscribe to its
-events; the window is a thin layer that calls these methods. Class-list edits live in
-`session.classes`, the proposal merge rule in `core.merge`.
+events; the window is a thin layer that calls these methods. Merges of proposals into images
+that are not open run on `io_queue.MergeQueue`; the merge rule itself is `core.merge`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 
 from deeplab_studio.core.labels import IGNORE, LabelSet
-from deeplab_studio.core.merge import merge_proposal
 from deeplab_studio.core.patches import MaskPatch, union_bbox
 from deeplab_studio.session.document import AnnotationDocument
 from deeplab_studio.session.events import Event
 from deeplab_studio.session.history import DirectSaver, History, PatchHistory, Saver
+from deeplab_studio.session.io_queue import MergeQueue
 from deeplab_studio.session.prefetch import ImagePrefetcher
 from deeplab_studio.session.tools import ToolBox, ToolContext
 from deeplab_studio.storage.images import IMAGE_EXTENSIONS, ImageReadError
@@ -70,10 +70,8 @@ class AnnotationSession:
         self.saver: Saver = saver if saver is not None else DirectSaver()
         self.tools = ToolBox(ToolContext(document=lambda: self.document, commit=self.commit, pick=self._picked,
                                          preview_changed=lambda: self.preview_changed.emit()))
-        self._call_soon = call_soon or (lambda fn: fn())
         self.prefetcher: ImagePrefetcher | None = None
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-io")
-        self._pending: dict[str, Future] = {}
+        self._merges = MergeQueue(call_soon or (lambda fn: fn()))
         self.project_changed, self.project_opened = Event(), Event()
         self.image_selected, self.image_changed, self.image_closed = Event(), Event(), Event()
         self.status_changed, self.labels_changed = Event(), Event()
@@ -140,7 +138,7 @@ class AnnotationSession:
             return False
         if old is not None and not same:
             old.close()
-        self._wait_io()
+        self._merges.wait()
         self.project = project
         self.tools.ctx.read_only = project.read_only
         self.index = -1  # an index into the previous folder's records means nothing here
@@ -193,7 +191,7 @@ class AnnotationSession:
         rec = self.project.records[index]
         self.index = index
         self.image_selected.emit(index)
-        self._wait_io(rec.path)
+        self._merges.wait(rec.path)
         try:
             image = self.prefetcher.get(rec)
             labels, edit_mask = self.project.load_annotation(rec)
@@ -303,24 +301,15 @@ class AnnotationSession:
         if self.current_record is rec:
             self.apply_labels(proposal, text="Model proposal")
             return None
-        project, proposal = self.project, np.asarray(proposal, dtype=np.uint8)
+        project = self.project
 
-        def work() -> None:
-            labels, mask = project.load_annotation(rec)
-            project.save_annotation(rec, merge_proposal(labels, mask, proposal), mask)
-
-        def done(fut: Future) -> None:
-            if self._pending.get(key) is fut:
-                del self._pending[key]
-            if fut.exception() is not None:
-                self.say(f"Cannot store the proposal for {key}: {fut.exception()}")
+        def done(error: BaseException | None) -> None:
+            if error is not None:
+                self.say(f"Cannot store the proposal for {key}: {error}")
             elif self.project is project:
                 self.annotation_saved_elsewhere(key)
 
-        fut = self._io.submit(work)
-        self._pending[key] = fut
-        fut.add_done_callback(lambda f: self._call_soon(lambda: done(f)))
-        return fut
+        return self._merges.merge(project, rec, proposal, done)
 
     def annotation_saved_elsewhere(self, key: str) -> None:
         """The saved annotation of image `key` was replaced outside the session (a worker): drop its
@@ -411,20 +400,10 @@ class AnnotationSession:
         return True
 
     # --- background work and closing -----------------------------------------------------------
-    def _wait_io(self, key: str | None = None) -> None:
-        """Wait for queued proposal merges (of image `key`, or all) so reads see them."""
-        for k, fut in list(self._pending.items()):
-            if key is None or k == key:
-                try:
-                    fut.result()
-                except Exception:  # noqa: BLE001 - reported by its done callback
-                    pass
-
     def shutdown(self) -> None:
         """Finish background work and release the project (its write lock). Call after a
         successful `close_image()`."""
-        self._wait_io()
-        self._io.shutdown(wait=True)
+        self._merges.shutdown()
         self.saver.shutdown()
         if self.prefetcher is not None:
             self.prefetcher.shutdown()
