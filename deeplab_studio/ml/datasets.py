@@ -6,9 +6,10 @@ by the functions the caller hands in (``read_image``, ``read_labels``: the appli
 decoder, ``storage.images.read_image`` and ``storage.labelmaps.read_label_png``); this module
 never opens an image itself, so training sees exactly what inference and the editor see. Loader
 processes started by *spawn* pickle the samples: the readers must then be module-level functions.
-``TrainData`` is the split plus the class list. ``SegmentationDataset`` applies the seeded augmentation of ``augment.py``; the
-``EpochSampler`` hands it ``(index, seed)`` keys, so every epoch is reproducible from
-``(seed, epoch)`` no matter how many workers run, and a resumed run can start mid-epoch.
+``TrainData`` is the split plus the class list. ``SegmentationDataset`` applies the seeded
+augmentation of ``augment.py``; the ``EpochSampler`` hands it ``(index, seed)`` keys, so every
+epoch is reproducible from ``(seed, epoch)`` no matter how many workers run, and a resumed run
+can start mid-epoch.
 
 Images cross the loader as uint8 CHW tensors (4× less to copy than float); the training loop
 normalises on the device.

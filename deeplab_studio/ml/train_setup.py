@@ -1,4 +1,4 @@
-"""Setting up and keeping a training run: the initial model and the files it writes.
+"""Setting up and keeping a training run: the initial model and the best model it writes.
 
 - ``init_model``: a bundled model by name (e.g. ``deeplabv3_mobilenetv2_voc``) or a checkpoint
   (fine-tune; the class head is resized when the class list differs, rows of classes with the
@@ -6,9 +6,9 @@
   and random init) or random weights. Its summary also says how inputs are normalised (the
   checkpoint's mean/std; TF DeepLab's 0.5/0.5 for its architectures) and whether batch norm must
   stay frozen (weights with batch norm folded in, as converted TFLite models have);
-- ``save_best``: the best model in the own checkpoint format with the training summary;
-- the resume state ``<out stem>.last.pt``: only tensors and plain containers (``torch.save``,
-  atomic), read back with ``weights_only=True``.
+- ``save_best``: the best model in the own checkpoint format with the training summary.
+
+The resume state is ``train_state``'s.
 """
 
 from __future__ import annotations
@@ -21,22 +21,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from deeplab_studio.core.atomic_file import write_atomic
 from deeplab_studio.core.labels import VOC_CLASSES
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_studio.ml.tf_mobile import TF_MEAN, TF_STD
 
 from .errors import TrainError  # noqa: F401 (also imported from here)
 
-STATE_FORMAT = "deeplab-studio-train-state"
-STATE_VERSION = 1
 DEFAULT_ARCH = "deeplabv3plus_mobilenet"
-
-
-def last_state_path(out_path: str | Path) -> Path:
-    """Where the resume state of a run writing ``out_path`` lives: ``<stem>.last.pt`` beside it."""
-    out_path = Path(out_path)
-    return out_path.with_name(out_path.stem + ".last.pt")
 
 
 def _matching_rows(old_names: list[str], new_names: list[str]) -> list[tuple[int, int]]:
@@ -187,11 +178,6 @@ def build_kwargs(model: nn.Module) -> dict[str, Any]:
             "decoder_convs": int(getattr(model, "decoder_convs", 1))}
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through ``core.atomic_file.write_atomic`` (temp file, fsync, rename)."""
-    write_atomic(path, lambda fh: torch.save(obj, fh))
-
-
 def save_best(path: Path, model: nn.Module, arch: str, class_names: list[str], class_colors, output_stride: int,
               summary: dict[str, Any], *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
     """The best model in the own checkpoint format (``save_checkpoint`` writes atomically), with
@@ -212,18 +198,3 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def load_train_state(path: str | Path) -> dict[str, Any]:
-    """A resume state written by ``train`` (tensors and plain containers only)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"{path}: no resume state (nothing to resume)") from None
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise TrainError(f"{path}: unreadable resume state ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise TrainError(f"{path}: not a deeplab-studio resume state")
-    if not isinstance(state.get("version"), int) or state["version"] > STATE_VERSION:
-        raise TrainError(f"{path}: resume state version {state.get('version')!r} is not readable by this program")
-    return state

@@ -7,6 +7,7 @@ CPU and tiny: 64×64 scenes, 32 px crops, DeepLab v3+ MobileNetV2 with separable
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_best_checkpoint_loads_with_training_summary(trained) -> None:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_train_state(path)["model"]
+    return load_train_state(path).model
 
 
 def test_resume_and_cancel_continue_from_the_saved_step_exactly(tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_resume_and_cancel_continue_from_the_saved_step_exactly(tmp_path: Path) 
     part = train(tiny_config(epochs=2), data, tmp_path / "a.safetensors")
     assert part.steps == 4
     state = load_train_state(last_state_path(tmp_path / "a.safetensors"))
-    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 2, 0)
+    assert (state.step, state.epoch, state.batch_in_epoch) == (4, 2, 0)
     events = []
     done = train(cfg, data, tmp_path / "a.safetensors", resume=True, progress=events.append)
     assert [e.step for e in events if e.kind == "step"] == [5, 6]
@@ -128,7 +129,7 @@ def test_resume_and_cancel_continue_from_the_saved_step_exactly(tmp_path: Path) 
     assert load_checkpoint(out_b).class_names == list(SCENE_CLASSES)
     assert read_metadata(out_b)["training"]["epochs_done"] == 1
     state = load_train_state(last_state_path(out_b))
-    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (3, 1, 1)
+    assert (state.step, state.epoch, state.batch_in_epoch) == (3, 1, 1)
     events = []  # resumed with other settings (forgotten flags): the saved run's are kept
     other = tiny_config(epochs=3, batch_size=2, crop=40, lr=0.5, seed=9, freeze_bn=True)
     resumed = train(other, data, out_b, resume=True, progress=events.append)
@@ -157,8 +158,8 @@ def test_resume_and_cancel_continue_from_the_saved_step_exactly(tmp_path: Path) 
     torch.save({"format": "deeplab-studio-train-state", "version": 1, "obj": Path("x")}, bad)
     with pytest.raises(TrainError, match="unreadable resume state"):  # weights_only rejects the object
         train(cfg, data, tmp_path / "bad.safetensors", resume=True)
-    other = dict(load_train_state(last_state_path(out_b)), class_names=["a", "b", "c", "d"])
-    torch.save(other, bad)
+    other = dataclasses.replace(load_train_state(last_state_path(out_b)), class_names=["a", "b", "c", "d"])
+    torch.save(other.to_dict(), bad)
     with pytest.raises(TrainError, match="saved for classes"):
         train(cfg, data, tmp_path / "bad.safetensors", resume=True)
 
@@ -274,14 +275,14 @@ def test_frozen_batchnorm_keeps_statistics_and_adamw_trains(tmp_path: Path) -> N
     data = scenes_data(6, size=40, seed=5)
     torch.manual_seed(0)
     res = train(tiny_config(epochs=2, freeze_bn=True, optimizer="adamw", lr=1e-3), data, tmp_path / "f.safetensors")
-    state = load_train_state(res.last_path)["model"]
+    state = load_train_state(res.last_path).model
     means = [k for k in state if k.endswith("running_mean")]
     assert means and all(torch.equal(state[k], torch.zeros_like(state[k])) for k in means)  # fresh init stats
     assert all(torch.equal(state[k.replace("mean", "var")], torch.ones_like(state[k])) for k in means)
-    opt = load_train_state(res.last_path)["optimizer"]
+    opt = load_train_state(res.last_path).optimizer
     assert "exp_avg" in next(iter(opt["state"].values()))  # AdamW moments, not SGD momentum
     moved = train(tiny_config(epochs=1), data, tmp_path / "g.safetensors")
-    moved_state = load_train_state(moved.last_path)["model"]
+    moved_state = load_train_state(moved.last_path).model
     assert any(not torch.equal(moved_state[k], torch.zeros_like(moved_state[k])) for k in means)
 
 
@@ -546,11 +547,11 @@ def test_cli_ctrl_c_with_loader_workers_keeps_the_best_model_and_resumes(tmp_pat
     assert "cancelled after" in rest and "best model (epoch" in rest
     assert load_checkpoint(ckpt).class_names == list(SCENE_CLASSES)
     state = load_train_state(last_state_path(ckpt))
-    assert state["epoch"] >= 1 and state["step"] >= 2
-    code, _, err = _cli(["train", str(voc), "--out", str(ckpt), "--epochs", str(state["epoch"] + 1), "--resume",
+    assert state.epoch >= 1 and state.step >= 2
+    code, _, err = _cli(["train", str(voc), "--out", str(ckpt), "--epochs", str(state.epoch + 1), "--resume",
                          "--batch-size", "4", "--crop", "32", "--workers", "0", "--threads", "1", "--device", "cpu"])
     assert code == 0, err
-    assert f"resuming at epoch {state['epoch'] + 1}, step {state['step']}" in err
+    assert f"resuming at epoch {state.epoch + 1}, step {state.step}" in err
 
 
 def test_without_validation_images_the_latest_model_is_kept(tmp_path: Path) -> None:

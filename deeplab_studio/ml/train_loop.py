@@ -1,0 +1,134 @@
+"""The stateless pieces of a training run: device, optimiser, schedule, one step, validation.
+
+``Trainer`` (``ml.trainer``) strings them together; benchmarks and tests use them one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deeplab_studio.core.labels import IGNORE
+from deeplab_studio.core.metrics import ConfusionMatrix
+from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
+
+from .errors import TrainError
+from .train_config import TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → CUDA if available, else MPS, else CPU; otherwise the named device (checked)."""
+    if name in ("auto", "", None):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise TrainError(f"unknown device {name!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def is_cancelled(cancel: Any) -> bool:
+    """Whether ``cancel`` (None, a callable or anything with ``is_set()``) asks to stop."""
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+    """The DeepLab 'poly' schedule: ``base_lr · (1 - step/total)^power``."""
+    return base_lr * max(0.0, 1.0 - step / max(1, total_steps)) ** power
+
+
+# --- model set-up --------------------------------------------------------------------------
+def set_bn_frozen(model: nn.Module) -> None:
+    """BatchNorm layers to eval mode: running statistics stay as they are (weights still train)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, pretrained: bool) -> torch.optim.Optimizer:
+    """SGD (or AdamW) with two groups: the backbone at ``lr · backbone_lr_mult`` (default 0.1 when
+    pretrained, else 1) and the rest at ``lr``; each remembers its ``initial_lr`` for the schedule."""
+    mult = config.backbone_lr_mult if config.backbone_lr_mult is not None else (0.1 if pretrained else 1.0)
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    groups = [{"params": backbone, "lr": config.lr * mult, "initial_lr": config.lr * mult},
+              {"params": head, "lr": config.lr, "initial_lr": config.lr}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+# --- the loop ------------------------------------------------------------------------------
+def worker_init(_: int) -> None:
+    """Loader workers ignore Ctrl-C: the main process turns it into a clean cancel."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def loader_workers(config: TrainConfig) -> int:
+    """Loader processes: as configured, else up to 4 (one core left for the training loop)."""
+    if config.num_workers is not None:
+        return max(0, int(config.num_workers))
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def normalizer(device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 N×3×H×W batches → float ``(x/255 - mean) / std`` on ``device`` (ImageNet's by default)."""
+    m = torch.tensor(tuple(mean), device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    s = torch.tensor(tuple(std), device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    return lambda x: (x.to(device, non_blocking=True).float() - m) / s
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               images: torch.Tensor, labels: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
+    """One optimisation step on a normalised batch; returns the (detached) mean pixel loss.
+
+    Cross-entropy over the labelled pixels (255 ignored); a batch with none gives loss 0, not NaN.
+    """
+    target = labels.long()
+    with torch.autocast(images.device.type, dtype=torch.float16, enabled=amp):
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") \
+        / (target != IGNORE).sum().clamp(min=1)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device, *,
+                   amp: bool = False, cancel: Any = None, mean=IMAGENET_MEAN, std=IMAGENET_STD
+                   ) -> ConfusionMatrix | None:
+    """Confusion matrix of ``model`` over ``loader`` (uint8 images, labels); None if cancelled."""
+    was_training = model.training
+    model.eval()
+    norm = normalizer(device, mean, std)
+    cm = ConfusionMatrix(num_classes, ignore_index=IGNORE)
+    try:
+        for images, labels in loader:
+            if is_cancelled(cancel):
+                return None
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                pred = model(norm(images)).argmax(1)
+            for gt, p in zip(labels.numpy(), pred.cpu().numpy().astype(np.uint8)):
+                cm.update(gt, p)
+    finally:
+        model.train(was_training)
+    return cm
