@@ -112,7 +112,6 @@ class AutoSaver(QObject):
         seq = project.journal_last(rec)  # the journaled changes this snapshot contains
         status = self._status(mask)
         index = self.stack.index() if self.stack is not None else -1
-        forced = self._forced
 
         def work():
             try:
@@ -123,7 +122,6 @@ class AutoSaver(QObject):
 
         fut = self._pool.submit(work)
         self._inflight = fut
-        self._snapshot_forced = forced
         fut.add_done_callback(lambda f: self._finished.emit(*f.result()) if self._inflight is f else None)
 
     def _background_done(self, rec, doc, index, error) -> None:

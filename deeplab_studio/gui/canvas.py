@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFrame
                                QGraphicsScene, QGraphicsView, QLabel, QLineEdit, QPlainTextEdit, QTextEdit)
 
 from deeplab_studio.session.document import AnnotationDocument
-from deeplab_studio.gui.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer, confidence_rgba
+from deeplab_studio.gui.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer
 from deeplab_studio.session.tools import Mods, ToolBox
 
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
@@ -187,10 +187,6 @@ class CanvasView(QGraphicsView):
         if rgba is not None and (doc is None or rgba.shape[:2] != doc.labels.shape):
             return
         self.extra.set_rgba(rgba)
-
-    def set_confidence(self, conf) -> None:
-        """Show a model confidence map (H×W floats 0..1) as a red tint where it is low."""
-        self.set_extra_overlay(None if conf is None else confidence_rgba(conf))
 
     def set_edit_outline_visible(self, on: bool) -> None:
         if on and self.document is not None:

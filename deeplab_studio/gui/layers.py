@@ -189,13 +189,4 @@ class RgbaLayer(RasterLayer):
         self.update()
 
 
-def confidence_rgba(conf: np.ndarray) -> np.ndarray:
-    """H×W×4 tint of a confidence map (0..1): low confidence red, high confidence clear."""
-    c = np.clip(np.nan_to_num(conf.astype(np.float32), nan=0.0), 0.0, 1.0)
-    out = np.zeros(c.shape + (4,), np.uint8)
-    out[..., 0], out[..., 1], out[..., 2] = 255, 40, 40
-    out[..., 3] = (200.0 * (1.0 - c) ** 2).astype(np.uint8)
-    return out
-
-
-__all__ = ["RgbaLayer", "confidence_rgba", "EditOutline", "ImageLayer", "LabelOverlay", "IGNORE", "qimage_array"]
+__all__ = ["RgbaLayer", "EditOutline", "ImageLayer", "LabelOverlay", "IGNORE", "qimage_array"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QActionGroup, QCloseEvent, QDesktopServices
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QActionGroup, QCloseEvent
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox, QUndoView, QVBoxLayout, QWidget
 
 from deeplab_studio import __version__
@@ -341,9 +341,6 @@ class MainWindow(QMainWindow):
         for folder in recent:
             self.recent_menu.addAction(folder, lambda f=folder: self.open_folder(f))
         self.recent_menu.setEnabled(bool(recent))
-
-    def open_in_file_manager(self, folder: str) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(folder))
 
     # --- drag and drop, close -------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

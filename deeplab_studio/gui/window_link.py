@@ -60,9 +60,6 @@ class WindowLink:
         rec = self.record(key)
         return rec.status if rec is not None else None
 
-    def project_has_labels(self) -> bool:
-        return any(r.status != Status.UNLABELED for r in self.records())
-
     def batch_items(self, statuses: tuple[str, ...] = AUTO_STATUSES) -> list[tuple[str, str]]:
         """(key, image path) of every image whose status is in `statuses` (and unlabeled or auto)."""
         project = self.session.project

@@ -118,10 +118,6 @@ class AnnotationDocument:
         self._counts = None
         self.reset.emit()
 
-    def replace_labelset(self, labelset: LabelSet) -> None:
-        self.labelset = labelset
-        self.reset.emit()
-
 
 def label_histogram(labels: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """Pixels per value (256 entries) of a uint8 array, counted in cache-sized chunks

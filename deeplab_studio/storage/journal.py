@@ -31,7 +31,6 @@ import numpy as np
 MAGIC = b"DLSJ1\n"
 _HEAD = struct.Struct("<II")  # payload length, crc32 of payload
 _BODY = struct.Struct("<QIIIIII")  # seq, label_rev, x0, y0, x1, y1, compressed label length
-MAX_RECORD = 1 << 31
 
 
 @dataclass(frozen=True)

@@ -189,10 +189,6 @@ class Project:
             raise KeyError(path_or_key)
         return rec
 
-    def all_records(self) -> list[ImageRecord]:
-        """Every indexed image, those with problems included."""
-        return list(self._all.values())
-
     def image_path(self, rec: ImageRecord) -> Path:
         return self.folder / rec.path
 
