@@ -97,6 +97,10 @@ class ImageListPanel(QWidget):
         self._show_row(index, self._accepts(index, *self._filter()))
         self._update_counts()
 
+    def status(self, index: int) -> str:
+        """The status row `index` shows."""
+        return self._statuses[index]
+
     def set_current(self, index: int) -> None:
         item = self.list.item(index) if index >= 0 else None
         self.list.blockSignals(True)
