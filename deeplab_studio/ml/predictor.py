@@ -1,12 +1,13 @@
-"""Run a segmentation model on whole images: device choice, tiling, TTA, out-of-memory fallback.
+"""Run a segmentation model on whole images: tiling, TTA, out-of-memory fallback.
 
 `Predictor(loaded_or_model).predict(image)` turns a uint8 H×W×3 RGB image into per-class
 probabilities at full image size, argmax labels and per-pixel confidence. Images larger than
 `tile_size` run in overlapping tiles that cross-fade in the middle of each overlap (or are
 downscaled first, per `large_image`); each block is written out as soon as no later tile has
-weight there, so memory beyond the outputs is one tile plus the cross-fade strips, never all tiles. The model is
-moved to its device once and reused. Inputs with a side under `MIN_SIDE` pixels (a 2×300 strip, a 1×1
-icon) are edge-padded to `MIN_SIDE` for the network and the result is cropped back, so tiny images just work.
+weight there (`ml.prediction.stitch_tiles`), so memory beyond the outputs is one tile plus the
+cross-fade strips, never all tiles. The model is moved to its device (`ml.device`) once and
+reused. Inputs with a side under `MIN_SIDE` pixels (a 2×300 strip, a 1×1 icon) are edge-padded to
+`MIN_SIDE` for the network and the result is cropped back, so tiny images just work.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_studio.ml.prefetch import prefetch_images
-from deeplab_studio.ml.tiling import blend_weights, support, tile_grid
 
+from .device import empty_cache, is_oom, resolve_device
 from .errors import DeviceError, PredictionCancelled, PredictionError  # noqa: F401 (also imported from here)
+from .prediction import FullSizeOutputs, Prediction, as_rgb, softmax_, stitch_tiles, upsample_rows
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MIN_SIDE", "MS_SCALES", "PAPER_MS_SCALES", "TTA_SCALES", "DeviceError",
+           "Prediction", "PredictionCancelled", "PredictionError", "Predictor", "PredictorWarning", "as_rgb",
+           "resolve_device"]
+
 MS_SCALES = (0.75, 1.0, 1.25)
 PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLab v3+ paper, Table 3 (MS); ~3× the time of "ms"
 TTA_SCALES = {None: (1.0,), "flip": (1.0,), "ms": MS_SCALES, "ms-paper": PAPER_MS_SCALES}
@@ -44,137 +48,12 @@ class PredictorWarning(UserWarning):
     """A degraded run: smaller tiles or the CPU after an out-of-memory error."""
 
 
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """`auto` → CUDA, then Apple MPS, then CPU; `cpu`, `cuda`, `cuda:N`, `mps` are checked.
-
-    A `torch.device` instance is returned as given.
-    """
-    if isinstance(name, torch.device):
-        return name
-    key = str(name).strip().lower()
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if key == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    if key == "cpu":
-        return torch.device("cpu")
-    if key == "mps":
-        if not mps_ok:
-            raise DeviceError("device 'mps' requested but Apple MPS is not available on this machine")
-        return torch.device("mps")
-    if key == "cuda" or key.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU was found"
-            raise DeviceError(f"device {name!r} requested but CUDA is not available ({why})")
-        index = key.partition(":")[2]
-        if index:
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise DeviceError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA device(s)")
-        return torch.device(key)
-    raise DeviceError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
-
-
-@dataclass
-class Prediction:
-    """A model's answer for one image, all at full image size.
-
-    `probs` is C×H×W (float32, or float16 if asked; None when the Predictor keeps no
-    probabilities), `labels` the argmax as uint8 H×W, `confidence` the max probability (float32 H×W).
-    """
-
-    probs: np.ndarray | None
-    labels: np.ndarray
-    confidence: np.ndarray
-
-    @property
-    def num_classes(self) -> int | None:
-        return None if self.probs is None else int(self.probs.shape[0])
-
-
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """Check/convert an input image to uint8 H×W×3 (gray and RGBA are converted)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        what = f"dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected a uint8 H×W×3 RGB image, got {what}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"expected a uint8 H×W×3 RGB image, got shape {image.shape}")
-    return image
-
-
 def _check_cancel(cancel: Cancel) -> None:
     if cancel is None:
         return
     stop = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
     if stop:
         raise PredictionCancelled("prediction cancelled")
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def _softmax_(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over dim 1, in place (no second full-size buffer)."""
-    logits -= logits.amax(dim=1, keepdim=True)
-    logits.exp_()
-    logits /= logits.sum(dim=1, keepdim=True)
-    return logits
-
-
-class _Outputs:
-    """Preallocated full-size outputs, filled block by block."""
-
-    def __init__(self, height: int, width: int, keep_probs: bool, probs_dtype: torch.dtype) -> None:
-        self.height, self.width = height, width
-        self.keep_probs, self.probs_dtype = keep_probs, probs_dtype
-        self.labels = np.empty((height, width), dtype=np.uint8)
-        self.confidence = np.empty((height, width), dtype=np.float32)
-        self.probs: np.ndarray | None = None
-
-    def write(self, y0: int, block: torch.Tensor, x0: int = 0) -> None:
-        """Store probabilities `block` (C×n×m, float32) at rows `y0..y0+n`, columns `x0..x0+m`."""
-        n, m = block.shape[1:]
-        if block.shape[0] > 256:
-            raise PredictionError(f"the model has {block.shape[0]} classes; uint8 label maps hold at most 256")
-        conf, idx = block.max(dim=0)
-        self.labels[y0 : y0 + n, x0 : x0 + m] = idx.to(torch.uint8).cpu().numpy()
-        self.confidence[y0 : y0 + n, x0 : x0 + m] = conf.cpu().numpy()
-        if self.keep_probs:
-            values = block.to(self.probs_dtype).cpu()
-            if self.probs is None and (n, m) == (self.height, self.width):  # whole image: adopt, no copy
-                self.probs = values.numpy() if values.is_contiguous() else values.contiguous().numpy()
-                return
-            if self.probs is None:
-                dtype = np.float16 if self.probs_dtype == torch.float16 else np.float32
-                self.probs = np.empty((block.shape[0], self.height, self.width), dtype=dtype)
-            self.probs[:, y0 : y0 + n, x0 : x0 + m] = values.numpy()
-
-    def result(self) -> Prediction:
-        return Prediction(self.probs, self.labels, self.confidence)
-
-
-def _upsample_rows(small: torch.Tensor, height: int, width: int, y0: int, y1: int) -> torch.Tensor:
-    """Rows `y0..y1` of `small` (C×h×w) resized bilinearly (half-pixel centres) to height×width.
-
-    The same values as `F.interpolate(..., mode="bilinear", align_corners=False)` cropped to the
-    rows, computed with `grid_sample` so that memory is O(band).
-    """
-    gx = (torch.arange(width, dtype=torch.float32) + 0.5) * (2 / width) - 1
-    gy = (torch.arange(y0, y1, dtype=torch.float32) + 0.5) * (2 / height) - 1
-    grid = torch.stack((gx[None, :].expand(len(gy), -1), gy[:, None].expand(-1, width)), dim=-1)
-    out = F.grid_sample(small[None], grid[None].to(small.device), mode="bilinear", padding_mode="border",
-                        align_corners=False)
-    return out[0]
 
 
 class Predictor:
@@ -295,7 +174,7 @@ class Predictor:
                 with torch.inference_mode():
                     return self._run(image, cancel, progress)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
-                if not _is_oom(exc):
+                if not is_oom(exc):
                     raise
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             self._recover_from_oom(image, reason)  # outside `except`: the failed tensors are freed
@@ -306,8 +185,9 @@ class Predictor:
     ) -> Iterator[tuple[Path, Prediction | Exception]]:
         """Yield `(path, Prediction or the error)` for each image, in order.
 
-        `read` decodes one file (e.g. `storage.images.read_image`). Images are decoded `decode_workers` threads ahead (0 = on this thread), so the model does
-        not wait for decoding; an unreadable image yields its error and the rest go on.
+        `read` decodes one file (e.g. `storage.images.read_image`). Images are decoded
+        `decode_workers` threads ahead (0 = on this thread), so the model does not wait for
+        decoding; an unreadable image yields its error and the rest go on.
         """
         for path, item in prefetch_images(paths, workers=decode_workers, read=read):
             _check_cancel(cancel)
@@ -328,10 +208,7 @@ class Predictor:
         return min(side, self.tile_size)
 
     def _recover_from_oom(self, image: np.ndarray, reason: str) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        elif self.device.type == "mps":
-            torch.mps.empty_cache()
+        empty_cache(self.device)
         side = self._work_side(image)
         if side > self.min_tile_size:
             self.tile_size = max(self.min_tile_size, side // 2)
@@ -356,60 +233,18 @@ class Predictor:
             small_image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
             small = torch.from_numpy(self._tiled(small_image, cancel, progress, keep_probs=True,
                                                  dtype=torch.float32).probs)
-            out = _Outputs(height, width, self.keep_probs, self.probs_dtype)
+            out = FullSizeOutputs(height, width, self.keep_probs, self.probs_dtype)
             band = max(1, (64 << 20) // (4 * small.shape[0] * width))  # ~64 MB of float32 per band
             for y0 in range(0, height, band):
-                out.write(y0, _upsample_rows(small, height, width, y0, min(height, y0 + band)))
+                out.write(y0, upsample_rows(small, height, width, y0, min(height, y0 + band)))
             return out.result()
         return self._tiled(image, cancel, progress, keep_probs=self.keep_probs, dtype=self.probs_dtype)
 
     def _tiled(self, image: np.ndarray, cancel: Cancel, progress: Callable[[int, int], None] | None, *,
                keep_probs: bool, dtype: torch.dtype) -> Prediction:
-        height, width = image.shape[:2]
-        th, tw, ys, xs = tile_grid(height, width, self.tile_size, self.tile_overlap)
-        out = _Outputs(height, width, keep_probs, dtype)
-        _check_cancel(cancel)
-        if len(ys) == 1 and len(xs) == 1:
-            out.write(0, self._tile_probs(image))
-            if progress is not None:
-                progress(1, 1)
-            return out.result()
-        # Tiles run row band by row band, left to right, weighted so that all weights add to 1.
-        # A block is written out as soon as no later tile has weight there; only the cross-fade
-        # zones wait: `pending` (C×th×k, this tile's share of the next tile's first columns) and
-        # `carry` (C×r×W, the previous band's share of this band's first rows).
-        wys = blend_weights(height, th, ys, self.tile_overlap)
-        wxs = blend_weights(width, tw, xs, self.tile_overlap)
-        ysup, xsup = [support(w) for w in wys], [support(w) for w in wxs]
-        carry: torch.Tensor | None = None
-        for i, y0 in enumerate(ys):
-            r0, r1 = ysup[i]  # rows with weight; rows r0..rf are final after this band
-            rf = ys[i + 1] + ysup[i + 1][0] - y0 if i + 1 < len(ys) else r1
-            new_carry: torch.Tensor | None = None
-            pending: torch.Tensor | None = None
-            for j, x0 in enumerate(xs):
-                _check_cancel(cancel)
-                c0, c1 = xsup[j]
-                cf = xs[j + 1] + xsup[j + 1][0] - x0 if j + 1 < len(xs) else c1
-                probs = self._tile_probs(image[y0 : y0 + th, x0 : x0 + tw])
-                weight = torch.from_numpy(np.outer(wys[i][r0:r1], wxs[j][c0:c1])).to(probs.device)
-                part = probs[:, r0:r1, c0:c1].mul_(weight).cpu()
-                if pending is not None:
-                    part[:, :, : pending.shape[2]] += pending
-                pending = part[:, :, cf - c0 :].clone()
-                block = part[:, :, : cf - c0]
-                if carry is not None:
-                    block[:, : carry.shape[1]] += carry[:, :, x0 + c0 : x0 + cf]
-                if rf > r0 and cf > c0:
-                    out.write(y0 + r0, block[:, : rf - r0], x0 + c0)
-                if rf < r1:
-                    if new_carry is None:
-                        new_carry = torch.empty(part.shape[0], r1 - rf, width)
-                    new_carry[:, :, x0 + c0 : x0 + cf] = block[:, rf - r0 :]
-                if progress is not None:
-                    progress(i * len(xs) + j + 1, len(ys) * len(xs))
-            carry = new_carry
-        return out.result()
+        out = FullSizeOutputs(image.shape[0], image.shape[1], keep_probs, dtype)
+        return stitch_tiles(image, self._tile_probs, out, tile_size=self.tile_size, overlap=self.tile_overlap,
+                            check=lambda: _check_cancel(cancel), progress=progress)
 
     def _tile_probs(self, tile: np.ndarray) -> torch.Tensor:
         """Softmax probabilities (C×h×w float32, on the device) for one tile, TTA averaged."""
@@ -429,7 +264,7 @@ class Predictor:
             logits = self._forward(batch)
             if logits.shape[-2:] != (h, w):
                 logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-            probs = _softmax_(logits)
+            probs = softmax_(logits)
             summed = probs[0] + probs[1].flip(-1) if self.flip else probs[0]
             total = summed if total is None else total + summed
             passes += 2 if self.flip else 1

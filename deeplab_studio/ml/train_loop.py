@@ -19,24 +19,17 @@ from deeplab_studio.core.labels import IGNORE
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 
-from .errors import TrainError
+from .device import resolve_device as device_named
+from .errors import DeviceError, TrainError
 from .train_config import TrainConfig
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA if available, else MPS, else CPU; otherwise the named device (checked)."""
-    if name in ("auto", "", None):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+def resolve_device(name: str | None) -> torch.device:
+    """``ml.device.resolve_device`` (``""`` or None meaning "auto"), its error as a TrainError."""
     try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise TrainError(f"unknown device {name!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"device {name!r} requested but CUDA is not available")
-    return dev
+        return device_named(name or "auto")
+    except DeviceError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def is_cancelled(cancel: Any) -> bool:

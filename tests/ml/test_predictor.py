@@ -385,11 +385,11 @@ def test_predict_many_cancel_and_early_close(tmp_path: Path) -> None:
 
 
 def test_banded_upsampling_equals_interpolate() -> None:
-    from deeplab_studio.ml.predictor import _upsample_rows
+    from deeplab_studio.ml.prediction import upsample_rows
 
     small = torch.rand(3, 13, 17)
     full = F.interpolate(small[None], size=(50, 41), mode="bilinear", align_corners=False)[0]
-    bands = torch.cat([_upsample_rows(small, 50, 41, y, min(50, y + 7)) for y in range(0, 50, 7)], dim=1)
+    bands = torch.cat([upsample_rows(small, 50, 41, y, min(50, y + 7)) for y in range(0, 50, 7)], dim=1)
     torch.testing.assert_close(bands, full, atol=1e-5, rtol=0)
 
 
