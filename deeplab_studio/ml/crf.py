@@ -78,357 +78,19 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from deeplab_studio.core.labels import IGNORE
-
+from .crf_engine import refine_free_pixels
+from .crf_engine import unary_energy as _unary  # noqa: F401 (benchmarks/bench_crf.py reads crf._unary)
+from .crf_inputs import check_image, check_labels, check_params, check_probs, check_protect
+from .crf_params import DEEPLAB_V2_PARAMS, MIN_RANGE, Cancel, CRFParams  # noqa: F401 (re-exported)
 from .errors import CRFCancelled  # noqa: F401 (also imported from here)
 
 __all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS", "ProposalCRF", "model_crf"]
-
-_PROB_EPS = 1e-5  # probabilities are clipped here before -log (as pydensecrf's helper does)
-_PROTECT_EPS = 1e-5  # a protected pixel's unary: 1 - eps for its label, eps for the others
-MAX_LABELS = 255  # indices 0..254 are classes; 255 is ignore
-MIN_RANGE = 0.1  # smallest sxy/srgb: a kernel narrower than this reaches no neighbour, and ~1e-6
-# overflows pydensecrf's permutohedral lattice (measured: a segfault inside the C++ code)
-
-Cancel = Callable[[], bool] | threading.Event | None
-
-
-@dataclass(frozen=True)
-class CRFParams:
-    """Dense CRF settings (model) and how much of the image is computed (execution).
-
-    Model: `iterations` of mean-field inference; the smoothness kernel (`gaussian_sxy` pixels,
-    weight `gaussian_compat`); the appearance kernel (`bilateral_sxy` pixels, `bilateral_srgb`
-    colour levels, weight `bilateral_compat`); `hard_confidence`, the probability `refine_labels`
-    gives a pixel's own label (1 − it to each label present within `margin`, 0 to the rest).
-
-    Execution: pixels farther than `margin` from any label boundary or uncertain pixel (top
-    probability below `settled_prob`) keep their label; the band is processed in tiles of at
-    most `tile_size`² pixels plus `margin` of context; a label enters a tile's CRF when it is
-    the label of a pixel there or reaches `min_label_prob` somewhere in it.
-    """
-
-    iterations: int = 10
-    gaussian_sxy: float = 1.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 40.0
-    bilateral_srgb: float = 5.0
-    bilateral_compat: float = 3.0
-    hard_confidence: float = 0.7
-    margin: int = 16
-    tile_size: int = 1024
-    settled_prob: float = 0.95
-    min_label_prob: float = 0.01
-
-    def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> ValueError:
-            return ValueError(f"CRFParams.{name} must be {rule}, got {getattr(self, name)!r}")
-
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise bad(f.name, "a number")
-            if not np.isfinite(v):
-                raise bad(f.name, "finite")
-        if int(self.iterations) != self.iterations or self.iterations < 1:
-            raise bad("iterations", "an integer >= 1")
-        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-            if getattr(self, name) < MIN_RANGE:
-                raise bad(name, f">= {MIN_RANGE}")
-        for name in ("gaussian_compat", "bilateral_compat"):
-            if getattr(self, name) < 0:
-                raise bad(name, ">= 0")
-        if not 0.5 <= self.hard_confidence < 1:
-            raise bad("hard_confidence", "in [0.5, 1)")
-        if int(self.margin) != self.margin or self.margin < 1:
-            raise bad("margin", "an integer >= 1")
-        if int(self.tile_size) != self.tile_size or self.tile_size < 16:
-            raise bad("tile_size", "an integer >= 16")
-        if not 0 < self.settled_prob <= 1:
-            raise bad("settled_prob", "in (0, 1]")
-        if not 0 <= self.min_label_prob < 1:
-            raise bad("min_label_prob", "in [0, 1)")
-
-
-#: DeepLab v2's published VOC settings (w1=4, θα=121, θβ=5, w2=3, θγ=3, 10 iterations), for comparison.
-DEEPLAB_V2_PARAMS = CRFParams(iterations=10, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=121,
-                              bilateral_srgb=5, bilateral_compat=4)
-
-
-def _check_cancel(cancel: Cancel) -> None:
-    if cancel is not None and (cancel.is_set() if isinstance(cancel, threading.Event) else cancel()):
-        raise CRFCancelled("CRF refinement cancelled")
-
-
-# --- validation ----------------------------------------------------------------------------------
-def _check_params(params: CRFParams | None) -> CRFParams:
-    if params is None:
-        return CRFParams()
-    if not isinstance(params, CRFParams):
-        raise ValueError(f"params must be a CRFParams, got {type(params).__name__}")
-    return params
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    """uint8 H×W×3 RGB; grayscale is replicated, an alpha channel dropped, other dtypes refused."""
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"image must be H×W, H×W×3 or H×W×4, got shape {image.shape}")
-    image = image[:, :, :3]
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image is empty (shape {image.shape})")
-    if image.dtype != np.uint8:
-        if image.dtype.kind not in "ui":
-            raise ValueError(f"image must be uint8 (0..255), got dtype {image.dtype}")
-        if image.min() < 0 or image.max() > 255:
-            raise ValueError(f"image values must lie in 0..255, got {image.min()}..{image.max()}")
-        image = image.astype(np.uint8)
-    return image
-
-
-def _check_labels(labels: np.ndarray, shape: tuple[int, int], what: str = "labels") -> np.ndarray:
-    if not isinstance(labels, np.ndarray):
-        raise ValueError(f"{what} must be a numpy array, got {type(labels).__name__}")
-    if labels.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D H×W array, got shape {labels.shape}")
-    if labels.shape != shape:
-        raise ValueError(f"{what} size {labels.shape} does not match the image size {shape}")
-    if labels.dtype == np.uint8:
-        return labels
-    if labels.dtype.kind not in "uib":
-        raise ValueError(f"{what} must be an integer label map (uint8), got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"{what} values must lie in 0..255, got {labels.min()}..{labels.max()}")
-    return labels.astype(np.uint8)
-
-
-def _check_protect(protect: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    if protect is None:
-        return np.zeros(shape, dtype=bool)
-    if not isinstance(protect, np.ndarray):
-        raise ValueError(f"protect must be a numpy array, got {type(protect).__name__}")
-    if protect.shape != shape:
-        raise ValueError(f"protect mask size {protect.shape} does not match the image size {shape}")
-    if protect.dtype != bool:
-        if protect.dtype.kind not in "uib" or (protect.size and not np.isin(protect, (0, 1)).all()):
-            raise ValueError(f"protect must be a boolean mask, got dtype {protect.dtype}")
-        protect = protect.astype(bool)
-    return protect
-
-
-def _check_probs(probs: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate C×H×W probabilities; returns (probs, argmax uint8 H×W, top probability float32 H×W).
-
-    Works in blocks of rows, so a large float16/float32 input costs no full-size temporaries.
-    """
-    if not isinstance(probs, np.ndarray):
-        raise ValueError(f"probs must be a numpy array, got {type(probs).__name__}")
-    if probs.ndim != 3:
-        raise ValueError(f"probs must be C×H×W, got shape {probs.shape}")
-    if probs.shape[1:] != shape:
-        raise ValueError(f"probs size {probs.shape[1:]} does not match the image size {shape}")
-    if not 1 <= probs.shape[0] <= MAX_LABELS:
-        raise ValueError(f"probs must have 1..{MAX_LABELS} classes, got {probs.shape[0]}")
-    if probs.dtype.kind != "f":
-        raise ValueError(f"probs must be floating point (softmax output), got dtype {probs.dtype}")
-    best = np.empty(shape, dtype=np.uint8)
-    top = np.empty(shape, dtype=np.float32)
-    rows = max(1, 2**22 // max(1, probs.shape[0] * shape[1]))
-    for y in range(0, shape[0], rows):
-        block = probs[:, y:y + rows]
-        if not np.isfinite(block).all():
-            raise ValueError("probs contain NaN or infinite values")
-        if block.min() < 0 or block.max() > 1 + 1e-3:
-            raise ValueError("probs must be probabilities in 0..1 (softmax output, not logits)")
-        best[y:y + rows] = block.argmax(axis=0)
-        top[y:y + rows] = block.max(axis=0)
-    return probs, best, top
-
-
-# --- small numpy helpers -----------------------------------------------------------------------------
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Dilate a boolean mask by a (2r+1)² square, in O(N log r) shifted ORs."""
-    out = mask.copy()
-    for axis in (0, 1):
-        reach = 0
-        while reach < radius:
-            step = min(2 * reach + 1, radius - reach)
-            src = out.copy()
-            lo = [slice(None)] * 2
-            hi = [slice(None)] * 2
-            lo[axis], hi[axis] = slice(step, None), slice(None, -step)
-            out[tuple(lo)] |= src[tuple(hi)]
-            out[tuple(hi)] |= src[tuple(lo)]
-            reach += step
-    return out
-
-
-def _boundaries(labels: np.ndarray) -> np.ndarray:
-    """Pixels whose label differs from a 4-neighbour's."""
-    edge = np.zeros(labels.shape, dtype=bool)
-    dy = labels[1:, :] != labels[:-1, :]
-    dx = labels[:, 1:] != labels[:, :-1]
-    edge[1:, :] |= dy
-    edge[:-1, :] |= dy
-    edge[:, 1:] |= dx
-    edge[:, :-1] |= dx
-    return edge
-
-
-def _splits(n: int, tile: int) -> list[tuple[int, int]]:
-    """Cut 0..n into ceil(n / tile) near-equal parts."""
-    k = -(-n // tile)
-    cuts = [round(i * n / k) for i in range(k + 1)]
-    return list(zip(cuts[:-1], cuts[1:]))
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-# --- the engine ----------------------------------------------------------------------------------------
-def _crf_labels(image: np.ndarray, unary: np.ndarray, select: np.ndarray, params: CRFParams,
-                cancel: Cancel = None) -> np.ndarray:
-    """Mean-field inference over the `select`ed pixels of one crop.
-
-    Returns, for those pixels (row-major order), the index into the unary's rows of the best
-    label. The kernels are the ones of pydensecrf's DenseCRF2D (features x/sxy, y/sxy and
-    r,g,b/srgb), built for the selected pixels only, so the settled interior costs nothing.
-    Iterations are stepped one by one (the same arithmetic as `inference(n)`, bit for bit) so
-    that `cancel` is checked between them.
-    """
-    import pydensecrf.densecrf as dcrf
-
-    n = unary.shape[0]
-    ys, xs = np.nonzero(select)
-    crf = dcrf.DenseCRF(int(ys.size), n)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary[:, ys, xs], dtype=np.float32))
-    if params.gaussian_compat > 0:
-        feats = np.empty((2, ys.size), dtype=np.float32)
-        np.divide(xs, params.gaussian_sxy, out=feats[0], casting="unsafe")
-        np.divide(ys, params.gaussian_sxy, out=feats[1], casting="unsafe")
-        crf.addPairwiseEnergy(feats, compat=float(params.gaussian_compat))
-    if params.bilateral_compat > 0:
-        feats = np.empty((5, ys.size), dtype=np.float32)
-        np.divide(xs, params.bilateral_sxy, out=feats[0], casting="unsafe")
-        np.divide(ys, params.bilateral_sxy, out=feats[1], casting="unsafe")
-        np.divide(image[ys, xs].T, params.bilateral_srgb, out=feats[2:], casting="unsafe")
-        crf.addPairwiseEnergy(feats, compat=float(params.bilateral_compat))
-    q, tmp1, tmp2 = crf.startInference()
-    for _ in range(int(params.iterations)):
-        _check_cancel(cancel)
-        crf.stepInference(q, tmp1, tmp2)
-    return np.asarray(q, dtype=np.float32).argmax(axis=0)
-
-
-def _unary(current: np.ndarray, protect: np.ndarray, void: np.ndarray, probs: np.ndarray | None,
-           labels: list[int], params: CRFParams) -> np.ndarray:
-    """Energies (−log probability) of `labels` on one crop, float32 n×h×w.
-
-    Hard labels: a pixel's own label has `hard_confidence`, a label present within `margin`
-    pixels has 1 − `hard_confidence`, any other label is impossible (eps). So labels that do not
-    occur nearby carry no mass, and leaving them out of the CRF does not change the answer.
-    Void (255) pixels are uniform over the labels present nearby.
-    """
-    n = len(labels)
-    unary = np.empty((n,) + current.shape, dtype=np.float32)
-    impossible = -np.log(_PROB_EPS)
-    if probs is None:
-        on, off = -np.log(params.hard_confidence), -np.log(1 - params.hard_confidence)
-        for k, lab in enumerate(labels):
-            mine = current == lab
-            near = _dilate(mine, int(params.margin))
-            unary[k] = np.where(mine, on, np.where(near, off, impossible))
-            unary[k][void & near] = 0.0
-    else:
-        for k, lab in enumerate(labels):
-            if lab < probs.shape[0]:
-                np.log(np.clip(probs[lab], _PROB_EPS, 1.0), out=unary[k])
-                np.negative(unary[k], out=unary[k])
-            else:  # a protected label the model does not know
-                unary[k] = impossible
-        unary[:, void] = 0.0  # 255 (protected) carries no evidence for any label
-    if protect.any():
-        on, off = -np.log(1 - _PROTECT_EPS), -np.log(_PROTECT_EPS)
-        keep = protect & ~void
-        for k, lab in enumerate(labels):
-            unary[k][keep] = np.where(current[keep] == lab, on, off)
-    return unary
-
-
-def _refine(image: np.ndarray, current: np.ndarray, protect: np.ndarray, probs: np.ndarray | None,
-            params: CRFParams, *, restrict: bool = True, labels: list[int] | None = None,
-            top: np.ndarray | None = None, cancel: Cancel = None) -> np.ndarray:
-    """Re-label the free pixels of `current` with the CRF.
-
-    `restrict=False, labels=[...]` runs the plain computation (whole image, one crop, the given
-    labels) that the restricted path must reproduce; tests compare the two.
-    """
-    void = current == IGNORE
-    free = ~(protect | void)
-    out = current.copy()
-    if not free.any():
-        return out
-    if restrict:
-        seeds = _boundaries(current)
-        if probs is not None:
-            seeds |= (probs.max(axis=0) if top is None else top) < params.settled_prob
-        write = _dilate(seeds & free, int(params.margin)) & free
-        if not write.any():
-            return out
-        tiles = [(y, x) for y in _splits(current.shape[0], int(params.tile_size))
-                 for x in _splits(current.shape[1], int(params.tile_size))]
-        context = int(params.margin)
-    else:
-        write = free
-        tiles = [((0, current.shape[0]), (0, current.shape[1]))]
-        context = 0
-    height, width = current.shape
-    for (ty0, ty1), (tx0, tx1) in tiles:
-        _check_cancel(cancel)
-        core = write[ty0:ty1, tx0:tx1]
-        if not core.any():
-            continue
-        bx0, by0, bx1, by1 = _bbox(core)
-        x0, y0 = max(tx0 + bx0 - context, 0), max(ty0 + by0 - context, 0)
-        x1, y1 = min(tx0 + bx1 + context, width), min(ty0 + by1 + context, height)
-        crop = (slice(y0, y1), slice(x0, x1))
-        # dst: this tile's band pixels (all inside the crop); select: dst plus `context` around it
-        dst = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        iy0, iy1, ix0, ix1 = max(ty0, y0), min(ty1, y1), max(tx0, x0), min(tx1, x1)
-        dst[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = write[iy0:iy1, ix0:ix1]
-        select = _dilate(dst, context) if context else np.ones_like(dst)
-        cur_c, void_c = current[crop], void[crop]
-        probs_c = None if probs is None else probs[(slice(None),) + crop]
-        if labels is not None:
-            labs = list(labels)
-        else:
-            labs = set(np.unique(cur_c[select & ~void_c]).tolist())
-            if probs_c is not None and params.min_label_prob > 0:
-                peak = probs_c[:, select & free[crop]].max(axis=1, initial=0.0)
-                labs |= set(np.flatnonzero(peak >= params.min_label_prob).tolist())
-            labs = sorted(labs)
-        if len(labs) < 2:
-            continue  # one label: nothing to decide
-        unary = _unary(cur_c, protect[crop], void_c, probs_c, labs, params)
-        best = np.zeros(dst.shape, dtype=np.uint8)
-        best[select] = np.asarray(labs, dtype=np.uint8)[_crf_labels(image[crop], unary, select, params, cancel)]
-        out[crop][dst] = best[dst]
-    return out
 
 
 # --- public API ----------------------------------------------------------------------------------------
@@ -443,15 +105,15 @@ def refine(image: np.ndarray, probs: np.ndarray, *, protect: np.ndarray | None =
     `cancel` (a callable returning True, or a `threading.Event`) is checked between tiles and
     mean-field iterations; when set, `CRFCancelled` is raised.
     """
-    params = _check_params(params)
-    image = _check_image(image)
+    params = check_params(params)
+    image = check_image(image)
     shape = image.shape[:2]
-    probs, current, top = _check_probs(probs, shape)
-    protect = _check_protect(protect, shape)
+    probs, current, top = check_probs(probs, shape)
+    protect = check_protect(protect, shape)
     if labels is not None:
-        labels = _check_labels(labels, shape)
+        labels = check_labels(labels, shape)
         current[protect] = labels[protect]
-    return _refine(image, current, protect, probs, params, top=top, cancel=cancel)
+    return refine_free_pixels(image, current, protect, probs, params, top=top, cancel=cancel)
 
 
 def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray | None = None,
@@ -462,15 +124,15 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray 
     value; 255 carries no evidence and is never produced elsewhere. Raises ValueError on bad input;
     `cancel` as in `refine`.
     """
-    params = _check_params(params)
-    image = _check_image(image)
+    params = check_params(params)
+    image = check_image(image)
     shape = image.shape[:2]
-    labels = _check_labels(labels, shape)
-    protect = _check_protect(protect, shape)
+    labels = check_labels(labels, shape)
+    protect = check_protect(protect, shape)
     first = labels.flat[0]
     if (labels == first).all():
         return labels.copy()  # a single label (or all void): nothing to refine
-    return _refine(image, labels, protect, None, params, cancel=cancel)
+    return refine_free_pixels(image, labels, protect, None, params, cancel=cancel)
 
 
 # --- a model's own setting -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from PIL import Image
 from deeplab_studio.core.labels import IGNORE, voc_colormap
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.core.scenes import generate_scene
-from deeplab_studio.ml import crf
+from deeplab_studio.ml import crf, crf_engine
 from deeplab_studio.ml.crf import CRFParams, refine, refine_labels
 
 IDS = (1, 23, 114)
@@ -142,20 +142,20 @@ def test_label_subset_equals_all_labels(samples):
     assert len(np.unique(pred)) == 2
     none = np.zeros(pred.shape, bool)
     p = CRFParams()
-    all_labels = crf._refine(image, pred, none, None, p, restrict=False, labels=list(range(21)))
-    subset = crf._refine(image, pred, none, None, p, restrict=False)
+    all_labels = crf_engine.refine_free_pixels(image, pred, none, None, p, restrict=False, labels=list(range(21)))
+    subset = crf_engine.refine_free_pixels(image, pred, none, None, p, restrict=False)
     assert (all_labels != subset).mean() < 1e-4
 
 
 def test_band_restricted_refine_nearly_equals_whole_image(samples):
     for n, (image, pred, gt) in samples.items():
         none = np.zeros(pred.shape, bool)
-        whole = crf._refine(image, pred, none, None, CRFParams(), restrict=False)
+        whole = crf_engine.refine_free_pixels(image, pred, none, None, CRFParams(), restrict=False)
         fast = refine_labels(image, pred)
         assert (whole != fast).mean() < 0.005, f"sample {n}: {(whole != fast).sum()} pixels differ"
         assert abs(miou(gt, whole) - miou(gt, fast)) < 0.002
         # pixels far from any label boundary are settled: never changed
-        far = ~crf._dilate(crf._boundaries(pred), CRFParams().margin)
+        far = ~crf_engine.dilate(crf_engine.boundaries(pred), CRFParams().margin)
         assert (fast[far] == pred[far]).all()
 
 
@@ -169,8 +169,8 @@ def test_soft_refine_restricted_nearly_equals_plain_21_labels(samples):
     coarse = np.repeat(np.repeat(small, 8, axis=1), 8, axis=2)[:, : gt.shape[0], : gt.shape[1]]
     probs = 0.8 * coarse + 0.2 * np.roll(coarse, 5, axis=2)
     fast = refine(image, probs)
-    plain = crf._refine(image, probs.argmax(0).astype(np.uint8), np.zeros(gt.shape, bool), probs, CRFParams(),
-                        restrict=False, labels=list(range(21)))
+    plain = crf_engine.refine_free_pixels(image, probs.argmax(0).astype(np.uint8), np.zeros(gt.shape, bool), probs,
+                                          CRFParams(), restrict=False, labels=list(range(21)))
     assert (fast != plain).mean() < 0.005
     assert miou(gt, fast) >= miou(gt, probs.argmax(0)) - 0.001
 
@@ -189,8 +189,8 @@ def test_engine_equals_a_plain_pydensecrf_call(samples):
     image, pred, _ = samples[1]
     image, pred = np.ascontiguousarray(image[200:328, 150:278]), pred[200:328, 150:278]
     p = CRFParams(iterations=7)
-    unary = crf._unary(pred, np.zeros(pred.shape, bool), pred == IGNORE, None, [0, 1], p)
-    ours = crf._crf_labels(image, unary, np.ones(pred.shape, bool), p)
+    unary = crf_engine.unary_energy(pred, np.zeros(pred.shape, bool), pred == IGNORE, None, [0, 1], p)
+    ours = crf_engine.crf_labels(image, unary, np.ones(pred.shape, bool), p)
     d = dcrf.DenseCRF2D(128, 128, 2)
     d.setUnaryEnergy(np.ascontiguousarray(unary.reshape(2, -1)))
     d.addPairwiseGaussian(sxy=p.gaussian_sxy, compat=p.gaussian_compat)
@@ -256,7 +256,7 @@ def test_soft_refine_never_outputs_void_except_protected():
 def test_single_label_returns_at_once_without_a_crf(monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("the CRF ran")
-    monkeypatch.setattr(crf, "_crf_labels", boom)
+    monkeypatch.setattr(crf_engine, "crf_labels", boom)
     image = _two_tone()
     labels = np.full((64, 64), 3, np.uint8)
     out = refine_labels(image, labels)
@@ -272,12 +272,12 @@ def test_single_label_returns_at_once_without_a_crf(monkeypatch):
 
 def test_only_labels_that_occur_enter_the_crf(monkeypatch):
     seen = []
-    real = crf._crf_labels
+    real = crf_engine.crf_labels
 
     def spy(image, unary, select, params, cancel=None):
         seen.append(unary.shape[0])
         return real(image, unary, select, params, cancel)
-    monkeypatch.setattr(crf, "_crf_labels", spy)
+    monkeypatch.setattr(crf_engine, "crf_labels", spy)
     image = _two_tone()
     probs = np.full((21, 64, 64), 1e-4, np.float32)
     probs[5, :, :32], probs[9, :, 32:] = 0.998, 0.998
@@ -291,13 +291,13 @@ def test_large_image_is_tiled_and_completes(monkeypatch):
     coarse = np.asarray(Image.fromarray(truth).resize((1300 // 16, 900 // 16), Image.NEAREST)
                         .resize((1300, 900), Image.NEAREST))
     crops = []
-    real = crf._crf_labels
+    real = crf_engine.crf_labels
 
     def spy(img, unary, select, params, cancel=None):
         crops.append(int(select.sum()))
         return real(img, unary, select, params, cancel)
     p = CRFParams(tile_size=256)
-    monkeypatch.setattr(crf, "_crf_labels", spy)
+    monkeypatch.setattr(crf_engine, "crf_labels", spy)
     out = refine_labels(image, coarse, params=p)
     assert out.shape == coarse.shape and out.dtype == np.uint8
     assert set(np.unique(out)) <= set(np.unique(coarse))
