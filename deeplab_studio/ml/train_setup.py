@@ -25,9 +25,9 @@ from deeplab_studio.core.labels import VOC_CLASSES
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_studio.ml.tf_mobile import TF_MEAN, TF_STD
 
+from .arch_names import DEFAULT_ARCH
 from .errors import TrainError  # noqa: F401 (also imported from here)
 
-DEFAULT_ARCH = "deeplabv3plus_mobilenet"
 
 
 def _matching_rows(old_names: list[str], new_names: list[str]) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch_names import ARCH_NAMES
 from .backbones import (FeatureExtractor, mobilenet_v2_backbone, mobilenet_v3_large_backbone,
                         resnet_backbone, set_backbone_output_stride)
 from .blocks import DeepLabHead, DeepLabHeadV3Plus, aspp_rates
@@ -72,31 +73,34 @@ class DeepLabV3(nn.Module):
         return self.classifier.aspp
 
 
-_REGISTRY: dict[str, ArchSpec] = {}
+def _registry(specs: list[ArchSpec]) -> dict[str, ArchSpec]:
+    """The specs by name: exactly ``arch_names.ARCH_NAMES``, in its order (else this module
+    refuses to import: the torch-free list and the registry cannot drift apart)."""
+    names = tuple(spec.name for spec in specs)
+    if names != ARCH_NAMES:
+        raise ImportError(f"ml.zoo registers {names}, but ml.arch_names.ARCH_NAMES lists {ARCH_NAMES}")
+    return {spec.name: spec for spec in specs}
 
 
-def register_arch(spec: ArchSpec) -> ArchSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"architecture {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+def _vainf(head: str) -> list[ArchSpec]:
+    """VainF's three backbones under one head ("deeplabv3plus" or "deeplabv3")."""
+    return [ArchSpec(f"{head}_resnet50", head, "resnet50", 2048, 256),
+            ArchSpec(f"{head}_resnet101", head, "resnet101", 2048, 256),
+            ArchSpec(f"{head}_mobilenet", head, "mobilenetv2", 320, 24)]
 
 
-for _head in ("deeplabv3plus", "deeplabv3"):
-    register_arch(ArchSpec(f"{_head}_resnet50", _head, "resnet50", 2048, 256))
-    register_arch(ArchSpec(f"{_head}_resnet101", _head, "resnet101", 2048, 256))
-    register_arch(ArchSpec(f"{_head}_mobilenet", _head, "mobilenetv2", 320, 24))
-# torchvision's own MobileNetV3 DeepLab v3 (layout of its released weights, ASPP 12/24/36 at OS 16)
-register_arch(ArchSpec("deeplabv3_mobilenet_v3_large", "deeplabv3", "mobilenetv3_large", 960, 40,
-                       fixed_rates=(12, 24, 36)))
-# TensorFlow DeepLab's mobile v3 (the Coral/TFLite and Hugging Face google/deeplabv3_mobilenet_v2_* models)
-register_arch(ArchSpec("deeplabv3_mobilenetv2_tf", "tf_mobile", "tf_mobilenetv2", 320, 0))
-register_arch(ArchSpec("deeplabv3_mobilenetv2_tf_dm05", "tf_mobile", "tf_mobilenetv2", 160, 0,
-                       depth_multiplier=0.5))
+_REGISTRY: dict[str, ArchSpec] = _registry([
+    *_vainf("deeplabv3plus"), *_vainf("deeplabv3"),
+    # torchvision's own MobileNetV3 DeepLab v3 (layout of its released weights, ASPP 12/24/36 at OS 16)
+    ArchSpec("deeplabv3_mobilenet_v3_large", "deeplabv3", "mobilenetv3_large", 960, 40, fixed_rates=(12, 24, 36)),
+    # TensorFlow DeepLab's mobile v3 (the Coral/TFLite and Hugging Face google/deeplabv3_mobilenet_v2_* models)
+    ArchSpec("deeplabv3_mobilenetv2_tf", "tf_mobile", "tf_mobilenetv2", 320, 0),
+    ArchSpec("deeplabv3_mobilenetv2_tf_dm05", "tf_mobile", "tf_mobilenetv2", 160, 0, depth_multiplier=0.5),
+])
 
 
 def list_archs() -> list[str]:
-    """Registered architecture names, e.g. ``deeplabv3plus_resnet50``."""
+    """Registered architecture names, e.g. ``deeplabv3plus_resnet50`` (= ``arch_names.ARCH_NAMES``)."""
     return list(_REGISTRY)
 
 

@@ -40,6 +40,22 @@ def test_registry_names() -> None:
     assert zoo.deeplabv3_mobilenet(num_classes=2, output_stride=8).arch == "deeplabv3_mobilenet"
 
 
+def test_the_torch_free_name_list_is_the_registry() -> None:
+    import dataclasses
+    import subprocess
+    import sys
+
+    from deeplab_studio.ml.arch_names import ARCH_NAMES, DEFAULT_ARCH
+
+    assert list_archs() == list(ARCH_NAMES) and DEFAULT_ARCH in ARCH_NAMES
+    code = "import sys, deeplab_studio.ml.arch_names; print(sorted({'torch', 'numpy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    specs = [zoo.arch_spec(a) for a in ARCH_NAMES]
+    with pytest.raises(ImportError, match="ARCH_NAMES lists"):  # a drifted registry refuses to import
+        zoo._registry(specs[:-1] + [dataclasses.replace(specs[-1], name="deeplabv3_other")])
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_state_dict_equals_vainf_layout(arch: str) -> None:
     assert layout(build_model(arch, num_classes=21)) == reference_layout(arch)
