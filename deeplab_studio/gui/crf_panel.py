@@ -1,10 +1,11 @@
 """CRF panel: the dense CRF's parameters as sliders, a debounced live preview, Apply / Revert.
 
 Moving a slider restarts a short timer; when it fires, `refine_labels` runs on the current label
-map in the thread pool (human pixels protected); the canvas shows the pixels it would change in
-their new class colour, the panel a thumbnail of the result and how many pixels would change. Apply writes it as one undoable command
-and keeps the parameters for later proposals and Snap to edges; Revert drops the preview and
-returns the sliders to the last applied parameters.
+map on the model controller's job pool (human pixels protected); the canvas shows the pixels it
+would change in their new class colour, the panel a thumbnail of the result and how many pixels
+would change. Apply writes it as one undoable command and keeps the parameters for later
+proposals and Snap to edges; Revert drops the preview and returns the sliders to the last
+applied parameters.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider,
                                QVBoxLayout, QWidget)
+
+from deeplab_studio.gui.proposal_flow import refine_job
 
 DEBOUNCE_MS = 300
 PREVIEW_SIDE = 320
@@ -55,10 +58,11 @@ class CRFPanel(QWidget):
         self.controller = controller
         self.link = controller.link
         self.applied_params = controller.crf_params or _default_params()
-        self.preview: np.ndarray | None = None
-        self._preview_key: tuple | None = None
+        self.preview: np.ndarray | None = None  # the refined label map on show
+        self.preview_key: str | None = None  # the image it is for
+        self.preview_base: np.ndarray | None = None  # the labels it was computed from
         self._serial = 0
-        self._sliders: dict[str, QSlider] = {}
+        self.sliders: dict[str, QSlider] = {}
         self._values: dict[str, QLabel] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -82,7 +86,7 @@ class CRFPanel(QWidget):
             row.addWidget(s, 1)
             row.addWidget(value)
             form.addRow(title, row)
-            self._sliders[name], self._values[name] = s, value
+            self.sliders[name], self._values[name] = s, value
         self.preview_label = QLabel("Move a slider to preview the CRF on this image.")
         self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview_label.setMinimumHeight(120)
@@ -109,7 +113,7 @@ class CRFPanel(QWidget):
     # --- parameters --------------------------------------------------------------------------
     def set_params(self, params) -> None:
         for name, _, _, _, scale in SLIDERS:
-            s = self._sliders[name]
+            s = self.sliders[name]
             s.blockSignals(True)
             s.setValue(int(round(getattr(params, name) * scale)))
             s.blockSignals(False)
@@ -119,17 +123,17 @@ class CRFPanel(QWidget):
     def params(self):
         values = {}
         for name, _, _, _, scale in SLIDERS:
-            v = self._sliders[name].value() / scale
+            v = self.sliders[name].value() / scale
             values[name] = int(v) if name == "iterations" else float(v)
         return replace(self._base, **values)
 
     def _show_value(self, name: str) -> None:
         scale = next(s for n, *_, s in SLIDERS if n == name)
-        v = self._sliders[name].value() / scale
+        v = self.sliders[name].value() / scale
         self._values[name].setText(f"{v:g}")
 
     def _on_slider(self, *_) -> None:
-        for name in self._sliders:
+        for name in self.sliders:
             self._show_value(name)
         self._timer.start()  # debounce: restart on every move
 
@@ -162,9 +166,13 @@ class CRFPanel(QWidget):
         if self.preview is not None or self._timer.isActive() or self.isVisible():
             self._restart("The labels changed; computing the preview again…")
 
+    def preview_pending(self) -> bool:
+        """Whether a preview run is scheduled (the debounce timer is running)."""
+        return self._timer.isActive()
+
     def _restart(self, text: str) -> None:
         self._serial += 1  # a preview still running is for the old labels
-        self.preview, self._preview_key = None, None
+        self.preview, self.preview_key, self.preview_base = None, None, None
         self.preview_label.clear()
         self.apply_button.setEnabled(False)
         if self.isVisible():
@@ -175,29 +183,29 @@ class CRFPanel(QWidget):
             self.info.setText("")
 
     def run_preview(self) -> None:
-        """Refine the current label map with the sliders' parameters (in the thread pool)."""
-        from deeplab_studio.gui.pool_tasks import run_crf_async
-
+        """Refine the current label map with the sliders' parameters (on the controller's job pool)."""
         doc = self.link.document()
         if doc is None:
             return
         self._serial += 1
         token = (self._serial, doc.key, doc.labels.copy())
         self.info.setText("Computing preview…")
-        run_crf_async(self, token, doc.image, doc.labels, doc.edit_mask, self.params(), self._on_preview)
+        self.controller.jobs.start(refine_job, doc.image, doc.labels.copy(), doc.edit_mask.copy(), self.params(),
+                                   on_result=lambda r: self._on_preview(token, r),
+                                   on_error=lambda e: self._on_preview(token, e))
 
-    def _on_preview(self, token, result) -> None:
+    def _on_preview(self, token: tuple, result: np.ndarray | BaseException) -> None:
         serial, key, before = token
         doc = self.link.document()
         if serial != self._serial or doc is None or doc.key != key:
             return
-        if isinstance(result, Exception):
+        if isinstance(result, BaseException):
             self.info.setText(f"CRF failed: {result}")
             return
         if not np.array_equal(doc.labels, before):  # the user painted meanwhile: recompute
             self._timer.start()
             return
-        self.preview, self._preview_key = result, (key, before)
+        self.preview, self.preview_key, self.preview_base = result, key, before
         diff = result != doc.labels
         changed = int(np.count_nonzero(diff))
         size = self.preview_label.size()
@@ -224,10 +232,9 @@ class CRFPanel(QWidget):
     def apply(self) -> bool:
         """Write the preview as one undoable command and keep its parameters."""
         doc = self.link.document()
-        if self.preview is None or doc is None or self._preview_key is None:
+        if self.preview is None or doc is None:
             return False
-        key, before = self._preview_key
-        if doc.key != key or not np.array_equal(doc.labels, before):
+        if doc.key != self.preview_key or not np.array_equal(doc.labels, self.preview_base):
             self.info.setText("The image changed since the preview; computing it again.")
             self._timer.start()
             return False
@@ -252,7 +259,7 @@ class CRFPanel(QWidget):
     def _clear_preview(self, text: str) -> None:
         if self.preview is not None:
             self.controller.refresh_overlay()  # back to the uncertainty overlay (or none)
-        self.preview, self._preview_key = None, None
+        self.preview, self.preview_key, self.preview_base = None, None, None
         self.preview_label.clear()
         self.preview_label.setText("Move a slider to preview the CRF on this image.")
         self.info.setText(text)

@@ -170,22 +170,22 @@ def ground_truth(images_folder: Path, key: str) -> np.ndarray | None:
 
 def open_demo(window, *, root: Path | None = None, device: str = "auto", kind: str = "auto"):
     """Open demo `kind` ("auto", "photos" or "scenes") in `window` and load its bundled model;
-    returns the ModelController."""
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    returns the window's ModelController (attached first when it is not yet)."""
+    from deeplab_studio.gui.model_tools import model_tools
 
     kind = demo_kind(kind)
     folder = ensure_photo_project(root) if kind == "photos" else ensure_demo_project(root)
-    window.open_project(str(folder))
-    controller = attach_model_tools(window)
+    tools = model_tools(window)
+    controller, link = tools.controller, tools.link
+    link.session.open_folder(str(folder))
     name = demo_model(kind)
     if name not in bundled_models():
-        controller.link.show_error("Demo model missing",
-                                   f"The model {name} is not part of this installation of DeepLab Studio.")
+        link.show_error("Demo model missing", f"The model {name} is not part of this installation of DeepLab Studio.")
         return controller
     from PySide6.QtCore import Qt
 
     # the hint comes after "Model loaded", which would otherwise replace it at once
-    controller.client.modelLoaded.connect(lambda _info: controller.link.show_message(DEMO_HINT, 30000),
+    controller.client.modelLoaded.connect(lambda _info: link.show_message(DEMO_HINT, 30000),
                                           Qt.ConnectionType.SingleShotConnection)
     with bundled_model_path(name) as path:  # the installed file itself (a wheel is unpacked)
         controller.load_model(str(path), device)

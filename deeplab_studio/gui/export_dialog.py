@@ -1,5 +1,8 @@
 """File → Export VOC…: destination, validation fraction, seed, statuses; runs the export on a
-background thread with a progress bar, then shows a summary and offers to open the folder.
+superqt worker of the dialog's own `JobPool` with a progress bar (on a read-only snapshot of the
+project, so only plain values cross threads), then shows a summary and offers to open the
+folder. Closing the window stops a running export between images and joins its thread: the
+staged export is removed and the destination keeps what it had.
 
 The export itself is `storage.voc.export_voc` (staged, self-checked, swapped into place).
 With "VOCdevkit layout" the dataset lands in `<destination>/VOCdevkit/VOC2012`, so
@@ -14,16 +17,17 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QSettings, Qt, QUrl, Signal
+from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout)
 
+from deeplab_studio.gui.background_jobs import JobPool, TaskWorker
+from deeplab_studio.gui.window_link import WindowLink
 from deeplab_studio.storage.labelmaps import read_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, other_project_export
@@ -43,32 +47,26 @@ def default_destination(folder: Path) -> str:
     return dest if shown(dest) == dest else str(Path.home() / f"{shown(folder.name).replace(chr(92), '_')}_voc")
 
 
-class ExportJob(QObject):
-    """Runs one export on a Python thread; its signals arrive in the GUI thread."""
+class ExportCancelled(Exception):
+    """The export was stopped (the window closed); its staging folder is removed, nothing written."""
 
-    progress = Signal(int, int, str)
-    finished = Signal(object, object)  # (ExportSummary, pixel counts per class: np.ndarray)
-    failed = Signal(str)
 
-    def __init__(self, project: Project, destination: Path, **options) -> None:
-        super().__init__()
-        self.project, self.destination, self.options = project, destination, options
-        self.thread = threading.Thread(target=self._run, name="voc-export", daemon=True)
+def export_job(task: TaskWorker, folder: str, data_dir: str, destination: Path,
+               **options) -> tuple[ExportSummary, np.ndarray]:
+    """Export a read-only snapshot of the project at `folder` (pool thread); returns the summary
+    and the pixel counts per class. Reports (done, total, what); stops between images when cancelled."""
 
-    def start(self) -> None:
-        self.thread.start()
+    def progress(done: int, total: int, what: str) -> None:
+        if task.cancelled():
+            raise ExportCancelled("export cancelled")
+        task.report((done, total, what))
 
-    def _run(self) -> None:
-        try:
-            summary = export_voc(self.project, self.destination, progress=self.progress.emit, **self.options)
-            counts = np.zeros(256, np.int64)
-            for voc_id in summary.ids:
-                counts += np.bincount(read_label_png(summary.out_dir / CLASS_DIR / f"{voc_id}.png").ravel(),
-                                      minlength=256)
-        except Exception as exc:  # noqa: BLE001 - shown in the dialog, never a crash
-            self.failed.emit(str(exc))
-            return
-        self.finished.emit(summary, counts)
+    with Project.open(folder, data_dir=data_dir, read_only=True) as project:
+        summary = export_voc(project, destination, progress=progress, **options)
+    counts = np.zeros(256, np.int64)
+    for voc_id in summary.ids:
+        counts += np.bincount(read_label_png(summary.out_dir / CLASS_DIR / f"{voc_id}.png").ravel(), minlength=256)
+    return summary, counts
 
 
 class ExportDialog(QDialog):
@@ -78,10 +76,14 @@ class ExportDialog(QDialog):
     exportFailed = Signal(str)
 
     def __init__(self, project: Project, settings: QSettings, parent=None) -> None:
+        """`parent`: the main window (its closing stops and joins a running export), or None."""
         super().__init__(parent)
         self.setWindowTitle("Export Pascal VOC dataset")
         self.project, self.settings = project, settings
-        self.job: ExportJob | None = None
+        self.jobs = JobPool(self, max_threads=1)
+        if parent is not None:
+            WindowLink(parent).on_close(self.shutdown)
+        self.job: TaskWorker | None = None
         self.summary: ExportSummary | None = None
         last = settings.value(destination_key(project.folder))
         self.destination = QLineEdit(str(last) if last else default_destination(Path(project.folder)))
@@ -176,18 +178,24 @@ class ExportDialog(QDialog):
                            ("devkit", self.devkit.isChecked())):
             self.settings.setValue(f"export/{key}", value)
         destination = Path(self.destination.text().strip()).expanduser()
-        self.job = ExportJob(self.project, destination, val_fraction=self.val_fraction.value(),
-                             seed=self.seed.value(), statuses=statuses, objects=self.objects.isChecked(),
-                             layout=self.layout(), replace_other=replace_other)
-        self.job.progress.connect(self._progress)
-        self.job.finished.connect(self._finished)
-        self.job.failed.connect(self._fail)
+        self.job = self.jobs.start(export_job, str(self.project.folder), str(self.project.data_dir), destination,
+                                   val_fraction=self.val_fraction.value(), seed=self.seed.value(),
+                                   statuses=statuses, objects=self.objects.isChecked(), layout=self.layout(),
+                                   replace_other=replace_other, on_result=lambda r: self._finished(*r),
+                                   on_error=lambda exc: self._fail(str(exc)),
+                                   on_progress=lambda p: self._progress(*p))
+        if self.job is None:
+            return False
         self.export_button.setEnabled(False)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.message.setText("Exporting…")
-        self.job.start()
         return True
+
+    def shutdown(self, *_) -> bool:
+        """Stop a running export between images and join its thread (window closing); True when
+        it ended in time. The staged files are removed; the destination keeps what it had."""
+        return self.jobs.shutdown()
 
     def _confirm_replacing_other(self) -> bool | None:
         """False when the target holds no other project's export, True when the user agreed to

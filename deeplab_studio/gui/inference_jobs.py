@@ -1,7 +1,8 @@
 """Plain data of the inference worker: jobs, results, the shared job queue, batch progress.
 
 Nothing here is a Qt object, so everything can cross between the GUI thread and the worker
-thread. `merge_into_project`, `model_info` and `probe_devices` run in the worker thread.
+thread; only numpy arrays, strings and numbers do. `model_info` and `probe_devices` run in the
+worker thread.
 """
 
 from __future__ import annotations
@@ -9,30 +10,51 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum, IntEnum
 from typing import Any
 
 import numpy as np
 
-# job priorities: lower runs first
-INTERACTIVE, PREFETCH, BATCH = 0, 1, 2
+from deeplab_studio.ml.errors import SELF_DESCRIBING
+from deeplab_studio.storage.images import ImageReadError
+from deeplab_studio.storage.records import ProjectError
+
+#: errors whose message reads as one complete line for the user (no class name needed)
+SELF_DESCRIBING_ERRORS: tuple[type[BaseException], ...] = SELF_DESCRIBING + (ImageReadError, ProjectError)
+
+
+class JobKind(str, Enum):
+    LOAD = "load"
+    PREDICT = "predict"
+    PROBE = "probe"
+
+
+class Priority(IntEnum):
+    """Job priorities: lower runs first."""
+
+    INTERACTIVE = 0
+    PREFETCH = 1
+    BATCH = 2
+
+
+INTERACTIVE, PREFETCH, BATCH = Priority.INTERACTIVE, Priority.PREFETCH, Priority.BATCH
 
 
 @dataclass
 class Job:
     """One unit of work for the worker thread (plain data only)."""
 
-    kind: str  # "load" | "predict"
+    kind: JobKind
     request_id: int
     key: str = ""
     image: np.ndarray | None = None  # uint8 H×W×3; or read from `path` in the worker
     path: str = ""
-    priority: int = INTERACTIVE
+    priority: Priority = INTERACTIVE
     batch_id: int | None = None
     crf: bool = False
     crf_params: Any = None  # ml.crf.CRFParams (a plain dataclass) or None
     lut: np.ndarray | None = None  # 256-entry uint8 model-class -> project-class table
     device: str = "auto"
-    project: Any = None  # storage.Project: merge the proposal into the saved map here (batch jobs)
     cancelled: threading.Event = field(default_factory=threading.Event)
     options: dict = field(default_factory=dict)  # "load": Predictor keyword options (tile_size, tta...)
 
@@ -45,11 +67,10 @@ class Proposal:
     key: str
     labels: np.ndarray  # uint8 H×W
     confidence: np.ndarray  # uint8 H×W, max softmax probability × 255
-    priority: int
+    priority: Priority
     batch_id: int | None
     seconds: float
     refined: bool
-    saved: bool = False  # already merged into the project's saved label map by the worker
 
     @property
     def mean_uncertainty(self) -> float:
@@ -61,10 +82,10 @@ class Proposal:
 class JobFailure:
     request_id: int
     key: str
-    kind: str
+    kind: JobKind
     message: str
     batch_id: int | None = None
-    priority: int = INTERACTIVE
+    priority: Priority = INTERACTIVE
 
 
 def describe_error(exc: BaseException) -> str:
@@ -72,56 +93,53 @@ def describe_error(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if "out of memory" in text.lower():
         return f"Out of memory on the device: {text.splitlines()[0]}. Try the CPU or a smaller tile size."
-    name = type(exc).__name__
-    if name in ("CheckpointError", "ImageReadError", "ProjectError"):
+    if isinstance(exc, SELF_DESCRIBING_ERRORS):
         return text
-    return f"{name}: {text}"
+    return f"{type(exc).__name__}: {text}"
 
 
-def merge_into_project(project, key: str, proposal: np.ndarray) -> bool:
-    """Merge a proposal into the saved label map of `key`, human pixels kept (worker thread).
-
-    Each save is committed to the project index at once (one transaction).
-    """
-    rec = project.record(key)
-    labels, edit_mask = project.load_annotation(rec)
-    if labels.shape != proposal.shape:
-        raise ValueError(f"{key}: the image is {labels.shape[1]}×{labels.shape[0]}, "
-                         f"the proposal {proposal.shape[1]}×{proposal.shape[0]}")
-    merged = np.where(edit_mask, labels, proposal).astype(np.uint8)
-    project.save_annotation(rec, merged, edit_mask, write_index=False)
-    return True
+class JobCancelled(Exception):
+    """The job's `cancelled` event was set (raised in the worker between steps)."""
 
 
-class _Cancelled(Exception):
-    pass
-
-
-def _strip(job: Job) -> Job:
+def stripped(job: Job) -> Job:
+    """`job` without its arrays (what a cancel notice carries back)."""
     return Job(job.kind, job.request_id, job.key, None, job.path, job.priority, job.batch_id)
 
 
-def model_info(loaded, path: str, device: str) -> dict:
+@dataclass(frozen=True)
+class ModelInfo:
     """Plain description of a loaded checkpoint and the device it runs on."""
-    info = {
-        "path": str(path),
-        "arch": loaded.arch,
-        "num_classes": int(loaded.num_classes),
-        "class_names": list(loaded.class_names) if loaded.class_names else None,
-        "class_colors": [tuple(c) for c in loaded.class_colors] if getattr(loaded, "class_colors", None) else None,
-        "output_stride": getattr(loaded, "output_stride", None),
-        "device": device,
-    }
-    info["device_label"] = device_label(device)
-    return info
+
+    path: str
+    arch: str
+    num_classes: int
+    class_names: tuple[str, ...] | None
+    class_colors: tuple[tuple[int, ...], ...] | None
+    output_stride: int | None
+    device: str
+    device_label: str
+    request_id: int = 0  # the load request that produced it
+
+    @property
+    def file_name(self) -> str:
+        return self.path.replace("\\", "/").rsplit("/", 1)[-1]
+
+    def status_text(self) -> tuple[str, str]:
+        """Short status-bar text (model file stem · device) and a tooltip with the details."""
+        tip = (f"{self.path}\n{self.arch}, {self.num_classes} classes, "
+               f"output stride {self.output_stride}\n{self.device_label}")
+        return f"{self.file_name.rsplit('.', 1)[0]} · {self.device_label.split(',')[0]}", tip
 
 
-def model_status_text(info: dict) -> tuple[str, str]:
-    """Short status-bar text (model file stem · device) and a tooltip with the details."""
-    name = info["path"].replace("\\", "/").rsplit("/", 1)[-1]
-    tip = (f"{info['path']}\n{info['arch']}, {info['num_classes']} classes, "
-           f"output stride {info['output_stride']}\n{info['device_label']}")
-    return f"{name.rsplit('.', 1)[0]} · {info['device_label'].split(',')[0]}", tip
+def model_info(loaded, path: str, device: str, request_id: int = 0) -> ModelInfo:
+    """The `ModelInfo` of a loaded checkpoint (`ml.checkpoints.LoadedCheckpoint`) on `device`."""
+    return ModelInfo(
+        path=str(path), arch=loaded.arch, num_classes=int(loaded.num_classes),
+        class_names=tuple(loaded.class_names) if loaded.class_names else None,
+        class_colors=tuple(tuple(c) for c in loaded.class_colors) if loaded.class_colors else None,
+        output_stride=loaded.output_stride, device=device, device_label=device_label(device),
+        request_id=request_id)
 
 
 def device_label(device: str) -> str:
@@ -157,7 +175,6 @@ class JobQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: list[Job] = []
-        self.current_key: str | None = None  # the image on screen (written by the GUI thread)
 
     def __len__(self) -> int:
         with self._lock:

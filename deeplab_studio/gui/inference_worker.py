@@ -3,7 +3,8 @@
 Main-thread code talks to `InferenceClient` only. It queues jobs (load a model, propose a label
 map for one image, a batch of images), each with a request id; the worker runs them one at a
 time in priority order (interactive before pre-compute before batch) and answers with signals.
-Only numpy arrays, strings and numbers cross the thread boundary (gui/inference_jobs.py).
+Only numpy arrays, strings and numbers cross the thread boundary (gui/inference_jobs.py): a
+batch result is a proposal like any other, and the controller has the session merge it.
 
 - torch and the ml package are imported lazily inside the worker thread, on its first job.
 - A result for an image the user has left, or for an older request of the same image, is dropped
@@ -21,12 +22,13 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from deeplab_studio.gui.inference_jobs import (BATCH, INTERACTIVE, PREFETCH, BatchState, Job, JobFailure, JobQueue,
-                                               Proposal, _Cancelled, _strip, describe_error, merge_into_project,
-                                               model_info, probe_devices)
+from deeplab_studio.gui.inference_jobs import (BATCH, INTERACTIVE, PREFETCH, BatchState, Job, JobCancelled,
+                                               JobFailure, JobKind, JobQueue, ModelInfo, Priority, Proposal,
+                                               describe_error, model_info, probe_devices, stripped)
+from deeplab_studio.ml.errors import PredictionCancelled
 
-__all__ = ["BATCH", "INTERACTIVE", "PREFETCH", "InferenceClient", "InferenceWorker", "Job", "JobFailure",
-           "JobQueue", "Proposal"]
+__all__ = ["BATCH", "INTERACTIVE", "PREFETCH", "InferenceClient", "InferenceWorker", "Job", "JobFailure", "JobKind",
+           "JobQueue", "ModelInfo", "Priority", "Proposal"]
 
 
 def cpu_threads() -> int:
@@ -50,7 +52,7 @@ def set_cpu_threads() -> None:
 class InferenceWorker(QObject):
     """Lives in the worker thread; pops jobs from the shared queue and runs them."""
 
-    modelLoaded = Signal(object)  # dict with arch, classes, device...
+    modelLoaded = Signal(object)  # ModelInfo
     warning = Signal(str)  # e.g. CUDA out of memory: smaller tiles / moved to the CPU
     devicesProbed = Signal(object)  # list of (device name, label)
     resultReady = Signal(object)  # Proposal
@@ -78,15 +80,15 @@ class InferenceWorker(QObject):
             return
         self.current = job
         try:
-            if job.kind == "load":
+            if job.kind == JobKind.LOAD:
                 self._load(job)
-            elif job.kind == "probe":
+            elif job.kind == JobKind.PROBE:
                 self.devicesProbed.emit(probe_devices())
             else:
                 self._predict(job)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a signal
-            if type(exc).__name__ == "PredictionCancelled" or job.cancelled.is_set():
-                self.cancelled.emit(_strip(job))
+            if isinstance(exc, (PredictionCancelled, JobCancelled)) or job.cancelled.is_set():
+                self.cancelled.emit(stripped(job))
             else:
                 self.failed.emit(JobFailure(job.request_id, job.key, job.kind, describe_error(exc), job.batch_id,
                                             job.priority))
@@ -107,13 +109,13 @@ class InferenceWorker(QObject):
         predictor = Predictor(loaded, device=str(device), on_warning=self.warning.emit, **job.options)
         crf = model_crf(job.path)  # the model card's CRF setting, else the defaults
         self._predictor, self._loaded, self._crf = predictor, loaded, crf
-        self.modelLoaded.emit(model_info(loaded, job.path, str(device)) | {"request_id": job.request_id})
+        self.modelLoaded.emit(model_info(loaded, job.path, str(device), job.request_id))
 
     def _predict(self, job: Job) -> None:
         if self._predictor is None:
             raise RuntimeError("no model is loaded (Model → Open model…)")
         if job.cancelled.is_set():
-            raise _Cancelled()
+            raise JobCancelled()
         t0 = time.perf_counter()
         image = job.image
         if image is None:
@@ -126,7 +128,7 @@ class InferenceWorker(QObject):
 
         pred = self._predictor.predict(image, cancel=job.cancelled.is_set, progress=tiles)
         if job.cancelled.is_set():
-            raise _Cancelled()
+            raise JobCancelled()
         labels = pred.labels
         refined = False
         if job.crf:
@@ -141,11 +143,8 @@ class InferenceWorker(QObject):
             labels = job.lut[labels]
         labels = np.ascontiguousarray(labels, dtype=np.uint8)
         conf = np.clip(np.asarray(pred.confidence, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        saved = False
-        if job.project is not None and job.key != self._queue.current_key and not job.cancelled.is_set():
-            saved = merge_into_project(job.project, job.key, labels)
         self.resultReady.emit(Proposal(job.request_id, job.key, labels, conf, job.priority, job.batch_id,
-                                       time.perf_counter() - t0, refined, saved))
+                                       time.perf_counter() - t0, refined))
 
 
 class InferenceClient(QObject):
@@ -158,7 +157,7 @@ class InferenceClient(QObject):
 
     proposalReady = Signal(object)  # Proposal
     failed = Signal(object)  # JobFailure
-    modelLoaded = Signal(object)  # dict
+    modelLoaded = Signal(object)  # ModelInfo
     modelFailed = Signal(str)
     warning = Signal(str)  # the Predictor recovered from something (e.g. out of memory)
     devicesProbed = Signal(object)  # list of (device, label)
@@ -179,7 +178,7 @@ class InferenceClient(QObject):
         self._live: dict[int, Job] = {}  # request id -> job queued or running
         self._batches: dict[int, BatchState] = {}
         self.current_key: str | None = None
-        self.model: dict | None = None
+        self.model: ModelInfo | None = None
         self._was_busy = False
 
     # --- life cycle ----------------------------------------------------------------------
@@ -205,6 +204,11 @@ class InferenceClient(QObject):
         return self._worker
 
     @property
+    def running(self) -> bool:
+        """Whether the worker thread is started and not yet joined."""
+        return self._thread is not None and self._thread.isRunning()
+
+    @property
     def busy(self) -> bool:
         return bool(self._live)
 
@@ -223,7 +227,7 @@ class InferenceClient(QObject):
     def _submit(self, job: Job) -> int:
         worker = self._ensure_thread()
         self._live[job.request_id] = job
-        if job.kind == "predict":
+        if job.kind == JobKind.PREDICT:
             self._latest[job.key] = job.request_id
         self._queue.push(job)
         worker._wake.emit()
@@ -234,38 +238,33 @@ class InferenceClient(QObject):
 
     def probe_devices(self) -> int:
         """Ask the worker which devices exist (answered by `devicesProbed`)."""
-        return self._submit(Job("probe", next(self._ids), priority=INTERACTIVE))
+        return self._submit(Job(JobKind.PROBE, next(self._ids), priority=INTERACTIVE))
 
     def load_model(self, path: str, device: str = "auto", **predictor_options) -> int:
         """Load a checkpoint in the worker (replaces the current model once it succeeds).
 
         `predictor_options` (plain values: tile_size, tile_overlap, tta...) go to the Predictor."""
-        return self._submit(Job("load", next(self._ids), path=str(path), device=device, options=predictor_options))
+        return self._submit(Job(JobKind.LOAD, next(self._ids), path=str(path), device=device,
+                                options=predictor_options))
 
-    def request(self, key: str, *, image: np.ndarray | None = None, path: str = "", priority: int = INTERACTIVE,
-                crf: bool = False, crf_params=None, lut: np.ndarray | None = None, batch_id: int | None = None,
-                project=None) -> int:
+    def request(self, key: str, *, image: np.ndarray | None = None, path: str = "",
+                priority: Priority = INTERACTIVE, crf: bool = False, crf_params=None, lut: np.ndarray | None = None,
+                batch_id: int | None = None) -> int:
         """Ask for a proposal for image `key` (pass the pixels, or a path the worker reads)."""
         if image is None and not path:
             raise ValueError("a proposal request needs an image array or a path")
         if priority == INTERACTIVE:  # a new interactive request supersedes older ones for the same key
-            self._cancel_where(lambda j: j.kind == "predict" and j.key == key and j.priority == INTERACTIVE)
-        job = Job("predict", next(self._ids), key, image, str(path), priority, batch_id, crf, crf_params, lut,
-                  project=project)
+            self._cancel_where(lambda j: j.kind == JobKind.PREDICT and j.key == key and j.priority == INTERACTIVE)
+        job = Job(JobKind.PREDICT, next(self._ids), key, image, str(path), priority, batch_id, crf, crf_params, lut)
         return self._submit(job)
 
     def start_batch(self, items: list[tuple[str, str]], *, crf: bool = False, crf_params=None,
-                    lut: np.ndarray | None = None, project=None) -> int:
-        """Queue (key, image path) pairs as one batch; returns the batch id.
-
-        With `project`, the worker merges each proposal into the image's saved label map (human
-        pixels kept) unless the image is on screen, so the GUI thread does no disk work.
-        """
+                    lut: np.ndarray | None = None) -> int:
+        """Queue (key, image path) pairs as one batch; returns the batch id."""
         batch_id = next(self._ids)
         self._batches[batch_id] = BatchState(batch_id, len(items))
         for key, path in items:
-            self.request(key, path=path, priority=BATCH, crf=crf, crf_params=crf_params, lut=lut, batch_id=batch_id,
-                         project=project)
+            self.request(key, path=path, priority=BATCH, crf=crf, crf_params=crf_params, lut=lut, batch_id=batch_id)
         if not items:
             self._finish_batch(batch_id, cancelled=False)
         return batch_id
@@ -281,12 +280,12 @@ class InferenceClient(QObject):
 
     def pending(self, key: str) -> bool:
         """Whether a proposal for `key` is queued or running."""
-        return any(j.kind == "predict" and j.key == key for j in self._live.values())
+        return any(j.kind == JobKind.PREDICT and j.key == key for j in self._live.values())
 
     def set_current_key(self, key: str | None) -> None:
         """The user is now looking at `key`: interactive work for other images is cancelled."""
-        self.current_key = self._queue.current_key = key
-        self._cancel_where(lambda j: j.kind == "predict" and j.priority == INTERACTIVE and j.key != key)
+        self.current_key = key
+        self._cancel_where(lambda j: j.kind == JobKind.PREDICT and j.priority == INTERACTIVE and j.key != key)
 
     # --- cancelling ----------------------------------------------------------------------
     def _cancel_where(self, predicate) -> int:
@@ -329,7 +328,7 @@ class InferenceClient(QObject):
     @Slot(object)
     def _on_result(self, p: Proposal) -> None:
         self._live.pop(p.request_id, None)
-        if p.saved or self._is_wanted(p):  # a saved one changed the disk: always reported
+        if self._is_wanted(p):
             self.proposalReady.emit(p)
         else:
             self.dropped.emit(p)
@@ -339,7 +338,7 @@ class InferenceClient(QObject):
     @Slot(object)
     def _on_failed(self, f: JobFailure) -> None:
         self._live.pop(f.request_id, None)
-        if f.kind == "load":
+        if f.kind == JobKind.LOAD:
             self.modelFailed.emit(f.message)
         else:
             self.failed.emit(f)
@@ -355,13 +354,13 @@ class InferenceClient(QObject):
 
     @Slot(object)
     def _on_devices(self, devices: list) -> None:
-        self._live = {k: j for k, j in self._live.items() if j.kind != "probe"}
+        self._live = {k: j for k, j in self._live.items() if j.kind != JobKind.PROBE}
         self.devicesProbed.emit(devices)
         self._emit_idle()
 
     @Slot(object)
-    def _on_model_loaded(self, info: dict) -> None:
-        self._live.pop(info.get("request_id"), None)
+    def _on_model_loaded(self, info: ModelInfo) -> None:
+        self._live.pop(info.request_id, None)
         self.model = info
         self.modelLoaded.emit(info)
         self._emit_idle()

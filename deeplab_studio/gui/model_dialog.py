@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
                                QTableWidget, QVBoxLayout, QWidget)
 
 from deeplab_studio.core.labels import BACKGROUND, IGNORE
+from deeplab_studio.gui.background_jobs import JobPool, TaskWorker
+from deeplab_studio.gui.inference_worker import ModelInfo
 
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin);;All files (*)"
 
@@ -75,37 +77,39 @@ class DownloadCancelled(Exception):
     pass
 
 
-class WeightsDownload(QThread):
-    """Fetch torchvision weights off the GUI thread; reports bytes and the final path or error.
+def fetch_job(task: TaskWorker, name: str) -> str:
+    """Download torchvision weights `name` (pool thread); reports (bytes done, bytes in all)."""
+    from deeplab_studio.ml.checkpoints import fetch_torchvision_weights
 
-    Owned by the model controller, so closing the dialog does not stop it; `cancel()` makes the
-    next progress report abort the download (the hub keeps no partial file).
-    """
+    def progress(done: int, total: int | None) -> None:
+        if task.cancelled():  # the hub aborts and keeps no partial file
+            raise DownloadCancelled(f"download of {name} cancelled")
+        task.report((int(done), int(total or 0)))
+
+    return str(fetch_torchvision_weights(name, progress=progress))
+
+
+class WeightsDownload(QObject):
+    """Fetch torchvision weights on the controller's job pool (joined when the window closes);
+    reports bytes and the final path or the error. A child of the controller, so closing the
+    dialog does not stop it; `cancel()` makes the next progress report abort the download."""
 
     progress = Signal(int, int)
     done = Signal(str, str)  # path, error message ("" when fine)
 
-    def __init__(self, name: str, parent: QObject | None = None) -> None:
+    def __init__(self, name: str, jobs: JobPool, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.name = name
-        self._cancelled = False
+        self.worker = jobs.start(fetch_job, name, on_result=lambda path: self.done.emit(path, ""),
+                                 on_error=self._failed, on_progress=lambda p: self.progress.emit(*p))
+        if self.worker is None:
+            raise RuntimeError("the window is closing: no download starts")
 
     def cancel(self) -> None:
-        self._cancelled = True
+        self.worker.cancel()
 
-    def _progress(self, done: int, total: int | None) -> None:
-        if self._cancelled:
-            raise DownloadCancelled(f"download of {self.name} cancelled")
-        self.progress.emit(int(done), int(total or 0))
-
-    def run(self) -> None:
-        try:
-            from deeplab_studio.ml.checkpoints import fetch_torchvision_weights
-
-            path = fetch_torchvision_weights(self.name, progress=self._progress)
-            self.done.emit(str(path), "")
-        except Exception as exc:  # noqa: BLE001 - offline, hash mismatch, unknown name, cancelled
-            self.done.emit("", str(exc) or type(exc).__name__)
+    def _failed(self, exc: BaseException) -> None:  # offline, hash mismatch, unknown name, cancelled
+        self.done.emit("", str(exc) or type(exc).__name__)
 
 
 class ModelDialog(QDialog):
@@ -126,7 +130,7 @@ class ModelDialog(QDialog):
     def _build(self) -> None:
         self.models = QListWidget()
         self.models.itemDoubleClicked.connect(lambda *_: self.load_selected())
-        self._fill_models()
+        self.refresh_models()
         self.load_button = QPushButton("Load selected")
         self.load_button.clicked.connect(self.load_selected)
         self.open_button = QPushButton("Open checkpoint file…")
@@ -160,7 +164,7 @@ class ModelDialog(QDialog):
         self.unmatched = QComboBox()
         self.unmatched.addItem("background", BACKGROUND)
         self.unmatched.addItem("ignore (255)", IGNORE)
-        current = int(self.controller.settings.value("model/unmatched_to", BACKGROUND))
+        current = self.controller.unmatched_target()
         self.unmatched.setCurrentIndex(0 if current == BACKGROUND else 1)
         self.unmatched.currentIndexChanged.connect(self._on_unmatched_changed)
         self.table = QTableWidget(0, 2)
@@ -191,10 +195,10 @@ class ModelDialog(QDialog):
         layout.addWidget(buttons)
         self.resize(560, 640)
 
-    def _fill_models(self) -> None:
-        """Model cards, then recent files not already listed; the active model is marked."""
+    def refresh_models(self) -> None:
+        """List the model cards, then recent files not already listed; the active model is marked."""
         self.models.clear()
-        active = (self.client.model or {}).get("path")
+        active = self.client.model.path if self.client.model is not None else None
         listed: set[str] = set()
 
         def add(text: str, path: str | None, tip: str) -> None:
@@ -248,20 +252,22 @@ class ModelDialog(QDialog):
         self.tv_progress.show()
         self.tv_button.setEnabled(False)
         self.status.setText(f"Downloading {name}…")
-        self._download = WeightsDownload(name, self.controller)  # outlives the dialog
+        self._download = WeightsDownload(name, self.controller.jobs, self.controller)  # outlives the dialog
         self._download.progress.connect(self._on_download_progress)
         self._download.done.connect(self._on_download_done)
-        self._download.finished.connect(self._download.deleteLater)
-        self._download.start()
 
     def _on_download_progress(self, done: int, total: int) -> None:
         if total > 0:
             self.tv_progress.setRange(0, total)
             self.tv_progress.setValue(done)
 
+    def downloading(self) -> bool:
+        """Whether a download this dialog started is still running."""
+        return self._download is not None
+
     def _on_download_done(self, path: str, error: str) -> None:
         if self._download is not None:
-            self._download.wait()
+            self._download.deleteLater()
         self._download = None
         self.tv_progress.hide()
         self.tv_button.setEnabled(True)
@@ -278,22 +284,22 @@ class ModelDialog(QDialog):
         i = self.device.findData(current)
         self.device.setCurrentIndex(max(i, 0))
 
-    def _on_loaded(self, info: dict) -> None:
-        self.status.setText(f"Loaded {Path(info['path']).name}.")
-        self._fill_models()
+    def _on_loaded(self, info: ModelInfo) -> None:
+        self.status.setText(f"Loaded {info.file_name}.")
+        self.refresh_models()
         self._show_model(info)
 
     def _on_failed(self, message: str) -> None:
         self.status.setText(f"Could not load the model: {message}")
 
     # --- info and class mapping --------------------------------------------------------------
-    def _show_model(self, info: dict | None) -> None:
+    def _show_model(self, info: ModelInfo | None) -> None:
         if info is None:
             return
-        names = info["class_names"] or [f"class {i}" for i in range(info["num_classes"])]
+        names = info.class_names or [f"class {i}" for i in range(info.num_classes)]
         self.info.setText(
-            f"<b>{Path(info['path']).name}</b><br>arch {info['arch']}, output stride {info['output_stride']}, "
-            f"{info['num_classes']} classes, device {info['device_label']}<br>classes: {', '.join(names)}")
+            f"<b>{info.file_name}</b><br>arch {info.arch}, output stride {info.output_stride}, "
+            f"{info.num_classes} classes, device {info.device_label}<br>classes: {', '.join(names)}")
         self._fill_table()
 
     def _fill_table(self) -> None:
@@ -325,10 +331,7 @@ class ModelDialog(QDialog):
         self.status.setText("Class mapping applied.")
 
     def _on_unmatched_changed(self) -> None:
-        value = int(self.unmatched.currentData())
-        self.controller.settings.setValue("model/unmatched_to", value)
-        if self.controller.client.model is not None:
-            self.controller.update_mapping(unmatched=value)
+        if self.controller.set_unmatched_target(int(self.unmatched.currentData())) is not None:
             self._fill_table()
 
     def done(self, r: int) -> None:  # noqa: D401 - QDialog API
@@ -336,6 +339,7 @@ class ModelDialog(QDialog):
             self._download.progress.disconnect(self._on_download_progress)
             self._download.done.disconnect(self._on_download_done)
             self._download.done.connect(self.controller.download_finished)
+            self._download.done.connect(self._download.deleteLater)
             self._download = None
         for sig, slot in ((self.client.devicesProbed, self._on_devices), (self.client.modelLoaded, self._on_loaded),
                           (self.client.modelFailed, self._on_failed)):

@@ -90,18 +90,10 @@ class ModelOffer(QFrame):
         self.hide()
 
 
-def install_offer(window) -> ModelOffer:
-    """A hidden ModelOffer placed right under the window's message banner (in the status bar
-    when the window has no such layout)."""
+def install_offer(link) -> ModelOffer:
+    """A hidden ModelOffer placed right under the window's message banner (`link`: its WindowLink)."""
     offer = ModelOffer()
-    banner = getattr(window, "banner", None)
-    central = window.centralWidget() if hasattr(window, "centralWidget") else None
-    layout = central.layout() if central is not None else None
-    index = layout.indexOf(banner) if layout is not None and banner is not None else -1
-    if index >= 0:
-        layout.insertWidget(index + 1, offer)
-    else:
-        window.statusBar().addWidget(offer, 1)
+    link.insert_under_banner(offer)
     return offer
 
 

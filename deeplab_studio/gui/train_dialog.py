@@ -1,37 +1,34 @@
-"""Model → "Train on my labels…": fine-tune a model on the project's corrections, in the app.
+"""The "Train on my labels" dialog: a run's settings, its live chart and its outcome.
 
-`attach_training_tools(window)` adds two actions to the window's Model menu (after the model
-controller's): "Train on my labels…" opens `TrainDialog` (non-modal), and "Re-propose unreviewed
-auto images" runs the controller's auto-segment-all with the active model. `TrainingTools` owns
-the background `TrainRun`, so closing the dialog does not stop a run; closing the window cancels
-and joins it.
-
-The dialog: architecture, start point (the active model's checkpoint, the bundled Pascal VOC model
+Settings: architecture, start point (the active model's checkpoint, the bundled Pascal VOC model
 — the first choice when no model of the user's is active; its class layer is resized to the
 project's classes, rows of classes with the same name kept — an ImageNet backbone when its
 weights can be had, or random init), epochs, batch size, crop, learning rate, output path
 (`<data dir>/models/<timestamp>.safetensors`); how many `edited`/`reviewed` images train (never
 the unreviewed `auto` proposals); a live chart of the loss and the validation mIoU; ETA; Cancel.
-When a run finishes its best model becomes the active one through the model controller (the
-previous one stays in the recent models and one click away); after a cancel the best model so
-far is kept and can be made active.
+After a cancel the best model so far is kept and can be made active.
+
+The dialog belongs to the window's `TrainingTools` (gui/training_tools.py), which it is given:
+the run, the active model and the window link come from there.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
-                               QToolButton, QVBoxLayout, QWidget)
+                               QVBoxLayout, QWidget)
 
 from deeplab_studio.gui.model_offer import bundled_name, voc_model_available
-from deeplab_studio.gui.train_worker import (ARCHS, INIT_IMAGENET, INIT_RANDOM, TrainRequest, TrainRun,  # noqa: F401
-                                            default_output_path, format_eta, list_archs, training_counts)
+from deeplab_studio.gui.train_worker import (INIT_IMAGENET, INIT_RANDOM, TrainRequest, default_output_path,
+                                            format_eta, list_archs, training_counts)
 from deeplab_studio.gui.training_chart import TrainingChart
 from deeplab_studio.models import VOC_MODEL, model_card
+
+if TYPE_CHECKING:
+    from deeplab_studio.gui.training_tools import TrainingTools
 
 DEFAULT_ARCH = "deeplabv3plus_mobilenet"
 INIT_ACTIVE = "active"
@@ -40,134 +37,6 @@ SCRATCH_LR, FINETUNE_LR = 0.01, 0.001  # as `deeplab-studio train` (commands/tra
 
 def _name(path: str | Path) -> str:
     return str(path).replace("\\", "/").rsplit("/", 1)[-1]
-
-
-class TrainingTools(QObject):
-    """The training actions of one window and its background run."""
-
-    modelActivated = Signal(str)  # path of the trained model, once the worker has loaded it
-    activationFailed = Signal(str)
-
-    def __init__(self, window, controller) -> None:
-        super().__init__(window)
-        self.window, self.controller = window, controller
-        self.run = TrainRun(self)
-        self.dialog: TrainDialog | None = None
-        self.previous_model: str | None = None  # active before the trained model took over
-        self.trained_model: str | None = None
-        self.last_result = None  # ml.training.TrainResult of the last run
-        self._pending: str | None = None
-        self.act_train = QAction("Train on my labels…", window)
-        self.act_train.setObjectName("train_on_labels")
-        self.act_train.triggered.connect(self.show_dialog)
-        self.act_repropose = QAction("Re-propose unreviewed auto images", window)
-        self.act_repropose.setObjectName("repropose_auto")
-        self.act_repropose.triggered.connect(self.repropose)
-        menu = window.model_menu
-        menu.addSeparator()
-        for act in (self.act_train, self.act_repropose):
-            menu.addAction(act)
-            window.addAction(act)
-        self.status_button = QToolButton()  # "Training 42% · ETA 1:05" while a run goes on; opens the dialog
-        self.status_button.setAutoRaise(True)
-        self.status_button.setToolTip("Training on your labels: click to show the chart")
-        self.status_button.clicked.connect(self.show_dialog)
-        self.status_button.hide()
-        window.statusBar().addPermanentWidget(self.status_button)
-        client = controller.client
-        client.modelLoaded.connect(self._on_model_loaded)
-        client.modelFailed.connect(self._on_model_failed)
-        self.run.progress.connect(self._on_progress)
-        self.run.finished.connect(self._on_finished)
-        self.run.failed.connect(self._on_failed)
-        self.run.started.connect(lambda _req: self._show_status("Training…"))
-        self.run.stopped.connect(self.status_button.hide)
-        window.closing.connect(self.shutdown)
-        window.projectChanged.connect(self._on_project_changed)
-
-    # --- actions -----------------------------------------------------------------------------
-    def show_dialog(self) -> "TrainDialog":
-        if self.dialog is None:
-            self.dialog = TrainDialog(self, self.window)
-        self.dialog.refresh()
-        self.dialog.show()
-        self.dialog.raise_()
-        self.dialog.activateWindow()
-        return self.dialog
-
-    def active_model(self) -> dict | None:
-        return self.controller.client.model
-
-    def activate(self, path: str | Path) -> None:
-        """Make the checkpoint at `path` the active model (loaded by the inference worker)."""
-        current = self.active_model()
-        if current is not None and current["path"] != str(path):
-            self.previous_model = current["path"]
-        self._pending = str(path)
-        device = current.get("device", "auto") if current else "auto"
-        self.controller.load_model(str(path), device)
-
-    def switch_back(self) -> None:
-        if self.previous_model:
-            self.controller.load_model(self.previous_model, (self.active_model() or {}).get("device", "auto"))
-
-    def repropose(self) -> int | None:
-        """Re-run the active model over the unreviewed auto proposals (human pixels are kept)."""
-        return self.controller.auto_segment_all(statuses=("auto",))
-
-    def shutdown(self, *_) -> None:
-        self.run.shutdown()
-
-    # --- events ------------------------------------------------------------------------------
-    def _show_status(self, text: str) -> None:
-        self.status_button.setText(text)
-        self.status_button.show()
-
-    def _on_progress(self, ev) -> None:
-        if ev.kind in ("step", "epoch") and ev.total_steps:
-            self._show_status(f"Training {100 * ev.step // ev.total_steps}%")
-            miou = f", val mIoU {ev.val_miou:.3f}" if ev.val_miou is not None else ""
-            self.status_button.setToolTip(f"Training on your labels: epoch {ev.epoch}/{ev.epochs}{miou}, "
-                                          f"ETA {format_eta(ev.eta_s)}. Click to show the chart.")
-        if self.dialog is not None:
-            self.dialog.on_progress(ev)
-
-    def _on_finished(self, result) -> None:
-        self.last_result = result
-        if self.dialog is not None:
-            self.dialog.on_finished(result)
-        if result is not None and result.saved and not result.cancelled:
-            self.trained_model = str(result.out_path)
-            self.activate(result.out_path)
-        elif result is not None and result.saved:
-            self.trained_model = str(result.out_path)
-
-    def _on_failed(self, message: str) -> None:
-        if self.dialog is not None:
-            self.dialog.on_failed(message)
-        self.window.show_error("Training failed", message)
-
-    def _on_model_loaded(self, info: dict) -> None:
-        if self._pending is not None and info.get("path") == self._pending:
-            self._pending = None
-            self.modelActivated.emit(info["path"])
-        if self.dialog is not None:
-            self.dialog.on_model_changed()
-
-    def _on_model_failed(self, message: str) -> None:
-        if self._pending is not None:
-            path, self._pending = self._pending, None
-            self.activationFailed.emit(message)
-            if self.dialog is not None:
-                self.dialog.on_activation_failed(path, message)
-
-    def _on_project_changed(self, *_) -> None:
-        if self.run.running:
-            self.run.cancel()
-            self.window.statusBar().showMessage("Training cancelled: another folder was opened "
-                                                "(the best model so far is kept).", 8000)
-        if self.dialog is not None and self.dialog.isVisible():
-            self.dialog.refresh()
 
 
 class TrainDialog(QDialog):
@@ -290,7 +159,7 @@ class TrainDialog(QDialog):
     # --- state -------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Re-read the project's counts and the active model (called when shown)."""
-        project = self.tools.window.project
+        project = self.tools.link.project()
         running = self.tools.run.running
         if not running:  # while a run goes on, its settings stay on show
             self._fill_start_combo()
@@ -309,7 +178,7 @@ class TrainDialog(QDialog):
         self.data_label.setText(text)
         self.start_button.setEnabled(n >= 2 and not running)
         if not running and (not self._out_edited or not self.out_edit.text()):
-            self.out_edit.setText(str(default_output_path(project)))
+            self.out_edit.setText(str(default_output_path(project.data_dir)))
             self._out_edited = False
 
     def _fill_start_combo(self) -> None:
@@ -317,8 +186,8 @@ class TrainDialog(QDialog):
         self.start_combo.blockSignals(True)
         self.start_combo.clear()
         model = self.tools.active_model()
-        if model is not None and bundled_name(model["path"]) != VOC_MODEL:
-            self.start_combo.addItem(f"Active model: {_name(model['path'])} ({model['arch']})", INIT_ACTIVE)
+        if model is not None and bundled_name(model.path) != VOC_MODEL:
+            self.start_combo.addItem(f"Active model: {model.file_name} ({model.arch})", INIT_ACTIVE)
         if voc_model_available():
             self.start_combo.addItem("Bundled Pascal VOC model (DeepLab v3 MobileNetV2, 21 classes; "
                                      "class layer resized to this project's classes)", VOC_MODEL)
@@ -333,7 +202,7 @@ class TrainDialog(QDialog):
         start = self.start_combo.currentData()
         active = start in (INIT_ACTIVE, VOC_MODEL)  # fine-tune a model: its architecture
         if active:
-            arch = self.tools.active_model()["arch"] if start == INIT_ACTIVE else model_card(VOC_MODEL)["arch"]
+            arch = self.tools.active_model().arch if start == INIT_ACTIVE else model_card(VOC_MODEL)["arch"]
             if self.arch_combo.findText(arch) < 0:
                 self.arch_combo.addItem(arch)
             self.arch_combo.setCurrentText(arch)
@@ -358,9 +227,9 @@ class TrainDialog(QDialog):
     def request(self) -> TrainRequest:
         """The run the dialog's settings describe."""
         start = self.start_combo.currentData()
-        init = self.tools.active_model()["path"] if start == INIT_ACTIVE else start
+        init = self.tools.active_model().path if start == INIT_ACTIVE else start
         model_start = start in (INIT_ACTIVE, VOC_MODEL)
-        return TrainRequest(project=self.tools.window.project, out_path=Path(self.out_edit.text()).expanduser(),
+        return TrainRequest(project_folder=self.tools.link.project_folder() or "", out_path=Path(self.out_edit.text()).expanduser(),
                             arch=None if model_start else self.arch_combo.currentText(), init=init,
                             epochs=self.epochs.value(), batch_size=self.batch.value(), crop=self.crop.value(),
                             lr=self.lr.value(), freeze_bn=self.freeze_bn.isChecked(),
@@ -369,19 +238,17 @@ class TrainDialog(QDialog):
     # --- buttons -----------------------------------------------------------------------------
     def start(self) -> bool:
         """Start a run with the current settings; False (with the reason shown) if it cannot."""
-        window = self.tools.window
+        link = self.tools.link
         if self.tools.run.running:
             return False
-        if window.project is None:
+        if link.project() is None:
             self._show_result("Open a folder first.", error=True)
             return False
         out = self.out_edit.text().strip()
         if not out or not out.endswith(".safetensors"):
             self._show_result("The output file must end in .safetensors.", error=True)
             return False
-        autosave = getattr(window, "autosave", None)
-        if autosave is not None:
-            autosave.flush()  # the image on screen trains with its latest strokes
+        link.flush_saves()  # the image on screen trains with its latest strokes (read from disk)
         req = self.request()
         self._last_out = req.out_path
         self.chart.clear(0, req.epochs)
@@ -511,19 +378,4 @@ def _spin(lo: int, hi: int, value: int) -> QSpinBox:
     return s
 
 
-def attach_training_tools(window, controller=None) -> TrainingTools:
-    """The window's TrainingTools, created on first use (after the model controller's menu)."""
-    existing = window.findChild(TrainingTools)
-    if existing is not None:
-        return existing
-    if controller is None:
-        from deeplab_studio.gui.model_controller import attach_model_tools
-
-        controller = attach_model_tools(window)
-        existing = window.findChild(TrainingTools)  # attach_model_tools may have attached us already
-        if existing is not None:
-            return existing
-    return TrainingTools(window, controller)
-
-
-__all__ = ["TrainDialog", "TrainingTools", "attach_training_tools"]
+__all__ = ["FINETUNE_LR", "INIT_ACTIVE", "SCRATCH_LR", "TrainDialog"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from PySide6.QtCore import QSettings
 
 from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.core.scenes import generate_scene
-from deeplab_studio.gui.model_controller import attach_model_tools
+from deeplab_studio.gui.model_tools import attach_model_tools
 from deeplab_studio.gui.model_dialog import ModelDialog, model_cards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,13 +57,13 @@ def test_dialog_shows_the_model_and_edits_the_mapping(qtbot, window, tiny_checkp
     dlg.apply_mapping()
     np.testing.assert_array_equal(c.mapping.lut()[:4], [0, 2, 1, IGNORE])
     assert str(tiny_checkpoint) in c.recent_models()
-    assert c.link._model_label.text() == "tiny · CPU" and ARCH in c.link._model_label.toolTip()
+    assert c.model_status[0] == "tiny · CPU" and ARCH in c.model_status[1]
     items = [dlg.models.item(i) for i in range(dlg.models.count())]
     mine = [it for it in items if it.data(256) == str(tiny_checkpoint)]
     assert len(mine) == 1 and mine[0].text().startswith("(active)")  # listed once, marked active
     assert sum(it.text().startswith("(active)") for it in items) == 1
     c.settings.setValue("model/recent", [str(tiny_checkpoint), *(c2["weights_path"] for c2 in model_cards())])
-    dlg._fill_models()  # a recent file that is also a model card is listed once, as the card
+    dlg.refresh_models()  # a recent file that is also a model card is listed once, as the card
     paths = [dlg.models.item(i).data(256) for i in range(dlg.models.count())]
     assert len(paths) == len(set(paths))
     dlg.reject()
@@ -94,7 +93,7 @@ def test_offline_download_gives_a_clear_message(qtbot, window, tmp_path, monkeyp
     qtbot.addWidget(dlg)
     dlg.tv_combo.setCurrentText("deeplabv3_resnet50")
     dlg.download_torchvision()
-    qtbot.waitUntil(lambda: dlg._download is None, timeout=60000)
+    qtbot.waitUntil(lambda: not dlg.downloading(), timeout=60000)
     assert dlg.status.text().startswith("Download failed") and "weights.invalid" in dlg.status.text()
     assert dlg.tv_button.isEnabled() and c.client.model is None
     dlg.reject()

@@ -12,7 +12,7 @@ from deeplab_studio.core.brush import paint_disk
 from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.core.scenes import generate_scene
 from deeplab_studio.gui.class_mapping import map_classes, unmatched_note
-from deeplab_studio.gui.model_controller import attach_model_tools
+from deeplab_studio.gui.model_tools import attach_model_tools
 from tests.gui.conftest import controller_with_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,7 +62,8 @@ def _expected(tiny_checkpoint, image) -> np.ndarray:
 def test_a_default_project_takes_the_model_classes(controller, window) -> None:
     assert window.project.labels.names == CLASSES
     assert controller.mapping.is_identity()
-    assert controller.link._model_label.text() == "tiny · CPU" and ARCH in controller.link._model_label.toolTip()
+    text, tooltip = controller.model_status
+    assert text == "tiny · CPU" and ARCH in tooltip
 
 
 def test_ctrl_r_proposal_lands_on_the_canvas_and_undoes(qtbot, window, controller, tiny_checkpoint) -> None:
@@ -271,7 +272,7 @@ def test_crf_panel_preview_apply_revert(qtbot, window, controller) -> None:
     panel = CRFPanel(controller)
     qtbot.addWidget(panel)
     with qtbot.waitSignal(panel.previewReady, timeout=60000) as blocker:
-        panel._sliders["iterations"].setValue(3)
+        panel.sliders["iterations"].setValue(3)
     assert blocker.args[0] == int((panel.preview != doc.labels).sum())
     np.testing.assert_array_equal(doc.labels, blocky)  # a preview changes nothing
     assert (window.canvas.extra.qimage is not None) == bool(blocker.args[0])  # changes shown on the canvas
@@ -281,7 +282,7 @@ def test_crf_panel_preview_apply_revert(qtbot, window, controller) -> None:
     assert window.undo.active.count() == n + 1
     assert controller.crf_params.iterations == 3
     assert window.canvas.extra.qimage is None  # the preview layer is gone once applied
-    panel._sliders["iterations"].setValue(9)
+    panel.sliders["iterations"].setValue(9)
     panel.revert()
     assert panel.params().iterations == 3 and panel.preview is None
 
@@ -292,22 +293,22 @@ def test_crf_panel_previews_when_opened_and_follows_the_image(qtbot, window, con
     panel = controller.crf_panel
     with qtbot.waitSignal(panel.previewReady, timeout=60000):  # no slider moved: opening the panel is enough
         pass  # (the preview timer only runs once the event loop does, inside this wait)
-    assert panel._preview_key[0] == first
+    assert panel.preview_key == first
     with qtbot.waitSignal(panel.previewReady, timeout=60000):
         assert window.step(1)
         assert panel.preview is None and not panel.apply_button.isEnabled()  # the old preview is void
-    assert panel._preview_key[0] == window.document.key != first
+    assert panel.preview_key == window.document.key != first
     doc = window.document
     yy, xx = np.mgrid[:64, :64]
     blocky = np.where((xx // 16 + yy // 16) % 2 == 0, 1, 0).astype(np.uint8)
     with qtbot.waitSignal(panel.previewReady, timeout=60000) as blocker:  # live: new labels, new preview
         assert window.apply_labels(blocky, text="test")
         assert panel.preview is None and not panel.apply_button.isEnabled()  # the old one is stale
-    np.testing.assert_array_equal(panel._preview_key[1], blocky)  # computed on the new labels
+    np.testing.assert_array_equal(panel.preview_base, blocky)  # computed on the new labels
     assert blocker.args[0] > 0 and panel.apply()
-    assert not panel._timer.isActive() and "Applied" in panel.info.text()  # its own write starts no run
+    assert not panel.preview_pending() and "Applied" in panel.info.text()  # its own write starts no run
     panel.parentWidget().close()  # a hidden panel computes nothing on the next image change
-    assert window.step(1) and panel.preview is None and not panel._timer.isActive()
+    assert window.step(1) and panel.preview is None and not panel.preview_pending()
 
 
 def test_the_next_image_is_precomputed_and_used_by_ctrl_r(qtbot, window, controller, tiny_checkpoint) -> None:
@@ -317,7 +318,7 @@ def test_the_next_image_is_precomputed_and_used_by_ctrl_r(qtbot, window, control
     qtbot.waitUntil(lambda: not controller.client.busy, timeout=60000)
     assert window.step(1)
     key = window.document.key
-    assert key in controller._prefetched
+    assert key in controller.proposals.prefetched
     applied = []
     controller.proposalApplied.connect(applied.append)
     assert controller.auto_segment() is not None
@@ -328,11 +329,10 @@ def test_the_next_image_is_precomputed_and_used_by_ctrl_r(qtbot, window, control
 def test_closing_the_window_during_a_batch_cancels_and_joins(qtbot, window, controller) -> None:
     with qtbot.waitSignal(controller.client.batchProgress, timeout=60000):
         controller.auto_segment_all()
-    thread = controller.client._thread
-    assert thread is not None and thread.isRunning()
+    assert controller.client.running
     project = window.project
     window.close()  # emits `closing`: the controller cancels the batch and joins the worker thread
-    assert controller.client._thread is None and thread.isFinished()
+    assert not controller.client.running
     from deeplab_studio.storage.project import Project
 
     with Project.open(project.folder) as reopened:  # the window released it; nothing to recover

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, InferenceClient, JobQueue, Job
+from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, InferenceClient, Job, JobKind, JobQueue
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,7 +40,7 @@ def client(qtbot, tiny_checkpoint):
     c = InferenceClient()
     with qtbot.waitSignal(c.modelLoaded, timeout=60000) as blocker:
         c.load_model(str(tiny_checkpoint), "cpu")
-    assert blocker.args[0]["arch"] == ARCH
+    assert blocker.args[0].arch == ARCH
     yield c
     assert c.shutdown()
 
@@ -63,7 +63,7 @@ def test_gui_modules_do_not_import_torch_until_the_first_request() -> None:
 def test_queue_runs_interactive_before_batch() -> None:
     q = JobQueue()
     for i, prio in enumerate([BATCH, BATCH, INTERACTIVE, BATCH]):
-        q.push(Job("predict", i, key=str(i), priority=prio))
+        q.push(Job(JobKind.PREDICT, i, key=str(i), priority=prio))
     assert [q.pop().request_id for _ in range(4)] == [2, 0, 1, 3]
     assert q.pop() is None
 
@@ -232,7 +232,7 @@ def test_a_vainf_checkpoint_is_detected_and_gives_the_same_proposals(qtbot, clie
     with qtbot.waitSignal(client.modelLoaded, timeout=60000) as loaded:
         client.load_model(str(vainf), "cpu")
     info = loaded.args[0]
-    assert (info["arch"], info["num_classes"], info["class_names"]) == (ARCH, 4, None)
+    assert (info.arch, info.num_classes, info.class_names) == (ARCH, 4, None)
     with qtbot.waitSignal(client.proposalReady, timeout=60000) as theirs:
         client.request("a", image=_image(4))
     np.testing.assert_array_equal(theirs.args[0].labels, ours.args[0].labels)
@@ -249,9 +249,13 @@ def test_request_without_model_fails_cleanly(qtbot) -> None:
 
 
 def test_model_info_is_plain_data(client) -> None:
+    import dataclasses
+
     info = client.model
-    json.dumps(info)
-    assert info["class_names"] == CLASSES and info["device"] == "cpu"
+    json.dumps(dataclasses.asdict(info))
+    assert list(info.class_names) == CLASSES and info.device == "cpu"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.path = "other"
 
 
 def test_a_long_batch_does_not_recurse(qtbot, client) -> None:

@@ -35,7 +35,7 @@ def photos(tmp_path) -> Path:
 
 def _window(qtbot, tmp_path, folder: Path | None):
     from deeplab_studio.gui.main_window import MainWindow
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w)
@@ -63,9 +63,9 @@ def test_folder_without_a_model_offers_the_voc_model_and_one_click_loads_it(qtbo
             qtbot.mouseClick(c.offer.use_button, Qt.MouseButton.LeftButton)
         assert not c.offer.isVisible()
         info = c.client.model
-        assert info["path"] == bundled_weights(VOC_MODEL) and info["num_classes"] == 21
-        assert info["path"].endswith(f"{VOC_MODEL}.safetensors") and Path(info["path"]).is_file()
-        assert prefs.last_model(w.settings, str(photos))[0] == info["path"]  # remembered: a real choice
+        assert info.path == bundled_weights(VOC_MODEL) and info.num_classes == 21
+        assert info.path.endswith(f"{VOC_MODEL}.safetensors") and Path(info.path).is_file()
+        assert prefs.last_model(w.settings, str(photos))[0] == info.path  # remembered: a real choice
         with qtbot.waitSignal(c.proposalApplied, timeout=60000):
             c.auto_segment()
         labels = w.document.labels  # 2007_000033: an aeroplane (VOC class 1, the project's class 1)
@@ -79,7 +79,7 @@ def test_the_projects_remembered_model_wins(qtbot, tmp_path, photos, tiny_checkp
     prefs.set_last_model(settings, str(photos), str(tiny_checkpoint), "cpu")
     settings.sync()
     from deeplab_studio.gui.main_window import MainWindow
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     w = MainWindow(settings)
     qtbot.addWidget(w)
@@ -88,7 +88,7 @@ def test_the_projects_remembered_model_wins(qtbot, tmp_path, photos, tiny_checkp
     try:
         with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
             assert w.open_folder(photos)
-        assert c.client.model["path"] == str(tiny_checkpoint)
+        assert c.client.model.path == str(tiny_checkpoint)
         assert not c.offer.isVisible()  # decided before the load started: the remembered model won
     finally:
         w.close()
@@ -127,7 +127,7 @@ def test_no_folder_no_offer_and_dismiss_lasts_until_another_folder(qtbot, tmp_pa
 def test_offering_does_not_import_torch(tmp_path, photos) -> None:
     code = ("import sys; from PySide6.QtCore import QSettings; from PySide6.QtWidgets import QApplication; "
             "app = QApplication([]); from deeplab_studio.gui.main_window import MainWindow; "
-            "from deeplab_studio.gui.model_controller import attach_model_tools; "
+            "from deeplab_studio.gui.model_tools import attach_model_tools; "
             f"w = MainWindow(QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat)); w.show(); "
             f"c = attach_model_tools(w); w.open_folder({str(photos)!r}); "
             "[app.processEvents() for _ in range(20)]; assert c.offer.isVisible(), 'no offer'; "
@@ -138,10 +138,11 @@ def test_offering_does_not_import_torch(tmp_path, photos) -> None:
 
 
 def test_train_dialog_starts_from_the_voc_model(qtbot, tmp_path, photos) -> None:
-    from deeplab_studio.gui.train_dialog import attach_training_tools
+    from deeplab_studio.gui.model_tools import attach_training_tools
 
     w, c = _window(qtbot, tmp_path, photos)
-    t = attach_training_tools(w, c)
+    t = attach_training_tools(w)
+    assert t.controller is c
     try:
         dialog = t.show_dialog()
         combo = dialog.start_combo

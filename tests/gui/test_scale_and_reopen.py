@@ -128,7 +128,7 @@ def checkpoint_copy(tiny_checkpoint, tmp_path) -> Path:
 def _use_model(qtbot, settings, folder, checkpoint) -> None:
     w = new_window(qtbot, settings, folder)
     c = controller_with_model(qtbot, w, checkpoint)
-    assert c.client.model["path"] == str(checkpoint)
+    assert c.client.model.path == str(checkpoint)
     w.close()
     # the project's write lock (storage rewrite) goes with the window only once the window closes
     # its project; until then let the next window in this test open the folder
@@ -136,7 +136,7 @@ def _use_model(qtbot, settings, folder, checkpoint) -> None:
 
 
 def test_reopening_a_project_loads_its_last_model(qtbot, settings, folder, checkpoint_copy, one_torch_thread):
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     _use_model(qtbot, settings, folder, checkpoint_copy)
     assert prefs.last_model(settings, str(folder.resolve()))[0] == str(checkpoint_copy)
@@ -145,13 +145,13 @@ def test_reopening_a_project_loads_its_last_model(qtbot, settings, folder, check
     assert c.client.model is None
     with qtbot.waitSignal(c.client.modelLoaded, timeout=60000) as loaded:
         assert w.open_folder(folder)
-    assert loaded.args[0]["path"] == str(checkpoint_copy) and loaded.args[0]["device"] == "cpu"
-    assert c.client.model["path"] == str(checkpoint_copy)
+    assert loaded.args[0].path == str(checkpoint_copy) and loaded.args[0].device == "cpu"
+    assert c.client.model.path == str(checkpoint_copy)
     w.close()
 
 
 def test_each_project_gets_its_own_model_back(qtbot, settings, tmp_path, tiny_checkpoint, one_torch_thread):
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     a, b = make_folder(tmp_path / "a", 2), make_folder(tmp_path / "b", 2)
     ckpt_b = tmp_path / "b_model.safetensors"
@@ -162,16 +162,16 @@ def test_each_project_gets_its_own_model_back(qtbot, settings, tmp_path, tiny_ch
     c = attach_model_tools(w)
     with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
         pass
-    assert c.client.model["path"] == str(tiny_checkpoint)
+    assert c.client.model.path == str(tiny_checkpoint)
     with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
         assert w.open_folder(b)
-    assert c.client.model["path"] == str(ckpt_b)
+    assert c.client.model.path == str(ckpt_b)
     w.close()
 
 
 def test_a_model_that_is_gone_is_said_once_and_the_work_goes_on(qtbot, settings, folder, checkpoint_copy,
                                                                    one_torch_thread):
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     _use_model(qtbot, settings, folder, checkpoint_copy)
     checkpoint_copy.unlink()

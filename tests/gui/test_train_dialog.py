@@ -18,7 +18,8 @@ from PySide6.QtCore import QSettings
 
 from deeplab_studio.core.scenes import SCENE_CLASSES, generate_scene, scene_labelset
 from tests.gui.conftest import controller_with_model
-from deeplab_studio.gui.train_dialog import INIT_ACTIVE, attach_training_tools
+from deeplab_studio.gui.model_tools import attach_training_tools
+from deeplab_studio.gui.train_dialog import INIT_ACTIVE
 from deeplab_studio.gui.train_worker import ARCHS, training_counts
 from deeplab_studio.gui.training_chart import TrainingChart, TrainingCurves, nice_ceiling
 from deeplab_studio.storage.project import Project, Status
@@ -101,7 +102,7 @@ def test_attach_is_idempotent_and_menu_has_the_actions(tools, window) -> None:
 
 def test_attaching_does_not_import_torch(tmp_path) -> None:
     code = ("import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]); "
-            "from deeplab_studio.gui.main_window import MainWindow; from deeplab_studio.gui.train_dialog import "
+            "from deeplab_studio.gui.main_window import MainWindow; from deeplab_studio.gui.model_tools import "
             "attach_training_tools; w = MainWindow(); t = attach_training_tools(w); t.show_dialog(); "
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
@@ -178,7 +179,8 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     assert "val mIoU" in dialog.status_label.text() or "Finished" in dialog.status_label.text()
 
     # the new model becomes the active one; the previous one stays selectable
-    qtbot.waitUntil(lambda: (controller.client.model or {}).get("path") == str(out), timeout=60000)
+    qtbot.waitUntil(lambda: controller.client.model is not None and controller.client.model.path == str(out),
+                    timeout=60000)
     qtbot.waitUntil(lambda: dialog.repropose_button.isEnabled(), timeout=10000)
     assert tools.previous_model == str(tiny_checkpoint)
     assert controller.recent_models()[:2] == [str(out), str(tiny_checkpoint)]
@@ -193,8 +195,9 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     # one click re-proposes the unreviewed auto images with the new model; human labels stay
     project = window.project
     human = {r.path: project.load_annotation(r)[0].copy() for r in project.records if r.status in ("edited", "reviewed")}
-    with qtbot.waitSignal(controller.client.batchFinished, timeout=TIMEOUT) as batch:
-        dialog.repropose_button.click()
+    with qtbot.waitSignal(controller.indexSaved, timeout=TIMEOUT):  # the session has stored the proposal
+        with qtbot.waitSignal(controller.client.batchFinished, timeout=TIMEOUT) as batch:
+            dialog.repropose_button.click()
     assert batch.args[1] == 1 and batch.args[2] == 0  # the one auto image; not the unlabeled one
     for key, labels in human.items():
         assert np.array_equal(project.load_annotation(project.record(key))[0], labels)
@@ -207,7 +210,7 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
 
     # switching back to the previous model is one click
     dialog.back_button.click()
-    qtbot.waitUntil(lambda: controller.client.model["path"] == str(tiny_checkpoint), timeout=60000)
+    qtbot.waitUntil(lambda: controller.client.model.path == str(tiny_checkpoint), timeout=60000)
 
 
 def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint) -> None:
@@ -232,11 +235,11 @@ def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint)
     assert result.cancelled and result.saved and 1 <= result.epochs_done < 200
     assert out.is_file() and load_checkpoint(out).num_classes == len(CLASSES)
     assert result.last_path.is_file()  # the resume state of a cancelled run stays
-    assert controller.client.model["path"] == str(tiny_checkpoint)  # not activated by itself
+    assert controller.client.model.path == str(tiny_checkpoint)  # not activated by itself
     assert "best model so far is kept" in dialog.result_label.text()
     assert dialog.use_button.isEnabled() and not dialog.cancel_button.isEnabled()
     dialog.use_button.click()
-    qtbot.waitUntil(lambda: controller.client.model["path"] == str(out), timeout=60000)
+    qtbot.waitUntil(lambda: controller.client.model.path == str(out), timeout=60000)
 
 
 def test_no_labelled_images_gives_a_message_and_the_app_goes_on(qtbot, tmp_path, tiny_checkpoint) -> None:
