@@ -1,11 +1,16 @@
-"""The dependency direction of ARCHITECTURE.md, checked in fresh interpreters."""
+"""The dependency direction of ARCHITECTURE.md: what fresh interpreters load, and the import-linter
+contracts of pyproject.toml (every import, relative and lazy ones included)."""
 
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
+import shutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -32,13 +37,20 @@ def _loaded_after_import(modules: list[str]) -> set[str]:
 @pytest.mark.parametrize(
     "package, forbidden",
     [("core", {"PySide6", "torch", "torchvision", "cv2"}), ("storage", {"PySide6", "torch", "torchvision"}),
-     ("ml", {"PySide6"}),
+     ("ml", {"PySide6"}), ("session", {"PySide6", "torch", "torchvision"}),
      # subcommand modules import torch inside run(), so `deeplab-studio X --help` stays fast
      ("commands", {"PySide6", "torch", "torchvision"})],
 )
 def test_package_does_not_import(package: str, forbidden: set[str]) -> None:
     loaded = _loaded_after_import(_modules_of(package))
     assert not (loaded & forbidden), f"deeplab_studio.{package} pulls in {sorted(loaded & forbidden)}"
+
+
+def test_the_torch_free_ml_modules_stay_torch_free() -> None:
+    """What the window imports in its own thread: error types, architecture names, training config."""
+    modules = ["deeplab_studio.ml.errors", "deeplab_studio.ml.arch_names", "deeplab_studio.ml.train_config"]
+    loaded = _loaded_after_import(modules)
+    assert not (loaded & {"torch", "numpy", "PySide6"}), sorted(loaded & {"torch", "numpy", "PySide6"})
 
 
 def test_cli_help_and_version_do_not_import_torch_or_qt() -> None:
@@ -68,37 +80,69 @@ def test_help_lists_every_subcommand() -> None:
         assert name in out.stdout
 
 
-# Every import statement, including those inside functions (lazy imports still create the
-# dependency), checked against the direction gui → ml, storage, core; ml → core; storage → core.
-_FORBIDDEN_IMPORTS = {
-    "core": {"deeplab_studio.storage", "deeplab_studio.ml", "deeplab_studio.gui", "deeplab_studio.commands",
-             "torch", "torchvision", "PySide6", "cv2"},
-    "storage": {"deeplab_studio.ml", "deeplab_studio.gui", "deeplab_studio.commands", "torch", "torchvision",
-                "PySide6"},
-    "ml": {"deeplab_studio.storage", "deeplab_studio.gui", "deeplab_studio.commands", "PySide6"},
-}
+# --- the import contracts of pyproject.toml ([tool.importlinter]) --------------------------------
+ROOT = Path(deeplab_studio.__file__).resolve().parent.parent
+_LINT = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
 
 
-def _imported_names(path) -> set[str]:
-    import ast
-
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
+def _lint_imports(config: Path, cwd: Path, package_parent: Path) -> subprocess.CompletedProcess:
+    """`lint-imports` on `config`, with `package_parent`'s deeplab_studio first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    return subprocess.run([sys.executable, "-c", _LINT, str(config), "--no-cache", "--no-logo"],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("package", sorted(_FORBIDDEN_IMPORTS))
-def test_no_import_statement_points_the_wrong_way(package: str) -> None:
-    from pathlib import Path
+def test_the_import_contracts_are_kept() -> None:
+    out = _lint_imports(ROOT / "pyproject.toml", ROOT, ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Contracts: 4 kept, 0 broken." in out.stdout
 
-    root = Path(deeplab_studio.__file__).parent / package
-    bad = []
-    for path in sorted(root.rglob("*.py")):
-        for name in _imported_names(path):
-            if any(name == f or name.startswith(f + ".") for f in _FORBIDDEN_IMPORTS[package]):
-                bad.append(f"{path.relative_to(root.parent)} imports {name}")
-    assert not bad, "\n".join(bad)
+
+def _with_line(path: Path, line: str, *, lazy: bool) -> None:
+    """Add `line` after the module's `from __future__` import, or inside a new function when `lazy`."""
+    text = path.read_text(encoding="utf-8")
+    if lazy:
+        path.write_text(text + f"\n\ndef _injected() -> None:\n    {line}  # noqa\n", encoding="utf-8")
+    else:
+        head = "from __future__ import annotations\n"
+        assert head in text, path
+        path.write_text(text.replace(head, head + f"{line}  # noqa\n", 1), encoding="utf-8")
+
+
+@pytest.mark.parametrize("module, line, lazy, broken, shown", [
+    # relative imports were invisible to the AST scan this replaced
+    ("ml/hub.py", "from ..storage import atomic", False, "layers", "deeplab_studio.ml.hub -> deeplab_studio.storage"),
+    ("storage/images.py", "from deeplab_studio.ml import datasets", True, "layers", "deeplab_studio.storage.images ->"),
+    ("core/labels.py", "from ..session import document", True, "layers", "deeplab_studio.core.labels ->"),
+    ("session/events.py", "from deeplab_studio.gui import app", True, "layers", "deeplab_studio.session.events ->"),
+    ("gui/app.py", "from deeplab_studio.commands import train", True, "layers", "deeplab_studio.gui.app ->"),
+    ("core/fill.py", "import cv2", True, "core-pure", "deeplab_studio.core.fill -> cv2"),
+    ("session/events.py", "import torch", True, "no-torch-in-storage-or-session", "deeplab_studio.session.events"),
+    ("ml/crf.py", "from PySide6 import QtCore", True, "qt-only-in-gui", "deeplab_studio.ml.crf -> PySide6"),
+    ("commands/train.py", "import superqt", False, "qt-only-in-gui", "deeplab_studio.commands.train -> superqt"),
+])
+def test_the_contracts_catch_a_wrong_import(tmp_path: Path, module: str, line: str, lazy: bool, broken: str,
+                                            shown: str) -> None:
+    """A copy of the package with one wrong import (relative, lazy or external) fails its contract."""
+    shutil.copytree(ROOT / "deeplab_studio", tmp_path / "deeplab_studio",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.safetensors"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    _with_line(tmp_path / "deeplab_studio" / module, line, lazy=lazy)
+    out = _lint_imports(tmp_path / "pyproject.toml", tmp_path, tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    name = next(c["name"] for c in config["contracts"] if c["id"] == broken)
+    report = " ".join(out.stdout.split())
+    assert f"{' '.join(name.split())} BROKEN" in report and shown in report, out.stdout
+
+
+@pytest.mark.parametrize("package, allowed", [("core", {"numpy"}), ("models", set())])
+def test_package_imports_only_the_standard_library_and(package: str, allowed: set[str]) -> None:
+    """What the forbidden lists cannot say: no third-party import but `allowed`, lazy ones included."""
+    import grimp
+
+    graph = grimp.build_graph("deeplab_studio", include_external_packages=True, cache_dir=None)
+    prefix = f"deeplab_studio.{package}"
+    external = {imported.split(".")[0] for m in graph.modules if m == prefix or m.startswith(prefix + ".")
+                for imported in graph.find_modules_directly_imported_by(m) if not imported.startswith("deeplab_studio")}
+    assert external - set(sys.stdlib_module_names) - allowed == set()
