@@ -1,5 +1,6 @@
-"""The dependency direction of ARCHITECTURE.md: what fresh interpreters load, and the import-linter
-contracts of pyproject.toml (every import, relative and lazy ones included)."""
+"""The dependency direction of the packages (core at the bottom; ml and storage independent; session;
+gui and commands on top): what fresh interpreters load, and the import-linter contracts of
+pyproject.toml (every import, relative and lazy ones included)."""
 
 from __future__ import annotations
 
