@@ -23,14 +23,15 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QF
 
 from deeplab_studio.gui.model_offer import bundled_name, voc_model_available
 from deeplab_studio.gui.train_worker import (INIT_IMAGENET, INIT_RANDOM, TrainRequest, default_output_path,
-                                            format_eta, list_archs, training_counts)
+                                            format_eta, training_counts)
 from deeplab_studio.gui.training_chart import TrainingChart
+from deeplab_studio.ml.arch_names import ARCH_NAMES, DEFAULT_ARCH
+from deeplab_studio.ml.train_config import ProgressKind, TrainProgress, TrainResult
 from deeplab_studio.models import VOC_MODEL, model_card
 
 if TYPE_CHECKING:
     from deeplab_studio.gui.training_tools import TrainingTools
 
-DEFAULT_ARCH = "deeplabv3plus_mobilenet"
 INIT_ACTIVE = "active"
 SCRATCH_LR, FINETUNE_LR = 0.01, 0.001  # as `deeplab-studio train` (commands/train.py: default_lr)
 
@@ -69,7 +70,7 @@ class TrainDialog(QDialog):
         self.start_combo = QComboBox()
         self.start_combo.currentIndexChanged.connect(self._start_changed)
         self.arch_combo = QComboBox()
-        self.arch_combo.addItems(list_archs())
+        self.arch_combo.addItems(ARCH_NAMES)  # torch-free (ml.zoo registers exactly these)
         self.arch_combo.setCurrentText(DEFAULT_ARCH)
         self.epochs = _spin(1, 1000, 10)
         self.batch = _spin(1, 256, 4)
@@ -290,22 +291,22 @@ class TrainDialog(QDialog):
                               "(progress in the status bar).")
 
     # --- run events ----------------------------------------------------------------------------
-    def on_progress(self, ev) -> None:
-        if ev.kind == "message":
+    def on_progress(self, ev: TrainProgress) -> None:
+        if ev.kind == ProgressKind.MESSAGE:
             self.log.appendPlainText(ev.message)
             return
-        if ev.kind == "step":
+        if ev.kind == ProgressKind.STEP:
             self.progress.setFormat("step %v / %m")
             self.progress.setRange(0, max(1, ev.total_steps))
             self.progress.setValue(ev.step)
             self.chart.add_loss(ev.step, ev.loss, ev.total_steps)
-        elif ev.kind == "epoch":
+        elif ev.kind == ProgressKind.EPOCH:
             self.progress.setValue(ev.step)
             self.chart.add_epoch(ev.step, ev.epoch, ev.val_miou)
             miou = f"{ev.val_miou:.3f}" if ev.val_miou is not None else "–"
             self.log.appendPlainText(f"epoch {ev.epoch}/{ev.epochs}: loss {ev.loss:.4f}, val mIoU {miou}"
                                      + (" (new best)" if ev.message == "new best" else ""))
-        elif ev.kind == "done":
+        elif ev.kind == ProgressKind.DONE:
             return
         parts = [f"Epoch {ev.epoch}/{ev.epochs}", f"step {ev.step}/{ev.total_steps}"]
         if ev.loss is not None:
@@ -318,7 +319,7 @@ class TrainDialog(QDialog):
         parts.append(f"ETA {format_eta(ev.eta_s)}")
         self.status_label.setText(" · ".join(parts))
 
-    def on_finished(self, result) -> None:
+    def on_finished(self, result: TrainResult | None) -> None:
         self.progress.setFormat("step %v / %m")
         if result is None:
             self.progress.setRange(0, 1)

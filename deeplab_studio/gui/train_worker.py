@@ -17,17 +17,16 @@ loading stays in the training thread on the CPU (one loader process when CUDA tr
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
 from deeplab_studio.gui.background_jobs import JobPool, TaskWorker
 from deeplab_studio.gui.inference_jobs import SELF_DESCRIBING_ERRORS
+from deeplab_studio.ml.train_config import TrainProgress, TrainResult
 from deeplab_studio.storage.records import Status
 
 INIT_IMAGENET, INIT_RANDOM = "imagenet", "random"
@@ -56,22 +55,7 @@ class TrainRequest:
     log_every: int | None = None  # None: about 200 loss points per run
 
 
-#: ml.zoo.list_archs() without importing torch in the GUI thread (a test keeps them equal)
-ARCHS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenet",
-         "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet", "deeplabv3_mobilenet_v3_large",
-         "deeplabv3_mobilenetv2_tf", "deeplabv3_mobilenetv2_tf_dm05")
 TRAINABLE = (Status.EDITED, Status.REVIEWED)
-
-
-def list_archs() -> list[str]:
-    """The registered architectures: zoo's own list once another thread has fully imported it,
-    else ``ARCHS``. The inference worker may be importing zoo right now: a half-imported module
-    has no ``list_archs`` yet, or a registry still being filled, so it is not asked."""
-    zoo = sys.modules.get("deeplab_studio.ml.zoo")
-    if zoo is None or getattr(getattr(zoo, "__spec__", None), "_initializing", False):
-        return list(ARCHS)
-    listed = getattr(zoo, "list_archs", None)
-    return list(listed()) if callable(listed) else list(ARCHS)
 
 
 def training_counts(project) -> dict[str, int]:
@@ -111,7 +95,8 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def run_training(req: TrainRequest, cancel: Callable[[], bool], emit: Callable[[Any], None]):
+def run_training(req: TrainRequest, cancel: Callable[[], bool],
+                 emit: Callable[[TrainProgress], None]) -> TrainResult | None:
     """Open a read-only snapshot of the project, load the data and train (in the calling thread);
     returns the `TrainResult`, or None when cancelled before training started."""
     import math
@@ -141,7 +126,7 @@ def run_training(req: TrainRequest, cancel: Callable[[], bool], emit: Callable[[
     return result
 
 
-def _train_job(task: TaskWorker, req: TrainRequest):
+def _train_job(task: TaskWorker, req: TrainRequest) -> TrainResult | None:
     return run_training(req, task.cancelled, task.report)
 
 
@@ -210,7 +195,7 @@ class TrainRun(QObject):
         self.stopped.emit()
         return True
 
-    def _on_result(self, result) -> None:
+    def _on_result(self, result: TrainResult | None) -> None:
         if self._end():
             self.finished.emit(result)
 
@@ -219,5 +204,5 @@ class TrainRun(QObject):
             self.failed.emit(describe_error(exc))
 
 
-__all__ = ["ARCHS", "INIT_IMAGENET", "INIT_RANDOM", "TrainRequest", "TrainRun", "default_cpu_threads",
-           "default_output_path", "describe_error", "format_eta", "list_archs", "run_training", "training_counts"]
+__all__ = ["INIT_IMAGENET", "INIT_RANDOM", "TrainRequest", "TrainRun", "default_cpu_threads", "default_output_path",
+           "describe_error", "format_eta", "run_training", "training_counts"]

@@ -23,6 +23,7 @@ from deeplab_studio.gui.inference_worker import ModelInfo
 from deeplab_studio.gui.model_actions import make_action
 from deeplab_studio.gui.train_dialog import TrainDialog
 from deeplab_studio.gui.train_worker import TrainRun, format_eta
+from deeplab_studio.ml.train_config import ProgressKind, TrainProgress, TrainResult
 from deeplab_studio.storage.records import Status
 
 
@@ -39,7 +40,7 @@ class TrainingTools(QObject):
         self.dialog: TrainDialog | None = None
         self.previous_model: str | None = None  # active before the trained model took over
         self.trained_model: str | None = None
-        self.last_result = None  # ml.training.TrainResult of the last run
+        self.last_result: TrainResult | None = None  # of the last run
         self._pending: str | None = None
         self.act_train = make_action(self, "train_on_labels", "Train on my labels…", self.show_dialog)
         self.act_repropose = make_action(self, "repropose_auto", "Re-propose unreviewed auto images",
@@ -100,8 +101,8 @@ class TrainingTools(QObject):
         self.status_button.setText(text)
         self.status_button.show()
 
-    def _on_progress(self, ev) -> None:
-        if ev.kind in ("step", "epoch") and ev.total_steps:
+    def _on_progress(self, ev: TrainProgress) -> None:
+        if ev.kind in (ProgressKind.STEP, ProgressKind.EPOCH) and ev.total_steps:
             self._show_status(f"Training {100 * ev.step // ev.total_steps}%")
             miou = f", val mIoU {ev.val_miou:.3f}" if ev.val_miou is not None else ""
             self.status_button.setToolTip(f"Training on your labels: epoch {ev.epoch}/{ev.epochs}{miou}, "
@@ -109,7 +110,7 @@ class TrainingTools(QObject):
         if self.dialog is not None:
             self.dialog.on_progress(ev)
 
-    def _on_finished(self, result) -> None:
+    def _on_finished(self, result: TrainResult | None) -> None:
         self.last_result = result
         if self.dialog is not None:
             self.dialog.on_finished(result)

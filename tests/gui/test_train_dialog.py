@@ -20,8 +20,9 @@ from deeplab_studio.core.scenes import SCENE_CLASSES, generate_scene, scene_labe
 from tests.gui.conftest import controller_with_model
 from deeplab_studio.gui.model_tools import attach_training_tools
 from deeplab_studio.gui.train_dialog import INIT_ACTIVE
-from deeplab_studio.gui.train_worker import ARCHS, training_counts
+from deeplab_studio.gui.train_worker import training_counts
 from deeplab_studio.gui.training_chart import TrainingChart, TrainingCurves, nice_ceiling
+from deeplab_studio.ml.arch_names import ARCH_NAMES
 from deeplab_studio.storage.project import Project, Status
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -113,26 +114,23 @@ def test_attaching_does_not_import_torch(tmp_path) -> None:
 def test_architectures_match_the_zoo() -> None:
     from deeplab_studio.ml.zoo import list_archs
 
-    assert list(ARCHS) == list_archs()
+    assert list(ARCH_NAMES) == list_archs()
 
 
-def test_dialog_opens_while_the_worker_is_still_importing_the_zoo(monkeypatch) -> None:
+def test_dialog_opens_while_the_worker_is_still_importing_the_zoo(qtbot, window, monkeypatch) -> None:
     """Found by opening Train… right after start-up: the inference worker thread was half-way
-    through importing ml.zoo (no `list_archs` yet, registry half filled) and the dialog raised."""
+    through importing ml.zoo (no `list_archs` yet, registry half filled) and the dialog raised.
+    The dialog lists the torch-free ml.arch_names, so a half-imported zoo is never asked."""
     import importlib.machinery
     import types
-
-    from deeplab_studio.gui import train_worker
 
     half = types.ModuleType("deeplab_studio.ml.zoo")
     half.__spec__ = importlib.machinery.ModuleSpec("deeplab_studio.ml.zoo", None)
     half.__spec__._initializing = True  # what the import system sets while the module body runs
     monkeypatch.setitem(sys.modules, "deeplab_studio.ml.zoo", half)
-    assert train_worker.list_archs() == list(ARCHS)
-    half.list_archs = lambda: ["deeplabv3plus_resnet50"]  # registry still being filled
-    assert train_worker.list_archs() == list(ARCHS)
-    half.__spec__._initializing = False
-    assert train_worker.list_archs() == ["deeplabv3plus_resnet50"]  # a fully imported zoo is asked
+    dialog = attach_training_tools(window).show_dialog()
+    combo = dialog.arch_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == list(ARCH_NAMES)
 
 
 def test_only_edited_and_reviewed_images_are_counted(tools, window) -> None:
