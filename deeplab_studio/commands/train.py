@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
 
-    def on_sigint(signum, frame) -> None:
+    def on_sigint(_signum, _frame) -> None:
         if stop.is_set():  # second Ctrl-C: stop at once
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt

@@ -5,19 +5,16 @@ Numpy and the standard library only; ``ml.crf`` explains how the defaults were c
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .cancel import Cancel, is_cancelled
 from .errors import CRFCancelled
 
 MAX_LABELS = 255  # indices 0..254 are classes; 255 is ignore
 MIN_RANGE = 0.1  # smallest sxy/srgb: a kernel narrower than this reaches no neighbour, and ~1e-6
 # overflows pydensecrf's permutohedral lattice (measured: a segfault inside the C++ code)
-
-Cancel = Callable[[], bool] | threading.Event | None
 
 
 @dataclass(frozen=True)
@@ -83,6 +80,6 @@ DEEPLAB_V2_PARAMS = CRFParams(iterations=10, gaussian_sxy=3, gaussian_compat=3, 
 
 
 def check_cancel(cancel: Cancel) -> None:
-    """Raise CRFCancelled when ``cancel`` (a callable or a ``threading.Event``) is set."""
-    if cancel is not None and (cancel.is_set() if isinstance(cancel, threading.Event) else cancel()):
+    """Raise CRFCancelled when ``cancel`` (``ml.cancel``'s hook) asks to stop."""
+    if is_cancelled(cancel):
         raise CRFCancelled("CRF refinement cancelled")

@@ -96,7 +96,7 @@ def download(url: str, *, progress: Progress | None = None, timeout: float = 10.
         if verify:
             check_hash(dst, sha256_of(dst))
         return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)  # where the offline message tells to put the file
     parts = urlparse(url)
     if parts.hostname:
         try:

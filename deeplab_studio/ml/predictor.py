@@ -12,7 +12,6 @@ reused. Inputs with a side under `MIN_SIDE` pixels (a 2×300 strip, a 1×1 icon)
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_studio.ml.prefetch import prefetch_images
 
+from .cancel import Cancel, is_cancelled
 from .device import empty_cache, is_oom, resolve_device
 from .errors import DeviceError, PredictionCancelled, PredictionError  # noqa: F401 (also imported from here)
 from .prediction import FullSizeOutputs, Prediction, as_rgb, softmax_, stitch_tiles, upsample_rows
@@ -41,18 +41,12 @@ TTA_SCALES = {None: (1.0,), "flip": (1.0,), "ms": MS_SCALES, "ms-paper": PAPER_M
 #: (MobileNet backbones fail under 3 px; 32 px gives at least 2×2 features at output stride 16)
 MIN_SIDE = 32
 
-Cancel = Callable[[], bool] | threading.Event | None
-
-
 class PredictorWarning(UserWarning):
     """A degraded run: smaller tiles or the CPU after an out-of-memory error."""
 
 
 def _check_cancel(cancel: Cancel) -> None:
-    if cancel is None:
-        return
-    stop = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
-    if stop:
+    if is_cancelled(cancel):
         raise PredictionCancelled("prediction cancelled")
 
 

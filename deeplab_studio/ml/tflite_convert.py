@@ -48,7 +48,6 @@ class ConvOp:
 class TFLiteGraph:
     convs: list[ConvOp] = field(default_factory=list)
     resize_align_corners: list[bool] = field(default_factory=list)
-    input_shape: tuple[int, ...] = ()
     sha256: str = ""
 
 
@@ -95,7 +94,6 @@ def read_tflite(path: str | Path) -> TFLiteGraph:
     try:
         model = tflite.Model.GetRootAsModel(buf, 0)
         graph = model.Subgraphs(0)
-        out.input_shape = tuple(int(v) for v in graph.Tensors(graph.Inputs(0)).ShapeAsNumpy())
         for i in range(graph.OperatorsLength()):
             op = graph.Operators(i)
             code = model.OperatorCodes(op.OpcodeIndex())

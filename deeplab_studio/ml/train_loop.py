@@ -19,6 +19,7 @@ from deeplab_studio.core.labels import IGNORE
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD
 
+from .cancel import is_cancelled
 from .device import resolve_device as device_named
 from .errors import DeviceError, TrainError
 from .train_config import TrainConfig
@@ -30,15 +31,6 @@ def resolve_device(name: str | None) -> torch.device:
         return device_named(name or "auto")
     except DeviceError as exc:
         raise TrainError(str(exc)) from None
-
-
-def is_cancelled(cancel: Any) -> bool:
-    """Whether ``cancel`` (None, a callable or anything with ``is_set()``) asks to stop."""
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
 
 
 def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:

@@ -30,11 +30,6 @@ def last_state_path(out_path: str | Path) -> Path:
     return out_path.with_name(out_path.stem + ".last.pt")
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through ``core.atomic_file.write_atomic`` (temp file, fsync, rename)."""
-    write_atomic(path, lambda fh: torch.save(obj, fh))
-
-
 def _optional_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
@@ -104,7 +99,8 @@ class ResumeState:
 
     def save(self, path: Path) -> None:
         """Write the state atomically (the previous file stays whole until the new one is)."""
-        atomic_torch_save(self.to_dict(), path)
+        state = self.to_dict()
+        write_atomic(path, lambda fh: torch.save(state, fh))
 
     @classmethod
     def load(cls, path: str | Path) -> ResumeState:

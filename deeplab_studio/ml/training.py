@@ -34,10 +34,8 @@ from .train_config import (  # noqa: F401  (re-exported)
     RESUME_KEEPS, ProgressFn, ProgressKind, TrainConfig, TrainProgress, TrainResult)
 from .train_loop import (  # noqa: F401  (re-exported)
     evaluate_model, make_optimizer, normalizer, poly_lr, resolve_device, train_step)
-from .train_setup import (  # noqa: F401  (re-exported)
-    DEFAULT_ARCH, TrainError, class_head_keys, init_model, save_best, transfer_weights)
-from .train_state import (  # noqa: F401  (re-exported)
-    STATE_FORMAT, STATE_VERSION, ResumeState, atomic_torch_save, last_state_path, load_train_state)
+from .train_setup import TrainError, init_model, transfer_weights  # noqa: F401  (re-exported)
+from .train_state import ResumeState, last_state_path, load_train_state  # noqa: F401  (re-exported)
 from .trainer import Trainer
 
 
