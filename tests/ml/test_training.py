@@ -355,6 +355,13 @@ def test_project_training_data_uses_only_edited_and_reviewed_images(tmp_path: Pa
     from deeplab_studio.commands.train import load_data
     via_cli = load_data(folder, val_fraction=0.34, seed=0)
     assert sorted(s.name for s in via_cli.train + via_cli.val) == used
+    # loader processes started by spawn pickle the samples: storage's reader travels, the open
+    # project's own reader (from_project's default) refuses with a way out
+    import pickle
+    assert np.array_equal(load_sample(pickle.loads(pickle.dumps(via_cli.train[0])))[1],
+                          load_sample(via_cli.train[0])[1])
+    with pytest.raises(DatasetError, match="pass read_image="):
+        pickle.dumps(data.train[0])
     # the app's own VOC export trains the same: same images, classes and colours
     from deeplab_studio.storage.voc import export_voc
     export_voc(project, tmp_path / "export", val_fraction=0.34, seed=0, statuses=("edited", "reviewed"))
