@@ -84,10 +84,6 @@ class JobPool(QObject):
         self._live: set[TaskWorker] = set()  # started and not yet finished (kept until `finished`)
         self._closed = False
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def jobs(self) -> list[TaskWorker]:
         """The jobs started and not finished yet."""
         return [w for w in self._live if not w.ended]
@@ -113,10 +109,6 @@ class JobPool(QObject):
 
     def _discard(self, worker: TaskWorker) -> None:
         self._live.discard(worker)
-
-    def cancel_all(self) -> None:
-        for worker in list(self._live):
-            worker.cancel()
 
     def shutdown(self, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> bool:
         """Abort every job (no more results) and wait up to `timeout_ms` for the pool's threads

@@ -65,7 +65,6 @@ class InferenceWorker(QObject):
         super().__init__()
         self._queue = queue
         self._predictor = None
-        self._loaded = None
         self._crf = None  # ml.crf.ProposalCRF of the loaded model
         self.current: Job | None = None
         # always queued: a pump posted from inside pump runs after the thread's pending events,
@@ -108,7 +107,7 @@ class InferenceWorker(QObject):
         loaded = load_checkpoint(job.path, device="cpu")
         predictor = Predictor(loaded, device=str(device), on_warning=self.warning.emit, **job.options)
         crf = model_crf(job.path)  # the model card's CRF setting, else the defaults
-        self._predictor, self._loaded, self._crf = predictor, loaded, crf
+        self._predictor, self._crf = predictor, crf
         self.modelLoaded.emit(model_info(loaded, job.path, str(device), job.request_id))
 
     def _predict(self, job: Job) -> None:

@@ -73,9 +73,9 @@ class ModelController(QObject):
                                       precompute=self.act_precompute.isChecked,
                                       refresh_overlay=self.refresh_overlay, parent=self)
         self.batch_status = self.proposals.batch_status
-        for mine, theirs in ((self.proposalApplied, self.proposals.proposalApplied),
-                             (self.snapApplied, self.proposals.snapApplied), (self.indexSaved, self.proposals.batchSaved),
-                             (self.message, self.proposals.message)):
+        flow = self.proposals
+        for mine, theirs in ((self.proposalApplied, flow.proposalApplied), (self.snapApplied, flow.snapApplied),
+                             (self.indexSaved, flow.batchSaved), (self.message, flow.message)):
             theirs.connect(mine.emit)
         self.proposals.cancelAvailable.connect(self.act_cancel.setEnabled)
         self._set_model_status("No model")

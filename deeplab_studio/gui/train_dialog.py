@@ -49,7 +49,6 @@ class TrainDialog(QDialog):
         self.setWindowTitle("Train on my labels")
         self._out_edited = False
         self._setting_lr = False
-        self._last_out: Path | None = None
         self._rate: float | None = None  # images/s of the last step event
         self._build()
         tools.modelActivated.connect(self._on_activated)
@@ -226,11 +225,14 @@ class TrainDialog(QDialog):
             self.refresh()
 
     def request(self) -> TrainRequest:
-        """The run the dialog's settings describe."""
+        """The run the dialog's settings describe (a folder must be open)."""
+        folder = self.tools.link.project_folder()
+        if folder is None:
+            raise RuntimeError("no folder is open: nothing to train on")
         start = self.start_combo.currentData()
         init = self.tools.active_model().path if start == INIT_ACTIVE else start
         model_start = start in (INIT_ACTIVE, VOC_MODEL)
-        return TrainRequest(project_folder=self.tools.link.project_folder() or "", out_path=Path(self.out_edit.text()).expanduser(),
+        return TrainRequest(project_folder=folder, out_path=Path(self.out_edit.text()).expanduser(),
                             arch=None if model_start else self.arch_combo.currentText(), init=init,
                             epochs=self.epochs.value(), batch_size=self.batch.value(), crop=self.crop.value(),
                             lr=self.lr.value(), freeze_bn=self.freeze_bn.isChecked(),
@@ -251,7 +253,6 @@ class TrainDialog(QDialog):
             return False
         link.flush_saves()  # the image on screen trains with its latest strokes (read from disk)
         req = self.request()
-        self._last_out = req.out_path
         self.chart.clear(0, req.epochs)
         self._rate = None
         self.progress.setRange(0, 0)  # busy until the first step

@@ -144,7 +144,6 @@ class TrainRun(QObject):
         self._jobs = JobPool(self, max_threads=1)
         self._worker: TaskWorker | None = None
         self._cancel_requested = False
-        self.request: TrainRequest | None = None
 
     @property
     def running(self) -> bool:
@@ -164,7 +163,7 @@ class TrainRun(QObject):
                                   on_progress=self.progress.emit)
         if worker is None:
             return False
-        self.request, self._worker = request, worker
+        self._worker = worker
         self.started.emit(request)
         return True
 

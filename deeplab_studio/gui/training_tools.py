@@ -31,7 +31,6 @@ class TrainingTools(QObject):
     """The training actions of one window and its background run."""
 
     modelActivated = Signal(str)  # path of the trained model, once the worker has loaded it
-    activationFailed = Signal(str)
 
     def __init__(self, link, controller, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -134,7 +133,6 @@ class TrainingTools(QObject):
     def _on_model_failed(self, message: str) -> None:
         if self._pending is not None:
             path, self._pending = self._pending, None
-            self.activationFailed.emit(message)
             if self.dialog is not None:
                 self.dialog.on_activation_failed(path, message)
 
