@@ -20,7 +20,7 @@ def test_export_dialog_writes_a_dataset_torchvision_loads(qtbot, window, tmp_pat
         click(qtbot, window, 20 + 5 * i, 20)
         window.step(+1)
     window.export_voc()
-    dlg = window._export_dialog
+    dlg = _shown_export_dialog(window)
     qtbot.addWidget(dlg)
     dlg.destination.setText(str(tmp_path / "export"))
     dlg.val_fraction.setValue(0.34)
@@ -47,7 +47,7 @@ def test_export_into_a_foreign_folder_fails_in_the_dialog(qtbot, window, tmp_pat
     dest.mkdir()
     (dest / "notes.txt").write_text("mine")
     window.export_voc()
-    dlg = window._export_dialog
+    dlg = _shown_export_dialog(window)
     qtbot.addWidget(dlg)
     dlg.destination.setText(str(dest))
     dlg.devkit.setChecked(False)
@@ -55,6 +55,13 @@ def test_export_into_a_foreign_folder_fails_in_the_dialog(qtbot, window, tmp_pat
         dlg.start_export()
     assert "not empty" in sig.args[0] and "not empty" in dlg.message.text()
     assert (dest / "notes.txt").read_text() == "mine"
+
+
+def _shown_export_dialog(window) -> ExportDialog:
+    """The export dialog File → Export VOC… opened (a child of the window)."""
+    dialogs = [d for d in window.findChildren(ExportDialog) if d.isVisible()]
+    assert len(dialogs) == 1
+    return dialogs[0]
 
 
 def _annotated_project(folder: Path, n: int) -> Project:

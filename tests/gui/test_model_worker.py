@@ -285,3 +285,22 @@ def test_error_messages_are_one_readable_line() -> None:
     assert oom.startswith("Out of memory") and "\n" not in oom and "CPU" in oom
     assert describe_error(CheckpointError("m.pth", "not a checkpoint")) == "m.pth: not a checkpoint"
     assert describe_error(ValueError("bad")) == "ValueError: bad"
+
+
+def test_errors_are_told_apart_by_type_not_by_name() -> None:
+    from deeplab_studio.gui.inference_jobs import describe_error
+    from deeplab_studio.gui.train_worker import describe_error as train_error
+    from deeplab_studio.ml.errors import CheckpointError, DatasetError
+    from deeplab_studio.storage.images import ImageReadError
+
+    class Renamed(CheckpointError):  # a subclass says it all too
+        pass
+
+    class CheckpointErrorLookalike(Exception):  # the same name pattern, not the type: named
+        pass
+
+    assert describe_error(ImageReadError("a.png", "not an image")) == "a.png: not an image"
+    assert describe_error(Renamed("m.pth", "bad")) == "m.pth: bad"
+    assert describe_error(CheckpointErrorLookalike("x")) == "CheckpointErrorLookalike: x"
+    assert train_error(DatasetError("f: too few images")) == "f: too few images"
+    assert train_error(KeyError("k")) == "KeyError: 'k'"
