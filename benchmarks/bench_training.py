@@ -30,6 +30,8 @@ from deeplab_studio.ml.augment import AugmentParams
 from deeplab_studio.ml.datasets import EpochSampler, Sample, SegmentationDataset
 from deeplab_studio.ml.training import TrainConfig, make_optimizer, normalizer, train_step
 from deeplab_studio.ml.zoo import build_model
+from deeplab_studio.storage.images import read_image
+from deeplab_studio.storage.labelmaps import read_label_png
 
 
 def write_samples(folder: Path, count: int) -> list[Sample]:
@@ -39,7 +41,8 @@ def write_samples(folder: Path, count: int) -> list[Sample]:
         img, lab = generate_scene(375, 500, seed=(7, i))
         Image.fromarray(img).save(folder / f"{i}.jpg", quality=90)
         Image.fromarray(lab).save(folder / f"{i}.png")
-        samples.append(Sample(folder / f"{i}.jpg", folder / f"{i}.png", str(i)))
+        samples.append(Sample(folder / f"{i}.jpg", folder / f"{i}.png", str(i), read_image=read_image,
+                              read_labels=read_label_png))
     return samples
 
 

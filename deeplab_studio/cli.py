@@ -15,6 +15,7 @@ import sys
 from typing import NoReturn
 
 from deeplab_studio import __version__
+from deeplab_studio.commands import CommandError
 
 #: subcommand name -> (module under deeplab_studio.commands, one-line summary)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -26,10 +27,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "import-voc": ("import_voc", "import a Pascal VOC dataset into a project"),
     "convert": ("convert", "convert a TFLite DeepLab (TF's mobile v3) into a checkpoint"),
 }
-
-
-class CommandError(Exception):
-    """Bad input to a subcommand: printed as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):

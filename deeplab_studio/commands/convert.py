@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deeplab_studio.cli import CommandError
+from deeplab_studio.commands import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

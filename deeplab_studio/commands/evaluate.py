@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from deeplab_studio.cli import CommandError
+from deeplab_studio.commands import CommandError
 from deeplab_studio.commands.predict import Progress, add_model_arguments, load_predictor, plural
 
 

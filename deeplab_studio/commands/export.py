@@ -56,7 +56,7 @@ def progress_printer(verb: str) -> Callable[[int, int, str], None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_studio.cli import CommandError
+    from deeplab_studio.commands import CommandError
     from deeplab_studio.storage.images import ImageReadError
     from deeplab_studio.storage.project import Project, ProjectError, existing_data_dir
     from deeplab_studio.storage.voc import ForeignExportError, VOCError, export_voc, parse_statuses

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_studio.cli import CommandError
+    from deeplab_studio.commands import CommandError
     from deeplab_studio.commands.export import progress_printer
     from deeplab_studio.storage.images import ImageReadError
     from deeplab_studio.storage.project import ProjectError

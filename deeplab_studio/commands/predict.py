@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from deeplab_studio.cli import CommandError
+from deeplab_studio.commands import CommandError
 from deeplab_studio.commands.predict_outputs import (  # noqa: F401  (plural: also used by evaluate)
     MANIFEST_NAME, RUN_ERRNOS, OutputGuard, output_files, plural)
 

@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from deeplab_studio.cli import CommandError
+from deeplab_studio.commands import CommandError
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")

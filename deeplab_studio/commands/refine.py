@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplab_studio.cli import CommandError
+from deeplab_studio.commands import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

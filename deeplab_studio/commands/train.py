@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from deeplab_studio.cli import CommandError
+from deeplab_studio.commands import CommandError
 from deeplab_studio.models import VOC_MODEL
 
 
