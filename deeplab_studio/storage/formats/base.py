@@ -11,9 +11,17 @@ dataset has one.
 
 Readers never raise for one bad file: they record `(file, reason)` in `problems` (or raise
 `FormatError` from that item's `read_labels`) and go on; a whole dataset they cannot read at all
-is a `FormatError` naming the path. Writers get items one by one and the class list, write into a
-fresh folder the caller created (the caller swaps it into place atomically and re-reads it with
-the format's own reader to check it), and return the failures.
+is a `FormatError` naming the path. `file` is the item's key when the problem is about a listed
+item, else the file's path relative to the dataset. `read_labels` must pickle (training's loader
+processes call it): a module-level function, a `functools.partial` of one, or a small dataclass
+with `__call__`; never a lambda or a closure.
+
+Writers get items one by one and the class list, write into a fresh folder the caller created
+(the caller swaps it into place atomically and re-reads it with the format's own reader to check
+it), and return the failures. An item is written under `export_stems(keys)[key]` (its relative
+path without the extension, made unique), so the check finds it again by that key. A writer may
+declare `tolerance` (the share of an image's pixels that may differ after the round trip, e.g.
+polygon edges; default 0) and `keeps_void = False` (void pixels are not written; default True).
 """
 
 from __future__ import annotations
@@ -21,17 +29,48 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from deeplab_studio.core.labels import LabelSet
 
 Progress = Callable[[int, int, str], None]  # (done, total, current item)
+#: a cancel hook: a callable returning True to stop, or anything with `is_set()` (threading.Event)
+Cancel = Callable[[], bool] | Any | None
 
 
 class FormatError(Exception):
     """A dataset, file or shape a format cannot read; the message names the file (and the shape)."""
+
+
+class Cancelled(Exception):
+    """The cancel hook asked to stop: what the run had written was removed again."""
+
+
+def is_cancelled(cancel: Cancel) -> bool:
+    """Whether `cancel` (None, a callable or anything with `is_set()`) asks to stop now."""
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def export_stems(keys: Iterable[str]) -> dict[str, str]:
+    """Each relative image path → the name its item is written under: the path without its
+    extension, `_2`, `_3`... appended where two would clash (also case-insensitively)."""
+    used: set[str] = set()
+    out: dict[str, str] = {}
+    for key in keys:
+        name = key.rsplit("/", 1)[-1]
+        stem = key[: len(key) - len(name)] + (name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name)
+        cand, n = stem, 2
+        while cand.casefold() in used:
+            cand, n = f"{stem}_{n}", n + 1
+        used.add(cand.casefold())
+        out[key] = cand
+    return out
 
 
 @dataclass
@@ -39,6 +78,7 @@ class SourceItem:
     key: str  # the item's id in the dataset: a relative path without extension, "/" for subfolders
     image: Path  # the image file
     read_labels: Callable[[], np.ndarray]  # uint8 H×W, dataset numbering, displayed frame; may raise FormatError
+    subset: str = ""  # the dataset's own split of this item ("train", "val", "default"...), when it has one
 
 
 @dataclass
@@ -50,11 +90,12 @@ class SourceDataset:
     items: list[SourceItem]
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): skipped while reading
     notes: list[str] = field(default_factory=list)  # what the reader decided (e.g. "split: train.txt")
+    classes_declared: bool = True  # False: the dataset names no classes, `class_names` are a default
 
 
 @dataclass
 class ExportItem:
-    key: str  # the project's image key (relative path, "/" separators)
+    key: str  # the image's path relative to the project folder ("/" separators, extension included)
     image: Path  # the source image file (unchanged)
     labels: Callable[[], np.ndarray]  # uint8 H×W in the project's numbering, displayed frame, 255 = void
     size: tuple[int, int]  # (width, height) as displayed
