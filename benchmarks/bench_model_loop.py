@@ -93,7 +93,7 @@ def make_checkpoint(path: Path) -> Path:
 
 def open_window(folder: Path, tmp: Path, ckpt: Path, *, crf: bool):
     from deeplab_studio.gui.main_window import MainWindow
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     w = MainWindow(QSettings(str(tmp / f"settings_{time.monotonic_ns()}.ini"), QSettings.Format.IniFormat))
     w.resize(1200, 900)

@@ -119,7 +119,7 @@ def run_app(folder: str | None = None, demo: bool | str = False) -> int:
     from deeplab_studio.gui import qt_compat
     from deeplab_studio.gui import settings as prefs
     from deeplab_studio.gui.main_window import MainWindow
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     qt_compat.apply()
 

@@ -125,6 +125,11 @@ class ClassPanel(QWidget):
         self.set_counts(self._counts)
         self.select(self.active, emit=False)
 
+    @property
+    def counts(self) -> np.ndarray:
+        """Pixels per label value the rows show (256 entries)."""
+        return self._counts.copy()
+
     def set_counts(self, counts: np.ndarray) -> None:
         self._counts = np.asarray(counts)
         self.list.blockSignals(True)

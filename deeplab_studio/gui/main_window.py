@@ -316,15 +316,17 @@ class MainWindow(QMainWindow):
         self.session.say(f"{title}: {text}")
 
     # --- dialogs --------------------------------------------------------------------------------
-    def export_voc(self) -> None:
+    def export_voc(self):
+        """Open the export dialog (the open image is saved first); returns it, or None."""
         if self.project is None:
             self.session.say("Open a folder before exporting.", "info")
-            return
+            return None
         self.autosave.flush()
         from deeplab_studio.gui.export_dialog import ExportDialog
 
         self._export_dialog = ExportDialog(self.project, self.settings, self)
         self._export_dialog.show()
+        return self._export_dialog
 
     def show_shortcuts(self) -> ShortcutsDialog:
         self._shortcuts_dialog = ShortcutsDialog(self.registry.rows(), self)

@@ -343,13 +343,4 @@ class ModelController(QObject):
         return self.client.shutdown(JOIN_TIMEOUT_MS) and jobs_ok
 
 
-def __getattr__(name: str):
-    """`attach_model_tools`, now in gui/model_tools.py (the name app.py and older callers import)."""
-    if name == "attach_model_tools":
-        from deeplab_studio.gui.model_tools import attach_model_tools
-
-        return attach_model_tools
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["ModelController"]

@@ -304,9 +304,14 @@ class AnnotationSession:
         project = self.project
 
         def done(error: BaseException | None) -> None:
+            if self.project is not project:
+                return
             if error is not None:
                 self.say(f"Cannot store the proposal for {key}: {error}")
-            elif self.project is project:
+                self.status_changed.emit(key)
+            elif self.current_record is rec:  # opened meanwhile (after the merge): its history is live
+                self.status_changed.emit(key)
+            else:
                 self.annotation_saved_elsewhere(key)
 
         return self._merges.merge(project, rec, proposal, done)

@@ -96,7 +96,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 def controller_with_model(qtbot, window, checkpoint: Path):
     """The window's model tools with `checkpoint` loaded on the CPU, CRF refinement off."""
-    from deeplab_studio.gui.model_controller import attach_model_tools
+    from deeplab_studio.gui.model_tools import attach_model_tools
 
     c = attach_model_tools(window)
     c.act_crf.setChecked(False)

@@ -63,7 +63,7 @@ def test_neighbour_matches_the_shown_order_under_any_filter_and_status_change(qt
         shown = [i for i in range(n) if not panel.list.item(i).isHidden()]  # what the user sees
         assert panel.visible_indices() == shown and panel.shown_count() == len(shown)
         assert all(panel.is_shown(i) == (i in shown) for i in range(n))
-        reviewed = sum(panel._statuses[i] == "reviewed" for i in range(n))
+        reviewed = sum(panel.status(i) == "reviewed" for i in range(n))
         assert panel.counts.text().startswith(f"{reviewed} / {n} reviewed")
         for index in range(n):
             for delta in (-1, +1):
@@ -99,7 +99,7 @@ def test_an_empty_folder_after_images_clears_the_status_bar(qtbot, window, tmp_p
     assert window.open_folder(empty)
     assert [f.text() for f in fields.fields] == [""] * len(fields.fields)
     assert window.document is None and window.index == -1
-    assert not window.class_panel._counts.any()  # no class counts of the old image either
+    assert not window.class_panel.counts.any()  # no class counts of the old image either
     window.canvas.cursorMoved.emit(3.0, 4.0)  # the mouse over the empty canvas shows nothing
     assert fields.position.text() == fields.klass.text() == ""
 

@@ -231,7 +231,7 @@ def test_window_start_does_not_import_torch(tmp_path):
         "app = QApplication([])\n"
         "from deeplab_studio.gui.main_window import MainWindow\n"
         f"w = MainWindow(QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat))\n"
-        "from deeplab_studio.gui.model_controller import attach_model_tools\n"
+        "from deeplab_studio.gui.model_tools import attach_model_tools\n"
         "attach_model_tools(w)  # as run_app does: Model menu, worker, training\n"
         "w.show(); app.processEvents()\n"
         "print('torch' in sys.modules, 'torchvision' in sys.modules, w.isVisible())\n"
