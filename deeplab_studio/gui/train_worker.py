@@ -103,11 +103,13 @@ def run_training(req: TrainRequest, cancel: Callable[[], bool],
 
     from deeplab_studio.ml.datasets import from_project
     from deeplab_studio.ml.training import TrainConfig, resolve_device, train
+    from deeplab_studio.storage.images import read_image
     from deeplab_studio.storage.project import Project
 
     with Project.open(req.project_folder, read_only=True) as project:  # images are read while training
+        # storage's reader (a module function): samples stay picklable for spawned loader processes
         data = from_project(project, val_fraction=req.val_fraction, seed=req.seed,
-                            edited_pixels_only=req.edited_pixels_only)
+                            edited_pixels_only=req.edited_pixels_only, read_image=read_image)
         if cancel():
             return None
         device = resolve_device(req.device)
