@@ -114,7 +114,7 @@ def fmt(ms: np.ndarray) -> str:
 
 
 def bench_brush(app, tmp: Path, w: int, h: int, stamps: int, naive_stamps: int) -> None:
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     folder = tmp / "big"
     folder.mkdir()
@@ -170,7 +170,7 @@ def idle(app, seconds: float) -> None:
 
 
 def bench_switch(app, tmp: Path, n: int, w: int, h: int, switches: int, dwell: float, distinct: int) -> None:
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     folder = tmp / "many"
     folder.mkdir()

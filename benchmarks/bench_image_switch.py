@@ -60,7 +60,7 @@ def settle(app: QApplication, window) -> None:
 def bench(app: QApplication, tmp: Path, n: int, switches: int, w: int, h: int,
           hide_list: bool = False) -> tuple[float, float, float]:
     """(open seconds, median switch ms, p90 switch ms) for an `n`-image folder."""
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
     from deeplab_studio.gui.model_tools import attach_model_tools
 
     folder = tmp / f"images_{n}"

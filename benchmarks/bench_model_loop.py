@@ -92,7 +92,7 @@ def make_checkpoint(path: Path) -> Path:
 
 
 def open_window(folder: Path, tmp: Path, ckpt: Path, *, crf: bool):
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
     from deeplab_studio.gui.model_tools import attach_model_tools
 
     w = MainWindow(QSettings(str(tmp / f"settings_{time.monotonic_ns()}.ini"), QSettings.Format.IniFormat))
@@ -259,7 +259,7 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])  # noqa: F841 - keeps Qt alive
     import torch
 
-    from deeplab_studio.gui.inference_worker import cpu_threads
+    from deeplab_studio.gui.workers.inference_worker import cpu_threads
 
     torch.set_num_threads(args.threads or cpu_threads())  # the plain baseline runs like the worker
     print(f"torch {torch.__version__}, CPU, {os.cpu_count()} cores; worker and plain loop use "
@@ -283,7 +283,7 @@ def bench_threads(size: tuple[int, int]) -> None:
 
     from deeplab_studio.core.scenes import generate_scene
     from deeplab_studio.gui.demo import DEMO_MODEL
-    from deeplab_studio.gui.inference_worker import cpu_threads
+    from deeplab_studio.gui.workers.inference_worker import cpu_threads
     from deeplab_studio.ml.checkpoints import load_checkpoint
     from deeplab_studio.ml.predictor import Predictor
 

@@ -24,7 +24,7 @@ t0 = float(sys.argv[1])
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 app = QApplication([])
-from deeplab_studio.gui.main_window import MainWindow
+from deeplab_studio.gui.window.main_window import MainWindow
 w = MainWindow(QSettings(sys.argv[2], QSettings.Format.IniFormat))
 w.show()
 app.processEvents()

@@ -117,8 +117,8 @@ def run_app(folder: str | None = None, demo: bool | str = False) -> int:
     from PySide6.QtWidgets import QApplication
 
     from deeplab_studio.gui import qt_compat
-    from deeplab_studio.gui import settings as prefs
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window import settings as prefs
+    from deeplab_studio.gui.window.main_window import MainWindow
     from deeplab_studio.gui.model_tools import attach_model_tools
 
     qt_compat.apply()

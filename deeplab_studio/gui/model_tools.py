@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QObject
 
-from deeplab_studio.gui.model_controller import ModelController
-from deeplab_studio.gui.model_offer import install_offer
-from deeplab_studio.gui.training_tools import TrainingTools
-from deeplab_studio.gui.window_link import WindowLink
+from deeplab_studio.gui.model.controller import ModelController
+from deeplab_studio.gui.model.offer import install_offer
+from deeplab_studio.gui.training.tools import TrainingTools
+from deeplab_studio.gui.window.link import WindowLink
 
 
 @dataclass(frozen=True)

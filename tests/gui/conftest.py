@@ -37,7 +37,7 @@ def settings(tmp_path: Path) -> QSettings:
 
 
 def new_window(qtbot, settings, folder=None):
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     w = MainWindow(settings)
     qtbot.addWidget(w)

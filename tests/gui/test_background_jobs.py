@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from deeplab_studio.gui.background_jobs import JobPool
+from deeplab_studio.gui.workers.background_jobs import JobPool
 
 
 def _count(task, n: int, gate: threading.Event | None = None) -> str:

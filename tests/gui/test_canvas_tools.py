@@ -23,7 +23,7 @@ def test_click_paints_a_disk_of_the_brush_size_and_marks_the_edit_mask(qtbot, wi
     assert ((doc.labels == 3) == expected).all()
     assert (doc.edit_mask == expected).all()
     # the overlay image got the same bytes in the touched box
-    from deeplab_studio.gui.layers import qimage_array
+    from deeplab_studio.gui.canvas.layers import qimage_array
     assert (qimage_array(window.canvas.overlay.qimage) == doc.labels).all()
 
 
@@ -142,7 +142,7 @@ def test_wheel_zoom_and_fit_shortcuts(qtbot, window):
 
 
 def test_edited_outline_layer_follows_the_edit_mask(qtbot, window):
-    from deeplab_studio.gui.layers import qimage_array
+    from deeplab_studio.gui.canvas.layers import qimage_array
 
     qtbot.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)
     assert window.canvas.edit_outline.isVisible()
@@ -340,7 +340,7 @@ def test_a_stroke_repaints_only_the_touched_rectangle(qtbot, window):
     from PySide6.QtCore import QEvent, QObject
     from PySide6.QtWidgets import QApplication
 
-    from deeplab_studio.gui.layers import qimage_array
+    from deeplab_studio.gui.canvas.layers import qimage_array
 
     class Regions(QObject):
         def __init__(self):

@@ -103,7 +103,7 @@ def test_photo_project_copies_the_shipped_photographs_once(tmp_path) -> None:
 
 
 def _window(qtbot, tmp_path, monkeypatch):
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     monkeypatch.setenv("DEEPLAB_STUDIO_DEMO_DIR", str(tmp_path / "demo"))
     window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from deeplab_studio.gui.export_dialog import ExportDialog
+from deeplab_studio.gui.export.dialog import ExportDialog
 from deeplab_studio.storage.project import Project
 from tests.gui.conftest import click, make_folder
 

@@ -11,7 +11,7 @@ from PySide6.QtCore import QSettings
 from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.core.scenes import generate_scene
 from deeplab_studio.gui.model_tools import attach_model_tools
-from deeplab_studio.gui.model_dialog import ModelDialog, model_cards
+from deeplab_studio.gui.model.dialog import ModelDialog, model_cards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -23,7 +23,7 @@ CLASSES = ["background", "disk", "square", "triangle"]
 def window(qtbot, tmp_path):
     from PIL import Image
 
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -11,7 +11,7 @@ from PySide6.QtCore import QSettings, Qt
 from deeplab_studio.core.brush import paint_disk
 from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.core.scenes import generate_scene
-from deeplab_studio.gui.class_mapping import map_classes, unmatched_note
+from deeplab_studio.gui.model.class_mapping import map_classes, unmatched_note
 from deeplab_studio.gui.model_tools import attach_model_tools
 from tests.gui.conftest import controller_with_model
 
@@ -34,7 +34,7 @@ def folder(tmp_path) -> Path:
 
 @pytest.fixture
 def window(qtbot, tmp_path, folder):
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     w = MainWindow(settings=settings)
@@ -146,7 +146,7 @@ def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tin
     controller.act_next_uncertain.trigger()
     assert window.document.key == target and target in window.statusBar().currentMessage()
     controller.act_uncertainty.setChecked(True)
-    from deeplab_studio.gui.uncertainty import OVERLAY_COLORS, contrasting_color
+    from deeplab_studio.gui.model.uncertainty import OVERLAY_COLORS, contrasting_color
 
     colour = contrasting_color(window.project.labels.colors)
     assert OVERLAY_COLORS[colour] in window.statusBar().currentMessage()  # the user is told what it means
@@ -160,8 +160,8 @@ def test_auto_segment_all_and_next_most_uncertain(qtbot, window, controller, tin
 
 
 def test_batch_status_is_throttled_but_shows_the_first_and_last_update(qtbot, window) -> None:
-    from deeplab_studio.gui.batch_status import BatchStatus
-    from deeplab_studio.gui.window_link import WindowLink
+    from deeplab_studio.gui.model.batch_status import BatchStatus
+    from deeplab_studio.gui.window.link import WindowLink
 
     said, cancelled = [], []
     status = BatchStatus(WindowLink(window), lambda: cancelled.append(1), said.append, min_interval_s=3600)
@@ -263,7 +263,7 @@ def test_proposals_follow_the_mapping_into_a_project_with_its_own_classes(qtbot,
 
 
 def test_crf_panel_preview_apply_revert(qtbot, window, controller) -> None:
-    from deeplab_studio.gui.crf_panel import CRFPanel
+    from deeplab_studio.gui.model.crf_panel import CRFPanel
 
     doc = window.document
     yy, xx = np.mgrid[:64, :64]

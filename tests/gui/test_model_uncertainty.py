@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeplab_studio.gui.uncertainty import UncertaintyStore, contrasting_color, uncertainty_overlay
+from deeplab_studio.gui.model.uncertainty import UncertaintyStore, contrasting_color, uncertainty_overlay
 
 
 def _conf(value: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, InferenceClient, Job, JobKind, JobQueue
+from deeplab_studio.gui.workers.inference_worker import BATCH, INTERACTIVE, InferenceClient, Job, JobKind, JobQueue
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,8 +50,8 @@ def test_gui_modules_do_not_import_torch_until_the_first_request() -> None:
         "import sys\n"
         "from PySide6.QtWidgets import QApplication\n"
         "app = QApplication([])\n"
-        "import deeplab_studio.gui.inference_worker as w, deeplab_studio.gui.model_controller, "
-        "deeplab_studio.gui.model_dialog, deeplab_studio.gui.crf_panel, deeplab_studio.gui.demo\n"
+        "import deeplab_studio.gui.workers.inference_worker as w, deeplab_studio.gui.model.controller, "
+        "deeplab_studio.gui.model.dialog, deeplab_studio.gui.model.crf_panel, deeplab_studio.gui.demo\n"
         "c = w.InferenceClient()\n"
         "print('torch' in sys.modules)\n"
     )
@@ -278,7 +278,7 @@ def test_a_long_batch_does_not_recurse(qtbot, client) -> None:
 
 
 def test_error_messages_are_one_readable_line() -> None:
-    from deeplab_studio.gui.inference_jobs import describe_error
+    from deeplab_studio.gui.workers.jobs import describe_error
     from deeplab_studio.ml.checkpoints import CheckpointError
 
     oom = describe_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details"))
@@ -288,8 +288,8 @@ def test_error_messages_are_one_readable_line() -> None:
 
 
 def test_errors_are_told_apart_by_type_not_by_name() -> None:
-    from deeplab_studio.gui.inference_jobs import describe_error
-    from deeplab_studio.gui.train_worker import describe_error as train_error
+    from deeplab_studio.gui.workers.jobs import describe_error
+    from deeplab_studio.gui.training.worker import describe_error as train_error
     from deeplab_studio.ml.errors import CheckpointError, DatasetError
     from deeplab_studio.storage.images import ImageReadError
 

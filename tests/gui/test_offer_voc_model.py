@@ -16,7 +16,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
-from deeplab_studio.gui import settings as prefs
+from deeplab_studio.gui.window import settings as prefs
 from deeplab_studio.models import VOC_MODEL, bundled_models
 
 VOC_REAL = Path(__file__).resolve().parents[1] / "data" / "voc_real"
@@ -34,7 +34,7 @@ def photos(tmp_path) -> Path:
 
 
 def _window(qtbot, tmp_path, folder: Path | None):
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
     from deeplab_studio.gui.model_tools import attach_model_tools
 
     w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
@@ -49,7 +49,7 @@ def _window(qtbot, tmp_path, folder: Path | None):
 
 
 def test_folder_without_a_model_offers_the_voc_model_and_one_click_loads_it(qtbot, tmp_path, photos) -> None:
-    from deeplab_studio.gui.model_offer import bundled_weights
+    from deeplab_studio.gui.model.offer import bundled_weights
 
     w, c = _window(qtbot, tmp_path, photos)
     try:
@@ -78,7 +78,7 @@ def test_the_projects_remembered_model_wins(qtbot, tmp_path, photos, tiny_checkp
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     prefs.set_last_model(settings, str(photos), str(tiny_checkpoint), "cpu")
     settings.sync()
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
     from deeplab_studio.gui.model_tools import attach_model_tools
 
     w = MainWindow(settings)
@@ -126,7 +126,7 @@ def test_no_folder_no_offer_and_dismiss_lasts_until_another_folder(qtbot, tmp_pa
 
 def test_offering_does_not_import_torch(tmp_path, photos) -> None:
     code = ("import sys; from PySide6.QtCore import QSettings; from PySide6.QtWidgets import QApplication; "
-            "app = QApplication([]); from deeplab_studio.gui.main_window import MainWindow; "
+            "app = QApplication([]); from deeplab_studio.gui.window.main_window import MainWindow; "
             "from deeplab_studio.gui.model_tools import attach_model_tools; "
             f"w = MainWindow(QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat)); w.show(); "
             f"c = attach_model_tools(w); w.open_folder({str(photos)!r}); "
@@ -169,8 +169,8 @@ def test_train_dialog_starts_from_the_voc_model(qtbot, tmp_path, photos) -> None
 
 
 def test_model_dialog_lists_the_bundled_models_voc_first(qtbot, tmp_path, photos) -> None:
-    from deeplab_studio.gui.model_dialog import ModelDialog, model_cards
-    from deeplab_studio.gui.model_offer import bundled_weights
+    from deeplab_studio.gui.model.dialog import ModelDialog, model_cards
+    from deeplab_studio.gui.model.offer import bundled_weights
 
     cards = model_cards()
     assert cards[0]["bundled"] == VOC_MODEL and cards[0]["weights_path"] == bundled_weights(VOC_MODEL)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deeplab_studio.gui import settings as prefs
-from deeplab_studio.gui.image_list import FILTERS, ImageListPanel
+from deeplab_studio.gui.window import settings as prefs
+from deeplab_studio.gui.panels.image_list import FILTERS, ImageListPanel
 
 from tests.gui.conftest import controller_with_model, make_folder, new_window
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplab_studio.gui.inference_jobs import Job
+from deeplab_studio.gui.workers.jobs import Job
 from deeplab_studio.gui.model_tools import model_tools
 from deeplab_studio.storage.project import Project, Status
 from tests.gui.conftest import controller_with_model
@@ -30,11 +30,10 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_closing_joins_export_snap_download_and_training(qtbot, tmp_path, monkeypatch) -> None:
-    import deeplab_studio.gui.export_dialog as export_dialog
+    import deeplab_studio.gui.export.dialog as export_dialog
     import deeplab_studio.ml.checkpoints as checkpoints
     import deeplab_studio.ml.crf as crf
-    from deeplab_studio.gui.export_dialog import ExportDialog
-    from deeplab_studio.gui.model_dialog import WeightsDownload
+    from deeplab_studio.gui.model.dialog import WeightsDownload
 
     before = _python_threads()
     window = open_window(qtbot, tmp_path, make_project(tmp_path / "images"))
@@ -45,7 +44,7 @@ def test_closing_joins_export_snap_download_and_training(qtbot, tmp_path, monkey
 
     # a finished export first: the one in flight at close must leave it exactly as it is
     dest = tmp_path / "export"
-    dialog = ExportDialog(project, window.settings, window)
+    dialog = window.export_voc()  # the window stops and joins it when it closes
     qtbot.addWidget(dialog)
     dialog.destination.setText(str(dest))
     with qtbot.waitSignal(dialog.exportFinished, timeout=TIMEOUT):

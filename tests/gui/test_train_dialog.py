@@ -19,9 +19,9 @@ from PySide6.QtCore import QSettings
 from deeplab_studio.core.scenes import SCENE_CLASSES, generate_scene, scene_labelset
 from tests.gui.conftest import controller_with_model
 from deeplab_studio.gui.model_tools import attach_training_tools
-from deeplab_studio.gui.train_dialog import INIT_ACTIVE
-from deeplab_studio.gui.train_worker import training_counts
-from deeplab_studio.gui.training_chart import TrainingChart, TrainingCurves, nice_ceiling
+from deeplab_studio.gui.training.dialog import INIT_ACTIVE
+from deeplab_studio.gui.training.worker import training_counts
+from deeplab_studio.gui.training.chart import TrainingChart, TrainingCurves, nice_ceiling
 from deeplab_studio.ml.arch_names import ARCH_NAMES
 from deeplab_studio.storage.project import Project, Status
 
@@ -57,7 +57,7 @@ def make_project(folder: Path, statuses=STATUSES) -> Path:
 
 
 def open_window(qtbot, tmp_path: Path, folder: Path):
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w)
@@ -103,7 +103,7 @@ def test_attach_is_idempotent_and_menu_has_the_actions(tools, window) -> None:
 
 def test_attaching_does_not_import_torch(tmp_path) -> None:
     code = ("import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]); "
-            "from deeplab_studio.gui.main_window import MainWindow; from deeplab_studio.gui.model_tools import "
+            "from deeplab_studio.gui.window.main_window import MainWindow; from deeplab_studio.gui.model_tools import "
             "attach_training_tools; w = MainWindow(); t = attach_training_tools(w); t.show_dialog(); "
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}

@@ -52,7 +52,7 @@ def test_a_window_killed_after_a_stroke_keeps_the_stroke(tmp_path: Path, folder:
         from PySide6.QtCore import QPointF, QSettings, Qt
         from PySide6.QtTest import QTest
         from PySide6.QtWidgets import QApplication
-        from deeplab_studio.gui.main_window import MainWindow
+        from deeplab_studio.gui.window.main_window import MainWindow
         app = QApplication([])
         w = MainWindow(QSettings({str(tmp_path / "s.ini")!r}, QSettings.Format.IniFormat))
         w.resize(900, 700)

@@ -12,7 +12,7 @@ def _doc(h=6, w=8):
 
 
 def test_undo_memory_budget_drops_other_images_history(qtbot):
-    from deeplab_studio.gui.undo import UndoManager
+    from deeplab_studio.gui.window.undo import UndoManager
 
     doc = _doc(40, 40)
     undo = UndoManager(lambda: doc, budget=3000)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from deeplab_studio.gui.shortcuts import ACTIONS, GESTURES
+from deeplab_studio.gui.window.shortcuts import ACTIONS, GESTURES
 from deeplab_studio.storage.project import Project, Status
 from tests.gui.conftest import click, drag, make_folder, new_window
 
@@ -229,7 +229,7 @@ def test_window_start_does_not_import_torch(tmp_path):
         "from PySide6.QtCore import QSettings\n"
         "from PySide6.QtWidgets import QApplication\n"
         "app = QApplication([])\n"
-        "from deeplab_studio.gui.main_window import MainWindow\n"
+        "from deeplab_studio.gui.window.main_window import MainWindow\n"
         f"w = MainWindow(QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat))\n"
         "from deeplab_studio.gui.model_tools import attach_model_tools\n"
         "attach_model_tools(w)  # as run_app does: Model menu, worker, training\n"
@@ -261,7 +261,7 @@ import os, sys, time
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 app = QApplication([])
-from deeplab_studio.gui.main_window import MainWindow
+from deeplab_studio.gui.window.main_window import MainWindow
 from deeplab_studio.session.tools import Mods
 w = MainWindow(QSettings(sys.argv[2], QSettings.Format.IniFormat))
 w.show()
@@ -296,7 +296,7 @@ def test_help_lists_the_actions_other_modules_register(qtbot, window):
     closed, and is in the generated Help table."""
     from PySide6.QtGui import QAction, QKeySequence
 
-    from deeplab_studio.gui.window_link import WindowLink
+    from deeplab_studio.gui.window.link import WindowLink
 
     act = QAction("Auto-segment", window)
     act.setShortcut(QKeySequence("Ctrl+R"))
@@ -394,7 +394,7 @@ def test_long_message_is_whole_in_the_banner_and_elided_in_the_status_bar(qtbot,
 
 
 def test_first_start_fits_the_window_on_the_screen(qtbot, settings):
-    from deeplab_studio.gui.main_window import MainWindow
+    from deeplab_studio.gui.window.main_window import MainWindow
 
     w = MainWindow(settings)  # no saved geometry: the first start
     qtbot.addWidget(w)
@@ -451,7 +451,7 @@ def test_arrow_keys_in_the_image_list_open_the_image(qtbot, window):
 
 
 def test_class_rows_show_pixel_counts(qtbot, window):
-    from deeplab_studio.gui.class_panel import COUNT_ROLE
+    from deeplab_studio.gui.panels.class_panel import COUNT_ROLE
 
     window.set_brush_size(1)
     window.set_active_class(4)

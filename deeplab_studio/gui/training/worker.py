@@ -1,6 +1,6 @@
 """Fine-tuning in the background: `TrainRun` runs `ml.training.train` on a snapshot of the project.
 
-The run is a superqt worker on the run's own `JobPool` (gui/background_jobs.py). Only plain values
+The run is a superqt worker on the run's own `JobPool` (gui/workers/background_jobs.py). Only plain values
 cross to it (`TrainRequest`: the project folder, paths, numbers); the training thread imports
 torch lazily, opens its own read-only snapshot of the project (`Project.open(folder,
 read_only=True)`, which works beside the window's writer lock), reads the `edited` and `reviewed`
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from deeplab_studio.gui.background_jobs import JobPool, TaskWorker
-from deeplab_studio.gui.inference_jobs import SELF_DESCRIBING_ERRORS
+from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
+from deeplab_studio.gui.workers.jobs import SELF_DESCRIBING_ERRORS
 from deeplab_studio.ml.train_config import TrainProgress, TrainResult
 from deeplab_studio.storage.records import Status
 

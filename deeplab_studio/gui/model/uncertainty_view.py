@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from deeplab_studio.gui.uncertainty import OVERLAY_COLORS, UncertaintyStore, contrasting_color, uncertainty_overlay
+from deeplab_studio.gui.model.uncertainty import OVERLAY_COLORS, UncertaintyStore, contrasting_color, uncertainty_overlay
 
 
 class UncertaintyView:

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from deeplab_studio.gui.background_jobs import JobPool, TaskWorker
-from deeplab_studio.gui.batch_status import BatchStatus
-from deeplab_studio.gui.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
-from deeplab_studio.gui.uncertainty import UncertaintyStore
+from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
+from deeplab_studio.gui.model.batch_status import BatchStatus
+from deeplab_studio.gui.workers.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
+from deeplab_studio.gui.model.uncertainty import UncertaintyStore
 from deeplab_studio.storage.records import Status
 
 MAX_PREFETCHED = 3

@@ -1,5 +1,5 @@
 """Model → "Train on my labels…" and "Re-propose unreviewed auto images": the training tools of
-one window and its background `TrainRun` (gui/train_worker.py).
+one window and its background `TrainRun` (gui/training/worker.py).
 
 `TrainingTools(link, controller)` appends its two actions to the Model menu through the window
 link and shows a status-bar button while a run goes on ("Training 42%", opens the dialog). It
@@ -19,10 +19,10 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QToolButton
 
-from deeplab_studio.gui.inference_worker import ModelInfo
-from deeplab_studio.gui.model_actions import make_action
-from deeplab_studio.gui.train_dialog import TrainDialog
-from deeplab_studio.gui.train_worker import TrainRun, format_eta
+from deeplab_studio.gui.workers.inference_worker import ModelInfo
+from deeplab_studio.gui.model.actions import make_action
+from deeplab_studio.gui.training.dialog import TrainDialog
+from deeplab_studio.gui.training.worker import TrainRun, format_eta
 from deeplab_studio.ml.train_config import ProgressKind, TrainProgress, TrainResult
 from deeplab_studio.storage.records import Status
 

@@ -8,7 +8,7 @@ weights can be had, or random init), epochs, batch size, crop, learning rate, ou
 the unreviewed `auto` proposals); a live chart of the loss and the validation mIoU; ETA; Cancel.
 After a cancel the best model so far is kept and can be made active.
 
-The dialog belongs to the window's `TrainingTools` (gui/training_tools.py), which it is given:
+The dialog belongs to the window's `TrainingTools` (gui/training/tools.py), which it is given:
 the run, the active model and the window link come from there.
 """
 
@@ -21,16 +21,16 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QF
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from deeplab_studio.gui.model_offer import bundled_name, voc_model_available
-from deeplab_studio.gui.train_worker import (INIT_IMAGENET, INIT_RANDOM, TrainRequest, default_output_path,
+from deeplab_studio.gui.model.offer import bundled_name, voc_model_available
+from deeplab_studio.gui.training.worker import (INIT_IMAGENET, INIT_RANDOM, TrainRequest, default_output_path,
                                             format_eta, training_counts)
-from deeplab_studio.gui.training_chart import TrainingChart
+from deeplab_studio.gui.training.chart import TrainingChart
 from deeplab_studio.ml.arch_names import ARCH_NAMES, DEFAULT_ARCH
 from deeplab_studio.ml.train_config import ProgressKind, TrainProgress, TrainResult
 from deeplab_studio.models import VOC_MODEL, model_card
 
 if TYPE_CHECKING:
-    from deeplab_studio.gui.training_tools import TrainingTools
+    from deeplab_studio.gui.training.tools import TrainingTools
 
 INIT_ACTIVE = "active"
 SCRATCH_LR, FINETUNE_LR = 0.01, 0.001  # as `deeplab-studio train` (commands/train.py: default_lr)

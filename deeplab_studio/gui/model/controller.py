@@ -1,16 +1,16 @@
 """Model in the loop: the Model menu and the active model, attached to the window from outside.
 
 `ModelController` owns the `InferenceClient` (the long-lived worker thread), a `JobPool` for
-short jobs (CRF snap and preview, weights download) and the `ProposalFlow` (gui/proposal_flow.py:
+short jobs (CRF snap and preview, weights download) and the `ProposalFlow` (gui/model/proposal_flow.py:
 Ctrl+R, Auto-segment all, pre-compute, Snap to edges). It talks to the window only through the
-`WindowLink` it is given (gui/window_link.py); gui/model_tools.py builds and connects it.
+`WindowLink` it is given (gui/window/link.py); gui/model_tools.py builds and connects it.
 
 - Open model… (Ctrl+M), Refine proposals with CRF (on by default), CRF parameters…, Pre-compute
   next image, Show uncertainty (U) and Next most uncertain image (Ctrl+U) are its own.
-- The model's classes are mapped onto the project's by name (gui/class_mapping.py); a project
+- The model's classes are mapped onto the project's by name (gui/model/class_mapping.py); a project
   with default classes and no labels takes the model's.
 - The last model used in a project is remembered per folder and loaded again when it reopens;
-  a folder with no model gets the offer of the bundled VOC model (gui/model_offer.py): one click
+  a folder with no model gets the offer of the bundled VOC model (gui/model/offer.py): one click
   loads it, nothing loads by itself.
 - Closing the window cancels every job and joins every thread.
 """
@@ -22,16 +22,16 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 
 from deeplab_studio.core.labels import BACKGROUND
-from deeplab_studio.gui import settings as prefs
-from deeplab_studio.gui.background_jobs import JobPool
-from deeplab_studio.gui.class_mapping import (ClassMapping, is_default_labelset, map_classes, model_labelset,
+from deeplab_studio.gui.window import settings as prefs
+from deeplab_studio.gui.workers.background_jobs import JobPool
+from deeplab_studio.gui.model.class_mapping import (ClassMapping, is_default_labelset, map_classes, model_labelset,
                                               unmatched_note)
-from deeplab_studio.gui.inference_worker import InferenceClient, ModelInfo
-from deeplab_studio.gui.model_actions import make_action, make_toggle
-from deeplab_studio.gui.model_offer import ModelOffer, bundled_weights, voc_model_available
-from deeplab_studio.gui.proposal_flow import AUTO_STATUSES, ProposalFlow, ProposalOptions
-from deeplab_studio.gui.uncertainty import UncertaintyStore
-from deeplab_studio.gui.uncertainty_view import UncertaintyView
+from deeplab_studio.gui.workers.inference_worker import InferenceClient, ModelInfo
+from deeplab_studio.gui.model.actions import make_action, make_toggle
+from deeplab_studio.gui.model.offer import ModelOffer, bundled_weights, voc_model_available
+from deeplab_studio.gui.model.proposal_flow import AUTO_STATUSES, ProposalFlow, ProposalOptions
+from deeplab_studio.gui.model.uncertainty import UncertaintyStore
+from deeplab_studio.gui.model.uncertainty_view import UncertaintyView
 from deeplab_studio.storage.records import Status
 
 SETTINGS_CRF = "model/refine_with_crf"
@@ -160,7 +160,7 @@ class ModelController(QObject):
         return show
 
     def open_model_dialog(self) -> None:
-        from deeplab_studio.gui.model_dialog import ModelDialog
+        from deeplab_studio.gui.model.dialog import ModelDialog
 
         ModelDialog(self, parent=self.link.parent_widget()).open()
 
@@ -274,7 +274,7 @@ class ModelController(QObject):
             return False
         return True
 
-    # --- proposals (gui/proposal_flow.py) -------------------------------------------------------
+    # --- proposals (gui/model/proposal_flow.py) -------------------------------------------------------
     def auto_segment(self) -> int | None:
         """Ctrl+R: propose labels for the current image (uses a pre-computed one when ready)."""
         return self.proposals.auto_segment()
@@ -292,7 +292,7 @@ class ModelController(QObject):
         self.proposals.snap_to_edges()
 
     def show_crf_panel(self) -> None:
-        from deeplab_studio.gui.crf_panel import CRFPanel
+        from deeplab_studio.gui.model.crf_panel import CRFPanel
 
         if self.crf_panel is None:
             self.crf_panel = CRFPanel(self)

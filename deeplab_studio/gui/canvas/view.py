@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFrame
                                QGraphicsScene, QGraphicsView, QLabel, QLineEdit, QPlainTextEdit, QTextEdit)
 
 from deeplab_studio.session.document import AnnotationDocument
-from deeplab_studio.gui.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer
+from deeplab_studio.gui.canvas.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer
 from deeplab_studio.session.tools import Mods, ToolBox
 
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0

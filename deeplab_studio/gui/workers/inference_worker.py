@@ -3,7 +3,7 @@
 Main-thread code talks to `InferenceClient` only. It queues jobs (load a model, propose a label
 map for one image, a batch of images), each with a request id; the worker runs them one at a
 time in priority order (interactive before pre-compute before batch) and answers with signals.
-Only numpy arrays, strings and numbers cross the thread boundary (gui/inference_jobs.py): a
+Only numpy arrays, strings and numbers cross the thread boundary (gui/workers/jobs.py): a
 batch result is a proposal like any other, and the controller has the session merge it.
 
 - torch and the ml package are imported lazily inside the worker thread, on its first job.
@@ -22,7 +22,7 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from deeplab_studio.gui.inference_jobs import (BATCH, INTERACTIVE, PREFETCH, BatchState, Job, JobCancelled,
+from deeplab_studio.gui.workers.jobs import (BATCH, INTERACTIVE, PREFETCH, BatchState, Job, JobCancelled,
                                                JobFailure, JobKind, JobQueue, ModelInfo, Priority, Proposal,
                                                describe_error, model_info, probe_devices, stripped)
 from deeplab_studio.ml.errors import PredictionCancelled

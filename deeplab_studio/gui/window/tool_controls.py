@@ -8,8 +8,8 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QCheckBox, QLabel, QSlider, QSpinBox, QToolBar, QWidget
 
-from deeplab_studio.gui.actions import ActionRegistry
-from deeplab_studio.gui.canvas import CanvasView
+from deeplab_studio.gui.window.actions import ActionRegistry
+from deeplab_studio.gui.canvas.view import CanvasView
 from deeplab_studio.session.tools import ToolBox
 
 TOOL_ACTIONS = ("tool_brush", "tool_eraser", "tool_fill", "tool_polygon", "tool_picker")

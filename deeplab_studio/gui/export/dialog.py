@@ -26,8 +26,7 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QDoubleSpinBox, QFileDialog, 
                                QLineEdit, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout)
 
-from deeplab_studio.gui.background_jobs import JobPool, TaskWorker
-from deeplab_studio.gui.window_link import WindowLink
+from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
 from deeplab_studio.storage.labelmaps import read_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, other_project_export
@@ -76,13 +75,12 @@ class ExportDialog(QDialog):
     exportFailed = Signal(str)
 
     def __init__(self, project: Project, settings: QSettings, parent=None) -> None:
-        """`parent`: the main window (its closing stops and joins a running export), or None."""
+        """`parent`: the main window, which calls `shutdown()` when it closes (stops and joins a
+        running export), or None."""
         super().__init__(parent)
         self.setWindowTitle("Export Pascal VOC dataset")
         self.project, self.settings = project, settings
         self.jobs = JobPool(self, max_threads=1)
-        if parent is not None:
-            WindowLink(parent).on_close(self.shutdown)
         self.job: TaskWorker | None = None
         self.summary: ExportSummary | None = None
         last = settings.value(destination_key(project.folder))

@@ -17,16 +17,16 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox
 
 from deeplab_studio import __version__
 from deeplab_studio.gui import qt_compat
-from deeplab_studio.gui import settings as prefs
-from deeplab_studio.gui.actions import ActionRegistry
-from deeplab_studio.gui.autosave import AutoSaver
-from deeplab_studio.gui.canvas import EMPTY_HINT, CanvasView
-from deeplab_studio.gui.class_panel import ClassPanel
-from deeplab_studio.gui.image_list import ImageListPanel
-from deeplab_studio.gui.shortcuts import ACTIONS
-from deeplab_studio.gui.tool_controls import TOOL_ACTIONS, ToolControls
-from deeplab_studio.gui.undo import UndoManager
-from deeplab_studio.gui.widgets import Banner, ShortcutsDialog, StatusFields
+from deeplab_studio.gui.window import settings as prefs
+from deeplab_studio.gui.window.actions import ActionRegistry
+from deeplab_studio.gui.window.autosave import AutoSaver
+from deeplab_studio.gui.canvas.view import EMPTY_HINT, CanvasView
+from deeplab_studio.gui.panels.class_panel import ClassPanel
+from deeplab_studio.gui.panels.image_list import ImageListPanel
+from deeplab_studio.gui.window.shortcuts import ACTIONS
+from deeplab_studio.gui.window.tool_controls import TOOL_ACTIONS, ToolControls
+from deeplab_studio.gui.window.undo import UndoManager
+from deeplab_studio.gui.window.widgets import Banner, ShortcutsDialog, StatusFields
 from deeplab_studio.session.annotation_session import AnnotationSession
 
 qt_compat.apply()  # before any window exists: see qt_compat (PySide6 refcount bug on Python 3.11)
@@ -322,9 +322,10 @@ class MainWindow(QMainWindow):
             self.session.say("Open a folder before exporting.", "info")
             return None
         self.autosave.flush()
-        from deeplab_studio.gui.export_dialog import ExportDialog
+        from deeplab_studio.gui.export.dialog import ExportDialog
 
         self._export_dialog = ExportDialog(self.project, self.settings, self)
+        self.closing.connect(self._export_dialog.shutdown)  # a running export stops and is joined
         self._export_dialog.show()
         return self._export_dialog
 

@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMenu
 
-from deeplab_studio.gui.shortcuts import GESTURES, MENUS, ActionSpec
+from deeplab_studio.gui.window.shortcuts import GESTURES, MENUS, ActionSpec
 
 
 def _plain(text: str) -> str:

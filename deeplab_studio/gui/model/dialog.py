@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
                                QTableWidget, QVBoxLayout, QWidget)
 
 from deeplab_studio.core.labels import BACKGROUND, IGNORE
-from deeplab_studio.gui.background_jobs import JobPool, TaskWorker
-from deeplab_studio.gui.inference_worker import ModelInfo
+from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
+from deeplab_studio.gui.workers.inference_worker import ModelInfo
 
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin);;All files (*)"
 
@@ -51,7 +51,7 @@ def model_cards(folder: Path | None = None) -> list[dict]:
 
 def bundled_cards() -> list[dict]:
     """The cards of the bundled models (`deeplab_studio.models`), the VOC model first."""
-    from deeplab_studio.gui.model_offer import bundled_weights
+    from deeplab_studio.gui.model.offer import bundled_weights
     from deeplab_studio.models import VOC_MODEL, bundled_models, model_card
 
     cards = []

@@ -23,7 +23,7 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from deeplab_studio.gui.widgets import dismiss_button
+from deeplab_studio.gui.window.widgets import dismiss_button
 from deeplab_studio.models import VOC_MODEL, bundled_model_path, bundled_models
 
 _OPEN = ExitStack()  # bundled files stay available (a zipped install extracts them) until exit

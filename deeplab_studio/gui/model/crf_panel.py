@@ -18,7 +18,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider,
                                QVBoxLayout, QWidget)
 
-from deeplab_studio.gui.proposal_flow import refine_job
+from deeplab_studio.gui.model.proposal_flow import refine_job
 
 DEBOUNCE_MS = 300
 PREVIEW_SIDE = 320

@@ -1,0 +1,1 @@
+"""Dock panels of the window: the image list and the class list."""
