@@ -21,25 +21,15 @@ from deeplab_studio.session.document import AnnotationDocument
 from deeplab_studio.session.events import Event
 from deeplab_studio.session.history import DirectSaver, History, PatchHistory, Saver
 from deeplab_studio.session.io_queue import MergeQueue
+from deeplab_studio.session.opening import open_project, opening_notes
 from deeplab_studio.session.prefetch import ImagePrefetcher
 from deeplab_studio.session.tools import ToolBox, ToolContext
 from deeplab_studio.storage.images import IMAGE_EXTENSIONS, ImageReadError
-from deeplab_studio.storage.project import Project, ProjectError, ProjectLockedError, Status
-from deeplab_studio.storage.project_lock import describe_holder
+from deeplab_studio.storage.project import Project, ProjectError, Status
 
 #: (index, delta) -> the neighbouring index in the order the user sees, or None at the end
 Order = Callable[[int, int], "int | None"]
 LOAD_ERRORS = (ImageReadError, ProjectError, OSError, ValueError)
-
-
-def open_project(folder) -> tuple[Project, str]:
-    """The project of `folder` for writing, or read-only when another writer has it (then the
-    second value says why)."""
-    try:
-        return Project.open(folder), ""
-    except ProjectLockedError:
-        project = Project.open(folder, read_only=True)
-        return project, f"{describe_holder(project.data_dir)} has this project open for writing."
 
 
 class AnnotationSession:
@@ -148,11 +138,7 @@ class AnnotationSession:
         self.labelset = project.labels
         self.project_changed.emit(project)
         self.labels_changed.emit(self.labelset)
-        notes = [p.message for p in project.problems] + list(project.notes)
-        if Path(project.data_dir).resolve().parent != Path(project.folder).resolve():
-            notes.insert(0, f"The folder is not writable; annotations are kept in {project.data_dir}")
-        if locked:
-            notes.insert(0, f"Read-only: {locked} Changes made in this window are not saved.")
+        notes = opening_notes(project, locked)
         if notes:
             more = f" (+{len(notes) - 3} more)" if len(notes) > 3 else ""
             self.say("; ".join(notes[:3]) + more, "warning")
