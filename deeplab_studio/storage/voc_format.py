@@ -6,8 +6,14 @@ ROOT/SegmentationClass/<id>.png         mode P, pixel = class index, 255 = void
 ROOT/SegmentationObject/<id>.png        optional, pixel = instance number, 255 = void
 ROOT/ImageSets/Segmentation/{train,val,trainval}.txt   one id per line
 ROOT/class_names.txt                    one class name per line, index order
-ROOT/labelmap.txt                       `name:r,g,b::` per class (CVAT's VOC labelmap)
+ROOT/labelmap.txt                       `name:r,g,b::` per class (CVAT's VOC labelmap), then
+                                        `ignored:224,224,192::`: the void colour declared
+ROOT/dataset_meta.json                  Datumaro's class list and colours (read, never written)
 ```
+
+A labelmap entry named `ignored` or `void` (any case) is the void declaration: its pixels are 255,
+it is no class. Datumaro and CVAT look every mask colour up in labelmap.txt and refuse a colour it
+does not declare, so the export declares the void colour there under Datumaro's name for it.
 
 Two layouts: `flat` (ROOT is the destination itself) and `devkit` (ROOT is
 `<destination>/VOCdevkit/VOC2012`, what `torchvision.datasets.VOCSegmentation(root=<destination>,
@@ -18,10 +24,12 @@ of its bytes appended, so ids stay unique and ImageSets/*.txt stay UTF-8.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
-from deeplab_studio.core.labels import MAX_CLASSES, LabelSet, LabelSetError
+from deeplab_studio.core.labels import IGNORE_COLOR, MAX_CLASSES, LabelSet, LabelSetError
+from deeplab_studio.storage.formats.base import FormatError
 
 JPEG_DIR = "JPEGImages"
 CLASS_DIR = "SegmentationClass"
@@ -30,6 +38,9 @@ SPLIT_DIR = Path("ImageSets") / "Segmentation"
 CLASS_NAMES_FILE = "class_names.txt"
 LABELMAP_FILE = "labelmap.txt"
 LABELMAP_HEADER = "# label:color_rgb:parts:actions"
+META_FILE = "dataset_meta.json"
+VOID_ENTRY = "ignored"  # Datumaro's name for VOC's 255
+_VOID_NAMES = {"ignored", "ignore", "void"}
 SPLITS = ("train", "val", "trainval")
 DEVKIT_SUBDIR = Path("VOCdevkit") / "VOC2012"
 LAYOUTS = ("devkit", "flat")
@@ -38,7 +49,7 @@ _UNSAFE_ID_RE = re.compile(r"[/\\:\x00-\x1f\x7f]")
 _UNDECODABLE_RE = re.compile("[\udc80-\udcff]")
 
 
-class VOCError(Exception):
+class VOCError(FormatError):
     """A VOC folder that cannot be written or read (one clear message naming the file)."""
 
 
@@ -103,8 +114,15 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
 
 
 def labelmap_text(labels: LabelSet) -> str:
+    """labelmap.txt: one `name:r,g,b::` line per class, then the void declaration."""
     lines = [LABELMAP_HEADER] + [f"{n}:{r},{g},{b}::" for n, (r, g, b) in zip(labels.names, labels.colors)]
+    lines.append(f"{VOID_ENTRY}:{','.join(str(v) for v in IGNORE_COLOR)}::")
     return "\n".join(lines) + "\n"
+
+
+def is_void_entry(name: str) -> bool:
+    """True for a class-file entry that declares void (255), not a class."""
+    return name.strip().casefold() in _VOID_NAMES
 
 
 def class_names_text(labels: LabelSet) -> str:
@@ -121,18 +139,59 @@ def _read_lines(path: Path, *, file_names: bool = False) -> list[tuple[int, str]
     return [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def parse_labelmap(path: Path) -> LabelSet:
-    """Classes and colours from a `name:r,g,b:parts:actions` labelmap file."""
-    names, colors = [], []
+def parse_labelmap_entries(path: Path) -> list[tuple[str, tuple[int, int, int] | None]]:
+    """(name, colour or None) per line of a `name:r,g,b:parts:actions` labelmap file, in order
+    (an empty colour field, as Datumaro writes for uncoloured labels, is None)."""
+    entries: list[tuple[str, tuple[int, int, int] | None]] = []
     for lineno, line in _read_lines(path):
         parts = line.split(":")
+        name = parts[0].strip()
         try:
-            r, g, b = (int(v) for v in parts[1].split(","))
+            rgb = tuple(int(v) for v in parts[1].split(",")) if parts[1].strip() else None
         except (IndexError, ValueError):
-            raise VOCError(f"{path}:{lineno}: expected 'name:r,g,b::', got {line!r}") from None
-        names.append(parts[0].strip())
-        colors.append((r, g, b))
-    return _labelset(path, names, colors)
+            rgb = ()
+        if not name or len(parts) < 2 or len(parts) > 4 or rgb == () or (
+                rgb is not None and (len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb))):
+            raise VOCError(f"{path}:{lineno}: expected 'name:r,g,b::', got {line!r}")
+        if any(name == have for have, _ in entries):
+            raise VOCError(f"{path}:{lineno}: class {name!r} is listed twice")
+        entries.append((name, rgb))
+    return entries
+
+
+def parse_labelmap(path: Path) -> LabelSet:
+    """Classes and colours from a labelmap file (the void declaration left out)."""
+    entries = [(n, c) for n, c in parse_labelmap_entries(path) if not is_void_entry(n)]
+    if any(c is None for _, c in entries):
+        return _labelset(path, [n for n, _ in entries], [])
+    return _labelset(path, [n for n, _ in entries], [c for _, c in entries])
+
+
+def parse_meta_entries(path: Path) -> list[tuple[str, tuple[int, int, int] | None]]:
+    """(name, colour or None) per class of Datumaro's dataset_meta.json (`label_map` in key order
+    with `segmentation_colors`, else `labels`)."""
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+        label_map = doc.get("label_map")
+        if isinstance(label_map, dict) and label_map:
+            names = [str(label_map[k]) for k in sorted(label_map, key=int)]
+        else:
+            names = [str(n) for n in doc["labels"]]
+        colors = doc.get("segmentation_colors") or []
+        out = []
+        for i, name in enumerate(names):
+            c = colors[i] if i < len(colors) else None
+            rgb = None if c is None else tuple(int(v) for v in c)
+            if rgb is not None and (len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb)):
+                raise ValueError(f"bad colour {c!r} for {name!r}")
+            out.append((name, rgb))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VOCError(f"{path}: cannot read ({exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise VOCError(f"{path}: not a Datumaro dataset_meta.json ({type(exc).__name__}: {exc})") from None
+    if not out:
+        raise VOCError(f"{path}: lists no classes")
+    return out
 
 
 def parse_class_names(path: Path) -> LabelSet:
@@ -146,17 +205,6 @@ def _labelset(path: Path, names: list[str], colors: list) -> LabelSet:
         return LabelSet(names, colors)
     except LabelSetError as exc:
         raise VOCError(f"{path}: {exc}") from None
-
-
-def read_classes(root: Path) -> LabelSet | None:
-    """The classes of a VOC folder from labelmap.txt (names + colours) and/or class_names.txt;
-    None when it has neither (the caller falls back to the 21 VOC classes)."""
-    lm, cn = root / LABELMAP_FILE, root / CLASS_NAMES_FILE
-    from_lm = parse_labelmap(lm) if lm.is_file() else None
-    from_cn = parse_class_names(cn) if cn.is_file() else None
-    if from_lm and from_cn and from_lm.names != from_cn.names:
-        raise VOCError(f"{root}: {LABELMAP_FILE} and {CLASS_NAMES_FILE} list different classes")
-    return from_lm or from_cn
 
 
 def read_split(root: Path, split: str) -> list[str]:

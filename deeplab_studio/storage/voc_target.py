@@ -1,11 +1,14 @@
-"""Where a VOC export may write: the export marker, the checks on the target folder, staging and swap.
+"""Where an export (VOC or any other format) may write: the export marker, the checks on the
+target folder, staging and swap.
 
 An export only replaces a folder that is new, empty, or marked (`.deeplab-studio-export.json`) as
 an export of the same project and holding nothing but the files that export wrote. The marker
 records its source project (absolute folder and data folder); a folder exported by another project
 is replaced only when the caller says so (`replace_other=True`: the CLI's `--overwrite-other`, a
-question in the window). Export writes into a hidden staging folder beside the target and swaps it
-in by renames; staging folders of killed exports are removed by the next export to that folder.
+question in the window). Exports of other formats list every file they wrote in the marker
+(`files`); a VOC export's files are known from its layout and ids. Export writes into a hidden
+staging folder beside the target and swaps it in by renames; staging folders of killed exports
+are removed by the next export to that folder.
 """
 
 from __future__ import annotations
@@ -103,23 +106,32 @@ def _foreign_files(root: Path, marker: dict) -> list[str]:
     """Files under a marked export that its export did not write (relative, sorted)."""
     sources = marker.get("sources")
     ids = set(sources) if isinstance(sources, dict) else None
+    listed = marker.get("files")
+    written = {f for f in listed if isinstance(f, str)} | {MARKER_FILE} if isinstance(listed, list) else None
     extra = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath).relative_to(root)
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            if not _expected_file(here / name, ids):
-                extra.append((here / name).as_posix())
+            rel = here / name
+            ok = (rel.as_posix() in written or name in _OS_LITTER) if written is not None else _expected_file(rel, ids)
+            if not ok:
+                extra.append(rel.as_posix())
     return sorted(extra)
 
 
+def written_files(stage: Path) -> list[str]:
+    """Every file under a staging folder (relative posix paths, sorted): the marker's `files`."""
+    return sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() or p.is_symlink())
+
+
 def check_target(project: Project, out_dir: Path, *, replace_other: bool = False) -> None:
-    """Refuse a VOC root inside the image folder or above it, or one holding anything but an
-    export of this project (of another project only with `replace_other`) and its own files."""
+    """Refuse an export folder inside the image folder or above it, or one holding anything but
+    an export of this project (of another project only with `replace_other`) and its own files."""
     inside = out_dir.is_relative_to(project.folder)
     if inside and not any(part.startswith(".") for part in out_dir.relative_to(project.folder).parts) or (
             project.folder.is_relative_to(out_dir)):
         raise VOCError(f"{out_dir}: the export folder must be outside the image folder {project.folder} "
-                       "(its JPEGs would become project images)" if inside else
+                       "(its images would become project images)" if inside else
                        f"{out_dir}: the export folder cannot contain the image folder {project.folder}")
     if not os.path.lexists(out_dir):
         return

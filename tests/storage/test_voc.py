@@ -15,7 +15,6 @@ from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, LabelSet, voc_colorm
 from deeplab_studio.storage.labelmaps import read_label_png, write_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage import voc as voc_export
-from deeplab_studio.storage import voc_import
 from deeplab_studio.storage.voc import (
     ExportCheckError, ForeignExportError, VOCError, check_export, export_marker, export_voc, import_voc, object_map,
     other_project_export)
@@ -50,7 +49,8 @@ def test_export_layout(annotated: Project, tmp_path: Path) -> None:
     assert tuple(pal[2]) == (10, 250, 10) and tuple(pal[IGNORE]) == (224, 224, 192)
     assert (out / "class_names.txt").read_text() == "background\ncat\ndog food\ntree\n"
     assert (out / "labelmap.txt").read_text().splitlines()[1:] == [
-        "background:0,0,0::", "cat:250,10,10::", "dog food:10,250,10::", "tree:1,2,3::"]
+        "background:0,0,0::", "cat:250,10,10::", "dog food:10,250,10::", "tree:1,2,3::",
+        "ignored:224,224,192::"]  # the void colour declared (Datumaro and CVAT refuse undeclared colours)
     sets = {n: (out / "ImageSets" / "Segmentation" / f"{n}.txt").read_text().split() for n in ("train", "val", "trainval")}
     assert sorted(sets["train"] + sets["val"]) == sets["trainval"] == s.ids
     assert export_marker(out)["sources"]["sub_a"] == "sub/a.jpg"
@@ -185,7 +185,7 @@ def test_import_colour_masks_and_exif(tmp_path: Path) -> None:
 def test_import_errors_and_conflicts(tmp_path: Path, data_dir: Path, annotated: Project, monkeypatch) -> None:
     voc, gts = _devkit(tmp_path, data_dir)
     with monkeypatch.context() as m:  # root can write anywhere: inject the read-only answer
-        m.setattr("deeplab_studio.storage.voc_import.can_write_dir", lambda p: False)
+        m.setattr("deeplab_studio.storage.formats.project_import.can_write_dir", lambda p: False)
         with pytest.raises(VOCError, match="not writable"):
             import_voc(voc, tmp_path / "ro")
     with pytest.raises(VOCError, match="not a VOC dataset"):
@@ -195,8 +195,11 @@ def test_import_errors_and_conflicts(tmp_path: Path, data_dir: Path, annotated: 
     with pytest.raises(VOCError, match="no such split"):
         import_voc(voc, tmp_path / "p", split="test")
     annotated.close()
-    with pytest.raises(VOCError, match="differ"):
-        import_voc(voc, annotated.folder)  # VOC classes vs the project's custom ones
+    classes_before = list(annotated.labels.names)
+    s = import_voc(voc, annotated.folder)  # VOC classes into a project of other classes: matched by name
+    assert s.imported == 3 and s.classes.names[:4] == classes_before and len(s.classes) == 4 + 19
+    assert [(m.source, m.how) for m in s.plan.matches[:2]] == [("background", "same"), ("aeroplane", "added")]
+    assert [m.how for m in s.plan.matches if m.source == "cat"] == ["same"]
     import_voc(voc, tmp_path / "p")
     proj = Project.open(tmp_path / "p")
     rec = proj.record("2007_000001.jpg")
@@ -313,14 +316,16 @@ def test_import_goes_on_after_a_bad_file(tmp_path: Path, data_dir: Path, monkeyp
         assert rec.status == Status.REVIEWED
         np.testing.assert_array_equal(proj.load_annotation(rec)[0], gts[rec.path[:-4]])
     proj.close()
-    real = voc_import.read_label_png
+    from deeplab_studio.storage.formats import mask_files
+
+    real = mask_files.read_label_png
 
     def out_of_memory_for_one(path, *a, **k):
         if Path(path).stem == "2007_000001":
             raise MemoryError()
         return real(path, *a, **k)
 
-    monkeypatch.setattr(voc_import, "read_label_png", out_of_memory_for_one)
+    monkeypatch.setattr(mask_files, "read_label_png", out_of_memory_for_one)
     s = import_voc(voc, tmp_path / "q")
     assert s.imported == 1 and sorted(i for i, _ in s.failed) == ["2007_000001", "2007_000023"]
     assert any("not enough memory" in why and "2007_000001" in why for _, why in s.failed)

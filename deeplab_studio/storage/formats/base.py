@@ -22,6 +22,8 @@ it), and return the failures. An item is written under `export_stems(keys)[key]`
 path without the extension, made unique), so the check finds it again by that key. A writer may
 declare `tolerance` (the share of an image's pixels that may differ after the round trip, e.g.
 polygon edges; default 0) and `keeps_void = False` (void pixels are not written; default True).
+Writers call `progress` once per item, outside their per-item error handling: the caller's
+progress hook raises `Cancelled` there to stop the run.
 """
 
 from __future__ import annotations

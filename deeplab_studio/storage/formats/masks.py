@@ -1,0 +1,119 @@
+"""Plain mask folders: `images/` and `masks/` side by side, a mask per image.
+
+```
+ROOT/images/<key>.<ext>     any image the app reads (JPEG, PNG, BMP, TIFF, WebP); subfolders allowed
+ROOT/masks/<key>.png        index PNG (palette or 8-bit grayscale): pixel = class index, 255 = void
+ROOT/classes.txt            optional: one class name per line, line i names class i
+```
+
+Images and masks are paired by key (the path without its extension), so `images/a.tif` goes with
+`masks/a.png`. An image without a mask, a mask without an image, and image files the app cannot
+decode (HEIC, HEIF, AVIF) are named in `problems`. Without classes.txt the classes are numbered
+("background", "class 1", ...) up to the highest value the masks hold, found by reading them
+once. Colour masks are read in the Pascal VOC colours. Masks are in the image file's raw pixel
+frame and rotated with an EXIF-rotated image (`mask_files`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from deeplab_studio.core.labels import IGNORE, LabelSet
+from deeplab_studio.storage.formats.base import (
+    ExportItem, FormatError, Progress, SourceDataset, SourceItem)
+from deeplab_studio.storage.formats.mask_files import (
+    MaskLabels, index_images, index_png, is_safe_key, write_bytes, write_pairs)
+from deeplab_studio.storage.voc_format import _read_lines, shown
+
+IMAGES, MASKS, CLASSES_FILE = "images", "masks", "classes.txt"
+
+
+def _masks(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    base = os.fspath(folder)
+    for root, dirs, files in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        prefix = "" if root == base else root[len(base) + 1:].replace(os.sep, "/") + "/"
+        for name in sorted(files):
+            if not name.startswith(".") and name.lower().endswith(".png"):
+                found[prefix + name[:-4]] = Path(root) / name
+    return found
+
+
+def _numbered_classes(items: list[SourceItem]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Class names up to the highest value in the masks (each read once); masks that fail are
+    returned as problems (their items are dropped by the caller)."""
+    top, bad = 0, []
+    for item in items:
+        try:
+            labels = item.read_labels()
+        except Exception as exc:  # noqa: BLE001 - this mask's failure
+            bad.append((item.key, str(exc) or type(exc).__name__))
+            continue
+        values = labels[labels != IGNORE]
+        top = max(top, int(values.max()) if values.size else 0)
+    return ["background", *(f"class {i}" for i in range(1, top + 1))], bad
+
+
+class MasksReader:
+    name = "masks"
+    title = "images/ + masks/ folders"
+
+    def detect(self, path: Path) -> bool:
+        return (Path(path) / IMAGES).is_dir() and (Path(path) / MASKS).is_dir()
+
+    def read(self, path: Path, split: str | None = None) -> SourceDataset:
+        root = Path(path).expanduser()
+        if split is not None:
+            raise FormatError(f"{root}: a mask folder has no splits (--split is for voc and cvat-mask)")
+        if not self.detect(root):
+            raise FormatError(f"{root}: no such folder" if not root.exists() else
+                              f"{root}: not a mask folder (no {IMAGES}/ and {MASKS}/ here)")
+        root = root.resolve()
+        images, skipped = index_images(root / IMAGES)
+        masks = _masks(root / MASKS)
+        problems = [(f"{IMAGES}/{f}", why) for f, why in skipped]
+        items = []
+        for key, image in sorted(images.items()):
+            if not is_safe_key(key):
+                problems.append((shown(key), f"{shown(image)}: unsafe name (hidden or outside the folder): skipped"))
+            elif key not in masks:
+                problems.append((shown(key), f"{shown(root / MASKS / key)}.png: no mask for {shown(image)}"))
+            else:
+                items.append(SourceItem(key, image, MaskLabels(masks[key], image)))
+        for key in sorted(set(masks) - set(images)):
+            problems.append((shown(key), f"{shown(masks[key])}: no image for this mask in {IMAGES}/"))
+        notes = [f"{len(items)} image/mask pairs"]
+        if (root / CLASSES_FILE).is_file():
+            names = [line for _, line in _read_lines(root / CLASSES_FILE)]
+            if not names:
+                raise FormatError(f"{root / CLASSES_FILE}: lists no classes")
+            declared = True
+        else:
+            names, bad = _numbered_classes(items)
+            failed = {k for k, _ in bad}
+            items = [it for it in items if it.key not in failed]
+            problems += bad
+            notes.append(f"no {CLASSES_FILE}: {len(names)} classes numbered from the masks' values")
+            declared = False
+        return SourceDataset(self.name, root, names, None, items, problems, notes, declared)
+
+
+class MasksWriter:
+    name = "masks"
+    title = "images/ + masks/ folders"
+
+    def write(self, stage: Path, items: Iterable[ExportItem], labels: LabelSet, *,
+              progress: Progress | None = None) -> list[tuple[str, str]]:
+        """images/ (each image in its own format when upright), masks/ (palette PNGs in the
+        classes' colours), classes.txt."""
+        _, failed = write_pairs(stage, items, labels, image_dir=IMAGES, mask_dir=MASKS, stems=None,
+                                encode=index_png, jpeg_only=False, progress=progress)
+        write_bytes(stage / CLASSES_FILE, "".join(f"{n}\n" for n in labels.names))
+        return failed
+
+
+READER = MasksReader()
+WRITER = MasksWriter()
