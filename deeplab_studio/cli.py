@@ -23,8 +23,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "refine": ("refine", "snap a label map to image edges with the dense CRF"),
     "train": ("train", "train or fine-tune a model on a project or a VOC folder"),
     "evaluate": ("evaluate", "mIoU of a checkpoint on a VOC split"),
-    "export": ("export", "export a project as a Pascal VOC dataset"),
-    "import-voc": ("import_voc", "import a Pascal VOC dataset into a project"),
+    "export": ("export", "export a project as a dataset: VOC, CVAT masks, labelme, COCO or mask folders"),
+    "import": ("import_data", "import a dataset (VOC, CVAT masks, labelme, COCO, mask folders) into a project"),
+    "import-voc": ("import_voc", "import a Pascal VOC dataset into a project (= import --format voc)"),
     "convert": ("convert", "convert a TFLite DeepLab (TF's mobile v3) into a checkpoint"),
 }
 

@@ -1,10 +1,12 @@
-"""`deeplab-studio export FOLDER --out OUT`: a project as a Pascal VOC segmentation dataset.
+"""`deeplab-studio export FOLDER --out OUT [--format F]`: a project as a segmentation dataset.
 
-By default the dataset is written to `OUT/VOCdevkit/VOC2012`, so
+`--format voc` (the default): the dataset is written to `OUT/VOCdevkit/VOC2012`, so
 `torchvision.datasets.VOCSegmentation(root=OUT, year="2012", image_set=...)` reads it unchanged;
-`--flat` writes JPEGImages/, SegmentationClass/... straight into OUT. An export of another
-project is replaced only with `--overwrite-other`. Images that fail are named on stderr and left
-out (exit status 1); a refused target or bad input is one line, exit status 2.
+`--flat` writes JPEGImages/, SegmentationClass/... straight into OUT. The other formats
+(cvat-mask, labelme, coco, masks) are written straight into OUT, through the same staging,
+marker and swap, and re-read by their own reader before they replace anything. An export of
+another project is replaced only with `--overwrite-other`. Images that fail are named on stderr
+and left out (exit status 1); a refused target or bad input is one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -15,23 +17,30 @@ import sys
 from collections.abc import Callable
 
 
+EXPORT_FORMATS = ("voc", "cvat-mask", "labelme", "coco", "masks")
+_VOC_ONLY = ("flat", "val_fraction", "seed", "objects")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="image folder of the project to export")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="voc",
+                        help="voc (default), cvat-mask (CVAT 'Segmentation mask 1.1'), labelme (JSON per image), "
+                             "coco (instances JSON), masks (images/ + masks/ index PNGs + classes.txt)")
     parser.add_argument("--out", required=True, metavar="OUT",
                         help="destination: the dataset goes to OUT/VOCdevkit/VOC2012 (torchvision's "
                              "VOCSegmentation(root=OUT, year='2012')); that folder must be new, empty, or a "
                              "previous export of this project")
-    parser.add_argument("--flat", action="store_true",
-                        help="write JPEGImages/, SegmentationClass/, ImageSets/... directly into OUT (no "
+    parser.add_argument("--flat", action="store_true", default=None,
+                        help="voc: write JPEGImages/, SegmentationClass/, ImageSets/... directly into OUT (no "
                              "VOCdevkit/VOC2012); OUT must be new, empty, or a previous flat export of this project")
     parser.add_argument("--overwrite-other", action="store_true",
                         help="replace a folder that holds another project's export (refused without it)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val.txt (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
+    parser.add_argument("--val-fraction", type=float, default=None, help="voc: share of images in val.txt (default 0.2)")
+    parser.add_argument("--seed", type=int, default=None, help="voc: seed of the train/val split (default 0)")
     parser.add_argument("--status", default="reviewed,edited,auto",
                         help="comma-separated statuses to include (default reviewed,edited,auto)")
-    parser.add_argument("--objects", action="store_true",
-                        help="also write SegmentationObject/ (connected components per class)")
+    parser.add_argument("--objects", action="store_true", default=None,
+                        help="voc: also write SegmentationObject/ (connected components per class)")
 
 
 def progress_printer(verb: str) -> Callable[[int, int, str], None]:
@@ -55,10 +64,55 @@ def progress_printer(verb: str) -> Callable[[int, int, str], None]:
     return report
 
 
+def open_project(folder: str):
+    """The project of `folder`, read-only (exporting changes nothing); CommandError if there is none."""
+    from deeplab_studio.commands import CommandError
+    from deeplab_studio.storage.project import Project, existing_data_dir
+    from deeplab_studio.storage.voc_format import shown
+
+    if not os.path.isdir(folder):
+        raise CommandError(f"{shown(folder)}: no such folder")
+    if existing_data_dir(folder) is None:
+        raise CommandError(f"{shown(folder)}: no DeepLab Studio project here (nothing annotated to export)")
+    project = Project.open(folder, read_only=True)
+    for p in project.problems:
+        print(f"warning: {shown(p.message)}", file=sys.stderr)
+    return project
+
+
+def _export_other(args: argparse.Namespace, statuses) -> int:
+    """Every format but voc: the generic export (staged, re-read by its reader, swapped in)."""
+    from deeplab_studio.commands import CommandError
+    from deeplab_studio.storage.formats.base import FormatError
+    from deeplab_studio.storage.formats.project_export import export_dataset
+    from deeplab_studio.storage.images import ImageReadError
+    from deeplab_studio.storage.project import ProjectError
+    from deeplab_studio.storage.voc import ForeignExportError
+    from deeplab_studio.storage.voc_format import shown
+
+    try:
+        project = open_project(args.folder)
+        s = export_dataset(project, args.out, args.format, statuses=statuses, replace_other=args.overwrite_other,
+                           progress=progress_printer("exporting"))
+        project.close()
+    except ForeignExportError as exc:
+        raise CommandError(f"{shown(exc)} (--overwrite-other replaces it)") from None
+    except (ProjectError, FormatError, ImageReadError, OSError, ValueError) as exc:
+        raise CommandError(shown(exc)) from None
+    for _path, reason in s.failed:
+        print(f"failed: {shown(reason)}", file=sys.stderr)
+    skipped = ", ".join(f"{n} {st}" for st, n in sorted(s.skipped.items()))
+    print(f"exported {len(s.keys)} images ({s.num_classes} classes) as {s.format} to {shown(s.out_dir)} in "
+          f"{s.seconds:.1f} s, checked by reading it back"
+          + (f"; {len(s.failed)} failed (named above, left out)" if s.failed else "")
+          + (f"; left out: {skipped}" if skipped else ""))
+    return 1 if s.failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from deeplab_studio.commands import CommandError
     from deeplab_studio.storage.images import ImageReadError
-    from deeplab_studio.storage.project import Project, ProjectError, existing_data_dir
+    from deeplab_studio.storage.project import ProjectError
     from deeplab_studio.storage.voc import ForeignExportError, VOCError, export_voc, parse_statuses
     from deeplab_studio.storage.voc_format import shown
 
@@ -66,19 +120,21 @@ def run(args: argparse.Namespace) -> int:
         statuses = parse_statuses(s for s in args.status.split(",") if s.strip())
     except ValueError as exc:
         raise CommandError(f"--status: {exc}") from None
+    if args.format != "voc":
+        given = [f"--{o.replace('_', '-')}" for o in _VOC_ONLY if getattr(args, o) is not None]
+        if given:
+            raise CommandError(f"{', '.join(given)}: options of --format voc only")
+        return _export_other(args, statuses)
+    args.val_fraction = 0.2 if args.val_fraction is None else args.val_fraction
+    args.seed = 0 if args.seed is None else args.seed
     if not 0.0 <= args.val_fraction < 1.0:
         raise CommandError(f"--val-fraction must be in [0, 1), not {args.val_fraction}")
-    if not os.path.isdir(args.folder):
-        raise CommandError(f"{shown(args.folder)}: no such folder")
-    if existing_data_dir(args.folder) is None:
-        raise CommandError(f"{shown(args.folder)}: no DeepLab Studio project here (nothing annotated to export)")
     try:
-        project = Project.open(args.folder, read_only=True)  # exporting changes nothing in the project
-        for p in project.problems:
-            print(f"warning: {shown(p.message)}", file=sys.stderr)
+        project = open_project(args.folder)
         summary = export_voc(project, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                             statuses=statuses, objects=args.objects, progress=progress_printer("exporting"),
+                             statuses=statuses, objects=bool(args.objects), progress=progress_printer("exporting"),
                              layout="flat" if args.flat else "devkit", replace_other=args.overwrite_other)
+        project.close()
     except ForeignExportError as exc:
         raise CommandError(f"{shown(exc)} (--overwrite-other replaces it)") from None
     except (ProjectError, VOCError, ImageReadError, OSError) as exc:
