@@ -1,4 +1,5 @@
-"""Training data: samples from a project, a VOC folder or arrays, split into train/val, as torch Datasets.
+"""Training data: samples from a project, a dataset reader's items, a VOC folder or arrays, split
+into train/val, as torch Datasets.
 
 A ``Sample`` holds an image and a label map, each an array or a file path (project label maps:
 PNG bytes read once from the project), decoded lazily in the DataLoader workers. Files are read
@@ -216,9 +217,13 @@ def _read_lines(path: Path) -> list[str]:
         raise DatasetError(f"{path}: cannot read the class list ({exc})") from None
 
 
+_VOID_ENTRIES = {"ignored", "ignore", "void"}
+
+
 def voc_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]] | None]:
     """Class names (and colours) of a VOC folder: ``labelmap.txt`` (``name:r,g,b::``, as CVAT
-    and our export write it), else ``class_names.txt``, else the 21 VOC classes."""
+    and our export write it; its void entry ``ignored`` is no class), else ``class_names.txt``,
+    else the 21 VOC classes."""
     names = colors = None
     lm = root / "labelmap.txt"
     if lm.is_file():
@@ -231,6 +236,8 @@ def voc_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]] | Non
                 raise DatasetError(f"{lm}: bad line {ln!r} (expected name:r,g,b::)") from None
             if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
                 raise DatasetError(f"{lm}: bad colour in {ln!r}")
+            if name.strip().casefold() in _VOID_ENTRIES:  # the void colour declared (our export, Datumaro)
+                continue
             names.append(name.strip())
             colors.append(rgb)
     cn = root / "class_names.txt"
@@ -285,6 +292,40 @@ def from_voc(path: str | Path, *, read_image: ImageReader, read_labels: LabelRea
     names, colors = voc_classes(root)
     return TrainData(train, val, names, colors, f"VOC {root} ({len(train)} train, {len(val)} val, {how})",
                      {"kind": "voc", "folder": str(root)})
+
+
+class ItemLabels:
+    """``Sample.read_labels`` for a dataset reader's item: calls the item's own ``read_labels()``
+    (picklable when that is, as storage's readers guarantee)."""
+
+    def __init__(self, read: Callable[[], np.ndarray]) -> None:
+        self.read = read
+
+    def __call__(self, _path: Path) -> np.ndarray:
+        return self.read()
+
+
+def from_items(items: Sequence[Any], class_names: Sequence[str], class_colors=None, *, read_image: ImageReader,
+               val_fraction: float = 0.2, seed: int = 0, source: str = "items", info: dict | None = None) -> TrainData:
+    """Samples from a dataset reader's items (duck-typed: ``key``, ``image``, ``read_labels()``,
+    ``subset``): the dataset's own train/val split when its items have both, else a seeded split
+    by ``val_fraction``. Images are read by ``read_image`` and labels by the item, in the loader."""
+    samples = [Sample(Path(it.image), it.key, it.key, read_image=read_image, read_labels=ItemLabels(it.read_labels))
+               for it in items]
+    if not samples:
+        raise DatasetError(f"{source}: no images with label maps")
+    subsets = [getattr(it, "subset", "") for it in items]
+    if "train" in subsets and "val" in subsets:
+        train = [s for s, sub in zip(samples, subsets) if sub != "val"]
+        val = [s for s, sub in zip(samples, subsets) if sub == "val"]
+        how = "the dataset's train/val split"
+    else:
+        tr, va = split_indices(len(samples), val_fraction, seed)
+        train, val = [samples[i] for i in tr], [samples[i] for i in va]
+        how = f"seeded split {val_fraction:g}"
+    colors = [tuple(c) for c in class_colors] if class_colors else None
+    return TrainData(train, val, list(class_names), colors, f"{source} ({len(train)} train, {len(val)} val, {how})",
+                     dict(info or {}))
 
 
 # --- torch datasets ------------------------------------------------------------------------
