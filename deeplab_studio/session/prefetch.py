@@ -27,6 +27,15 @@ class ImagePrefetcher:
             return fut.result()
         return self.project.read_image(rec)
 
+    def held(self) -> list[str]:
+        """Keys of the images decoded or being decoded ahead, oldest first."""
+        return list(self._cache)
+
+    def peek(self, key: str) -> np.ndarray | None:
+        """The prefetched image of `key` (waiting for its decode), or None; it stays held."""
+        fut = self._cache.get(key)
+        return None if fut is None or fut.cancelled() else fut.result()
+
     def prefetch(self, recs) -> None:
         wanted = [r for r in recs if r is not None]
         keys = {r.path for r in wanted}

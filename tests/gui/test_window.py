@@ -346,13 +346,13 @@ def test_unsavable_change_blocks_folder_switch_and_first_close(qtbot, window, mo
 
 def test_neighbours_are_prefetched_and_memory_stays_bounded(qtbot, window):
     pf = window.session.prefetcher
-    assert set(pf._cache) == {"img_1.png"}  # next only: img_0 is the first
+    assert set(pf.held()) == {"img_1.png"}  # next only: img_0 is the first
     window.step(+1)
-    assert set(pf._cache) == {"img_2.png", "img_0.png"}
-    image = pf._cache["img_2.png"].result()
+    assert set(pf.held()) == {"img_2.png", "img_0.png"}
+    image = pf.peek("img_2.png")
     window.step(+1)
-    assert np.array_equal(window.document.image, image)
-    assert len(pf._cache) <= pf.capacity
+    assert image is not None and np.array_equal(window.document.image, image)
+    assert len(pf.held()) <= pf.capacity
 
 
 def test_text_filter_limits_the_list_and_navigation(qtbot, window):

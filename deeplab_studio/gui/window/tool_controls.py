@@ -5,20 +5,23 @@ remembers the choices in the settings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QCheckBox, QLabel, QSlider, QSpinBox, QToolBar, QWidget
 
-from deeplab_studio.gui.window.actions import ActionRegistry
 from deeplab_studio.gui.canvas.view import CanvasView
+from deeplab_studio.gui.window.actions import ActionRegistry
 from deeplab_studio.session.tools import ToolBox
 
 TOOL_ACTIONS = ("tool_brush", "tool_eraser", "tool_fill", "tool_polygon", "tool_picker")
 MAX_BRUSH = 500
 
 
-def _quietly(widget: QWidget, setter: str, value) -> None:
+def _quietly(widget: QWidget, change: Callable[[], None]) -> None:
+    """Make `change` to `widget` without it emitting (the value came from elsewhere)."""
     widget.blockSignals(True)
-    getattr(widget, setter)(value)
+    change()
     widget.blockSignals(False)
 
 
@@ -90,7 +93,7 @@ class ToolControls:
         self.toolbox.ctx.brush_size = size
         for w in (self.size_slider, self.size_spin):
             if w.value() != size:
-                _quietly(w, "setValue", size)
+                _quietly(w, lambda w=w: w.setValue(size))
         self.canvas.update_brush()
         self.settings.setValue("brush_size", size)
 
@@ -98,7 +101,7 @@ class ToolControls:
         value = max(0.0, min(1.0, float(value)))
         self.canvas.overlay.setOpacity(value)
         if self.opacity_slider.value() != round(value * 100):
-            _quietly(self.opacity_slider, "setValue", round(value * 100))
+            _quietly(self.opacity_slider, lambda: self.opacity_slider.setValue(round(value * 100)))
         self.settings.setValue("opacity", value)
         self._overlay_notice()
 
@@ -122,4 +125,4 @@ class ToolControls:
         self.toolbox.ctx.background_only = bool(on)
         for w in (self.bg_only, self.actions["background_only"]):
             if w.isChecked() != on:
-                _quietly(w, "setChecked", on)
+                _quietly(w, lambda w=w: w.setChecked(on))

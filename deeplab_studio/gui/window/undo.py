@@ -114,7 +114,7 @@ class UndoManager(QObject):
         for stack in self._stacks.values():
             for i in range(stack.count()):
                 cmd = stack.command(i)
-                total += getattr(cmd, "nbytes", 0)
+                total += cmd.nbytes if isinstance(cmd, PatchCommand) else 0
         return total
 
     def _enforce_budget(self) -> None:
