@@ -1,4 +1,7 @@
-"""`deeplab-studio evaluate`: mIoU of a model on a Pascal VOC split.
+"""`deeplab-studio evaluate`: mIoU of a model on a dataset: a VOC split, CVAT masks, labelme, COCO
+or images/ + masks/, read by the same readers as `import` and `train` (the same classes, colours
+and EXIF rule). For VOC and CVAT masks, `--split` picks the split file (default: val.txt when
+there is one, else all the dataset's items).
 
 The model is `--model` (a bundled model's name, a checkpoint file, a Hugging Face folder or
 `torchvision:NAME`) or, without it, the bundled Pascal VOC model `deeplabv3_mobilenetv2_voc`.
@@ -17,30 +20,39 @@ import sys
 from pathlib import Path
 
 from deeplab_studio.commands import CommandError
+from deeplab_studio.commands.import_data import FORMAT_CHOICES
 from deeplab_studio.commands.predict import Progress, add_model_arguments, load_predictor, plural
 
 
-def find_voc_root(folder: Path) -> Path:
-    """The folder holding ImageSets/Segmentation: `folder`, `folder/VOC2012` or `folder/VOCdevkit/VOC2012`."""
-    for root in (folder, folder / "VOC2012", folder / "VOCdevkit" / "VOC2012"):
-        if (root / "ImageSets" / "Segmentation").is_dir():
-            return root
-    raise CommandError(f"{folder}: not a VOC folder (no ImageSets/Segmentation here, in VOC2012/ or VOCdevkit/VOC2012/)")
+def open_source(path: Path, fmt: str, split: str | None):
+    """The dataset to evaluate (its `val` split by default, where it has one); CommandError if
+    it cannot be read."""
+    from deeplab_studio.storage.formats import SPLIT_FORMATS, detect, open_dataset, reader
+    from deeplab_studio.storage.formats.base import FormatError
+    from deeplab_studio.storage.voc_format import SPLIT_DIR
 
-
-def read_split(root: Path, split: str) -> list[str]:
-    sets = root / "ImageSets" / "Segmentation"
-    path = sets / f"{split}.txt"
-    if not path.is_file():
-        have = ", ".join(sorted(p.stem for p in sets.glob("*.txt"))) or "none"
-        raise CommandError(f"{path}: no such split file (splits here: {have})")
     try:
-        ids = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"{path}: cannot read the split file ({exc})") from None
-    if not ids:
-        raise CommandError(f"{path}: the split lists no images")
-    return ids
+        chosen = detect(path) if fmt == "auto" else fmt
+        source = open_dataset(path, chosen, split=split)
+        if split is None and chosen in SPLIT_FORMATS and (source.root / SPLIT_DIR / "val.txt").is_file():
+            source = reader(chosen).read(path, split="val")
+    except FormatError as exc:
+        raise CommandError(str(exc)) from None
+    if not source.items and not source.problems:
+        raise CommandError(f"{source.root}: nothing to evaluate ({'; '.join(source.notes)})")
+    return source
+
+
+def read_pair(item):
+    """(image, ground truth) of a dataset item, as training reads them: storage's `read_image`
+    (EXIF applied) and the item's own label reader (masks turned with their image)."""
+    from deeplab_studio.storage.images import ImageReadError, read_image
+
+    image, gt = read_image(item.image), item.read_labels()
+    if image.shape[:2] != gt.shape:
+        raise ImageReadError(item.image, f"its label map is {gt.shape[1]}×{gt.shape[0]}, the image "
+                                         f"{image.shape[1]}×{image.shape[0]}")
+    return image, gt
 
 
 def class_names_for(predictor, num_classes: int) -> list[str]:
@@ -54,27 +66,42 @@ def class_names_for(predictor, num_classes: int) -> list[str]:
     return [f"class {i}" for i in range(num_classes)]
 
 
-def class_name_warning(root: Path, model_names) -> str | None:
-    """A warning when the dataset's class_names.txt (written by `export`) disagrees with the model's
-    classes: indices would be compared across different class lists, so the mIoU means nothing."""
-    path = root / "class_names.txt"
-    if not model_names or not path.is_file():
-        return None
-    try:
-        data_names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError):
+def declared_names(source) -> tuple[list[str] | None, str]:
+    """The class names the dataset declares and where: a VOC folder's class_names.txt (what
+    `export` writes for VainF and mmsegmentation), else the reader's classes when the dataset
+    names them; (None, "") when it names none."""
+    path = Path(source.root) / "class_names.txt"
+    if source.format in ("voc", "cvat-mask") and path.is_file():
+        try:
+            return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()], str(path)
+        except (OSError, UnicodeDecodeError):
+            pass
+    return (list(source.class_names), str(source.root)) if source.classes_declared else (None, "")
+
+
+def class_name_warning(data_names: list[str] | None, where: str, model_names) -> str | None:
+    """A warning when the dataset's class names disagree with the model's classes: indices would
+    be compared across different class lists, so the mIoU means nothing."""
+    if not model_names or not data_names:
         return None
     if [n.lower() for n in data_names] == [n.lower() for n in model_names]:
         return None
+
     def show(names):
         return ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
-    return (f"the model's classes ({show(list(model_names))}) differ from {path}'s ({show(data_names)}); "
+    return (f"the model's classes ({show(list(model_names))}) differ from {where}'s ({show(data_names)}); "
             "class indices are compared as they are, so per-class IoU and mIoU may mean nothing")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("voc_dir", metavar="VOC_DIR", help="VOC root (or a folder with VOCdevkit/VOC2012 inside)")
-    parser.add_argument("--split", default="val", help="ImageSets/Segmentation/<split>.txt (default val)")
+    parser.add_argument("data", metavar="DATA",
+                        help="the dataset: a VOC root (or a folder with VOCdevkit/VOC2012 inside), CVAT masks, "
+                             "labelme, COCO, or images/ + masks/")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto",
+                        help="the dataset's format (default auto: detected)")
+    parser.add_argument("--split", default=None,
+                        help="voc, cvat-mask: ImageSets/Segmentation/<split>.txt (default: val when there is one, "
+                             "else all items)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_model_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="report only failures and the summary")
@@ -85,13 +112,10 @@ def _num(x: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = find_voc_root(Path(args.voc_dir))
-    ids = read_split(root, args.split)
+    source = open_source(Path(args.data), args.format, args.split)
 
     from deeplab_studio.core.metrics import ConfusionMatrix
     from deeplab_studio.ml.prefetch import prefetch_images
-    from deeplab_studio.storage.images import ImageReadError, read_image
-    from deeplab_studio.storage.labelmaps import read_label_png
 
     predictor = load_predictor(args, keep_probs=args.crf,
                                on_warning=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
@@ -104,46 +128,37 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CommandError(f"{args.model}: {exc}") from None
 
-    def image_path(image_id: str) -> Path:
-        path = root / "JPEGImages" / f"{image_id}.jpg"
-        if not path.exists():
-            others = sorted((root / "JPEGImages").glob(f"{image_id}.*"))
-            path = others[0] if others else path
-        return path
-
-    def read_pair(path: Path):
-        gt_path = root / "SegmentationClass" / f"{path.stem}.png"
-        if not gt_path.is_file():
-            raise ImageReadError(gt_path, "ground-truth label map not found")
-        image, gt = read_image(path), read_label_png(gt_path)
-        if image.shape[:2] != gt.shape:
-            raise ImageReadError(gt_path, f"size {gt.shape[1]}×{gt.shape[0]} differs from the image's "
-                                          f"{image.shape[1]}×{image.shape[0]}")
-        return image, gt
-
-    warnings = [w for w in [class_name_warning(root, predictor.class_names)] if w]
+    warnings = [w for w in [class_name_warning(*declared_names(source), predictor.class_names)] if w]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr, flush=True)
 
+    split = args.split or next((n.split(": ", 1)[1] for n in source.notes if n.startswith("split: ")), "all")
+    items = {Path(it.image): it for it in source.items}
+    total = len(items) + len(source.problems)
     cm: ConfusionMatrix | None = None
     failed: list[dict[str, str]] = []
-    progress = Progress(len(ids), quiet=args.quiet)
-    print(f"evaluating {plural(len(ids), 'image')} of {root} [{args.split}] on {predictor.device}", file=sys.stderr, flush=True)
-    paths = [image_path(i) for i in ids]
-    for path, item in prefetch_images(paths, workers=args.decode_workers, read=read_pair):
-        if isinstance(item, Exception):
-            failed.append({"id": path.stem, "error": str(item)})
-            progress.step(path, item)
+    progress = Progress(total, quiet=args.quiet)
+    print(f"evaluating {plural(total, 'image')} of {source.root} [{source.format}, {split}] on {predictor.device}",
+          file=sys.stderr, flush=True)
+    for name, why in source.problems:  # listed, but not readable: failures like any other
+        failed.append({"id": name, "error": why})
+        progress.step(Path(name), ValueError(why))
+    for path, pair in prefetch_images(list(items), workers=args.decode_workers,
+                                      read=lambda p: read_pair(items[p])):
+        key = items[path].key
+        if isinstance(pair, Exception):
+            failed.append({"id": key, "error": str(pair)})
+            progress.step(path, pair)
             continue
         try:
-            image, gt = item
+            image, gt = pair
             pred = predictor.predict(image, progress=progress.tiles(path))
             labels = refine(image, pred.probs) if refine is not None else pred.labels
             if cm is None:
                 cm = ConfusionMatrix(pred.num_classes or predictor.num_classes or int(labels.max()) + 1)
             cm.update(gt, labels)
         except (ValueError, RuntimeError, OSError) as exc:
-            failed.append({"id": path.stem, "error": str(exc)})
+            failed.append({"id": key, "error": str(exc)})
             progress.step(path, exc)
             continue
         progress.step(path)
@@ -155,9 +170,10 @@ def run(args: argparse.Namespace) -> int:
     ious = cm.iou()
     result = {
         "model": str(args.model),
-        "voc_root": str(root),
-        "split": args.split,
-        "images": len(ids) - len(failed),
+        "voc_root": str(source.root),
+        "format": source.format,
+        "split": split,
+        "images": total - len(failed),
         "failed": failed,
         "warnings": warnings,
         "crf": bool(args.crf),

@@ -1,7 +1,9 @@
-"""`deeplab-studio train`: train or fine-tune a model on a project folder or a VOC folder.
+"""`deeplab-studio train`: train or fine-tune a model on a project folder or any importable dataset.
 
-DATA is a Pascal VOC folder (ImageSets/Segmentation at its root, in VOC2012/ or in
-VOCdevkit/VOC2012/) or an annotated project folder (its `edited` and `reviewed` images only).
+DATA is an annotated project folder (its `edited` and `reviewed` images only) or a dataset in
+any format `import` reads (VOC, CVAT masks, labelme, COCO, images/ + masks/), read by the same
+readers as `import`: the same classes, colours and EXIF rule. `--format auto` takes a VOC or
+CVAT-mask folder first, then a project, then the other formats.
 `--init` picks the start: a bundled model (by default the Pascal VOC model, when `--arch` is not
 given or is its architecture), a checkpoint, an ImageNet backbone or random weights.
 The best model by validation mIoU is written to --out in the own checkpoint format, loadable by
@@ -19,11 +21,17 @@ import time
 from pathlib import Path
 
 from deeplab_studio.commands import CommandError
+from deeplab_studio.commands.import_data import FORMAT_CHOICES
 from deeplab_studio.models import VOC_MODEL
+
+_SHORT_NAMES = {"voc": "VOC", "cvat-mask": "CVAT masks", "masks": "mask folder", "labelme": "labelme", "coco": "COCO"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", metavar="DATA", help="project folder or VOC folder")
+    parser.add_argument("data", metavar="DATA", help="project folder, or a dataset folder (VOC, CVAT masks, labelme, "
+                                                      "COCO, images/ + masks/)")
+    parser.add_argument("--format", default="auto", choices=("auto", "project", *FORMAT_CHOICES[1:]),
+                        help="what DATA is (default auto: a VOC/CVAT-mask folder, else a project, else detected)")
     parser.add_argument("--out", required=True, metavar="CKPT", help="where to write the best model (.safetensors)")
     parser.add_argument("--arch", default=None, metavar="ARCH",
                         help="deeplabv3plus_resnet50|resnet101|mobilenet, deeplabv3_..., deeplabv3_mobilenetv2_tf "
@@ -85,31 +93,49 @@ def default_lr(optimizer: str, init: str) -> float:
     return 0.01 if init in ("imagenet", "random") else 0.001
 
 
-def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only: bool = False):
-    """TrainData from a VOC folder or a project folder (CommandError if it is neither); files are
-    read by storage's readers, as everywhere else in the application."""
-    from deeplab_studio.ml.datasets import DatasetError, find_voc_root, from_project, from_voc
+def load_data(path: Path, *, val_fraction: float, seed: int, edited_pixels_only: bool = False, fmt: str = "auto"):
+    """TrainData from a project folder or a dataset read by storage's readers (CommandError if
+    it is neither); images are read by storage's `read_image` (EXIF applied) and label maps by
+    the reader's items (rotated with their image), as `import` and `evaluate` read them."""
+    from deeplab_studio.ml.datasets import DatasetError, from_items, from_project
+    from deeplab_studio.storage.formats import available, detect, open_dataset
+    from deeplab_studio.storage.formats.base import FormatError
     from deeplab_studio.storage.images import read_image
-    from deeplab_studio.storage.labelmaps import read_label_png
     from deeplab_studio.storage.locations import existing_data_dir
     from deeplab_studio.storage.project import Project, ProjectError
 
-    if not path.is_dir():
+    if not path.exists():
         raise CommandError(f"{path}: not a folder")
     try:
-        if find_voc_root(path) is not None:
-            return from_voc(path, read_image=read_image, read_labels=read_label_png, val_fraction=val_fraction,
-                            seed=seed)
-        if existing_data_dir(path) is None:
-            raise CommandError(f"{path}: neither a VOC folder (ImageSets/Segmentation) nor an annotated project")
-        try:
-            project = Project.open(path, read_only=True)  # training only reads: a window may be writing
-        except ProjectError as exc:
-            raise CommandError(str(exc)) from None
-        # storage's reader, not the project's: loader processes started by spawn must pickle it
-        return from_project(project, val_fraction=val_fraction, seed=seed, edited_pixels_only=edited_pixels_only,
-                            read_image=read_image)
-    except (DatasetError, ValueError) as exc:
+        chosen = fmt
+        if fmt == "auto":
+            try:
+                chosen = detect(path)
+            except FormatError:
+                chosen = "project" if existing_data_dir(path) is not None else ""
+            if chosen not in ("voc", "cvat-mask", "") and existing_data_dir(path) is not None:
+                chosen = "project"  # a project folder holding labelme files, say: the project is what is edited
+        if not chosen:
+            raise CommandError(f"{path}: neither a VOC folder nor another dataset this app reads "
+                               f"({', '.join(available())}), nor an annotated project")
+        if chosen == "project":
+            try:
+                project = Project.open(path, read_only=True)  # training only reads: a window may be writing
+            except ProjectError as exc:
+                raise CommandError(str(exc)) from None
+            # storage's reader, not the project's: loader processes started by spawn must pickle it
+            return from_project(project, val_fraction=val_fraction, seed=seed, edited_pixels_only=edited_pixels_only,
+                                read_image=read_image)
+        source = open_dataset(path, chosen)
+        for name, why in source.problems[:10]:
+            print(f"warning: skipped {name}: {why}", file=sys.stderr)
+        if len(source.problems) > 10:
+            print(f"warning: skipped {len(source.problems) - 10} more files", file=sys.stderr)
+        label = _SHORT_NAMES.get(source.format, source.format)
+        return from_items(source.items, source.class_names, source.colors, read_image=read_image,
+                          val_fraction=val_fraction, seed=seed, source=f"{label} {source.root}",
+                          info={"kind": source.format, "folder": str(source.root), "skipped": len(source.problems)})
+    except (DatasetError, FormatError, ValueError) as exc:
         raise CommandError(str(exc)) from None
 
 
@@ -181,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainError as exc:
         raise CommandError(str(exc)) from None
     data = load_data(Path(args.data), val_fraction=args.val_fraction, seed=args.seed,
-                     edited_pixels_only=args.edited_pixels_only)
+                     edited_pixels_only=args.edited_pixels_only, fmt=args.format)
 
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
