@@ -14,6 +14,10 @@ the same Pillow drawing calls, so a labelme folder imports to the maps labelme i
   integers), non-zero pixels set.
 
 Later shapes paint over earlier ones (labelme's order); group ids are ignored.
+
+Measured: on the three files of labelme's own semantic-segmentation example (drawn in labelme),
+0 pixels differ from labelme 6.3.1's `shapes_to_label` (Pillow 13), and 1 of 544,000 from the
+PNGs its repository ships (made by labelme2voc with an older Pillow).
 """
 
 from __future__ import annotations
