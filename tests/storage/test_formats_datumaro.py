@@ -169,3 +169,17 @@ def test_datumaro_cvat_style_export_imports_equal(tmp_path: Path) -> None:
     lut = np.array([proj.labels.names.index(n) for n in names], np.uint8)
     for rec in proj.records:
         np.testing.assert_array_equal(proj.load_annotation(rec)[0], lut[truth[rec.path[:-4]]])
+
+
+def test_our_mask_folder_export_reads_in_datumaro(annotated: Project, exported_labels, tmp_path: Path) -> None:
+    """Datumaro's common_semantic_segmentation (images/, masks/, dataset_meta.json) names items by
+    the mask's base name, so the subfolder image (status auto) is left out here."""
+    out = tmp_path / "masks"
+    export_dataset(annotated, out, "masks", statuses=["reviewed", "edited"])
+    items, names = _read_back(out, "common_semantic_segmentation")
+    assert sorted(items) == ["default:a", "default:alpha", "default:b", "default:rot"]
+    paths = {"a": "a.jpg", "alpha": "alpha.png", "b": "b.png", "rot": "rot.jpg"}
+    for key, item in items.items():
+        want = exported_labels[paths[key.split(":", 1)[1]]]
+        np.testing.assert_array_equal(_dm_labels(item, names, annotated.labels.names), want)
+        assert (want == IGNORE).any()

@@ -4,13 +4,16 @@
 ROOT/images/<key>.<ext>     any image the app reads (JPEG, PNG, BMP, TIFF, WebP); subfolders allowed
 ROOT/masks/<key>.png        index PNG (palette or 8-bit grayscale): pixel = class index, 255 = void
 ROOT/classes.txt            optional: one class name per line, line i names class i
+ROOT/dataset_meta.json      optional: Datumaro's class list with colours (`common_semantic_segmentation`)
 ```
 
 Images and masks are paired by key (the path without its extension), so `images/a.tif` goes with
 `masks/a.png`. An image without a mask, a mask without an image, and image files the app cannot
-decode (HEIC, HEIF, AVIF) are named in `problems`. Without classes.txt the classes are numbered
-("background", "class 1", ...) up to the highest value the masks hold, found by reading them
-once. Colour masks are read in the Pascal VOC colours. Masks are in the image file's raw pixel
+decode (HEIC, HEIF, AVIF) are named in `problems`. Classes: dataset_meta.json (with colours; its
+`ignored` entry is void), else classes.txt, else numbered ("background", "class 1", ...) up to
+the highest value the masks hold, found by reading them once. Colour masks are read in the
+dataset_meta.json colours, else the Pascal VOC colours. The writer writes both class files (the
+void colour declared as `ignored`, so Datumaro's `common_semantic_segmentation` reads the masks). Masks are in the image file's raw pixel
 frame and rotated with an EXIF-rotated image (`mask_files`).
 """
 
@@ -20,14 +23,25 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from deeplab_studio.core.labels import IGNORE, LabelSet
+from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, LabelSet
 from deeplab_studio.storage.formats.base import (
     ExportItem, FormatError, Progress, SourceDataset, SourceItem)
 from deeplab_studio.storage.formats.mask_files import (
     MaskLabels, index_images, index_png, is_safe_key, write_bytes, write_pairs)
-from deeplab_studio.storage.voc_format import _read_lines, shown
+from deeplab_studio.storage.formats.voc import numbering
+from deeplab_studio.storage.voc_format import META_FILE, VOID_ENTRY, _read_lines, parse_meta_entries, shown
 
 IMAGES, MASKS, CLASSES_FILE = "images", "masks", "classes.txt"
+
+
+def meta_text(labels: LabelSet) -> str:
+    """dataset_meta.json as Datumaro writes it, with the void colour declared last as `ignored`."""
+    import json
+
+    names = [*labels.names, VOID_ENTRY]
+    colors = [list(c) for c in labels.colors] + [list(IGNORE_COLOR)]
+    return json.dumps({"labels": names, "label_map": {str(i): n for i, n in enumerate(names)},
+                       "segmentation_colors": colors, "background_label": "0"}, indent=1) + "\n"
 
 
 def _masks(folder: Path) -> dict[str, Path]:
@@ -74,6 +88,9 @@ class MasksReader:
         root = root.resolve()
         images, skipped = index_images(root / IMAGES)
         masks = _masks(root / MASKS)
+        names, colors, palette, lut = None, None, None, None
+        if (root / META_FILE).is_file():
+            names, colors, palette, lut = numbering(parse_meta_entries(root / META_FILE))
         problems = [(f"{IMAGES}/{f}", why) for f, why in skipped]
         items = []
         for key, image in sorted(images.items()):
@@ -82,15 +99,18 @@ class MasksReader:
             elif key not in masks:
                 problems.append((shown(key), f"{shown(root / MASKS / key)}.png: no mask for {shown(image)}"))
             else:
-                items.append(SourceItem(key, image, MaskLabels(masks[key], image)))
+                items.append(SourceItem(key, image, MaskLabels(masks[key], image, palette, lut)))
         for key in sorted(set(masks) - set(images)):
             problems.append((shown(key), f"{shown(masks[key])}: no image for this mask in {IMAGES}/"))
         notes = [f"{len(items)} image/mask pairs"]
-        if (root / CLASSES_FILE).is_file():
+        declared = True
+        if names is not None:
+            notes.append(f"classes: {META_FILE}")
+        elif (root / CLASSES_FILE).is_file():
             names = [line for _, line in _read_lines(root / CLASSES_FILE)]
             if not names:
                 raise FormatError(f"{root / CLASSES_FILE}: lists no classes")
-            declared = True
+            notes.append(f"classes: {CLASSES_FILE}")
         else:
             names, bad = _numbered_classes(items)
             failed = {k for k, _ in bad}
@@ -98,7 +118,7 @@ class MasksReader:
             problems += bad
             notes.append(f"no {CLASSES_FILE}: {len(names)} classes numbered from the masks' values")
             declared = False
-        return SourceDataset(self.name, root, names, None, items, problems, notes, declared)
+        return SourceDataset(self.name, root, names, colors or None, items, problems, notes, declared)
 
 
 class MasksWriter:
@@ -108,10 +128,11 @@ class MasksWriter:
     def write(self, stage: Path, items: Iterable[ExportItem], labels: LabelSet, *,
               progress: Progress | None = None) -> list[tuple[str, str]]:
         """images/ (each image in its own format when upright), masks/ (palette PNGs in the
-        classes' colours), classes.txt."""
+        classes' colours), classes.txt and dataset_meta.json."""
         _, failed = write_pairs(stage, items, labels, image_dir=IMAGES, mask_dir=MASKS, stems=None,
                                 encode=index_png, jpeg_only=False, progress=progress)
         write_bytes(stage / CLASSES_FILE, "".join(f"{n}\n" for n in labels.names))
+        write_bytes(stage / META_FILE, meta_text(labels))
         return failed
 
 
