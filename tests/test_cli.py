@@ -27,9 +27,11 @@ def test_console_script_is_declared_and_runs() -> None:
     assert out.returncode == 0 and out.stdout.strip() == f"deeplab-studio {deeplab_studio.__version__}"
     out = _run(str(script), "--help")
     assert out.returncode == 0 and "import-voc" in out.stdout and "--demo" in out.stdout
+    assert "  import      import a dataset (VOC, CVAT masks, labelme, COCO, mask folders)" in out.stdout
 
 
-@pytest.mark.parametrize("sub, options", [("export", ("--out", "--val-fraction", "--seed", "--status")),
+@pytest.mark.parametrize("sub, options", [("export", ("--out", "--val-fraction", "--seed", "--status", "--format")),
+                                          ("import", ("--into", "--format", "--classes", "--split")),
                                           ("import-voc", ("--into", "--split"))])
 def test_subcommand_help_lists_the_documented_options(sub: str, options: tuple[str, ...]) -> None:
     out = _run(sys.executable, "-m", "deeplab_studio", sub, "--help")
