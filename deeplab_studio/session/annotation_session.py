@@ -23,6 +23,7 @@ from deeplab_studio.session.history import DirectSaver, History, PatchHistory, S
 from deeplab_studio.session.io_queue import MergeQueue
 from deeplab_studio.session.opening import open_project, opening_notes
 from deeplab_studio.session.prefetch import ImagePrefetcher
+from deeplab_studio.session.superpixels import SuperpixelCache
 from deeplab_studio.session.tools import ToolBox, ToolContext
 from deeplab_studio.storage.images import IMAGE_EXTENSIONS, ImageReadError
 from deeplab_studio.storage.project import Project, ProjectError, Status
@@ -58,8 +59,11 @@ class AnnotationSession:
         self.history: History = history if history is not None else PatchHistory(lambda: self.document,
                                                                                   changed=self.journal_change)
         self.saver: Saver = saver if saver is not None else DirectSaver()
+        self.superpixels = SuperpixelCache()  # the wand's, started when an image opens
         self.tools = ToolBox(ToolContext(document=lambda: self.document, commit=self.commit, pick=self._picked,
-                                         preview_changed=lambda: self.preview_changed.emit()))
+                                         preview_changed=lambda: self.preview_changed.emit(),
+                                         superpixels=lambda: self.document and self.superpixels.get(self.document.key),
+                                         message=lambda text: self.say(text, "status")))
         self.prefetcher: ImagePrefetcher | None = None
         self._merges = MergeQueue(call_soon or (lambda fn: fn()))
         self.project_changed, self.project_opened = Event(), Event()
@@ -188,6 +192,7 @@ class AnnotationSession:
             self.image_changed.emit(None)
             return False
         self.document = doc
+        self.superpixels.start(rec.path, doc.image)
         self.saver.attach(self.project, rec, doc, self.history.stack_for(rec.path))
         self.image_changed.emit(rec)
         near = [self.order(index, d) for d in (+1, -1)]
@@ -395,6 +400,7 @@ class AnnotationSession:
         """Finish background work and release the project (its write lock). Call after a
         successful `close_image()`."""
         self._merges.shutdown()
+        self.superpixels.shutdown()
         self.saver.shutdown()
         if self.prefetcher is not None:
             self.prefetcher.shutdown()

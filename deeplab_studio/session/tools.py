@@ -1,4 +1,4 @@
-"""Annotation tools (Qt-free): brush, eraser, fill, polygon, picker.
+"""Annotation tools (Qt-free): brush, eraser, fill, polygon, picker, superpixel wand.
 
 The canvas turns mouse events into image points (x, y) and calls `press/move/release`. Tools
 write through the core at once (rasterised immediately, edit mask marked) and hand one finished
@@ -7,6 +7,7 @@ change per stroke/fill/polygon to `ToolContext.commit`, which makes it an undo c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,6 +18,7 @@ from deeplab_studio.core.fill import fill_mask, flood_region, polygon_mask
 from deeplab_studio.core.labels import BACKGROUND, IGNORE
 from deeplab_studio.core.patches import MaskPatch, StrokeRecorder
 from deeplab_studio.session.document import AnnotationDocument
+from deeplab_studio.session.superpixels import Superpixels
 
 Point = tuple[float, float]
 
@@ -42,6 +44,9 @@ class ToolContext:
     brush_size: int = 20
     background_only: bool = False
     read_only: bool = False  # the project is open read-only: only the picker acts
+    superpixels: Callable[[], Superpixels | None] = lambda: None  # the open image's (waits for them)
+    wand_scale: int = 0  # index into the superpixel scales, 0 = finest
+    message: Callable[[str], None] = lambda text: None  # a passing note for the status bar
 
     @property
     def radius(self) -> int:
@@ -242,8 +247,91 @@ class PickerTool(Tool):
             self.ctx.pick(value)
 
 
+class WandTool(Tool):
+    """Gives the superpixel under the click the active class; a drag paints every superpixel it
+    crosses. Same rules as the brush ("background only", the edit mask); one undo step per drag."""
+
+    name, title = "wand", "Wand"
+
+    def __init__(self, ctx: ToolContext) -> None:
+        super().__init__(ctx)
+        self._doc: AnnotationDocument | None = None
+        self._sp: Superpixels | None = None
+        self._last: Point | None = None
+        self._done: set[int] = set()
+        self._recorders: tuple[StrokeRecorder, StrokeRecorder] | None = None
+        self._protect: np.ndarray | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._doc is not None
+
+    @property
+    def scale(self) -> int:
+        sp = self._sp
+        top = len(sp) - 1 if sp is not None else 0
+        return max(0, min(int(self.ctx.wand_scale), top))
+
+    def press(self, p: Point, mods: Mods) -> None:
+        doc = self.ctx.document()
+        if doc is None or not doc.contains(*p):
+            return
+        sp = self.ctx.superpixels()
+        if sp is None or sp.shape != doc.labels.shape:
+            self.ctx.message("The wand's superpixels are not ready for this image")
+            return
+        self._doc, self._sp, self._last, self._done = doc, sp, p, set()
+        self._recorders = (StrokeRecorder(doc.labels), StrokeRecorder(doc.edit_mask))
+        self._protect = doc.labels != BACKGROUND if self.ctx.background_only else None
+        region = sp.region_at(self.scale, *p)
+        self._done.add(sp.segment_at(self.scale, *p))
+        self._paint(*region)
+
+    def move(self, p: Point, mods: Mods) -> None:
+        if self._doc is None or self._last is None:
+            return
+        (ax, ay), (bx, by) = self._last, p
+        steps = max(1, int(math.ceil(max(abs(bx - ax), abs(by - ay)))))
+        for t in np.linspace(0.0, 1.0, steps + 1)[1:]:
+            seg = self._sp.segment_at(self.scale, ax + (bx - ax) * t, ay + (by - ay) * t)
+            if seg is not None and seg not in self._done:
+                self._done.add(seg)
+                self._paint(*self._sp.mask(self.scale, seg))
+        self._last = p
+
+    def _paint(self, box: tuple[int, int, int, int], crop: np.ndarray) -> None:
+        doc = self._doc
+        x0, y0, x1, y1 = box
+        if self._protect is not None:
+            crop = crop & ~self._protect[y0:y1, x0:x1]
+        if not crop.any():
+            return
+        for rec in self._recorders:
+            rec.before_change(box)
+        doc.labels[y0:y1, x0:x1][crop] = self.ctx.active_class
+        doc.edit_mask[y0:y1, x0:x1][crop] = True
+        doc.notify(box)
+
+    def release(self, p: Point, mods: Mods) -> None:
+        if self._doc is None:
+            return
+        if p != self._last:
+            self.move(p, mods)
+        rec_labels, rec_edit = self._recorders
+        lp, ep = rec_labels.finish(), rec_edit.finish()
+        self._doc = self._sp = self._last = self._recorders = self._protect = None
+        if lp is not None or ep is not None:
+            self.ctx.commit(self.title, lp, ep)
+
+    def cancel(self) -> bool:
+        if self._doc is None:
+            return False
+        self.release(self._last or (0.0, 0.0), Mods())
+        return True
+
+
 TOOL_CLASSES: dict[str, type[Tool]] = {
-    cls.name: cls for cls in (BrushTool, EraserTool, FillTool, PolygonTool, PickerTool)
+    cls.name: cls for cls in (BrushTool, EraserTool, FillTool, PolygonTool, PickerTool, WandTool)
 }
 
 
