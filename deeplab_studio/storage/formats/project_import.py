@@ -60,12 +60,18 @@ class ImportSummary:
 
 
 def _prepare_folder(folder: Path, root: Path) -> bool:
-    """Create `folder` if needed (True when created) and refuse one that cannot take the import."""
+    """Create `folder` if needed (True when this call created it: a concurrent run that created it
+    first owns it) and refuse one that cannot take the import."""
     if folder.exists() and not folder.is_dir():
         raise FormatError(f"{folder}: exists and is not a folder")
-    created = not folder.exists()
+    created = False
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)  # FileExistsError: a file is in the way
+        folder.mkdir()
+        created = True
+    except FileExistsError:
+        if not folder.is_dir():
+            raise FormatError(f"{folder}: cannot create the folder (a file is in the way)") from None
     except OSError as exc:
         raise FormatError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
     target = folder.resolve()
@@ -79,9 +85,16 @@ def _prepare_folder(folder: Path, root: Path) -> bool:
         problem = f"{folder}: the folder is not writable, so the images cannot be copied into it"
     if problem:
         if created:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_if_empty(folder)
         raise FormatError(problem)
     return created
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: another run writes there now
+        pass
 
 
 class _Undo:
@@ -171,12 +184,14 @@ def import_dataset(source: SourceDataset, into_folder: str | Path, *, classes_fi
         project = Project.open(folder, data_dir=data_dir)
     except BaseException:
         if created:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_if_empty(folder)
         raise
     undo = _Undo(project)
     split = next((n.split(": ", 1)[1] for n in source.notes if n.startswith("split: ")), "")
+    locked = False  # what this run created is removed only while it holds the project's lock
     try:
         project.ensure_writable()  # a second writer is refused here, before anything is copied
+        locked = True
         annotated = any(project.has_annotation(r) for r in project.records)
         plan = plan_classes(source.class_names, source.colors, project.labels, adopt=not annotated, mapping=mapping)
         if plan.changed:
@@ -186,12 +201,15 @@ def import_dataset(source: SourceDataset, into_folder: str | Path, *, classes_fi
                                 notes=list(source.notes), failed=list(source.problems))
         _import_items(project, source, plan, summary, undo, overwrite, progress, cancel)
     except BaseException as exc:
-        undo.rollback()
+        if locked:
+            undo.rollback()
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+            elif not had_project and project.data_dir.exists() and project.data_dir != folder:
+                shutil.rmtree(project.data_dir, ignore_errors=True)
         project.close()
-        if created:
-            shutil.rmtree(folder, ignore_errors=True)
-        elif not had_project and project.data_dir.exists() and project.data_dir != folder:
-            shutil.rmtree(project.data_dir, ignore_errors=True)
+        if created and not locked:
+            _remove_if_empty(folder)
         if isinstance(exc, OSError):
             raise FormatError(f"{folder}: cannot write into the project ({exc.strerror or exc}); nothing was "
                               "imported") from None
