@@ -23,6 +23,7 @@ from deeplab_studio.session.history import DirectSaver, History, PatchHistory, S
 from deeplab_studio.session.io_queue import MergeQueue
 from deeplab_studio.session.opening import open_project, opening_notes
 from deeplab_studio.session.prefetch import ImagePrefetcher
+from deeplab_studio.session.snap import Refiner, StrokeSnapper
 from deeplab_studio.session.superpixels import SuperpixelCache
 from deeplab_studio.session.tools import ToolBox, ToolContext
 from deeplab_studio.storage.images import IMAGE_EXTENSIONS, ImageReadError
@@ -338,6 +339,11 @@ class AnnotationSession:
         if value == IGNORE:
             return "ignore"
         return self.labelset.names[value] if value is not None and 0 <= value < len(self.labelset) else "?"
+
+    def set_snap_strokes(self, refine: Refiner | None) -> None:
+        """Snap each finished brush stroke to image edges with `refine` (e.g. `ml.crf.refine_labels`,
+        handed in: the session imports no CRF); None turns snapping off."""
+        self.tools.ctx.snap = StrokeSnapper(refine) if refine is not None else None
 
     def _picked(self, value: int) -> None:
         if self.set_active_class(value):

@@ -46,6 +46,8 @@ class ToolContext:
     read_only: bool = False  # the project is open read-only: only the picker acts
     superpixels: Callable[[], Superpixels | None] = lambda: None  # the open image's (waits for them)
     wand_scale: int = 0  # index into the superpixel scales, 0 = finest
+    #: refines each finished brush stroke before it is committed (`session.snap.StrokeSnapper`); None = off
+    snap: Callable[..., tuple[MaskPatch | None, MaskPatch | None]] | None = None
     message: Callable[[str], None] = lambda text: None  # a passing note for the status bar
 
     @property
@@ -86,6 +88,7 @@ class BrushTool(Tool):
     """Paints a gap-free capsule stroke of the active class; one undo step per stroke."""
 
     name, title, shows_brush = "brush", "Brush", True
+    snaps = True  # refined by `ctx.snap` when that is set
 
     def __init__(self, ctx: ToolContext) -> None:
         super().__init__(ctx)
@@ -132,9 +135,18 @@ class BrushTool(Tool):
             self.move(p, mods)
         rec_labels, rec_edit = self._recorders
         lp, ep = rec_labels.finish(), rec_edit.finish()
+        doc, protect = self._doc, self._protect
         self._doc = self._last = self._recorders = self._protect = None
-        if lp is not None or ep is not None:
-            self.ctx.commit(f"{self.title} stroke", lp, ep)
+        if lp is None and ep is None:
+            return
+        title = f"{self.title} stroke"
+        if self.snaps and self.ctx.snap is not None:
+            try:
+                lp, ep = self.ctx.snap(doc, lp, ep, self._value, self.ctx.radius, protect)
+                title += " (snapped)"
+            except (ValueError, ImportError, MemoryError, RuntimeError) as exc:
+                self.ctx.message(f"Stroke not snapped: {exc}")
+        self.ctx.commit(title, lp, ep)
 
     def cancel(self) -> bool:
         if self._doc is None:
@@ -147,6 +159,7 @@ class EraserTool(BrushTool):
     """Paints background; with Shift held at the press, paints ignore (255)."""
 
     name, title = "eraser", "Eraser"
+    snaps = False
 
     def value(self, mods: Mods) -> int:
         return IGNORE if mods.shift else BACKGROUND
