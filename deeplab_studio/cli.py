@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "import": ("import_data", "import a dataset (VOC, CVAT masks, labelme, COCO, mask folders) into a project"),
     "import-voc": ("import_voc", "import a Pascal VOC dataset into a project (= import --format voc)"),
     "convert": ("convert", "convert a TFLite DeepLab (TF's mobile v3) into a checkpoint"),
+    "simulate": ("simulate", "labelling effort: the actions a scripted user needs to reach a target mIoU"),
     "export-model": ("export_model", "export a model as an ONNX file (dynamic height and width)"),
 }
 
