@@ -1,6 +1,7 @@
 """The canvas: a `QGraphicsView` of the image and its label overlay that routes pointer input to tools.
 
-Wheel zooms at the cursor; middle-drag or Space+drag pans; Alt+click picks a class; the brush
+Wheel zooms at the cursor (Shift+wheel with the wand: coarser/finer superpixels); middle-drag or
+Space+drag pans; Alt+click picks a class; the brush
 outline follows the cursor at the brush's true size. Pixel writes happen in the tools (core);
 the canvas only repaints the touched rectangle when the document reports a change.
 """
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFrame
                                QGraphicsScene, QGraphicsView, QLabel, QLineEdit, QPlainTextEdit, QTextEdit)
 
 from deeplab_studio.session.document import AnnotationDocument
+from deeplab_studio.session.superpixels import SCALES
 from deeplab_studio.gui.canvas.layers import EditOutline, ImageLayer, LabelOverlay, RgbaLayer
 from deeplab_studio.session.tools import Mods, ToolBox
 
@@ -60,6 +62,7 @@ class CanvasView(QGraphicsView):
     cursorMoved = Signal(float, float)  # image point under the cursor (may be outside the image)
     cursorLeft = Signal()
     zoomChanged = Signal(float)
+    wandScaleChanged = Signal(int)  # Shift+wheel with the wand: the superpixel scale asked for
 
     def __init__(self, toolbox: ToolBox, parent=None) -> None:
         super().__init__(parent)
@@ -232,8 +235,14 @@ class CanvasView(QGraphicsView):
         self.zoomChanged.emit(self.zoom())
 
     def wheelEvent(self, event: QWheelEvent) -> None:
-        delta = event.angleDelta().y() or event.angleDelta().x()
-        if delta:
+        delta = event.angleDelta().y() or event.angleDelta().x()  # Shift turns y into x on some systems
+        shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if delta and shift and self.toolbox.active.name == "wand":
+            scale = max(0, min(len(SCALES) - 1, self.toolbox.ctx.wand_scale + (1 if delta > 0 else -1)))
+            if scale != self.toolbox.ctx.wand_scale:
+                self.toolbox.ctx.wand_scale = scale
+                self.wandScaleChanged.emit(scale)
+        elif delta:
             self.zoom_by(math.pow(1.0015, delta), event.position().toPoint())
         event.accept()
 

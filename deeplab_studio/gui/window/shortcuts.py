@@ -35,9 +35,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("tool_fill", "&Fill", ("F",), "Tools", checkable=True),
     ActionSpec("tool_polygon", "&Polygon", ("P",), "Tools", checkable=True),
     ActionSpec("tool_picker", "Pick&er", ("I",), "Tools", checkable=True),
+    ActionSpec("tool_wand", "&Wand (superpixels; Shift+wheel: scale)", ("W",), "Tools", checkable=True),
     ActionSpec("brush_smaller", "&Smaller Brush", ("[",), "Tools"),
     ActionSpec("brush_bigger", "B&igger Brush", ("]",), "Tools"),
     ActionSpec("background_only", "Paint Over Back&ground Only", ("G",), "Tools", checkable=True),
+    ActionSpec("snap_strokes", "S&nap Strokes to Edges", (), "Tools", checkable=True),
     ActionSpec("prev_image", "&Previous Image", ("A", "PgUp"), "Image"),
     ActionSpec("next_image", "&Next Image", ("D", "PgDown"), "Image"),
     ActionSpec("next_unreviewed", "Next &Not Reviewed", ("Ctrl+Shift+D",), "Image"),
@@ -52,6 +54,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
 #: pointer gestures and keys handled by the canvas itself (listed in the help too)
 GESTURES: tuple[tuple[str, str], ...] = (
     ("Wheel", "Zoom at the cursor"),
+    ("Shift+wheel (wand)", "Coarser (up) or finer (down) superpixels"),
     ("Middle-drag, Space+drag", "Pan"),
     ("Alt+click", "Pick the class under the cursor"),
     ("Shift+drag (eraser)", "Paint ignore (255) instead of background"),

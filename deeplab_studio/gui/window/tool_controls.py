@@ -1,5 +1,5 @@
 """The Tools toolbar and the view settings it controls: tool choice, brush size, "background
-only", overlay opacity and visibility. Tool state lives in the session's `ToolContext`; the
+only", snapping strokes to edges, the wand's superpixel scale, overlay opacity and visibility. Tool state lives in the session's `ToolContext`; the
 overlay's in the canvas; this class keeps the buttons, sliders and actions in step with both and
 remembers the choices in the settings."""
 
@@ -12,10 +12,12 @@ from PySide6.QtWidgets import QCheckBox, QLabel, QSlider, QSpinBox, QToolBar, QW
 
 from deeplab_studio.gui.canvas.view import CanvasView
 from deeplab_studio.gui.window.actions import ActionRegistry
+from deeplab_studio.session.superpixels import SCALES
 from deeplab_studio.session.tools import ToolBox
 
-TOOL_ACTIONS = ("tool_brush", "tool_eraser", "tool_fill", "tool_polygon", "tool_picker")
+TOOL_ACTIONS = ("tool_brush", "tool_eraser", "tool_fill", "tool_polygon", "tool_picker", "tool_wand")
 MAX_BRUSH = 500
+SCALE_NAMES = ("fine", "medium", "coarse")
 
 
 def _quietly(widget: QWidget, change: Callable[[], None]) -> None:
@@ -48,6 +50,9 @@ class ToolControls:
         self.bg_only = QCheckBox("Background only")
         self.bg_only.setToolTip("Paint over background pixels only (G)")
         self.toolbar.addWidget(self.bg_only)
+        self.wand_scale = QLabel()
+        self.wand_scale.setToolTip("The wand's superpixel size (Shift+wheel over the image changes it)")
+        self.toolbar.addWidget(self.wand_scale)
         self.toolbar.addSeparator()
         self.toolbar.addWidget(QLabel(" Opacity "))
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
@@ -57,6 +62,8 @@ class ToolControls:
         self._connect()
         self.set_brush_size(int(settings.value("brush_size", 20)))
         self.set_opacity(float(settings.value("opacity", 0.5)))
+        self.set_wand_scale(int(settings.value("wand_scale", 0)))
+        self.set_snap_strokes(str(settings.value("snap_strokes", "false")).lower() == "true")
         self.set_tool(str(settings.value("tool", "brush")))
 
     def _connect(self) -> None:
@@ -69,6 +76,8 @@ class ToolControls:
         a["toggle_overlay"].toggled.connect(self.set_overlay_visible)
         a["toggle_edit_outline"].toggled.connect(self.canvas.set_edit_outline_visible)
         a["background_only"].toggled.connect(self.set_background_only)
+        a["snap_strokes"].toggled.connect(self.set_snap_strokes)
+        self.canvas.wandScaleChanged.connect(self.set_wand_scale)
         a["brush_smaller"].triggered.connect(lambda: self.set_brush_size(self.brush_step(-1)))
         a["brush_bigger"].triggered.connect(lambda: self.set_brush_size(self.brush_step(+1)))
         a["opacity_down"].triggered.connect(lambda: self.set_opacity(self.canvas.overlay.opacity() - 0.1))
@@ -81,6 +90,7 @@ class ToolControls:
             name = "brush"
         self.toolbox.select(name)
         self.actions[f"tool_{name}"].setChecked(True)
+        self.wand_scale.setVisible(name == "wand")
         self.canvas.update_brush()
         self.settings.setValue("tool", name)
 
@@ -126,3 +136,22 @@ class ToolControls:
         for w in (self.bg_only, self.actions["background_only"]):
             if w.isChecked() != on:
                 _quietly(w, lambda w=w: w.setChecked(on))
+
+    def set_wand_scale(self, scale: int) -> None:
+        scale = max(0, min(len(SCALES) - 1, int(scale)))
+        self.toolbox.ctx.wand_scale = scale
+        self.wand_scale.setText(f" Superpixels: {SCALE_NAMES[scale] if scale < len(SCALE_NAMES) else scale} ")
+        self.settings.setValue("wand_scale", scale)
+
+    def set_snap_strokes(self, on: bool) -> None:
+        """Snap each brush stroke to image edges with the dense CRF (`session.snap`)."""
+        if on:
+            from deeplab_studio.ml.crf import refine  # numpy at import; pydensecrf on the first stroke
+            from deeplab_studio.session.snap import StrokeSnapper
+
+            self.toolbox.ctx.snap = StrokeSnapper(refine)
+        else:
+            self.toolbox.ctx.snap = None
+        if self.actions["snap_strokes"].isChecked() != on:
+            _quietly(self.actions["snap_strokes"], lambda: self.actions["snap_strokes"].setChecked(on))
+        self.settings.setValue("snap_strokes", bool(on))
