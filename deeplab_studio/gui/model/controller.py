@@ -6,7 +6,9 @@ Ctrl+R, Auto-segment all, pre-compute, Snap to edges). It talks to the window on
 `WindowLink` it is given (gui/window/link.py); gui/model_tools.py builds and connects it.
 
 - Open model… (Ctrl+M), Refine proposals with CRF (on by default), CRF parameters…, Pre-compute
-  next image, Show uncertainty (U) and Next most uncertain image (Ctrl+U) are its own.
+  next image, Show uncertainty (U) and Next most uncertain image (Ctrl+U) are its own; click to
+  correct (Ctrl+click, K: gui/model/click_correct.py) and Find likely label errors / Next
+  suspicious image (Ctrl+Shift+N: gui/model/review.py) are attached after them.
 - The model's classes are mapped onto the project's by name (gui/model/class_mapping.py); a project
   with default classes and no labels takes the model's.
 - The last model used in a project is remembered per folder and loaded again when it reopens;
@@ -28,8 +30,10 @@ from deeplab_studio.gui.model.class_mapping import (ClassMapping, is_default_lab
                                               unmatched_note)
 from deeplab_studio.gui.workers.inference_worker import InferenceClient, ModelInfo
 from deeplab_studio.gui.model.actions import make_action, make_toggle
+from deeplab_studio.gui.model.click_correct import ClickCorrection
 from deeplab_studio.gui.model.offer import ModelOffer, bundled_weights, voc_model_available
 from deeplab_studio.gui.model.proposal_flow import AUTO_STATUSES, ProposalFlow, ProposalOptions
+from deeplab_studio.gui.model.review import ReviewTool
 from deeplab_studio.gui.model.uncertainty import UncertaintyStore
 from deeplab_studio.gui.model.uncertainty_view import UncertaintyView
 from deeplab_studio.storage.records import Status
@@ -78,6 +82,13 @@ class ModelController(QObject):
                              (self.indexSaved, flow.batchSaved), (self.message, flow.message)):
             theirs.connect(mine.emit)
         self.proposals.cancelAvailable.connect(self.act_cancel.setEnabled)
+        lut = lambda: self.proposal_options().lut  # noqa: E731
+        self.click_correct = ClickCorrection(link, self.client, lut=lut, require_model=self._require_model,
+                                             parent=self)
+        self.review = ReviewTool(link, self.client, lut=lut, require_model=self._require_model, parent=self)
+        self.click_correct.message.connect(self.message.emit)
+        self.review.message.connect(self.message.emit)
+        self.link.add_menu("Model", [None, *self.click_correct.actions(), None, *self.review.actions()])
         self._set_model_status("No model")
         offer.useRequested.connect(self.use_voc_model)
         offer.otherRequested.connect(self.open_model_dialog)
@@ -172,6 +183,7 @@ class ModelController(QObject):
         self.offer.hide()
         self._remember_for_project(info.path, self._device)
         self.proposals.prefetched.clear()
+        self.click_correct.clear()  # the clicks adapted the previous model
         self.uncertainty.set_model(info.path)  # rank uncertainty by the active model only
         self.update_mapping(info)
         self._set_model_status(*info.status_text())
@@ -302,8 +314,10 @@ class ModelController(QObject):
 
     # --- uncertainty ---------------------------------------------------------------------------
     def refresh_overlay(self) -> None:
-        """Redraw the canvas's extra layer: the uncertainty overlay when it is on, else nothing."""
-        self.uncertainty_view.refresh()
+        """Redraw the canvas's extra layer: the uncertainty overlay when it is on, else the label
+        disagreement of a reviewed image when shown, else nothing."""
+        if self.act_uncertainty.isChecked() or not self.review.refresh():
+            self.uncertainty_view.refresh()
 
     def next_most_uncertain(self) -> str | None:
         """Go to the image not yet reviewed whose proposal the model was least sure about."""
@@ -312,13 +326,18 @@ class ModelController(QObject):
     # --- window events -------------------------------------------------------------------------
     def _on_image_changed(self, *_) -> None:
         self.proposals.image_changed()
+        self.click_correct.image_changed()
         if self.act_uncertainty.isChecked():
             self.refresh_overlay()
+        else:
+            self.review.refresh()
 
     def _on_project_changed(self, *_) -> None:
         self.offer.hide()  # restore_project_model decides again for this folder
         self.offer.dismissed = False
         self.proposals.project_changed()
+        self.click_correct.clear()
+        self.review.project_changed()
         project = self.link.project()
         self.uncertainty.bind(project.data_dir if project is not None else None)
         if self.client.model is not None:

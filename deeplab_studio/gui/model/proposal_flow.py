@@ -23,7 +23,8 @@ from PySide6.QtCore import QObject, Signal
 
 from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
 from deeplab_studio.gui.model.batch_status import BatchStatus
-from deeplab_studio.gui.workers.inference_worker import BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure, Proposal
+from deeplab_studio.gui.workers.inference_worker import (BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure,
+                                                         JobKind, Proposal)
 from deeplab_studio.gui.model.uncertainty import UncertaintyStore
 from deeplab_studio.storage.records import Status
 
@@ -224,6 +225,8 @@ class ProposalFlow(QObject):
         self.precompute_next()
 
     def _on_failed(self, f: JobFailure) -> None:
+        if f.kind != JobKind.PREDICT:  # click corrections and review scoring say their own failures
+            return
         if f.batch_id is not None or f.priority == PREFETCH:  # background work: a note, not a banner
             self.message.emit(f"Skipped {f.key}: {f.message}")
             return

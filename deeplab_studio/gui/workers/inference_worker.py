@@ -11,6 +11,8 @@ batch result is a proposal like any other, and the controller has the session me
   by the client (`proposalReady` never fires for it).
 - Cancel works between images and, through the Predictor's cancel hook, between tiles.
 - Errors (bad checkpoint, CUDA out of memory, unreadable image) come back as `failed` signals.
+- Click to correct (`correct`, interactive) and review scoring (`start_review`, a batch) run here
+  too (gui/workers/assist_jobs.py), with the same priorities, cancelling and stale-result rules.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from deeplab_studio.gui.workers.jobs import (BATCH, INTERACTIVE, PREFETCH, BatchState, Job, JobCancelled,
-                                               JobFailure, JobKind, JobQueue, ModelInfo, Priority, Proposal,
-                                               describe_error, model_info, probe_devices, stripped)
+from deeplab_studio.gui.workers.assist_jobs import AssistJobs
+from deeplab_studio.gui.workers.jobs import (BATCH, INTERACTIVE, PREFETCH, BatchState, Correction, Job,
+                                               JobCancelled, JobFailure, JobKind, JobQueue, ModelInfo, Priority,
+                                               Proposal, ReviewResult, describe_error, model_info, probe_devices,
+                                               stripped)
 from deeplab_studio.ml.errors import PredictionCancelled
 
-__all__ = ["BATCH", "INTERACTIVE", "PREFETCH", "InferenceClient", "InferenceWorker", "Job", "JobFailure", "JobKind",
-           "JobQueue", "ModelInfo", "Priority", "Proposal"]
+__all__ = ["BATCH", "INTERACTIVE", "PREFETCH", "Correction", "InferenceClient", "InferenceWorker", "Job", "JobFailure",
+           "JobKind", "JobQueue", "ModelInfo", "Priority", "Proposal", "ReviewResult"]
 
 
 def cpu_threads() -> int:
@@ -56,6 +61,8 @@ class InferenceWorker(QObject):
     warning = Signal(str)  # e.g. CUDA out of memory: smaller tiles / moved to the CPU
     devicesProbed = Signal(object)  # list of (device name, label)
     resultReady = Signal(object)  # Proposal
+    correctionReady = Signal(object)  # Correction
+    reviewReady = Signal(object)  # ReviewResult
     failed = Signal(object)  # JobFailure
     cancelled = Signal(object)  # Job (without its arrays)
     tileProgress = Signal(int, int, int)  # request id, tiles done, tiles in all (emitted between tiles)
@@ -66,6 +73,7 @@ class InferenceWorker(QObject):
         self._queue = queue
         self._predictor = None
         self._crf = None  # ml.crf.ProposalCRF of the loaded model
+        self._assist = AssistJobs()
         self.current: Job | None = None
         # always queued: a pump posted from inside pump runs after the thread's pending events,
         # never as a nested call (a 1000-image batch would otherwise recurse 1000 deep)
@@ -83,6 +91,10 @@ class InferenceWorker(QObject):
                 self._load(job)
             elif job.kind == JobKind.PROBE:
                 self.devicesProbed.emit(probe_devices())
+            elif job.kind == JobKind.CLICK:
+                self.correctionReady.emit(self._assist.correct(self._loaded_predictor(), job))
+            elif job.kind == JobKind.REVIEW:
+                self.reviewReady.emit(self._assist.review(self._loaded_predictor(), job))
             else:
                 self._predict(job)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a signal
@@ -108,11 +120,16 @@ class InferenceWorker(QObject):
         predictor = Predictor(loaded, device=str(device), on_warning=self.warning.emit, **job.options)
         crf = model_crf(job.path)  # the model card's CRF setting, else the defaults
         self._predictor, self._crf = predictor, crf
+        self._assist.reset()
         self.modelLoaded.emit(model_info(loaded, job.path, str(device), job.request_id))
 
-    def _predict(self, job: Job) -> None:
+    def _loaded_predictor(self):
         if self._predictor is None:
             raise RuntimeError("no model is loaded (Model → Open model…)")
+        return self._predictor
+
+    def _predict(self, job: Job) -> None:
+        self._loaded_predictor()
         if job.cancelled.is_set():
             raise JobCancelled()
         t0 = time.perf_counter()
@@ -155,6 +172,8 @@ class InferenceClient(QObject):
     """
 
     proposalReady = Signal(object)  # Proposal
+    correctionReady = Signal(object)  # Correction, only the newest for the image on screen
+    reviewReady = Signal(object)  # ReviewResult of a review batch not cancelled
     failed = Signal(object)  # JobFailure
     modelLoaded = Signal(object)  # ModelInfo
     modelFailed = Signal(str)
@@ -165,7 +184,7 @@ class InferenceClient(QObject):
     tileProgress = Signal(int, int, int)  # request id, tiles done, tiles in all (large images only)
     requestCancelled = Signal(int)  # request id of a job the worker stopped (between tiles or images)
     busyChanged = Signal(bool)
-    dropped = Signal(object)  # Proposal that arrived stale (for tests and the status bar)
+    dropped = Signal(object)  # Proposal, Correction or ReviewResult that arrived stale
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -174,6 +193,7 @@ class InferenceClient(QObject):
         self._thread: QThread | None = None
         self._worker: InferenceWorker | None = None
         self._latest: dict[str, int] = {}
+        self._latest_click: dict[str, int] = {}  # image key -> newest click-correction request
         self._live: dict[int, Job] = {}  # request id -> job queued or running
         self._batches: dict[int, BatchState] = {}
         self.current_key: str | None = None
@@ -188,6 +208,8 @@ class InferenceClient(QObject):
             self._worker = InferenceWorker(self._queue)
             self._worker.moveToThread(self._thread)
             self._worker.resultReady.connect(self._on_result)
+            self._worker.correctionReady.connect(self._on_correction)
+            self._worker.reviewReady.connect(self._on_review)
             self._worker.failed.connect(self._on_failed)
             self._worker.cancelled.connect(self._on_cancelled)
             self._worker.modelLoaded.connect(self._on_model_loaded)
@@ -268,6 +290,30 @@ class InferenceClient(QObject):
             self._finish_batch(batch_id, cancelled=False)
         return batch_id
 
+    def correct(self, key: str, *, image: np.ndarray, labels: np.ndarray, edit_mask: np.ndarray,
+                clicks: list[tuple[int, int, int]], lut: np.ndarray | None = None) -> int:
+        """Click to correct image `key` (on screen): adapt the model to `clicks` (x, y, class; all of
+        this image's so far) and re-propose every pixel `edit_mask` leaves free. An older click
+        request for the image is cancelled; `correctionReady` brings the answer."""
+        self._cancel_where(lambda j: j.kind == JobKind.CLICK and j.key == key)
+        job = Job(JobKind.CLICK, next(self._ids), key, image, priority=INTERACTIVE, lut=lut, labels=labels,
+                  edit_mask=edit_mask, clicks=tuple(tuple(int(v) for v in c) for c in clicks))
+        self._latest_click[key] = job.request_id
+        return self._submit(job)
+
+    def start_review(self, items: list[tuple[str, str, np.ndarray | None, Callable[[], np.ndarray] | None]], *,
+                     lut: np.ndarray | None = None) -> int:
+        """Score (key, image path, labels or None, labels reader or None) items as one batch (batch
+        priority; `reviewReady` per image, `batchProgress`/`batchFinished` as for proposals)."""
+        batch_id = next(self._ids)
+        self._batches[batch_id] = BatchState(batch_id, len(items))
+        for key, path, labels, read in items:
+            self._submit(Job(JobKind.REVIEW, next(self._ids), key, None, str(path), BATCH, batch_id, lut=lut,
+                             labels=labels, read_labels=read))
+        if not items:
+            self._finish_batch(batch_id, cancelled=False)
+        return batch_id
+
     def promote(self, key: str) -> bool:
         """Turn a queued or running pre-compute for `key` into an interactive request."""
         rid = self._latest.get(key)
@@ -284,7 +330,8 @@ class InferenceClient(QObject):
     def set_current_key(self, key: str | None) -> None:
         """The user is now looking at `key`: interactive work for other images is cancelled."""
         self.current_key = key
-        self._cancel_where(lambda j: j.kind == JobKind.PREDICT and j.priority == INTERACTIVE and j.key != key)
+        self._cancel_where(lambda j: j.kind in (JobKind.PREDICT, JobKind.CLICK) and j.priority == INTERACTIVE
+                           and j.key != key)
 
     # --- cancelling ----------------------------------------------------------------------
     def _cancel_where(self, predicate) -> int:
@@ -332,6 +379,20 @@ class InferenceClient(QObject):
         else:
             self.dropped.emit(p)
         self._count_batch(p.batch_id, failed=False)
+        self._emit_idle()
+
+    @Slot(object)
+    def _on_correction(self, c: Correction) -> None:
+        self._live.pop(c.request_id, None)
+        wanted = self._latest_click.get(c.key) == c.request_id and c.key == self.current_key
+        (self.correctionReady if wanted else self.dropped).emit(c)
+        self._emit_idle()
+
+    @Slot(object)
+    def _on_review(self, r: ReviewResult) -> None:
+        self._live.pop(r.request_id, None)
+        (self.reviewReady if r.batch_id in self._batches else self.dropped).emit(r)
+        self._count_batch(r.batch_id, failed=False)
         self._emit_idle()
 
     @Slot(object)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
@@ -27,6 +28,8 @@ class JobKind(str, Enum):
     LOAD = "load"
     PREDICT = "predict"
     PROBE = "probe"
+    CLICK = "click"  # click to correct the model (ml.click_correct) on the image on screen
+    REVIEW = "review"  # score one saved label map against the model (session.review)
 
 
 class Priority(IntEnum):
@@ -57,6 +60,10 @@ class Job:
     device: str = "auto"
     cancelled: threading.Event = field(default_factory=threading.Event)
     options: dict = field(default_factory=dict)  # "load": Predictor keyword options (tile_size, tta...)
+    labels: np.ndarray | None = None  # "click": the label map (project values); "review": the human labels
+    edit_mask: np.ndarray | None = None  # "click": the pixels a human painted (kept)
+    clicks: tuple[tuple[int, int, int], ...] = ()  # "click": every (x, y, class) of this image so far
+    read_labels: Callable[[], np.ndarray] | None = None  # "review": reads the saved labels in the worker
 
 
 @dataclass
@@ -76,6 +83,32 @@ class Proposal:
     def mean_uncertainty(self) -> float:
         """1 − mean confidence, in [0, 1]."""
         return 1.0 - float(self.confidence.mean()) / 255.0
+
+
+@dataclass
+class Correction:
+    """A finished click correction: the re-proposed label map (human pixels kept) and what it took."""
+
+    request_id: int
+    key: str
+    labels: np.ndarray  # uint8 H×W, project classes
+    clicks: int  # clicks that constrained the network
+    won: int  # clicks whose pixel ended in its class by the margin
+    steps: int  # optimiser steps
+    seconds: float
+    features_seconds: float  # the backbone and ASPP run for this image (0 when cached)
+
+
+@dataclass
+class ReviewResult:
+    """One image's review score and its disagreement map (uint8 H×W, 1 − P(label) × 255)."""
+
+    request_id: int
+    key: str
+    review: Any  # session.review.ImageReview
+    disagreement: np.ndarray
+    batch_id: int | None
+    seconds: float
 
 
 @dataclass
@@ -104,7 +137,7 @@ class JobCancelled(Exception):
 
 def stripped(job: Job) -> Job:
     """`job` without its arrays (what a cancel notice carries back)."""
-    return Job(job.kind, job.request_id, job.key, None, job.path, job.priority, job.batch_id)
+    return Job(job.kind, job.request_id, job.key, None, job.path, job.priority, job.batch_id, clicks=job.clicks)
 
 
 @dataclass(frozen=True)
