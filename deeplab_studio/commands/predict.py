@@ -37,7 +37,7 @@ from deeplab_studio.commands.predict_outputs import (  # noqa: F401  (plural: al
 
 # --- options shared with `evaluate` ----------------------------------------------------------------
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --output-stride, --tta, --crf, --tile-size, --max-side, --decode-workers."""
+    """--model, --device, --backend, --output-stride, --tta, --crf, --tile-size, --max-side, --decode-workers."""
     from deeplab_studio.models import VOC_MODEL
 
     parser.add_argument("--model", default=None, metavar="MODEL",
@@ -47,6 +47,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "torchvision:NAME (deeplabv3_resnet50|resnet101|mobilenet_v3_large: torchvision's "
                              "VOC-class weights from the torch hub cache, downloaded once)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the network in torch (default) or in ONNX Runtime on the CPU with all cores (the "
+                             "optional extra deeplab-studio[onnx]; the model is exported once and cached; same "
+                             "tiling and TTA)")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), default=None,
                         help="run the network at output stride 8 or 16 (default: the checkpoint's)")
     parser.add_argument("--tta", choices=("flip", "ms", "ms-paper"), default=None,
@@ -123,6 +127,7 @@ def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=Non
         raise CommandError(f"--tile-size must be at least 64, not {args.tile_size}")
     if args.max_side is not None and args.max_side < 32:
         raise CommandError(f"--max-side must be at least 32, not {args.max_side}")
+    _check_backend(args, device)  # before the model loads
     try:
         with model_file(args.model) as path:
             loaded = load_checkpoint(path, device="cpu", output_stride=args.output_stride)
@@ -132,11 +137,47 @@ def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=Non
         raise CommandError(f"{args.model or VOC_MODEL}: {exc}") from None
     if args.model is None:
         args.model = VOC_MODEL
+    backend = _backend(args, loaded)
     return Predictor(
-        loaded, device=device, tta=args.tta, tile_size=args.tile_size,
+        loaded, device=device if backend == "torch" else "cpu", tta=args.tta, tile_size=args.tile_size,
         large_image="downscale" if args.max_side else "tile", max_side=args.max_side,
-        keep_probs=keep_probs, on_warning=on_warning,
+        keep_probs=keep_probs, on_warning=on_warning, backend=backend,
     )
+
+
+def _check_backend(args: argparse.Namespace, device: Any) -> None:
+    """A backend other than torch: on the CPU, with its packages installed (else CommandError)."""
+    name = getattr(args, "backend", "torch")
+    if name == "torch":
+        return
+    if device.type != "cpu" and args.device != "auto":
+        raise CommandError(f"--backend {name} runs on the CPU, not on --device {args.device}")
+    from deeplab_studio.ml.onnx_export import OnnxUnavailable, require
+
+    try:
+        require("onnxruntime", "onnx", "onnxscript")
+    except OnnxUnavailable as exc:
+        raise CommandError(f"--backend {name}: {exc}") from None
+
+
+def _backend(args: argparse.Namespace, loaded: Any) -> Any:
+    """`--backend` as Predictor takes it: "torch", or the ONNX Runtime forward (exported into the
+    cache first, said on stderr, when not cached)."""
+    name = getattr(args, "backend", "torch")
+    if name == "torch":
+        return name
+    from deeplab_studio.ml.onnx_backend import load_onnx_forward
+    from deeplab_studio.ml.onnx_export import OnnxExportError, OnnxUnavailable
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        return load_onnx_forward(loaded, on_export=say)
+    except OnnxUnavailable as exc:
+        raise CommandError(f"--backend {name}: {exc}") from None
+    except OnnxExportError as exc:
+        raise CommandError(f"--backend {name}: {args.model}: {exc}") from None
 
 
 def model_palette(predictor: Any) -> np.ndarray:
@@ -315,7 +356,8 @@ def run(args: argparse.Namespace) -> int:
 
     provenance = {"Software": f"deeplab-studio {__version__} predict"}
     progress = Progress(len(images), quiet=args.quiet)
-    print(f"predicting {plural(len(images), 'image')} on {predictor.device} into {out}", file=sys.stderr, flush=True)
+    where = f"{predictor.device}" + ("" if predictor.backend == "torch" else f" ({predictor.backend})")
+    print(f"predicting {plural(len(images), 'image')} on {where} into {out}", file=sys.stderr, flush=True)
     try:
         for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers, read=read_image):
             if isinstance(image, Exception):

@@ -6,7 +6,8 @@ probabilities at full image size, argmax labels and per-pixel confidence. Images
 downscaled first, per `large_image`); each block is written out as soon as no later tile has
 weight there (`ml.prediction.stitch_tiles`), so memory beyond the outputs is one tile plus the
 cross-fade strips, never all tiles. The model is moved to its device (`ml.device`) once and
-reused. Inputs with a side under `MIN_SIDE` pixels (a 2×300 strip, a 1×1 icon) are edge-padded to
+reused. The network's forward is pluggable (`backend`): torch (default) or ONNX Runtime on the CPU
+(`ml.onnx_backend`), with the same tiling and TTA. Inputs with a side under `MIN_SIDE` pixels (a 2×300 strip, a 1×1 icon) are edge-padded to
 `MIN_SIDE` for the network and the result is cropped back, so tiny images just work.
 """
 
@@ -67,7 +68,12 @@ class Predictor:
     - `probs_dtype`: float32 or float16 for `Prediction.probs`; `keep_probs=False` returns none
       (labels and confidence only), which is what very large images need.
     - On CUDA: autocast (`amp` "auto" = bf16 where supported, else fp16; None to disable) and
-      channels_last. Out of memory → the tile size halves (down to `min_tile_size`), then the
+      channels_last.
+    - `backend`: "torch" (default); "onnxruntime" — the model exported to ONNX once (cached,
+      `ml.onnx_backend`) and run on the CPU in `threads` intra-op threads (default: all cores),
+      which needs a LoadedModel or nn.Module and the [onnx] extra (OnnxUnavailable otherwise); or
+      any callable mapping normalised N×3×H×W float32 CPU tensors to N×C×H×W logits. A backend
+      other than torch runs on the CPU (device "auto" or "cpu"). Out of memory → the tile size halves (down to `min_tile_size`), then the
       model moves to the CPU; each step is reported through `on_warning` or `warnings.warn`.
 
     One Predictor serves one thread at a time (the GUI's inference worker owns it).
@@ -91,6 +97,8 @@ class Predictor:
         amp: str | None = "auto",
         min_tile_size: int = 256,
         on_warning: Callable[[str], None] | None = None,
+        backend: str | Callable[[torch.Tensor], torch.Tensor] = "torch",
+        threads: int | None = None,
     ) -> None:
         module = model if isinstance(model, nn.Module) else getattr(model, "model", None)
         if not isinstance(module, nn.Module):
@@ -127,7 +135,23 @@ class Predictor:
         self.amp = amp
         self.on_warning = on_warning
         self.model = module.eval()
+        self.backend, self._net = self._make_backend(backend, threads)
+        if self._net is not None:
+            if resolve_device(device).type != "cpu" and str(device) != "auto":
+                raise DeviceError(f"the {self.backend} backend runs on the CPU, not on {device}")
+            device = "cpu"
         self._move_to(resolve_device(device))
+
+    def _make_backend(self, backend: Any, threads: int | None) -> tuple[str, Callable[[torch.Tensor], Any] | None]:
+        if backend == "torch":
+            return "torch", None
+        if backend == "onnxruntime":
+            from .onnx_backend import load_onnx_forward
+
+            return "onnxruntime", load_onnx_forward(self.loaded or self.model, threads=threads)
+        if callable(backend) and not isinstance(backend, str):
+            return str(getattr(backend, "name", type(backend).__name__)), backend
+        raise ValueError(f"backend must be 'torch', 'onnxruntime' or a callable, not {backend!r}")
 
     # --- device ----------------------------------------------------------------------------
     def _move_to(self, device: torch.device) -> None:
@@ -140,7 +164,9 @@ class Predictor:
             self._amp_dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
         else:
             self._amp_dtype = None
-        if cuda:
+        if self._net is not None:
+            pass  # the backend runs the network; the torch module is not needed on a device
+        elif cuda:
             self.model.to(device, memory_format=torch.channels_last)
         else:
             self.model.to(device)
@@ -275,7 +301,9 @@ class Predictor:
             x = F.pad(x, (left, pad_w - left, top, pad_h - top), mode="replicate")
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self._amp_dtype is not None:
+        if self._net is not None:
+            out = self._net(x)
+        elif self._amp_dtype is not None:
             with torch.autocast(device_type=self.device.type, dtype=self._amp_dtype):
                 out = self.model(x)
         else:
