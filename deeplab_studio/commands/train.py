@@ -9,6 +9,9 @@ given or is its architecture), a checkpoint, an ImageNet backbone or random weig
 The best model by validation mIoU is written to --out in the own checkpoint format, loadable by
 `predict`/`evaluate`; `<out stem>.last.pt` beside it holds the resume state (--resume).
 Ctrl-C once stops after the current step, keeping the best model and the resume state.
+`--nproc N` trains data-parallel in N local processes (gloo on the CPU, NCCL with one GPU each);
+each process of `torchrun --standalone --nproc-per-node N -m deeplab_studio train ...` is one rank
+(rank 0 prints and writes). `--batch-size` is then the total over the processes.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch while training")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="split, augmentation and init seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue from <out stem>.last.pt")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="data-parallel training in N local processes (gloo on the CPU, NCCL with one GPU each; "
+                             "--batch-size is the total over them). Under torchrun each process is one rank")
     parser.add_argument("--quiet", action="store_true", help="only messages and one line per epoch")
 
 
@@ -190,9 +196,15 @@ class ProgressBar:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deeplab_studio.ml import distributed
     from deeplab_studio.ml.datasets import DatasetError
     from deeplab_studio.ml.training import TrainConfig, TrainError, train
 
+    if args.nproc < 1:
+        raise CommandError(f"--nproc must be at least 1, not {args.nproc}")
+    launched = distributed.launched_by_torchrun()
+    if launched and args.nproc > 1:
+        raise CommandError("torchrun started this process as one rank: leave out --nproc")
     out = Path(args.out)
     if not out.parent.is_dir():
         raise CommandError(f"{out.parent}: the output folder does not exist")
@@ -223,13 +235,21 @@ def run(args: argparse.Namespace) -> int:
     if in_main:
         signal.signal(signal.SIGINT, on_sigint)
     t0 = time.monotonic()
+    rank0 = True
     try:
-        result = train(config, data, out, progress=ProgressBar(quiet=args.quiet), cancel=stop, resume=args.resume)
+        if launched:
+            rank0 = distributed.init_from_env(args.device).is_main
+        result = train(config, data, out, progress=ProgressBar(quiet=args.quiet) if rank0 else None, cancel=stop,
+                       resume=args.resume, nproc=args.nproc)
     except (TrainError, DatasetError) as exc:
         raise CommandError(_one_line(exc)) from None
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
+        if launched:
+            distributed.shutdown()
+    if not rank0:
+        return 130 if result.cancelled else 0
     best = "-" if result.best_miou is None else f"{result.best_miou:.4f}"
     state = "cancelled" if result.cancelled else "finished"
     where = f"best model (epoch {result.best_epoch}, val mIoU {best}) in {out}" if result.saved else "no model saved"

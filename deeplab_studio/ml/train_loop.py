@@ -65,11 +65,12 @@ def worker_init(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def loader_workers(config: TrainConfig) -> int:
-    """Loader processes: as configured, else up to 4 (one core left for the training loop)."""
+def loader_workers(config: TrainConfig, ranks: int = 1) -> int:
+    """Loader processes per training process: as configured, else up to 4 (the cores shared out
+    among ``ranks`` training processes, one core left for each one's loop)."""
     if config.num_workers is not None:
         return max(0, int(config.num_workers))
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return max(0, min(4, (os.cpu_count() or 1) // max(1, ranks) - 1))
 
 
 def normalizer(device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -80,16 +81,24 @@ def normalizer(device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Ca
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               images: torch.Tensor, labels: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
+               images: torch.Tensor, labels: torch.Tensor, *, amp: bool = False,
+               all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None, ranks: int = 1) -> torch.Tensor:
     """One optimisation step on a normalised batch; returns the (detached) mean pixel loss.
 
     Cross-entropy over the labelled pixels (255 ignored); a batch with none gives loss 0, not NaN.
+    Data-parallel (``model`` a DDP module of ``ranks`` processes, ``all_sum`` summing over them):
+    the loss is divided by the labelled pixels of all ranks' batches and multiplied by ``ranks``,
+    so DDP's mean of the gradients is the gradient of one process's step on the whole global batch
+    (the ranks' mean of the returned losses is its loss).
     """
     target = labels.long()
     with torch.autocast(images.device.type, dtype=torch.float16, enabled=amp):
         logits = model(images)
+    labelled = (target != IGNORE).sum()
+    if all_sum is not None:
+        labelled = all_sum(labelled)
     loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") \
-        / (target != IGNORE).sum().clamp(min=1)
+        * ranks / labelled.clamp(min=1)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

@@ -3,6 +3,17 @@
 ``ml.training.train`` is the public entry point; it builds a ``Trainer`` and calls ``run()``.
 The run's position (step, epoch, best score, history) lives on the trainer; everything needed to
 continue it exactly is a ``ResumeState`` (``ml.train_state``), saved after every epoch and on cancel.
+
+Data-parallel (``dist``, a rank of a process group: ``ml.distributed``): the model is wrapped in
+DistributedDataParallel; ``config.batch_size`` is the global batch, split evenly over the ranks,
+and the ``EpochSampler`` gives each rank its slice of every global batch, so the steps, epochs and
+resume state mean what they mean for one process (a run may resume with another number of
+processes). Every rank starts from the same seed and keeps the same RNG stream, so rank 0's saved
+RNG state is every rank's. Validation is shared out and the confusion matrices summed; a cancel on
+any rank stops all of them at the same step. Only rank 0 reports progress and writes files.
+BatchNorm: SyncBatchNorm on GPUs (statistics over the global batch); on the CPU, where torch has
+no SyncBatchNorm, each rank normalises with its own crops and rank 0's running statistics are
+broadcast with every forward (DDP's default) — small per-rank batches want ``freeze_bn``.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentParams
 from deeplab_studio.ml.datasets import EpochSampler, EvalDataset, SegmentationDataset, TrainData
 
+from .distributed import DistContext, wrap_model
 from .errors import TrainError
 from .train_config import RESUME_KEEPS, ProgressFn, ProgressKind, TrainConfig, TrainProgress, TrainResult
 from .train_loop import (
@@ -79,17 +91,19 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: TrainData, out_path: str | Path, *,
-                 progress: ProgressFn | None = None, cancel: Any = None, resume: bool = False) -> None:
+                 progress: ProgressFn | None = None, cancel: Any = None, resume: bool = False,
+                 dist: DistContext | None = None) -> None:
         self.started = time.monotonic()
-        self.data, self.cancel = data, cancel
+        self.data, self.cancel, self.dist = data, cancel, dist
         self.out_path = Path(out_path)
         self.last_path = last_state_path(self.out_path)
-        self._emit = progress or (lambda p: None)
+        self.is_main = dist is None or dist.is_main
+        self._emit = progress if progress is not None and self.is_main else (lambda p: None)
         if not data.train:
             raise TrainError("no training images")
         if not self.out_path.parent.is_dir():
             raise TrainError(f"{self.out_path.parent}: output folder does not exist")
-        self.device = resolve_device(config.device)
+        self.device = dist.device if dist is not None else resolve_device(config.device)
         self.amp = bool(config.amp and self.device.type == "cuda")
         state = ResumeState.load(self.last_path) if resume else None
         if state is not None:
@@ -108,6 +122,10 @@ class Trainer:
             self._restore(state)
         self.say(f"{data.source}: {len(data.train)} training, {len(data.val)} validation images; "
                  f"{self.steps_per_epoch} steps/epoch on {self.device.type}")
+        if dist is not None:
+            bn = "frozen" if self.freeze_bn else "synchronised" if self.device.type == "cuda" else "per process"
+            self.say(f"data-parallel: {dist.world_size} processes ({dist.backend}), {self.rank_batch} crops each "
+                     f"per step; BatchNorm statistics {bn}")
         if self.step >= self.total_steps:
             raise TrainError(f"{self.last_path}: already trained {self.step} steps of {self.total_steps}; "
                              "raise --epochs to go on")
@@ -135,6 +153,10 @@ class Trainer:
         self.mean = self.init_info.get("mean", IMAGENET_MEAN)  # as the model expects its inputs
         self.std = self.init_info.get("std", IMAGENET_STD)
         self.freeze_bn = config.freeze_bn or bool(self.init_info.get("freeze_bn"))  # folded BN stays an identity
+        self.net = self.model  # what the step runs: the model, or its DDP wrapper
+        if self.dist is not None:
+            self.net = wrap_model(self.model, self.dist, sync_bn=self.device.type == "cuda" and not self.freeze_bn)
+            self.model = self.net.module  # SyncBatchNorm layers share the parameters and state-dict keys
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
         self.optimizer = make_optimizer(self.model, config, self.pretrained)
@@ -143,18 +165,24 @@ class Trainer:
 
     def _build_loaders(self) -> None:
         config, data, bs = self.config, self.data, self.config.batch_size
+        rank, ranks = (self.dist.rank, self.dist.world_size) if self.dist is not None else (0, 1)
+        if bs % ranks:
+            raise TrainError(f"the batch size {bs} is not a multiple of the {ranks} processes (each takes an equal share)")
+        self.rank_batch = bs // ranks
         self.steps_per_epoch = math.ceil(max(len(data.train), bs) / bs)
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.sampler = EpochSampler(len(data.train), config.seed, min_items=self.steps_per_epoch * bs)
+        self.sampler = EpochSampler(len(data.train), config.seed, min_items=self.steps_per_epoch * bs,
+                                    rank=rank, ranks=ranks, batch=self.rank_batch if ranks > 1 else 1)
         params = AugmentParams(crop=config.crop, scale=config.scale, jitter=config.jitter)
-        workers = loader_workers(config)
+        workers = loader_workers(config, ranks)
         # own generator: creating a loader iterator must not draw from the global RNG (exact resume)
         kw: dict[str, Any] = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
                                   persistent_workers=workers > 0, generator=torch.Generator().manual_seed(config.seed),
                                   worker_init_fn=worker_init if workers > 0 else None)
-        self.train_loader = DataLoader(SegmentationDataset(data.train, data.num_classes, params), batch_size=bs,
-                                       sampler=self.sampler, drop_last=True, **kw)
-        self.val_loader = DataLoader(EvalDataset(data.val, data.num_classes), batch_size=1, **kw) if data.val else None
+        self.train_loader = DataLoader(SegmentationDataset(data.train, data.num_classes, params),
+                                       batch_size=self.rank_batch, sampler=self.sampler, drop_last=True, **kw)
+        val = data.val[rank::ranks]  # each rank scores its share; the matrices are summed
+        self.val_loader = DataLoader(EvalDataset(val, data.num_classes), batch_size=1, **kw) if data.val else None
 
     def _restore(self, state: ResumeState) -> None:
         """Continue where ``state`` stopped: optimiser, scaler, position, best score, RNGs."""
@@ -175,6 +203,8 @@ class Trainer:
         cancelled = False
         while self.epoch < self.config.epochs and not cancelled:
             cancelled = not self.run_epoch()
+        if self.dist is not None:
+            self.dist.barrier()  # rank 0's files are written before any rank returns
         saved = self.out_path.is_file() and self.best_epoch is not None
         result = TrainResult(self.out_path, self.last_path, saved, self.best_miou, self.best_epoch,
                              len(self.history), self.step, cancelled, self.history, list(self.data.class_names),
@@ -227,19 +257,20 @@ class Trainer:
         batch, epoch_loss, epoch_n = self.start_batch, 0.0, 0
         log_loss, log_n = torch.zeros((), device=self.device), 0
         lr = poly_lr(config.lr, self.step, self.total_steps, config.poly_power)
+        all_sum, ranks = (self.dist.all_sum, self.dist.world_size) if self.dist is not None else (None, 1)
         for images, labels in self.train_loader:
-            if is_cancelled(self.cancel):
+            if self.cancelled():
                 return _Trained(batch, epoch_loss / max(1, epoch_n), lr, True)
             for g in self.optimizer.param_groups:
                 g["lr"] = poly_lr(g["initial_lr"], self.step, self.total_steps, config.poly_power)
             lr = self.optimizer.param_groups[-1]["lr"]
-            loss = train_step(self.model, self.optimizer, self.scaler, self.norm(images),
-                              labels.to(self.device, non_blocking=True), amp=self.amp)
+            loss = train_step(self.net, self.optimizer, self.scaler, self.norm(images),
+                              labels.to(self.device, non_blocking=True), amp=self.amp, all_sum=all_sum, ranks=ranks)
             self.step, batch, self.pace.steps = self.step + 1, batch + 1, self.pace.steps + 1
             log_loss += loss
             log_n += 1
             if self.step % config.log_every == 0 or batch == self.steps_per_epoch:
-                mean_loss = float(log_loss) / log_n
+                mean_loss = (self.dist.mean(float(log_loss)) if self.dist is not None else float(log_loss)) / log_n
                 epoch_loss, epoch_n = epoch_loss + mean_loss * log_n, epoch_n + log_n
                 log_loss.zero_()
                 log_n = 0
@@ -251,12 +282,27 @@ class Trainer:
                     eta_s=self._eta(), images_per_s=rate))
         return _Trained(batch, epoch_loss / max(1, epoch_n), lr, False)
 
+    def cancelled(self) -> bool:
+        """Whether to stop before the next step (data-parallel: whether any rank was asked to)."""
+        asked = is_cancelled(self.cancel)
+        return self.dist.any(asked) if self.dist is not None else asked
+
     def validate(self) -> ConfusionMatrix | None:
-        """The confusion matrix over the validation split; None without one or when cancelled."""
+        """The confusion matrix over the validation split; None without one or when cancelled
+        (data-parallel: the sum of the ranks' matrices; None when any rank was cancelled)."""
         if self.val_loader is None:
             return None
-        return evaluate_model(self.model, self.val_loader, self.data.num_classes, self.device, amp=self.amp,
-                              cancel=self.cancel, mean=self.mean, std=self.std)
+        cm = evaluate_model(self.model, self.val_loader, self.data.num_classes, self.device, amp=self.amp,
+                            cancel=self.cancel, mean=self.mean, std=self.std)
+        if self.dist is None:
+            return cm
+        parts = self.dist.gather(cm)
+        if any(p is None for p in parts):
+            return None
+        total = parts[0]
+        for part in parts[1:]:
+            total.merge(part)
+        return total
 
     def _eta(self) -> float:
         return self.pace.eta(self.total_steps - self.step, self.config.epochs - self.epoch)
@@ -272,7 +318,9 @@ class Trainer:
                 "train_images": len(data.train), "val_images": len(data.val)}
 
     def save_checkpoint(self) -> None:
-        """The current model as the best one, in the own checkpoint format (atomic)."""
+        """The current model as the best one, in the own checkpoint format (atomic; rank 0 only)."""
+        if not self.is_main:
+            return
         save_best(self.out_path, self.model, self.arch, list(self.data.class_names), self.data.class_colors,
                   self.config.output_stride, self.summary(), mean=self.mean, std=self.std)
 
@@ -289,4 +337,6 @@ class Trainer:
             cuda_rng=list(torch.cuda.get_rng_state_all()) if cuda else [])
 
     def save_state(self, batch_in_epoch: int) -> None:
-        self.resume_state(batch_in_epoch).save(self.last_path)
+        """The resume state (atomic; rank 0 only)."""
+        if self.is_main:
+            self.resume_state(batch_in_epoch).save(self.last_path)

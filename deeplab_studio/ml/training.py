@@ -15,6 +15,11 @@ saved run's batch size, crop, schedule and seed: ``RESUME_KEEPS``; only epochs, 
 Built to be driven by a GUI worker: ``progress(TrainProgress)`` is called from the training
 thread, ``cancel`` (a callable or anything with ``is_set()``) is polled before every step.
 
+Data-parallel: ``train(..., nproc=N)`` spawns N local processes (``ml.distributed.run_ranks``:
+gloo on the CPU, NCCL with one GPU each); a process that already belongs to a process group (one
+of those, or one ``torchrun`` started and ``ml.distributed.init_from_env`` joined) trains as its
+rank. ``config.batch_size`` is then the global batch; the resume file is the same (see ``trainer``).
+
 The pieces: ``train_config`` (TrainConfig, TrainProgress, TrainResult; torch-free), ``train_state``
 (the typed resume state), ``train_setup`` (the initial model, saving the best), ``train_loop`` (one
 step, validation, the schedule) and ``trainer`` (``Trainer``, one run). Their public names are
@@ -36,17 +41,40 @@ from .train_loop import (  # noqa: F401  (re-exported)
     evaluate_model, make_optimizer, normalizer, poly_lr, resolve_device, train_step)
 from .train_setup import TrainError, init_model, transfer_weights  # noqa: F401  (re-exported)
 from .train_state import ResumeState, last_state_path, load_train_state  # noqa: F401  (re-exported)
+from . import distributed
 from .trainer import Trainer
 
 
 def train(config: TrainConfig, data: TrainData, out_path: str | Path, *,
-          progress: ProgressFn | None = None, cancel: Any = None, resume: bool = False) -> TrainResult:
+          progress: ProgressFn | None = None, cancel: Any = None, resume: bool = False, nproc: int = 1) -> TrainResult:
     """Train on ``data`` and keep the best model (by validation mIoU) at ``out_path`` (see ``Trainer``),
-    with ``config.cpu_threads`` torch threads for the run."""
+    with ``config.cpu_threads`` torch threads for the run (per process).
+
+    ``nproc`` > 1: that many data-parallel processes, spawned here; ``progress`` gets rank 0's
+    events and the result is rank 0's. Inside a running process group this process is one rank.
+    """
+    if nproc < 1:
+        raise TrainError(f"the number of processes must be at least 1, not {nproc}")
+    if nproc > 1:
+        if distributed.current() is not None:
+            raise TrainError("this process is already one of a process group (torchrun?): it cannot spawn more")
+        if config.batch_size % nproc:
+            raise TrainError(f"the batch size {config.batch_size} is not a multiple of the {nproc} processes "
+                             "(each takes an equal share)")
+        return distributed.run_ranks(_train_rank, nproc, (config, data, str(out_path), resume),
+                                     on_event=progress, cancel=cancel)
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(max(1, int(config.cpu_threads)))
     try:
-        return Trainer(config, data, out_path, progress=progress, cancel=cancel, resume=resume).run()
+        return Trainer(config, data, out_path, progress=progress, cancel=cancel, resume=resume,
+                       dist=distributed.current()).run()
     finally:
         torch.set_num_threads(threads)
+
+
+def _train_rank(emit: ProgressFn | None, stop: Any, config: TrainConfig, data: TrainData, out_path: str,
+                resume: bool) -> TrainResult:
+    """One spawned rank of ``train(..., nproc=N)``: join the group, train as that rank."""
+    distributed.init_from_env(config.device)
+    return train(config, data, out_path, progress=emit, cancel=stop, resume=resume)
