@@ -1,19 +1,22 @@
 """Where click correction cuts each registered DeepLab network in two.
 
-`cut_network(model, x)` runs everything up to the cut once (the backbone and the ASPP) and returns
-a `HeadCut`: the cached features at the cut, where a per-channel scale and bias act, and the rest
-of the head, which is local (convolutions only, no image pooling), so its logits on a window of
-feature cells need only that window plus a `halo` of cells around it.
+`cut_network(model, x, where)` runs everything up to the cut once (the backbone, the ASPP and, for
+`where="head"`, the head's 3×3 convolutions) and returns a `HeadCut`: the cached features at the
+cut, where a per-channel scale and bias act, and the rest of the head, which is local (no image
+pooling), so its logits at a feature cell need only that cell plus a `halo` of cells around it.
 
-The cut of each architecture:
+The cuts of each architecture:
 
-- DeepLab v3 (`DeepLabHead`, VainF and torchvision): after the ASPP (256 channels, stride 16);
-  the rest is a 3×3 conv, batch norm, ReLU and the 1×1 classifier.
-- DeepLab v3+ (`DeepLabHeadV3Plus`): after the ASPP, upsampled to the stride-4 decoder grid (a
-  per-channel affine map commutes with bilinear resizing, so this is the same as acting before
-  it); the 48 low-level channels are cached beside it and the rest is the decoder.
-- TF DeepLab's mobile v3 (`TFMobileDeepLabV3`): on the concatenated [image pooling, 1×1 branch]
-  (512 channels) before `concat_projection`, so the projection's ReLU keeps the change non-linear.
+- DeepLab v3 (`DeepLabHead`, VainF and torchvision): "aspp", after the ASPP (256 channels,
+  stride 16; the rest is a 3×3 conv, batch norm, ReLU and the 1×1 classifier, halo 1); "head",
+  after that 3×3 conv (the rest is per cell).
+- DeepLab v3+ (`DeepLabHeadV3Plus`): "aspp", after the ASPP, upsampled to the stride-4 decoder
+  grid (a per-channel affine map commutes with bilinear resizing, so this is the same as acting
+  before it), the 48 low-level channels cached beside it and the whole decoder as the rest;
+  "head", after the decoder's last 3×3 conv (the rest is per cell).
+- TF DeepLab's mobile v3 (`TFMobileDeepLabV3`), either way: on the concatenated [image pooling,
+  1×1 branch] (512 channels) before `concat_projection`, so the projection's ReLU keeps the change
+  non-linear; its head has only 1×1 convolutions.
 """
 
 from __future__ import annotations
@@ -138,18 +141,31 @@ def _cut_tf_mobile(model: TFMobileDeepLabV3, x: torch.Tensor) -> HeadCut:
     return HeadCut(concat, None, rest, halo=0, align_corners=True)
 
 
-def _cut_v3(model: nn.Module, x: torch.Tensor) -> HeadCut:
+def _split_after_last_3x3(layers: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """(the layers up to the last 3×3 convolution, the rest: batch norm, ReLU, the 1×1 classifier)."""
+    last = max(i for i, m in enumerate(layers)
+               if isinstance(m, SeparableConv2d) or (isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1))
+    return layers[: last + 1], layers[last + 1 :]
+
+
+def _cut_v3(model: nn.Module, x: torch.Tensor, where: str) -> HeadCut:
     layers = model.classifier.classifier  # ASPP, 3×3 conv, BN, ReLU, 1×1 classifier
-    aspp, rest = layers[0], layers[1:]
-    return HeadCut(aspp(model.backbone(x)["out"]), None, rest, halo=_halo(rest), align_corners=False)
+    aspp = layers[0](model.backbone(x)["out"])
+    if where == "aspp":
+        return HeadCut(aspp, None, layers[1:], halo=_halo(layers[1:]), align_corners=False)
+    before, rest = _split_after_last_3x3(layers[1:])
+    return HeadCut(before(aspp), None, rest, halo=0, align_corners=False)
 
 
-def _cut_v3plus(model: nn.Module, x: torch.Tensor) -> HeadCut:
+def _cut_v3plus(model: nn.Module, x: torch.Tensor, where: str) -> HeadCut:
     head: DeepLabHeadV3Plus = model.classifier
     feats = model.backbone(x)
     low = head.project(feats["low_level"])
     high = F.interpolate(head.aspp(feats["out"]), size=low.shape[-2:], mode="bilinear", align_corners=False)
-    return HeadCut(high, low, head.classifier, halo=_halo(head.classifier), align_corners=False)
+    if where == "aspp":
+        return HeadCut(high, low, head.classifier, halo=_halo(head.classifier), align_corners=False)
+    before, rest = _split_after_last_3x3(head.classifier)
+    return HeadCut(before(torch.cat([low, high], dim=1)), None, rest, halo=0, align_corners=False)
 
 
 def supports(model: nn.Module) -> bool:
@@ -160,15 +176,20 @@ def supports(model: nn.Module) -> bool:
     return hasattr(model, "backbone") and isinstance(classifier, (DeepLabHead, DeepLabHeadV3Plus))
 
 
-def cut_network(model: nn.Module, x: torch.Tensor) -> HeadCut:
-    """Run `model` on the normalised 1×3×H×W input `x` up to its cut (see the module docstring)."""
+def cut_network(model: nn.Module, x: torch.Tensor, where: str = "aspp") -> HeadCut:
+    """Run `model` on the normalised 1×3×H×W input `x` up to its cut (see the module docstring).
+
+    `where` = "head" cuts DeepLab v3 and v3+ after the last 3×3 convolution of the head instead
+    (then the rest is per cell: batch norm, ReLU and the 1×1 classifier); TF mobile has one cut."""
+    if where not in ("aspp", "head"):
+        raise ValueError(f"where must be 'aspp' or 'head', not {where!r}")
     if isinstance(model, TFMobileDeepLabV3):
         return _cut_tf_mobile(model, x)
     classifier = getattr(model, "classifier", None)
     if isinstance(classifier, DeepLabHeadV3Plus):
-        return _cut_v3plus(model, x)
+        return _cut_v3plus(model, x, where)
     if isinstance(classifier, DeepLabHead):
-        return _cut_v3(model, x)
+        return _cut_v3(model, x, where)
     raise TypeError(f"click correction does not know where to cut a {type(model).__name__} "
                     "(DeepLab v3, v3+ and TF DeepLab's mobile v3 are supported)")
 

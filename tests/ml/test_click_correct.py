@@ -52,12 +52,14 @@ def scene(h: int = 75, w: int = 90, seed: int = 3) -> tuple[np.ndarray, np.ndarr
     return generate_scene(h, w, seed=seed)
 
 
+@pytest.mark.parametrize("where", ["aspp", "head"])
 @pytest.mark.parametrize("arch,kwargs", TINY, ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v)))
-def test_the_cut_is_the_network_and_each_cell_is_exact(arch: str, kwargs: dict) -> None:
+def test_the_cut_is_the_network_and_each_cell_is_exact(arch: str, kwargs: dict, where: str) -> None:
     loaded = tiny(arch, **kwargs)
     x = normalised(loaded, scene()[0])
     with torch.no_grad():
-        cut = cut_network(loaded.model, x)
+        cut = cut_network(loaded.model, x, where)
+        assert cut.halo == (0 if where == "head" or "_tf" in arch else 1 + ("decoder_convs" in kwargs))
         c = cut.channels
         grid = cut.logits(torch.ones(c), torch.zeros(c))
         whole = F.interpolate(grid, size=x.shape[-2:], mode="bilinear", align_corners=cut.align_corners)
@@ -73,11 +75,12 @@ def test_the_cut_is_the_network_and_each_cell_is_exact(arch: str, kwargs: dict) 
         assert torch.allclose(cells, cut.logits(scale, bias)[0][:, rows, cols].T, atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["deeplabv3plus_mobilenet", "deeplabv3_mobilenetv2_tf"])
-def test_no_click_is_the_plain_prediction_and_a_click_wins_its_pixel(arch: str) -> None:
+@pytest.mark.parametrize("arch,cut", [("deeplabv3plus_mobilenet", "head"), ("deeplabv3plus_mobilenet", "aspp"),
+                                       ("deeplabv3_mobilenet", "head"), ("deeplabv3_mobilenetv2_tf", "head")])
+def test_no_click_is_the_plain_prediction_and_a_click_wins_its_pixel(arch: str, cut: str) -> None:
     loaded = tiny(arch)
     rgb = scene()[0]
-    corrector = ClickCorrector(loaded)
+    corrector = ClickCorrector(loaded, cut=cut)
     corrector.set_image(rgb)
     zeros, no_edit = np.zeros(rgb.shape[:2], np.uint8), np.zeros(rgb.shape[:2], bool)
     plain = corrector.correct([], zeros, no_edit)
@@ -138,6 +141,8 @@ def test_refusals_and_cancel() -> None:
         corrector.correct([(3, 3, 1)], zeros, no_edit, cancel=lambda: True)
     with pytest.raises(TypeError, match="DeepLab"):
         ClickCorrector(torch.nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="where"):
+        cut_network(loaded.model, normalised(loaded, rgb), "backbone")
 
 
 def test_a_large_image_is_seen_downscaled_and_proposed_at_full_size() -> None:
@@ -216,4 +221,4 @@ def test_deeplabv3plus_demo_model_one_click_on_a_scene() -> None:
     cls = 3  # triangles: the class the model gets least right on this scene
     missed = components((gt == cls) & (before != cls))[0]
     after = corrector.correct([(*most_interior(missed), cls)], zeros, no_edit)
-    assert iou(gt, after, cls) > iou(gt, before, cls) + 0.03  # measured 0.870 -> 0.950
+    assert iou(gt, after, cls) > iou(gt, before, cls) + 0.03  # measured 0.870 -> 0.947
