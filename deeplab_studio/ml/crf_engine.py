@@ -1,5 +1,6 @@
-"""The CRF engine behind ``ml.crf``: the band of pixels worth re-labelling, cut into tiles, and
-pydensecrf's mean-field inference on each tile's pixels with only the labels present there.
+"""The CRF engine behind ``ml.crf``: the band of pixels worth re-labelling, cut into tiles; on each
+tile's pixels, every pixel's candidate labels and the mean-field of ``crf_meanfield`` (the
+appearance kernel's lattice from ``crf_lattice``, built per call or cached by ``crf_session``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import numpy as np
 
 from deeplab_studio.core.labels import IGNORE
 
+from .crf_lattice import Lattice
+from .crf_meanfield import STENCIL_MAX_SXY, GaussianStencil, LatticeKernel, solve
 from .crf_params import Cancel, CRFParams, check_cancel
 
 _PROB_EPS = 1e-5  # probabilities are clipped here before -log (as pydensecrf's helper does)
@@ -57,40 +60,6 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def crf_labels(image: np.ndarray, unary: np.ndarray, select: np.ndarray, params: CRFParams,
-                cancel: Cancel = None) -> np.ndarray:
-    """Mean-field inference over the `select`ed pixels of one crop.
-
-    Returns, for those pixels (row-major order), the index into the unary's rows of the best
-    label. The kernels are the ones of pydensecrf's DenseCRF2D (features x/sxy, y/sxy and
-    r,g,b/srgb), built for the selected pixels only, so the settled interior costs nothing.
-    Iterations are stepped one by one (the same arithmetic as `inference(n)`, bit for bit) so
-    that `cancel` is checked between them.
-    """
-    import pydensecrf.densecrf as dcrf
-
-    n = unary.shape[0]
-    ys, xs = np.nonzero(select)
-    crf = dcrf.DenseCRF(int(ys.size), n)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary[:, ys, xs], dtype=np.float32))
-    if params.gaussian_compat > 0:
-        feats = np.empty((2, ys.size), dtype=np.float32)
-        np.divide(xs, params.gaussian_sxy, out=feats[0], casting="unsafe")
-        np.divide(ys, params.gaussian_sxy, out=feats[1], casting="unsafe")
-        crf.addPairwiseEnergy(feats, compat=float(params.gaussian_compat))
-    if params.bilateral_compat > 0:
-        feats = np.empty((5, ys.size), dtype=np.float32)
-        np.divide(xs, params.bilateral_sxy, out=feats[0], casting="unsafe")
-        np.divide(ys, params.bilateral_sxy, out=feats[1], casting="unsafe")
-        np.divide(image[ys, xs].T, params.bilateral_srgb, out=feats[2:], casting="unsafe")
-        crf.addPairwiseEnergy(feats, compat=float(params.bilateral_compat))
-    q, tmp1, tmp2 = crf.startInference()
-    for _ in range(int(params.iterations)):
-        check_cancel(cancel)
-        crf.stepInference(q, tmp1, tmp2)
-    return np.asarray(q, dtype=np.float32).argmax(axis=0)
-
-
 def unary_energy(current: np.ndarray, protect: np.ndarray, void: np.ndarray, probs: np.ndarray | None,
            labels: list[int], params: CRFParams) -> np.ndarray:
     """Energies (−log probability) of `labels` on one crop, float32 n×h×w.
@@ -126,13 +95,41 @@ def unary_energy(current: np.ndarray, protect: np.ndarray, void: np.ndarray, pro
     return unary
 
 
+class OneShot:
+    """Lattices for one call: built over the CRF's pixels only. (`crf_session.CRFSession` caches
+    them per image instead; the answers are the same, bit for bit.)"""
+
+    def lattice(self, image: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: tuple[float, float] | float,
+                region: tuple[int, int, int, int]) -> tuple[Lattice, np.ndarray | None]:
+        """The lattice of the pixels (ys, xs) of `image` (features x/sxy, y/sxy and, for a pair
+        `scale` = (sxy, srgb), r, g, b / srgb) and the pixels' point ids in it (None: in order)."""
+        return Lattice(features(image, ys, xs, scale)), None
+
+
+def features(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: tuple[float, float] | float) -> np.ndarray:
+    """N×2 (x, y) / sxy for a float `scale`, N×5 (x, y, r, g, b) / (sxy, sxy, srgb…) for a pair."""
+    sxy, srgb = scale if isinstance(scale, tuple) else (scale, None)
+    out = np.empty((ys.size, 2 if srgb is None else 5), dtype=np.float32)
+    np.divide(xs, sxy, out=out[:, 0], casting="unsafe")
+    np.divide(ys, sxy, out=out[:, 1], casting="unsafe")
+    if srgb is not None:
+        np.divide(image[ys, xs], np.float32(srgb), out=out[:, 2:], casting="unsafe")
+    return out
+
+
+LatticeSource = OneShot  # anything with OneShot's `lattice` method
+
+
 def refine_free_pixels(image: np.ndarray, current: np.ndarray, protect: np.ndarray, probs: np.ndarray | None,
-            params: CRFParams, *, restrict: bool = True, labels: list[int] | None = None,
-            top: np.ndarray | None = None, cancel: Cancel = None) -> np.ndarray:
+                       params: CRFParams, *, restrict: bool = True, labels: list[int] | None = None,
+                       top: np.ndarray | None = None, cancel: Cancel = None, lattices: LatticeSource | None = None,
+                       reference: bool = False) -> np.ndarray:
     """Re-label the free pixels of `current` with the CRF.
 
     `restrict=False, labels=[...]` runs the plain computation (whole image, one crop, the given
-    labels) that the restricted path must reproduce; tests compare the two.
+    labels) that the restricted path must reproduce; `reference=True` runs pydensecrf on each crop
+    (every label of the crop at every pixel) instead of the fast engine; tests compare them.
+    `lattices` provides the appearance kernel's lattice (default: built for this call).
     """
     void = current == IGNORE
     free = ~(protect | void)
@@ -181,7 +178,54 @@ def refine_free_pixels(image: np.ndarray, current: np.ndarray, protect: np.ndarr
         if len(labs) < 2:
             continue  # one label: nothing to decide
         unary = unary_energy(cur_c, protect[crop], void_c, probs_c, labs, params)
-        best = np.zeros(dst.shape, dtype=np.uint8)
-        best[select] = np.asarray(labs, dtype=np.uint8)[crf_labels(image[crop], unary, select, params, cancel)]
-        out[crop][dst] = best[dst]
+        if reference:
+            from .crf_reference import crf_labels
+
+            best = crf_labels(image[crop], unary, select, params, cancel, origin=(y0, x0))
+        else:
+            region = (max(ty0 - context, 0), min(ty1 + context, height), max(tx0 - context, 0),
+                      min(tx1 + context, width))
+            best = _solve_crop(image, unary, select, cur_c, protect[crop], probs_c is not None, labs, params,
+                               (y0, x0), region, lattices or OneShot(), cancel)
+        crop_out = out[crop]
+        crop_out[dst] = np.asarray(labs, dtype=np.uint8)[best[dst[select]]]
     return out
+
+
+def _solve_crop(image: np.ndarray, unary: np.ndarray, select: np.ndarray, current: np.ndarray,
+                protect: np.ndarray, soft: bool, labs: list[int], params: CRFParams, origin: tuple[int, int],
+                region: tuple[int, int, int, int], lattices: LatticeSource, cancel: Cancel) -> np.ndarray:
+    """The fast engine on one crop: each selected pixel's candidate labels, the kernels, mean-field.
+    Returns the index into `labs` of each selected pixel's label (row-major)."""
+    n = len(labs)
+    points = np.flatnonzero(select)
+    energy = unary.reshape(n, -1)[:, points]
+    if soft:  # a label is a candidate where its probability reaches min_label_prob, or is the label there
+        candidate = energy <= -np.log(max(params.min_label_prob, _PROB_EPS))
+        own = current.reshape(-1)[points]
+        index = np.full(256, -1, dtype=np.int64)
+        index[labs] = np.arange(n)
+        mine = index[own]
+        keep = (mine >= 0) & ~protect.reshape(-1)[points]
+        candidate[mine[keep], np.flatnonzero(keep)] = True
+    else:  # hard labels: the labels present within `margin` (the others are impossible)
+        candidate = energy < np.float32(-np.log(_PROB_EPS) - 1e-3)
+    # protected pixels: only their own label (their unary leaves the others at eps)
+    guarded = protect.reshape(-1)[points]
+    if guarded.any():
+        candidate[:, guarded] = energy[:, guarded] < np.float32(-np.log(_PROTECT_EPS) - 1e-3)
+    none = ~candidate.any(axis=0)
+    if none.any():  # no label possible (a label the model does not know): all stay open
+        candidate[:, none] = True
+    ys, xs = np.divmod(points, select.shape[1])
+    ys, xs = ys + origin[0], xs + origin[1]
+    gaussian = bilateral = None
+    if params.gaussian_compat > 0:
+        if params.gaussian_sxy <= STENCIL_MAX_SXY:
+            gaussian = GaussianStencil(select.shape, points, params.gaussian_sxy)
+        else:
+            gaussian = LatticeKernel(*lattices.lattice(image, ys, xs, float(params.gaussian_sxy), region))
+    if params.bilateral_compat > 0:
+        scale = (float(params.bilateral_sxy), float(params.bilateral_srgb))
+        bilateral = LatticeKernel(*lattices.lattice(image, ys, xs, scale, region))
+    return solve(energy, candidate, params, gaussian=gaussian, bilateral=bilateral, cancel=cancel)

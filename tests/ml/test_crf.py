@@ -13,7 +13,7 @@ from PIL import Image
 from deeplab_studio.core.labels import IGNORE, voc_colormap
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.core.scenes import generate_scene
-from deeplab_studio.ml import crf, crf_engine
+from deeplab_studio.ml import crf, crf_engine, crf_reference
 from deeplab_studio.ml.crf import CRFParams, refine, refine_labels
 
 IDS = (1, 23, 114)
@@ -182,15 +182,15 @@ def test_tiled_nearly_equals_one_tile(samples):
     assert (one != tiled).mean() < 0.005
 
 
-def test_engine_equals_a_plain_pydensecrf_call(samples):
-    """One crop, every pixel selected: the stepped engine gives pydensecrf's DenseCRF2D answer."""
+def test_reference_engine_equals_a_plain_pydensecrf_call(samples):
+    """One crop, every pixel selected: the stepped reference engine gives pydensecrf's DenseCRF2D answer."""
     import pydensecrf.densecrf as dcrf
 
     image, pred, _ = samples[1]
     image, pred = np.ascontiguousarray(image[200:328, 150:278]), pred[200:328, 150:278]
     p = CRFParams(iterations=7)
     unary = crf_engine.unary_energy(pred, np.zeros(pred.shape, bool), pred == IGNORE, None, [0, 1], p)
-    ours = crf_engine.crf_labels(image, unary, np.ones(pred.shape, bool), p)
+    ours = crf_reference.crf_labels(image, unary, np.ones(pred.shape, bool), p)
     d = dcrf.DenseCRF2D(128, 128, 2)
     d.setUnaryEnergy(np.ascontiguousarray(unary.reshape(2, -1)))
     d.addPairwiseGaussian(sxy=p.gaussian_sxy, compat=p.gaussian_compat)
@@ -256,7 +256,7 @@ def test_soft_refine_never_outputs_void_except_protected():
 def test_single_label_returns_at_once_without_a_crf(monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("the CRF ran")
-    monkeypatch.setattr(crf_engine, "crf_labels", boom)
+    monkeypatch.setattr(crf_engine, "_solve_crop", boom)
     image = _two_tone()
     labels = np.full((64, 64), 3, np.uint8)
     out = refine_labels(image, labels)
@@ -272,12 +272,12 @@ def test_single_label_returns_at_once_without_a_crf(monkeypatch):
 
 def test_only_labels_that_occur_enter_the_crf(monkeypatch):
     seen = []
-    real = crf_engine.crf_labels
+    real = crf_engine._solve_crop
 
-    def spy(image, unary, select, params, cancel=None):
+    def spy(image, unary, *args):
         seen.append(unary.shape[0])
-        return real(image, unary, select, params, cancel)
-    monkeypatch.setattr(crf_engine, "crf_labels", spy)
+        return real(image, unary, *args)
+    monkeypatch.setattr(crf_engine, "_solve_crop", spy)
     image = _two_tone()
     probs = np.full((21, 64, 64), 1e-4, np.float32)
     probs[5, :, :32], probs[9, :, 32:] = 0.998, 0.998
@@ -291,13 +291,13 @@ def test_large_image_is_tiled_and_completes(monkeypatch):
     coarse = np.asarray(Image.fromarray(truth).resize((1300 // 16, 900 // 16), Image.NEAREST)
                         .resize((1300, 900), Image.NEAREST))
     crops = []
-    real = crf_engine.crf_labels
+    real = crf_engine._solve_crop
 
-    def spy(img, unary, select, params, cancel=None):
+    def spy(img, unary, select, *args):
         crops.append(int(select.sum()))
-        return real(img, unary, select, params, cancel)
+        return real(img, unary, select, *args)
     p = CRFParams(tile_size=256)
-    monkeypatch.setattr(crf_engine, "crf_labels", spy)
+    monkeypatch.setattr(crf_engine, "_solve_crop", spy)
     out = refine_labels(image, coarse, params=p)
     assert out.shape == coarse.shape and out.dtype == np.uint8
     assert set(np.unique(out)) <= set(np.unique(coarse))
