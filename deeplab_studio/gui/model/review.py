@@ -42,7 +42,6 @@ class ReviewTool(QObject):
     """Scores, ranks and steps through likely label errors (see the module docstring)."""
 
     ranked = Signal(int)  # images ranked when a scoring run ended
-    shown = Signal(str)  # a suspicious image is on screen with its overlay
     message = Signal(str)
 
     def __init__(self, link, client: InferenceClient, *, lut: Callable[[], np.ndarray | None],
@@ -148,7 +147,6 @@ class ReviewTool(QObject):
             self.link.go_to(key)
         self.refresh()
         self._say_where(key)
-        self.shown.emit(key)
         return key
 
     def accept_and_next(self) -> str | None:
@@ -167,7 +165,7 @@ class ReviewTool(QObject):
         colour = OVERLAY_COLORS.get(self._color(), "the overlay colour")
         self.message.emit(f"Suspicious {self.queue.position(key)} of {len(self.queue.ranked)}: score {r.score:.2f};"
                           f" the model doubts a “{name}” region of {r.worst.pixels} pixels (in {colour})."
-                          " Fix it, or accept with Ctrl+Shift+Return.")
+                          f" Fix it, or accept with Ctrl+Shift+Return ({self.queue.remaining()} more to see).")
 
     def _color(self) -> tuple[int, int, int]:
         doc = self.link.document()
