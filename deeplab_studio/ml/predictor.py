@@ -30,6 +30,7 @@ from .cancel import Cancel, is_cancelled
 from .device import empty_cache, is_oom, resolve_device
 from .errors import DeviceError, PredictionCancelled, PredictionError  # noqa: F401 (also imported from here)
 from .prediction import FullSizeOutputs, Prediction, as_rgb, softmax_, stitch_tiles, upsample_rows
+from .tile_budget import TileBudget
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MIN_SIDE", "MS_SCALES", "PAPER_MS_SCALES", "TTA_SCALES", "DeviceError",
            "Prediction", "PredictionCancelled", "PredictionError", "Predictor", "PredictorWarning", "as_rgb",
@@ -59,7 +60,8 @@ class Predictor:
     N×C×H×W logits (a dict with "out", as torchvision returns, is accepted).
 
     - `tile_size`, `tile_overlap` (default `tile_size // 8`): images with a side over `tile_size`
-      run in overlapping tiles.
+      run in overlapping tiles. "auto" (or a `ml.tile_budget.TileBudget`): per image, whole when it
+      fits the memory free on the device (half of it), else the largest tiles that do.
     - `large_image`: "tile" (default) or "downscale" — shrink the image so its longest side is
       `max_side` (default `tile_size`), predict, and resize the probabilities back.
     - `tta`: None, "flip" (average with the mirrored image), "ms" (scales `scales`, default
@@ -84,7 +86,7 @@ class Predictor:
         model: Any,
         *,
         device: str | torch.device = "auto",
-        tile_size: int = 1024,
+        tile_size: int | str | TileBudget = 1024,
         tile_overlap: int | None = None,
         large_image: str = "tile",
         max_side: int | None = None,
@@ -113,6 +115,8 @@ class Predictor:
         if len(self._mean_std[0]) != 3 or len(self._mean_std[1]) != 3 or min(self._mean_std[1]) <= 0:
             raise ValueError(f"mean/std need 3 values each (std > 0), got {mean!r} / {std!r}")
 
+        self.tile_budget = TileBudget() if tile_size == "auto" else tile_size if isinstance(tile_size, TileBudget) else None
+        tile_size = 1024 if self.tile_budget is not None else tile_size
         tile_overlap = tile_size // 8 if tile_overlap is None else tile_overlap
         if tile_size < 32 or tile_overlap < 0 or tile_overlap >= tile_size:
             raise ValueError(f"need tile_size >= 32 and 0 <= tile_overlap < tile_size, got {tile_size}/{tile_overlap}")
@@ -230,6 +234,7 @@ class Predictor:
     def _recover_from_oom(self, image: np.ndarray, reason: str) -> None:
         empty_cache(self.device)
         side = self._work_side(image)
+        self.tile_budget = None  # the budget was too hopeful: fixed, halving tiles from here on
         if side > self.min_tile_size:
             self.tile_size = max(self.min_tile_size, side // 2)
             self.tile_overlap = min(self.tile_overlap, self.tile_size // 4)
@@ -245,6 +250,9 @@ class Predictor:
 
     def _run(self, image: np.ndarray, cancel: Cancel, progress: Callable[[int, int], None] | None) -> Prediction:
         height, width = image.shape[:2]
+        if self.tile_budget is not None and self.large_image == "tile":
+            self.tile_size = self._budget_tile(height, width)
+            self.tile_overlap = self.tile_size // 8
         if self.large_image == "downscale" and max(height, width) > self.max_side:
             from PIL import Image
 
@@ -259,6 +267,16 @@ class Predictor:
                 out.write(y0, upsample_rows(small, height, width, y0, min(height, y0 + band)))
             return out.result()
         return self._tiled(image, cancel, progress, keep_probs=self.keep_probs, dtype=self.probs_dtype)
+
+    def _budget_tile(self, height: int, width: int) -> int:
+        """The tile side the memory budget allows for this image now (its longest side: whole)."""
+        assert self.tile_budget is not None
+        return self.tile_budget.tile_for(
+            height, width, model=self.model, device=self.device, channels=self.num_classes or 21,
+            batch=2 if self.flip else 1, scale=max(self.scales), keep_probs=self.keep_probs,
+            probs_bytes=self.probs_dtype.itemsize, arch=getattr(self.loaded, "arch", None),
+            output_stride=getattr(self.loaded, "output_stride", None), amp_dtype=self._amp_dtype,
+            channels_last=self._channels_last)
 
     def _tiled(self, image: np.ndarray, cancel: Cancel, progress: Callable[[int, int], None] | None, *,
                keep_probs: bool, dtype: torch.dtype) -> Prediction:
