@@ -401,6 +401,17 @@ class AnnotationSession:
             self.saver.stack.setClean()  # the remapped map equals the remapped file on disk
         return True
 
+    def release_project(self) -> bool:
+        """Save and close the open image and release the project's write lock, so another writer
+        (an import into this folder) can take it; `open_folder` again resumes. False when the
+        image could not be saved."""
+        if self.project is None or not self.close_image():
+            return False
+        self._merges.wait()
+        self.project.close()  # stays readable in memory, read-only, until reopened
+        self.tools.ctx.read_only = True
+        return True
+
     # --- background work and closing -----------------------------------------------------------
     def shutdown(self) -> None:
         """Finish background work and release the project (its write lock). Call after a

@@ -1,1 +1,1 @@
-"""The export dialog."""
+"""Datasets in and out: the export dialog (every format) and the import dialog."""

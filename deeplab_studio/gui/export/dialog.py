@@ -1,10 +1,12 @@
-"""File → Export VOC…: destination, validation fraction, seed, statuses; runs the export on a
+"""File → Export Dataset…: the format, destination, statuses (and for VOC the validation
+fraction, seed, layout, objects); runs the export on a
 superqt worker of the dialog's own `JobPool` with a progress bar (on a read-only snapshot of the
 project, so only plain values cross threads), then shows a summary and offers to open the
 folder. Closing the window stops a running export between images and joins its thread: the
 staged export is removed and the destination keeps what it had.
 
-The export itself is `storage.voc.export_voc` (staged, self-checked, swapped into place).
+The export itself is `storage.voc.export_voc` for VOC and `storage.formats.project_export.
+export_dataset` for the other formats (each staged, re-read by its own reader, swapped into place).
 With "VOCdevkit layout" the dataset lands in `<destination>/VOCdevkit/VOC2012`, so
 `torchvision.datasets.VOCSegmentation(<destination>, year="2012")` loads it unchanged.
 The destination is remembered per project (keyed by its folder): the dialog never pre-fills
@@ -22,11 +24,27 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QCheckBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
 
 from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
+from deeplab_studio.storage.formats import FORMATS, writer
+from deeplab_studio.storage.formats.project_export import DatasetExport, export_dataset
 from deeplab_studio.storage.labelmaps import read_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, other_project_export
@@ -50,8 +68,8 @@ class ExportCancelled(Exception):
     """The export was stopped (the window closed); its staging folder is removed, nothing written."""
 
 
-def export_job(task: TaskWorker, folder: str, data_dir: str, destination: Path,
-               **options) -> tuple[ExportSummary, np.ndarray]:
+def export_job(task: TaskWorker, folder: str, data_dir: str, destination: Path, fmt: str = "voc",
+               **options) -> tuple[ExportSummary | DatasetExport, np.ndarray]:
     """Export a read-only snapshot of the project at `folder` (pool thread); returns the summary
     and the pixel counts per class. Reports (done, total, what); stops between images when cancelled."""
 
@@ -61,6 +79,13 @@ def export_job(task: TaskWorker, folder: str, data_dir: str, destination: Path,
         task.report((done, total, what))
 
     with Project.open(folder, data_dir=data_dir, read_only=True) as project:
+        if fmt != "voc":  # the other formats: staged, written, re-read by their own reader, swapped in
+            summary = export_dataset(project, destination, fmt, progress=progress, statuses=options["statuses"],
+                                     replace_other=options["replace_other"])
+            counts = np.zeros(256, np.int64)
+            for key in summary.keys:
+                counts += np.bincount(project.load_annotation(project.record(key))[0].ravel(), minlength=256)
+            return summary, counts
         summary = export_voc(project, destination, progress=progress, **options)
     counts = np.zeros(256, np.int64)
     for voc_id in summary.ids:
@@ -78,13 +103,19 @@ class ExportDialog(QDialog):
         """`parent`: the main window, which calls `shutdown()` when it closes (stops and joins a
         running export), or None."""
         super().__init__(parent)
-        self.setWindowTitle("Export Pascal VOC dataset")
+        self.setWindowTitle("Export dataset")
         self.project, self.settings = project, settings
         self.jobs = JobPool(self, max_threads=1)
         self.job: TaskWorker | None = None
-        self.summary: ExportSummary | None = None
+        self.summary: ExportSummary | None = None  # the last VOC export
+        self.result: DatasetExport | None = None  # the last export in another format
         last = settings.value(destination_key(project.folder))
         self.destination = QLineEdit(str(last) if last else default_destination(Path(project.folder)))
+        self.format = QComboBox()
+        for name in ("voc", *(f for f in FORMATS if f != "voc")):
+            self.format.addItem(writer(name).title, name)
+        self.format.setCurrentIndex(max(0, self.format.findData(str(settings.value("export/format", "voc")))))
+        self.format.currentIndexChanged.connect(self._format_changed)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         dest_row = QHBoxLayout()
@@ -112,6 +143,7 @@ class ExportDialog(QDialog):
         status_row.addStretch(1)
         self.objects = QCheckBox("Also write SegmentationObject/ (connected components)")
         form = QFormLayout()
+        form.addRow("Format", self.format)
         form.addRow("Destination", dest_row)
         form.addRow("", self.devkit)
         form.addRow("Validation fraction", self.val_fraction)
@@ -144,13 +176,24 @@ class ExportDialog(QDialog):
         lay.addWidget(self.report, 1)
         lay.addLayout(buttons)
         self.resize(640, 380)
+        self._format_changed()
+
+    def fmt(self) -> str:
+        return str(self.format.currentData())
+
+    def _format_changed(self, *_) -> None:
+        """The split, layout and object options exist for VOC only."""
+        voc = self.fmt() == "voc"
+        for w in (self.devkit, self.val_fraction, self.seed, self.objects):
+            w.setEnabled(voc)
 
     def layout(self) -> str:
         return "devkit" if self.devkit.isChecked() else "flat"
 
     def out_dir(self) -> Path:
-        """The VOC root the export writes (`<destination>/VOCdevkit/VOC2012` with that layout)."""
-        return voc_root_for(Path(self.destination.text().strip()).expanduser(), self.layout())
+        """The folder the export writes (for VOC with that layout `<destination>/VOCdevkit/VOC2012`)."""
+        destination = Path(self.destination.text().strip()).expanduser()
+        return voc_root_for(destination, self.layout()) if self.fmt() == "voc" else destination
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export destination", self.destination.text())
@@ -173,13 +216,15 @@ class ExportDialog(QDialog):
             return False
         self.settings.setValue(destination_key(self.project.folder), self.destination.text().strip())
         for key, value in (("val_fraction", self.val_fraction.value()), ("seed", self.seed.value()),
-                           ("devkit", self.devkit.isChecked())):
+                           ("devkit", self.devkit.isChecked()), ("format", self.fmt())):
             self.settings.setValue(f"export/{key}", value)
         destination = Path(self.destination.text().strip()).expanduser()
+        options = dict(statuses=statuses, replace_other=replace_other)
+        if self.fmt() == "voc":
+            options.update(val_fraction=self.val_fraction.value(), seed=self.seed.value(),
+                           objects=self.objects.isChecked(), layout=self.layout())
         self.job = self.jobs.start(export_job, str(self.project.folder), str(self.project.data_dir), destination,
-                                   val_fraction=self.val_fraction.value(), seed=self.seed.value(),
-                                   statuses=statuses, objects=self.objects.isChecked(), layout=self.layout(),
-                                   replace_other=replace_other, on_result=lambda r: self._finished(*r),
+                                   self.fmt(), **options, on_result=lambda r: self._finished(*r),
                                    on_error=lambda exc: self._fail(str(exc)),
                                    on_progress=lambda p: self._progress(*p))
         if self.job is None:
@@ -213,8 +258,12 @@ class ExportDialog(QDialog):
         self.progress.setValue(done)
         self.message.setText(f"{done} / {total}  {what}")
 
-    def _finished(self, summary: ExportSummary, counts: np.ndarray) -> None:
+    def _finished(self, result: ExportSummary | DatasetExport, counts: np.ndarray) -> None:
         self.job = None
+        if isinstance(result, DatasetExport):
+            self._finished_format(result, counts)
+            return
+        summary = result
         self.summary = summary
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
@@ -228,8 +277,36 @@ class ExportDialog(QDialog):
         self.report.setVisible(True)
         self.exportFinished.emit(summary)
 
+    def _finished_format(self, result: DatasetExport, counts: np.ndarray) -> None:
+        """A non-VOC export ended: the same progress, message and report, in that format's terms."""
+        self.result = result
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.export_button.setEnabled(True)
+        self.open_button.setEnabled(True)
+        n = len(result.keys)
+        failed = f" {len(result.failed)} failed (listed below)." if result.failed else ""
+        title = writer(result.format).title
+        self.message.setText(f"Exported {n} image{'' if n == 1 else 's'} as {title} to {shown(result.out_dir)} "
+                             f"in {result.seconds:.1f} s.{failed}")
+        lines = [f"images: {n}", f"classes: {result.num_classes}"]
+        lines += [f"failed, left out: {reason}" for _path, reason in result.failed]
+        lines += self._pixel_lines(counts)
+        self.report.setPlainText("\n".join(lines))
+        self.report.setVisible(True)
+        self.exportFinished.emit(result)
+
+    def _pixel_lines(self, counts: np.ndarray) -> list[str]:
+        names, total = self.project.labels.names, max(int(counts.sum()), 1)
+        lines = ["pixels per class:"]
+        for i, name in enumerate(names):
+            if counts[i]:
+                lines.append(f"  {i:>3} {name:<16} {int(counts[i]):>12,}  {100 * counts[i] / total:5.1f} %")
+        if counts[255]:
+            lines.append(f"  255 {'ignore':<16} {int(counts[255]):>12,}  {100 * counts[255] / total:5.1f} %")
+        return lines
+
     def summary_text(self, summary: ExportSummary, counts: np.ndarray) -> str:
-        names = self.project.labels.names
         lines = [f"images: {len(summary.ids)} (train {len(summary.train)}, val {len(summary.val)})",
                  f"classes: {summary.num_classes}",
                  f"JPEGs copied unchanged: {summary.jpegs_copied}, converted: {summary.images_converted}"]
@@ -238,13 +315,7 @@ class ExportDialog(QDialog):
         if summary.failed:
             lines.append(f"failed, left out: {len(summary.failed)}")
             lines.extend(f"  {reason}" for _path, reason in summary.failed)
-        total = max(int(counts.sum()), 1)
-        lines.append("pixels per class:")
-        for i, name in enumerate(names):
-            if counts[i]:
-                lines.append(f"  {i:>3} {name:<16} {int(counts[i]):>12,}  {100 * counts[i] / total:5.1f} %")
-        if counts[255]:
-            lines.append(f"  255 {'ignore':<16} {int(counts[255]):>12,}  {100 * counts[255] / total:5.1f} %")
+        lines += self._pixel_lines(counts)
         if summary.layout == "devkit":
             lines.append(f'\ntorchvision: VOCSegmentation(root={str(summary.destination)!r}, year="2012", '
                          'image_set="train")')
@@ -260,5 +331,6 @@ class ExportDialog(QDialog):
         self.exportFailed.emit(message)
 
     def open_folder(self) -> None:
-        if self.summary is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.summary.out_dir)))
+        done = self.result if self.result is not None else self.summary
+        if done is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(done.out_dir)))

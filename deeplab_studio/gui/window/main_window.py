@@ -124,7 +124,8 @@ class MainWindow(QMainWindow):
                 tools.addAction(act)
         s = self.session
         handlers = {
-            "open_folder": self.choose_folder, "export_voc": self.export_voc, "quit": self.close,
+            "open_folder": self.choose_folder, "import_dataset": self.import_dataset, "export_voc": self.export_voc,
+            "quit": self.close,
             "undo": s.undo, "redo": s.redo,
             "fit": self.canvas.fit, "actual_size": self.canvas.actual_size,
             "zoom_in": lambda: self.canvas.zoom_by(1.25), "zoom_out": lambda: self.canvas.zoom_by(0.8),
@@ -328,6 +329,15 @@ class MainWindow(QMainWindow):
         self.closing.connect(self._export_dialog.shutdown)  # a running export stops and is joined
         self._export_dialog.show()
         return self._export_dialog
+
+    def import_dataset(self):
+        """Open the import dialog (into the open project, or a folder to create); returns it."""
+        from deeplab_studio.gui.export.import_dialog import ImportDialog
+
+        self._import_dialog = ImportDialog(self.session, self.settings, self)
+        self.closing.connect(self._import_dialog.shutdown)
+        self._import_dialog.show()
+        return self._import_dialog
 
     def show_shortcuts(self) -> ShortcutsDialog:
         self._shortcuts_dialog = ShortcutsDialog(self.registry.rows(), self)

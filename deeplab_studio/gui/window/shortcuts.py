@@ -17,7 +17,8 @@ class ActionSpec:
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("open_folder", "&Open Folder…", ("Ctrl+O",), "File"),
-    ActionSpec("export_voc", "&Export VOC…", ("Ctrl+E",), "File"),
+    ActionSpec("import_dataset", "&Import Dataset…", ("Ctrl+Shift+I",), "File"),
+    ActionSpec("export_voc", "&Export Dataset…", ("Ctrl+E",), "File"),
     ActionSpec("quit", "&Quit", ("Ctrl+Q",), "File"),
     ActionSpec("undo", "&Undo", ("Ctrl+Z",), "Edit"),
     ActionSpec("redo", "&Redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Edit"),
