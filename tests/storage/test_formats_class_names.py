@@ -52,3 +52,17 @@ def test_plan_into_a_project_without_label_maps_takes_the_datasets_classes() -> 
     np.testing.assert_array_equal(plan.lut[:4], [0, 1, 1, IGNORE])  # "Road" is "road"; sign pixels are void
     with pytest.raises(FormatError, match="more than 255 classes"):
         plan_classes([f"c{i}" for i in range(256)], None, LabelSet.voc(), adopt=True)
+
+
+def test_a_datasets_background_is_class_0_even_when_the_project_renamed_it():
+    """labelme writes `_background_`: a project whose class 0 is called "unlabelled" still gets
+    its own export back (the class-0 background is matched by position, not added)."""
+    from deeplab_studio.core.labels import LabelSet
+    from deeplab_studio.storage.formats.class_names import plan_classes
+
+    project = LabelSet.voc()
+    project.names[0] = "unlabelled"
+    plan = plan_classes(["_background_", "cat"], None, project, adopt=False)
+    assert plan.lut[0] == 0 and plan.lut[1] == project.names.index("cat") and not plan.changed
+    other = plan_classes(["cat", "_background_"], None, project, adopt=False)  # not class 0: matched by name only
+    assert other.lut[1] != 0 and other.changed

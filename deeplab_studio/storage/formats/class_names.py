@@ -91,6 +91,10 @@ class ClassPlan:
         return "classes: " + "; ".join(parts)
 
 
+#: normalised names a dataset gives its class 0 when it is the background (labelme: `_background_`)
+BACKGROUND_NAMES = frozenset({"background"})
+
+
 def _clean(name: str, index: int) -> str:
     """A dataset name the project can hold (no ':' or line breaks; never empty)."""
     cleaned = re.sub(r"[:\r\n\t]+", " ", str(name)).strip()
@@ -135,6 +139,8 @@ def plan_classes(names: list[str], colors: list[tuple[int, int, int]] | None, pr
             matches.append(ClassMatch(src, want, "mapped" if target else "same"))
             continue
         index, how = _find(base, want)
+        if index is None and i == 0 and not target and normalise(src) in BACKGROUND_NAMES:
+            index, how = 0, "by name"  # a dataset's background is the project's class 0, whatever its name
         if index is None:
             color = tuple(colors[i]) if colors and i < len(colors) and colors[i] is not None else None
             if color is not None and color in base.colors:
