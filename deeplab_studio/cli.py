@@ -21,8 +21,8 @@ from deeplab_studio.commands import CommandError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "propose label maps for images with a DeepLab checkpoint"),
     "refine": ("refine", "snap a label map to image edges with the dense CRF"),
-    "train": ("train", "train or fine-tune a model on a project or a VOC folder"),
-    "evaluate": ("evaluate", "mIoU of a checkpoint on a VOC split"),
+    "train": ("train", "train or fine-tune a model on a project or any importable dataset"),
+    "evaluate": ("evaluate", "mIoU of a model on a dataset (VOC, CVAT masks, labelme, COCO, mask folders)"),
     "export": ("export", "export a project as a dataset: VOC, CVAT masks, labelme, COCO or mask folders"),
     "import": ("import_data", "import a dataset (VOC, CVAT masks, labelme, COCO, mask folders) into a project"),
     "import-voc": ("import_voc", "import a Pascal VOC dataset into a project (= import --format voc)"),
