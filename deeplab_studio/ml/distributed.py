@@ -115,7 +115,7 @@ def init_from_env(device: str | torch.device = "auto", *, timeout_s: float = 180
         from datetime import timedelta
 
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
-                                timeout=timedelta(seconds=timeout_s))
+                                timeout=timedelta(seconds=timeout_s), device_id=dev if dev.type == "cuda" else None)
     _current = DistContext(rank, world, local, dev, backend)
     return _current
 

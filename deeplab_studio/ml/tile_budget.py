@@ -26,6 +26,7 @@ times a safety ``fraction``.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -149,8 +150,8 @@ def measure_cost_per_pixel(model: nn.Module, device: torch.device, *, sides: tup
             x = x.contiguous(memory_format=torch.channels_last)
 
         def forward(x: torch.Tensor = x) -> None:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                                        enabled=amp_dtype is not None):
+            amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+            with torch.inference_mode(), amp:
                 model(x)
 
         forward()
