@@ -7,7 +7,7 @@ architecture and output stride are in the file's metadata_props (`ml.onnx_export
 
 Before it writes, the export is run in ONNX Runtime (when installed) at two input sizes and its
 logits compared with torch's; a difference over `CHECK_TOLERANCE` × the largest logit (at least 1)
-writes nothing (relative: random-weight ResNets reach logits of 1e5). The file is
+writes nothing (relative: random-weight ResNet-101s reach logits of ~6e4). The file is
 written atomically. An existing OUT is refused unless `--force` (no command writes over a file it
 did not create), and never replaced when it is the model file itself.
 """
