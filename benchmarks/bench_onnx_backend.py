@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from deeplab_studio.ml.checkpoints import load_checkpoint
@@ -108,7 +107,7 @@ def bench_model(spec: str, images: list[Path], args: argparse.Namespace, cache: 
         image = read_image(path)
         reference = None
         for name, predictor in predictors.items():
-            t, pred = best_of(args.repeat, lambda p=predictor: p.predict(image))
+            t, pred = best_of(args.repeat, lambda p=predictor, im=image: p.predict(im))
             seconds[name] += t
             if reference is None:
                 reference = pred.labels
@@ -118,9 +117,9 @@ def bench_model(spec: str, images: list[Path], args: argparse.Namespace, cache: 
             agree[name][2] = min(agree[name][2], same / reference.size)
         x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - mean) / std
         with torch.inference_mode():
-            seconds["plain model(x)"] += best_of(args.repeat, lambda: module(x))[0]
+            seconds["plain model(x)"] += best_of(args.repeat, lambda x=x: module(x))[0]
         array = x.numpy()
-        seconds["plain session.run"] += best_of(args.repeat, lambda: forward.session.run(None, {"image": array}))[0]
+        seconds["plain session.run"] += best_of(args.repeat, lambda a=array: forward.session.run(None, {"image": a}))[0]
 
     n = len(images)
     base = seconds["torch fp32 (eager)"] / n
