@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from itertools import islice
 from pathlib import Path
 
@@ -184,6 +185,31 @@ def test_two_gloo_processes_train_on_disjoint_shares_write_one_checkpoint_and_re
     assert load_train_state(alone.last_path).step == 6
 
 
+@pytest.mark.slow
+def test_a_cancel_stops_every_rank_after_the_same_step_and_the_run_resumes(tmp_path: Path) -> None:
+    data = logged_data(tmp_path / "data", 16)  # 4 steps per epoch
+    out = tmp_path / "model.safetensors"
+    stop = threading.Event()
+    events = []
+
+    def on_event(event) -> None:
+        events.append(event)
+        if event.kind == "step":
+            stop.set()  # after the first step: the ranks see it a step or two later, all at the same one
+
+    result = train(tiny_config(epochs=1), data, out, progress=on_event, cancel=stop, nproc=2)
+    assert result.cancelled and 1 <= result.steps < 4 and not result.saved
+    state = load_train_state(result.last_path)
+    assert (state.step, state.epoch, state.batch_in_epoch) == (result.steps, 0, result.steps)
+    seen = reads(tmp_path / "data")  # the same number of batches on both ranks (one read ahead at most)
+    assert len(seen["rank0"]) == len(seen["rank1"]) in (2 * result.steps, 2 * result.steps + 2)
+    assert not set(seen["rank0"]) & set(seen["rank1"])
+    resumed = train(tiny_config(epochs=1), data, out, resume=True, nproc=2)
+    assert not resumed.cancelled and resumed.steps == 4 and resumed.saved
+    seen = reads(tmp_path / "data")
+    assert len(seen["rank0"]) == len(seen["rank1"]) == 2 * (4 - result.steps)
+
+
 def test_a_batch_the_processes_cannot_share_is_refused_before_any_spawn(tmp_path: Path) -> None:
     data = TrainData(scene_samples(4), [], list(SCENE_CLASSES))
     with pytest.raises(TrainError, match="not a multiple of the 3 processes"):
@@ -198,6 +224,26 @@ def test_an_error_in_one_rank_stops_the_run_with_its_message(tmp_path: Path) -> 
     (tmp_path / "data" / "s5.png").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="s5.png"):  # the rank's own error, raised here
         train(tiny_config(), data, tmp_path / "m.safetensors", nproc=2)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_cli_nproc_is_checked_before_anything_starts(tmp_path: Path, monkeypatch, capsys) -> None:
+    from deeplab_studio.cli import main
+
+    write_voc(tmp_path / "voc", 6)
+    args = ["train", str(tmp_path / "voc"), "--out", str(tmp_path / "m.safetensors"), "--init", "random",
+            "--arch", ARCH, "--batch-size", "4"]
+
+    def error(extra: list[str]) -> str:
+        assert main([*args, *extra]) == 2
+        return capsys.readouterr().err
+
+    assert "--nproc must be at least 1" in error(["--nproc", "0"])
+    assert "batch size 4 is not a multiple of the 3 processes" in error(["--nproc", "3"])
+    for key, value in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="1").items():
+        monkeypatch.setenv(key, value)  # as torchrun starts a rank
+    assert distributed.launched_by_torchrun()
+    assert "torchrun started this process as one rank: leave out --nproc" in error(["--nproc", "2"])
     assert not (tmp_path / "m.safetensors").exists()
 
 
