@@ -84,27 +84,48 @@ from pathlib import Path
 
 import numpy as np
 
-from .crf_engine import refine_free_pixels
+from .crf_engine import LatticeSource, refine_free_pixels
 from .crf_engine import unary_energy as _unary  # noqa: F401 (benchmarks/bench_crf.py reads crf._unary)
 from .crf_inputs import check_image, check_labels, check_params, check_probs, check_protect
 from .crf_params import DEEPLAB_V2_PARAMS, MIN_RANGE, Cancel, CRFParams  # noqa: F401 (re-exported)
+from .crf_session import CRFSession, session_for
 from .errors import CRFCancelled  # noqa: F401 (also imported from here)
 
-__all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS", "ProposalCRF", "model_crf"]
+__all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS", "ProposalCRF", "model_crf",
+           "CRFSession", "session_for"]
 
 
 # --- public API ----------------------------------------------------------------------------------------
 def refine(image: np.ndarray, probs: np.ndarray, *, protect: np.ndarray | None = None,
            params: CRFParams | None = None, labels: np.ndarray | None = None,
-           cancel: Cancel = None) -> np.ndarray:
+           cancel: Cancel = None, workers: int = 1) -> np.ndarray:
     """Labels (uint8 H×W) from softmax `probs` (C×H×W float) snapped to the edges of `image`.
 
     `protect` (bool H×W) marks human pixels: they keep their label from `labels` (default: the
     argmax of `probs`) exactly, 255 included, and act as fixed evidence for their neighbours.
     Unprotected pixels take the CRF's label, never 255. Raises ValueError on bad input.
     `cancel` (a callable returning True, or a `threading.Event`) is checked between tiles and
-    mean-field iterations; when set, `CRFCancelled` is raised.
+    mean-field iterations; when set, `CRFCancelled` is raised. `workers` > 1: the tiles of a large
+    image in that many processes (same answer; pays only with several busy tiles and idle cores).
+    (`CRFSession.refine`: the same, reusing the image's kernels across calls.)
     """
+    return _refine(image, probs, protect, params, labels, cancel, None, workers)
+
+
+def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray | None = None,
+                  params: CRFParams | None = None, cancel: Cancel = None, workers: int = 1) -> np.ndarray:
+    """A hard label map (uint8 H×W, 255 = ignore) snapped to the edges of `image`.
+
+    Each label is given `params.hard_confidence`. Protected pixels and 255 pixels keep their
+    value; 255 carries no evidence and is never produced elsewhere. Raises ValueError on bad input;
+    `cancel` and `workers` as in `refine`. (`CRFSession.refine_labels`: the same, reusing the
+    image's kernels.)
+    """
+    return _refine_labels(image, labels, protect, params, cancel, None, workers)
+
+
+def _refine(image: np.ndarray, probs: np.ndarray, protect: np.ndarray | None, params: CRFParams | None,
+            labels: np.ndarray | None, cancel: Cancel, lattices: LatticeSource | None, workers: int = 1) -> np.ndarray:
     params = check_params(params)
     image = check_image(image)
     shape = image.shape[:2]
@@ -113,17 +134,12 @@ def refine(image: np.ndarray, probs: np.ndarray, *, protect: np.ndarray | None =
     if labels is not None:
         labels = check_labels(labels, shape)
         current[protect] = labels[protect]
-    return refine_free_pixels(image, current, protect, probs, params, top=top, cancel=cancel)
+    return refine_free_pixels(image, current, protect, probs, params, top=top, cancel=cancel, lattices=lattices,
+                              workers=workers)
 
 
-def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray | None = None,
-                  params: CRFParams | None = None, cancel: Cancel = None) -> np.ndarray:
-    """A hard label map (uint8 H×W, 255 = ignore) snapped to the edges of `image`.
-
-    Each label is given `params.hard_confidence`. Protected pixels and 255 pixels keep their
-    value; 255 carries no evidence and is never produced elsewhere. Raises ValueError on bad input;
-    `cancel` as in `refine`.
-    """
+def _refine_labels(image: np.ndarray, labels: np.ndarray, protect: np.ndarray | None, params: CRFParams | None,
+                   cancel: Cancel, lattices: LatticeSource | None, workers: int = 1) -> np.ndarray:
     params = check_params(params)
     image = check_image(image)
     shape = image.shape[:2]
@@ -132,7 +148,8 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, *, protect: np.ndarray 
     first = labels.flat[0]
     if (labels == first).all():
         return labels.copy()  # a single label (or all void): nothing to refine
-    return refine_free_pixels(image, labels, protect, None, params, cancel=cancel)
+    return refine_free_pixels(image, labels, protect, None, params, cancel=cancel, lattices=lattices,
+                              workers=workers)
 
 
 # --- a model's own setting -----------------------------------------------------------------------------
@@ -146,13 +163,15 @@ class ProposalCRF:
     use_probs: bool = True
 
     def __call__(self, image: np.ndarray, probs: np.ndarray | None, *, labels: np.ndarray | None = None,
-                 cancel: Cancel = None) -> np.ndarray:
-        """Refined labels for one proposal (`labels`, if given, is the argmax of `probs`)."""
+                 cancel: Cancel = None, session: "CRFSession | None" = None) -> np.ndarray:
+        """Refined labels for one proposal (`labels`, if given, is the argmax of `probs`); with a
+        `session` (a `CRFSession` of this image) its kept kernels are reused."""
+        lattices = session if session is not None and session.matches(image) else None
         if self.use_probs:
-            return refine(image, probs, params=self.params, cancel=cancel)
+            return _refine(image, probs, None, self.params, None, cancel, lattices)
         if labels is None:
             labels = np.asarray(probs).argmax(axis=0).astype(np.uint8)
-        return refine_labels(image, labels, params=self.params, cancel=cancel)
+        return _refine_labels(image, labels, None, self.params, cancel, lattices)
 
     def describe(self) -> str:
         """One line: the input and the parameters that differ from the defaults."""

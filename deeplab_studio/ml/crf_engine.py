@@ -5,6 +5,8 @@ appearance kernel's lattice from ``crf_lattice``, built per call or cached by ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from deeplab_studio.core.labels import IGNORE
@@ -96,63 +98,107 @@ def unary_energy(current: np.ndarray, protect: np.ndarray, void: np.ndarray, pro
 
 
 class OneShot:
-    """Lattices for one call: built over the CRF's pixels only. (`crf_session.CRFSession` caches
-    them per image instead; the answers are the same, bit for bit.)"""
+    """Kernels for one call: the lattice built over the CRF's pixels only (`crf_session.CRFSession`
+    keeps them per image instead; the answers are the same, bit for bit). `offset`: where the
+    image handed to `kernel` lies in the full image (a worker gets only its tile's part)."""
 
-    def lattice(self, image: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: tuple[float, float] | float,
-                region: tuple[int, int, int, int]) -> tuple[Lattice, np.ndarray | None]:
-        """The lattice of the pixels (ys, xs) of `image` (features x/sxy, y/sxy and, for a pair
-        `scale` = (sxy, srgb), r, g, b / srgb) and the pixels' point ids in it (None: in order)."""
-        return Lattice(features(image, ys, xs, scale)), None
+    def __init__(self, offset: tuple[int, int] = (0, 0)) -> None:
+        self.offset = offset
+
+    def kernel(self, image: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: tuple[float, float] | float,
+               region: tuple[int, int, int, int]) -> LatticeKernel:
+        """The lattice kernel over the pixels (ys, xs) (image coordinates) with features x/sxy, y/sxy
+        and, for a pair `scale` = (sxy, srgb), r, g, b / srgb; `region` (y0, y1, x0, x1) holds every
+        pixel the current tile's CRF may use."""
+        return LatticeKernel(Lattice(features(image, ys, xs, scale, self.offset)), None)
+
+    def stencil(self, shape: tuple[int, int], points: np.ndarray, sxy: float, origin: tuple[int, int]) -> GaussianStencil:
+        """The smoothness stencil over `points` (flat indices) of a crop of `shape` at `origin`."""
+        return GaussianStencil(shape, points, sxy)
 
 
-def features(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: tuple[float, float] | float) -> np.ndarray:
-    """N×2 (x, y) / sxy for a float `scale`, N×5 (x, y, r, g, b) / (sxy, sxy, srgb…) for a pair."""
+def features(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: tuple[float, float] | float,
+             offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """N×2 (x, y) / sxy for a float `scale`, N×5 (x, y, r, g, b) / (sxy, sxy, srgb…) for a pair;
+    the colour of pixel (y, x) is image[y - offset[0], x - offset[1]]."""
     sxy, srgb = scale if isinstance(scale, tuple) else (scale, None)
     out = np.empty((ys.size, 2 if srgb is None else 5), dtype=np.float32)
     np.divide(xs, sxy, out=out[:, 0], casting="unsafe")
     np.divide(ys, sxy, out=out[:, 1], casting="unsafe")
     if srgb is not None:
-        np.divide(image[ys, xs], np.float32(srgb), out=out[:, 2:], casting="unsafe")
+        np.divide(image[ys - offset[0], xs - offset[1]], np.float32(srgb), out=out[:, 2:], casting="unsafe")
     return out
 
 
-LatticeSource = OneShot  # anything with OneShot's `lattice` method
+LatticeSource = OneShot  # anything with OneShot's `kernel` and `stencil` methods
+
+
+@dataclass
+class Tile:
+    """One tile's CRF: its crop (at `origin`), the pixels written (`dst`) and used (`select`),
+    its labels and the region any of its crops may take pixels from."""
+
+    origin: tuple[int, int]
+    crop: tuple[slice, slice]
+    dst: np.ndarray
+    select: np.ndarray
+    labs: list[int]
+    region: tuple[int, int, int, int]
 
 
 def refine_free_pixels(image: np.ndarray, current: np.ndarray, protect: np.ndarray, probs: np.ndarray | None,
                        params: CRFParams, *, restrict: bool = True, labels: list[int] | None = None,
                        top: np.ndarray | None = None, cancel: Cancel = None, lattices: LatticeSource | None = None,
-                       reference: bool = False) -> np.ndarray:
+                       reference: bool = False, workers: int = 1) -> np.ndarray:
     """Re-label the free pixels of `current` with the CRF.
 
     `restrict=False, labels=[...]` runs the plain computation (whole image, one crop, the given
     labels) that the restricted path must reproduce; `reference=True` runs pydensecrf on each crop
     (every label of the crop at every pixel) instead of the fast engine; tests compare them.
-    `lattices` provides the appearance kernel's lattice (default: built for this call).
+    `lattices` provides the kernels (default: built for this call); `workers` > 1 runs the tiles
+    in that many processes when there are several (`crf_parallel`; built-for-the-call kernels).
     """
     void = current == IGNORE
-    free = ~(protect | void)
     out = current.copy()
+    tiles = plan_tiles(current, protect, void, probs, params, restrict=restrict, labels=labels, top=top)
+    if workers > 1 and len(tiles) > 1 and not reference:
+        from .crf_parallel import run_tiles
+
+        answers = run_tiles(image, current, protect, void, probs, params, tiles, workers, cancel)
+    else:
+        answers = (tile_labels(image, current, protect, void, probs, params, t, lattices or OneShot(), cancel,
+                               reference) for t in tiles)
+    for tile, best in zip(tiles, answers):
+        crop_out = out[tile.crop]
+        crop_out[tile.dst] = np.asarray(tile.labs, dtype=np.uint8)[best[tile.dst[tile.select]]]
+    return out
+
+
+def plan_tiles(current: np.ndarray, protect: np.ndarray, void: np.ndarray, probs: np.ndarray | None,
+               params: CRFParams, *, restrict: bool = True, labels: list[int] | None = None,
+               top: np.ndarray | None = None) -> list[Tile]:
+    """The tiles with work: the band within `margin` of a label boundary (or an uncertain pixel)
+    cut into tiles, each with `margin` of context and the labels that occur there."""
+    free = ~(protect | void)
     if not free.any():
-        return out
+        return []
     if restrict:
         seeds = boundaries(current)
         if probs is not None:
             seeds |= (probs.max(axis=0) if top is None else top) < params.settled_prob
         write = dilate(seeds & free, int(params.margin)) & free
         if not write.any():
-            return out
-        tiles = [(y, x) for y in splits(current.shape[0], int(params.tile_size))
-                 for x in splits(current.shape[1], int(params.tile_size))]
+            return []
+        cuts = [(y, x) for y in splits(current.shape[0], int(params.tile_size))
+                for x in splits(current.shape[1], int(params.tile_size))]
         context = int(params.margin)
     else:
         write = free
-        tiles = [((0, current.shape[0]), (0, current.shape[1]))]
+        cuts = [((0, current.shape[0]), (0, current.shape[1]))]
         context = 0
     height, width = current.shape
-    for (ty0, ty1), (tx0, tx1) in tiles:
-        check_cancel(cancel)
+    tiles = []
+    for (ty0, ty1), (tx0, tx1) in cuts:
         core = write[ty0:ty1, tx0:tx1]
         if not core.any():
             continue
@@ -166,30 +212,36 @@ def refine_free_pixels(image: np.ndarray, current: np.ndarray, protect: np.ndarr
         dst[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = write[iy0:iy1, ix0:ix1]
         select = dilate(dst, context) if context else np.ones_like(dst)
         cur_c, void_c = current[crop], void[crop]
-        probs_c = None if probs is None else probs[(slice(None),) + crop]
         if labels is not None:
             labs = list(labels)
         else:
             labs = set(np.unique(cur_c[select & ~void_c]).tolist())
-            if probs_c is not None and params.min_label_prob > 0:
-                peak = probs_c[:, select & free[crop]].max(axis=1, initial=0.0)
+            if probs is not None and params.min_label_prob > 0:
+                peak = probs[(slice(None),) + crop][:, select & free[crop]].max(axis=1, initial=0.0)
                 labs |= set(np.flatnonzero(peak >= params.min_label_prob).tolist())
             labs = sorted(labs)
         if len(labs) < 2:
             continue  # one label: nothing to decide
-        unary = unary_energy(cur_c, protect[crop], void_c, probs_c, labs, params)
-        if reference:
-            from .crf_reference import crf_labels
+        region = (max(ty0 - context, 0), min(ty1 + context, height), max(tx0 - context, 0), min(tx1 + context, width))
+        tiles.append(Tile((y0, x0), crop, dst, select, labs, region))
+    return tiles
 
-            best = crf_labels(image[crop], unary, select, params, cancel, origin=(y0, x0))
-        else:
-            region = (max(ty0 - context, 0), min(ty1 + context, height), max(tx0 - context, 0),
-                      min(tx1 + context, width))
-            best = _solve_crop(image, unary, select, cur_c, protect[crop], probs_c is not None, labs, params,
-                               (y0, x0), region, lattices or OneShot(), cancel)
-        crop_out = out[crop]
-        crop_out[dst] = np.asarray(labs, dtype=np.uint8)[best[dst[select]]]
-    return out
+
+def tile_labels(image: np.ndarray, current: np.ndarray, protect: np.ndarray, void: np.ndarray,
+                probs: np.ndarray | None, params: CRFParams, tile: Tile, lattices: LatticeSource,
+                cancel: Cancel = None, reference: bool = False) -> np.ndarray:
+    """One tile's CRF: the index into `tile.labs` of each selected pixel's label (row-major).
+    `image` may be a part of the full image; `lattices` knows its offset."""
+    check_cancel(cancel)
+    crop = tile.crop
+    probs_c = None if probs is None else probs[(slice(None),) + crop]
+    unary = unary_energy(current[crop], protect[crop], void[crop], probs_c, tile.labs, params)
+    if reference:
+        from .crf_reference import crf_labels
+
+        return crf_labels(image[crop], unary, tile.select, params, cancel, origin=tile.origin)
+    return _solve_crop(image, unary, tile.select, current[crop], protect[crop], probs_c is not None, tile.labs,
+                       params, tile.origin, tile.region, lattices, cancel)
 
 
 def _solve_crop(image: np.ndarray, unary: np.ndarray, select: np.ndarray, current: np.ndarray,
@@ -222,10 +274,10 @@ def _solve_crop(image: np.ndarray, unary: np.ndarray, select: np.ndarray, curren
     gaussian = bilateral = None
     if params.gaussian_compat > 0:
         if params.gaussian_sxy <= STENCIL_MAX_SXY:
-            gaussian = GaussianStencil(select.shape, points, params.gaussian_sxy)
+            gaussian = lattices.stencil(select.shape, points, float(params.gaussian_sxy), origin)
         else:
-            gaussian = LatticeKernel(*lattices.lattice(image, ys, xs, float(params.gaussian_sxy), region))
+            gaussian = lattices.kernel(image, ys, xs, float(params.gaussian_sxy), region)
     if params.bilateral_compat > 0:
         scale = (float(params.bilateral_sxy), float(params.bilateral_srgb))
-        bilateral = LatticeKernel(*lattices.lattice(image, ys, xs, scale, region))
+        bilateral = lattices.kernel(image, ys, xs, scale, region)
     return solve(energy, candidate, params, gaussian=gaussian, bilateral=bilateral, cancel=cancel)

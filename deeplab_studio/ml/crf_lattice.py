@@ -86,7 +86,7 @@ class SubLattice:
         grid = (self.splat if splat is None else splat) @ values
         mask = self.mask if self.mask is None or grid.ndim == 1 else self.mask[:, None]
         for blur in self.blurs:
-            grid = blur @ grid
+            grid = grid + blur @ grid
             if mask is not None:
                 grid *= mask
         return (self.slice if slice_ is None else slice_) @ grid
@@ -104,22 +104,18 @@ def _compact(neighbours: np.ndarray, used: np.ndarray, offsets: np.ndarray, weig
 
 
 def _blur_matrices(neighbours: np.ndarray) -> list[sparse.csr_matrix]:
-    """Per direction, v -> v + (v[lo] + v[hi]) / 2 as an m×m CSR matrix (a missing neighbour adds 0)."""
+    """Per direction, the m×m CSR matrix v -> (v[lo] + v[hi]) / 2 over the neighbours present
+    (about 45 % are missing); a blur pass is v + that."""
     d1, _, m = neighbours.shape
-    own = np.arange(m, dtype=np.int32)
-    indptr = np.arange(0, 3 * m + 1, 3, dtype=np.int32)
     out = []
     for j in range(d1):
-        cols = np.empty((m, 3), dtype=np.int32)
-        vals = np.empty((m, 3), dtype=np.float32)
-        cols[:, 0], vals[:, 0] = own, 1.0
-        for side in range(2):
-            nb = neighbours[j, side]
-            missing = nb == m
-            cols[:, 1 + side] = np.where(missing, own, nb)
-            vals[:, 1 + side] = np.where(missing, 0.0, 0.5)
+        pair = np.ascontiguousarray(neighbours[j].T)  # m×2: lo, hi
+        present = pair < m
+        indptr = np.zeros(m + 1, dtype=np.int32)
+        np.cumsum(present.sum(axis=1, dtype=np.int32), out=indptr[1:])
+        cols = pair[present]
         blur = sparse.csr_matrix((m, m), dtype=np.float32)
-        blur.data, blur.indices, blur.indptr = vals.ravel(), cols.ravel(), indptr
+        blur.data, blur.indices, blur.indptr = np.full(cols.size, 0.5, dtype=np.float32), cols, indptr
         out.append(blur)
     return out
 

@@ -14,6 +14,8 @@ crop's selected pixels. Two things make it cheap:
 
 from __future__ import annotations
 
+import hashlib
+
 import cv2
 import numpy as np
 
@@ -23,7 +25,39 @@ from .crf_params import Cancel, CRFParams, check_cancel
 STENCIL_MAX_SXY = 4.0  # wider smoothness kernels are filtered on a 2-D lattice instead
 
 
-class GaussianStencil:
+class _Parts:
+    """Per-label message parts, kept (keyed by the label's pixels) when `keep` is set: a cached
+    kernel serves repeated calls with the same candidates (slider previews) without rebuilding."""
+
+    keep = False
+
+    def label(self, support: np.ndarray, fixed: np.ndarray, live: np.ndarray):
+        """Label messages over `support` (indices into the points): values change on `live` (positions
+        in `support`), stay 1 on `fixed` (the other positions) and are read on `live`."""
+        if not self.keep:
+            return self._part(support, fixed, live)
+        parts = self.__dict__.setdefault("_kept", {})
+        key = digest(support, live)
+        if key not in parts:
+            if len(parts) >= 64:  # candidates that keep changing: keep the newest only
+                parts.clear()
+            parts[key] = self._part(support, fixed, live)
+        return parts[key]
+
+    def _part(self, support: np.ndarray, fixed: np.ndarray, live: np.ndarray):
+        raise NotImplementedError
+
+
+def digest(*arrays: np.ndarray) -> bytes:
+    """A short hash of arrays' contents (cache keys)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
+        h.update(str(a.shape).encode())
+    return h.digest()
+
+
+class GaussianStencil(_Parts):
     """Smoothness messages: a truncated Gaussian exp(-d²/2σ²) over the selected pixels of a grid."""
 
     def __init__(self, shape: tuple[int, int], points: np.ndarray, sxy: float) -> None:
@@ -39,9 +73,7 @@ class GaussianStencil:
     def _filter(self, grid: np.ndarray) -> np.ndarray:
         return cv2.sepFilter2D(grid, -1, self.taps, self.taps, borderType=cv2.BORDER_CONSTANT)
 
-    def label(self, support: np.ndarray, fixed: np.ndarray, live: np.ndarray) -> "_StencilLabel":
-        """Label messages over `support` (indices into the points): values change on `live` (a
-        sub-array of positions in `support`), stay 1 on `fixed` (positions) and are read on `live`."""
+    def _part(self, support: np.ndarray, fixed: np.ndarray, live: np.ndarray) -> "_StencilLabel":
         return _StencilLabel(self, support, fixed, live)
 
 
@@ -63,7 +95,7 @@ class _StencilLabel:
         return self.kernel._filter(grid).reshape(-1)[self.at] * self.norm + self.const
 
 
-class LatticeKernel:
+class LatticeKernel(_Parts):
     """Messages of a Gaussian kernel filtered on a permutohedral lattice, per label support."""
 
     def __init__(self, lattice: Lattice, points: np.ndarray | None) -> None:
@@ -71,8 +103,7 @@ class LatticeKernel:
         self.whole = lattice.sub(points)
         self.norm = 1.0 / np.sqrt(self.whole.filter(np.ones(self.whole.n, dtype=np.float32)) + 1e-20)
 
-    def label(self, support: np.ndarray, fixed: np.ndarray, live: np.ndarray) -> "_LatticeLabel":
-        """As `GaussianStencil.label`."""
+    def _part(self, support: np.ndarray, fixed: np.ndarray, live: np.ndarray) -> "_LatticeLabel":
         return _LatticeLabel(self, support, fixed, live)
 
 
