@@ -29,25 +29,37 @@ class LabelMapError(ImageReadError):
     """A label-map or mask file that cannot be used (names the file and the reason)."""
 
 
+_VOC_256 = voc_colormap(256)  # built once: voc_colormap is a Python loop (~1 ms)
+
+
 def _full_palette(palette) -> np.ndarray:
     """A 256×3 uint8 palette from an N×3 array-like (missing entries: VOC colours, 255: ignore)."""
     pal = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
     if len(pal) > 256 or pal.min(initial=0) < 0 or pal.max(initial=0) > 255:
         raise ValueError("a palette is at most 256 RGB colours with components in 0..255")
-    full = voc_colormap(256)
+    full = _VOC_256.copy()
     full[: len(pal)] = pal
     if len(pal) < 256:
         full[IGNORE] = IGNORE_COLOR
     return full.astype(np.uint8)
 
 
+class PngPalette(bytes):
+    """A palette made ready for `encode_label_png` once (768 bytes: 256 RGB entries), for callers
+    that write many label maps with the same palette."""
+
+    def __new__(cls, palette) -> "PngPalette":
+        return super().__new__(cls, _full_palette(palette).tobytes())
+
+
 def encode_label_png(labels: np.ndarray, palette, *, text: dict[str, str] | None = None) -> bytes:
-    """PNG bytes (mode P, 256-colour `palette`) of a uint8 H×W label map; `text` adds tEXt chunks."""
+    """PNG bytes (mode P, 256-colour `palette`: an N×3 array-like or a `PngPalette`) of a uint8
+    H×W label map; `text` adds tEXt chunks."""
     labels = np.asarray(labels)
     if labels.dtype != np.uint8 or labels.ndim != 2:
         raise ValueError(f"a label map is a uint8 H×W array, not {labels.dtype} {labels.shape}")
     im = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
-    im.putpalette(_full_palette(palette).tobytes())
+    im.putpalette(palette if isinstance(palette, PngPalette) else _full_palette(palette).tobytes())
     info = None
     if text:
         info = PngImagePlugin.PngInfo()

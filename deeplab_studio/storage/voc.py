@@ -9,7 +9,12 @@ swap is a rename, and an export can always be re-run. An image that fails is rep
 
 - `JPEGImages/<id>.jpg`: a source JPEG is copied byte for byte when it is upright (no EXIF
   rotation, which VOC readers ignore) and RGB or grayscale; anything else is decoded once with
-  `read_image` and written as JPEG quality 95, 4:4:4.
+  `read_image` and written as JPEG quality 95, 4:4:4. A copied JPEG is not decoded: its header is
+  checked (`probe_image`) and its marker structure walked to the end of the image (`_jpeg_complete`:
+  every segment whole, the last scan ended by EOI), and only a file that fails that walk is decoded
+  to tell a damaged source (left out, reported) from an unusual but readable one (copied). The
+  self-check compares each copy's size and SHA-256 with the bytes read from the source, instead of
+  decoding it again; converted JPEGs and every label map are decoded and checked.
 - `SegmentationClass/<id>.png`: mode P with the project's class colours, 255 = void.
 - `SegmentationObject/<id>.png` (`objects=True`): connected components (8-connected) of each
   class, numbered 1.. in class order then raster order; 255 where the class map is void. VOC
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,7 +38,7 @@ from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, voc_colormap
 from deeplab_studio.storage.images import ImageReadError, open_limited, probe_image, read_image
-from deeplab_studio.storage.labelmaps import encode_label_png
+from deeplab_studio.storage.labelmaps import PngPalette, encode_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc_format import (
     CLASS_DIR, CLASS_NAMES_FILE, JPEG_DIR, LABELMAP_FILE, OBJECT_DIR, SPLIT_DIR, SPLITS, VOCError, class_names_text,
@@ -122,6 +128,50 @@ def _can_copy_jpeg(path: Path, size: tuple[int, int]) -> bool:
     return info.format == "JPEG" and info.orientation == 1 and info.mode in ("RGB", "L") and info.size == size
 
 
+_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD8)))
+_SEGMENT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in entropy-coded data: the next marker
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """True when `data` is a whole JPEG by its marker structure: SOI, length-prefixed segments with
+    a frame header before the first scan, each scan's entropy-coded data followed by a marker, and
+    EOI after the last scan (bytes after EOI are ignored, as decoders do). False for anything else,
+    a truncated file in particular; nothing is decoded."""
+    n = len(data)
+    if data[:2] != b"\xff\xd8":
+        return False
+    pos, frame, scans = 2, False, 0
+    while pos < n:
+        if data[pos] != 0xFF:
+            return False
+        while pos < n and data[pos] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos >= n:
+            return False
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            return frame and scans > 0
+        if marker in _NO_LENGTH:  # TEM, RST
+            continue
+        if marker in (0x00, 0xD8) or pos + 2 > n:
+            return False
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        if length < 2 or pos + length > n:
+            return False
+        frame = frame or marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+        pos += length
+        if marker == 0xDA:  # SOS: entropy-coded data up to the next real marker
+            if not frame:
+                return False
+            scans += 1
+            m = _SEGMENT_MARKER.search(data, pos)
+            if m is None:
+                return False
+            pos = m.start()
+    return False
+
+
 def _encode_jpeg(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=95, subsampling=0)
@@ -129,7 +179,10 @@ def _encode_jpeg(rgb: np.ndarray) -> bytes:
 
 
 def _digest(arr: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(arr).tobytes() + str(arr.shape).encode()).hexdigest()
+    """A digest of the pixels and shape (hashed in place: no copy of the array)."""
+    h = hashlib.sha1(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(np.ascontiguousarray(arr).data)
+    return h.hexdigest()
 
 
 class _StageWriteError(Exception):
@@ -137,12 +190,33 @@ class _StageWriteError(Exception):
 
 
 def _write(path: Path, data: bytes | str) -> None:
-    """Write into the staging folder: no per-file fsync (the folder is swapped in whole)."""
+    """Write into the staging folder: no per-file fsync (the folder is swapped in whole); the
+    folder is made on the first write into it."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        try:
+            path.write_bytes(data)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
     except OSError as exc:
         raise _StageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+@dataclass(frozen=True)
+class _Copied:
+    """A JPEG copied byte for byte: what the self-check compares the staged file with."""
+    height: int
+    width: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _Palettes:
+    """The PNG palettes of one export, made once."""
+    classes: PngPalette
+    objects: PngPalette
 
 
 def _failure(path: str | Path, exc: BaseException) -> str:
@@ -154,7 +228,7 @@ def _failure(path: str | Path, exc: BaseException) -> str:
 
 
 def _export_one(project: Project, rec, stage: Path, voc_id: str, objects: bool, summary: ExportSummary,
-                decoded: dict[str, tuple[int, int]]) -> str:
+                copied: dict[str, _Copied], palettes: _Palettes) -> str:
     """Write one image's JPEG, class map (and object map) into the stage; returns the labels' digest.
     Raises on a problem with this image (its partial files are the caller's to remove)."""
     n_classes = len(project.labels)
@@ -166,23 +240,22 @@ def _export_one(project: Project, rec, stage: Path, voc_id: str, objects: bool, 
     src = project.image_path(rec)
     jpg = stage / JPEG_DIR / f"{voc_id}.jpg"
     if _can_copy_jpeg(src, rec.size):
-        _write(jpg, src.read_bytes())
-        try:  # the copy is decoded once here (a damaged source is this file's failure, not the run's)
-            h, w = read_image(jpg).shape[:2]
-        except ImageReadError as exc:
-            raise ImageReadError(src, exc.reason) from None
-        decoded[voc_id] = (h, w)
-        copied = True
+        data = src.read_bytes()
+        if not _jpeg_complete(data):  # a damaged source fails here (this file's failure, not the run's);
+            h, w = read_image(src).shape[:2]  # one that decodes after all is copied
+            if (w, h) != rec.size:
+                raise VOCError(f"{src}: image is now {w}×{h}, the project has it as {rec.width}×{rec.height}")
+        _write(jpg, data)
+        copied[voc_id] = _Copied(rec.height, rec.width, len(data), hashlib.sha256(data).hexdigest())
     else:
         _write(jpg, _encode_jpeg(project.read_image(rec)))
-        copied = False
-    _write(stage / CLASS_DIR / f"{voc_id}.png", encode_label_png(labels, project.labels.palette()))
+    _write(stage / CLASS_DIR / f"{voc_id}.png", encode_label_png(labels, palettes.classes))
     if objects:
         inst, dropped = object_map(labels)
-        _write(stage / OBJECT_DIR / f"{voc_id}.png", encode_label_png(inst, voc_colormap()))
+        _write(stage / OBJECT_DIR / f"{voc_id}.png", encode_label_png(inst, palettes.objects))
         summary.objects_dropped += dropped
-    summary.jpegs_copied += copied
-    summary.images_converted += not copied
+    summary.jpegs_copied += voc_id in copied
+    summary.images_converted += voc_id not in copied
     return _digest(labels)
 
 
@@ -219,18 +292,20 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
     stage, created = make_stage(root)
     try:
         expected: dict[str, str] = {}
-        decoded: dict[str, tuple[int, int]] = {}
+        copied: dict[str, _Copied] = {}
+        palettes = _Palettes(PngPalette(project.labels.palette()), PngPalette(voc_colormap()))
         done = []
         for k, rec in enumerate(chosen):
             voc_id = ids[rec.path]
             if progress:
                 progress(k, len(chosen), shown(rec.path))
             try:
-                expected[voc_id] = _export_one(project, rec, stage, voc_id, objects, summary, decoded)
+                expected[voc_id] = _export_one(project, rec, stage, voc_id, objects, summary, copied, palettes)
                 done.append(rec)
             except _StageWriteError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one image's failure (MemoryError included)
+                copied.pop(voc_id, None)
                 summary.failed.append((shown(rec.path), _failure(project.image_path(rec), exc)))
                 for sub, ext in ((JPEG_DIR, ".jpg"), (CLASS_DIR, ".png"), (OBJECT_DIR, ".png")):
                     (stage / sub / f"{voc_id}{ext}").unlink(missing_ok=True)
@@ -250,7 +325,7 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
         if progress:
             progress(len(chosen), len(chosen), "checking the export")
         try:
-            check_export(stage, expected=expected, objects=objects, decoded=decoded)
+            check_export(stage, expected=expected, objects=objects, copied=copied)
         except ExportCheckError as exc:  # told in the user's terms: the staging folder is deleted
             raise _check_failed(exc, stage, root, {ids[r.path]: project.image_path(r) for r in done}) from None
         swap_into_place(stage, root)
@@ -273,13 +348,14 @@ def _check_failed(exc: ExportCheckError, stage: Path, out_dir: Path, sources: di
 
 
 def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None, objects: bool | None = None,
-                 decoded: dict[str, tuple[int, int]] | None = None) -> CheckReport:
+                 copied: dict[str, _Copied] | None = None) -> CheckReport:
     """Re-read a VOC folder completely and check it; raises `ExportCheckError` on the first problem.
 
     Checks the class files agree, the splits partition trainval, every JPEG decodes fully, every
     class map is mode P, the image's size, and uses only known classes or 255; object maps (when
     present) match their class maps; with `expected` (id -> digest), the label pixels are exact.
-    `decoded` (id -> (h, w)): JPEGs the export already decoded fully after writing them (not again).
+    `copied` (export only: id -> what it copied): JPEGs copied byte for byte are checked by size
+    and SHA-256 against the source bytes instead of being decoded.
     """
     root = Path(out_dir)
 
@@ -303,12 +379,15 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
     has_objects = (root / OBJECT_DIR).is_dir() if objects is None else objects
     for voc_id in tv:
         jpg, png = root / JPEG_DIR / f"{voc_id}.jpg", root / CLASS_DIR / f"{voc_id}.png"
-        try:
-            if probe_image(jpg).format != "JPEG":
-                fail(jpg, "not a JPEG file")
-            h, w = decoded[voc_id] if decoded and voc_id in decoded else read_image(jpg).shape[:2]
-        except ImageReadError as exc:
-            raise ExportCheckError(str(exc), exc.path) from None
+        if copied and voc_id in copied:
+            h, w = _check_copy(jpg, copied[voc_id], fail)
+        else:
+            try:
+                if probe_image(jpg).format != "JPEG":
+                    fail(jpg, "not a JPEG file")
+                h, w = read_image(jpg).shape[:2]
+            except ImageReadError as exc:
+                raise ExportCheckError(str(exc), exc.path) from None
         labels = _read_p_png(png, fail)
         if labels.shape != (h, w):
             fail(png, f"is {labels.shape[1]}×{labels.shape[0]}, its image is {w}×{h}")
@@ -322,6 +401,17 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
                     (labels == IGNORE) & (obj != IGNORE)).any():
                 fail(root / OBJECT_DIR / f"{voc_id}.png", "does not match its class map")
     return CheckReport(tv, splits, n)
+
+
+def _check_copy(path: Path, want: _Copied, fail) -> tuple[int, int]:
+    """(h, w) of a copied JPEG after checking its bytes are the source's (size, SHA-256)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(path, f"unreadable ({exc.strerror or exc})")
+    if len(data) != want.size or hashlib.sha256(data).hexdigest() != want.sha256:
+        fail(path, f"differs from the source bytes it was copied from ({len(data)} bytes, {want.size} copied)")
+    return want.height, want.width
 
 
 def _read_p_png(path: Path, fail) -> np.ndarray:

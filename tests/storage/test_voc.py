@@ -539,3 +539,56 @@ def test_export_removes_leftovers_of_a_killed_export(annotated: Project, tmp_pat
         (d / "JPEGImages" / "x.jpg").write_bytes(b"half")
     export_voc(annotated, tmp_path / "voc")
     assert not any(d.exists() for d in stale) and all(d.exists() for d in kept)
+
+
+def test_a_copied_jpeg_damaged_in_the_stage_fails_the_check(annotated: Project, tmp_path: Path, monkeypatch) -> None:
+    """Copies are checked by their hash, not decoded: a copy whose bytes differ from the source's
+    (injected here: one byte flipped while writing a.jpg into the stage) fails the self-check."""
+    real = voc_export._write
+
+    def flip_a_byte(path: Path, data):
+        if path.name == "a.jpg":
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0x40
+            data = bytes(data)
+        real(path, data)
+
+    monkeypatch.setattr(voc_export, "_write", flip_a_byte)
+    with pytest.raises(ExportCheckError) as info:
+        export_voc(annotated, tmp_path / "voc")
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'voc'}: the export failed its self-check and was not written: ")
+    assert f"JPEGImages{os.sep}a.jpg: differs from the source bytes it was copied from" in msg
+    assert msg.endswith(f"(source image {annotated.folder / 'a.jpg'})") and ".partial-" not in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+    monkeypatch.setattr(voc_export, "_write", real)
+    s = export_voc(annotated, tmp_path / "voc")
+    assert s.jpegs_copied == 2 and _sha(tmp_path / "voc" / "JPEGImages" / "a.jpg") == _sha(annotated.folder / "a.jpg")
+
+
+def test_jpeg_structure_walk(tmp_path: Path) -> None:
+    """`_jpeg_complete` accepts whole JPEGs (baseline, progressive, grayscale, EXIF, real VOC
+    photographs, bytes after EOI) and refuses every truncation of them."""
+    rng = np.random.default_rng(1)
+    samples = [p.read_bytes() for p in sorted((Path(__file__).parents[1] / "data" / "voc_real" / "images").glob("*.jpg"))]
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    for arr, kw in ((rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), {}),
+                    (rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), {"progressive": True}),
+                    (rng.integers(0, 256, (33, 17), dtype=np.uint8), {"optimize": True}),
+                    (rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), {"exif": exif.tobytes()})):
+        Image.fromarray(arr).save(tmp_path / "x.jpg", **kw)
+        samples.append((tmp_path / "x.jpg").read_bytes())
+    for data in samples:
+        assert voc_export._jpeg_complete(data) and voc_export._jpeg_complete(data + b"\0trailer")
+        step = max(1, len(data) // 300)
+        assert not any(voc_export._jpeg_complete(data[:n]) for n in [*range(0, len(data) - 1, step), len(data) - 1])
+    assert not voc_export._jpeg_complete(b"\x89PNG\r\n\x1a\n") and not voc_export._jpeg_complete(b"")
+
+
+def test_export_copies_a_jpeg_that_fails_the_walk_but_decodes(annotated: Project, tmp_path: Path, monkeypatch) -> None:
+    """A JPEG whose structure the walk does not accept is decoded: readable ones are still copied."""
+    monkeypatch.setattr(voc_export, "_jpeg_complete", lambda data: False)
+    s = export_voc(annotated, tmp_path / "voc")
+    assert s.jpegs_copied == 2 and not s.failed
+    assert _sha(tmp_path / "voc" / "JPEGImages" / "sub_a.jpg") == _sha(annotated.folder / "sub" / "a.jpg")
