@@ -28,7 +28,9 @@ import hashlib
 import io
 import os
 import re
+import struct
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +180,11 @@ def _encode_jpeg(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _unknown_classes(labels: np.ndarray, n: int) -> bool:
+    """True when `labels` holds a value that is neither a class below `n` nor void (255)."""
+    return np.count_nonzero(labels >= n) > (np.count_nonzero(labels == IGNORE) if n <= IGNORE else 0)
+
+
 def _digest(arr: np.ndarray) -> str:
     """A digest of the pixels and shape (hashed in place: no copy of the array)."""
     h = hashlib.sha1(f"{arr.dtype.str}{arr.shape}".encode())
@@ -233,9 +240,8 @@ def _export_one(project: Project, rec, stage: Path, voc_id: str, objects: bool, 
     Raises on a problem with this image (its partial files are the caller's to remove)."""
     n_classes = len(project.labels)
     labels, _ = project.load_annotation(rec)
-    bad = (labels >= n_classes) & (labels != IGNORE)
-    if bad.any():
-        raise VOCError(f"{project.image_path(rec)}: its label map uses class {int(labels[bad].max())}, "
+    if _unknown_classes(labels, n_classes):
+        raise VOCError(f"{project.image_path(rec)}: its label map uses class {int(labels[labels != IGNORE].max())}, "
                        f"the project has {n_classes} classes")
     src = project.image_path(rec)
     jpg = stage / JPEG_DIR / f"{voc_id}.jpg"
@@ -391,7 +397,7 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
         labels = _read_p_png(png, fail)
         if labels.shape != (h, w):
             fail(png, f"is {labels.shape[1]}×{labels.shape[0]}, its image is {w}×{h}")
-        if ((labels >= n) & (labels != IGNORE)).any():
+        if _unknown_classes(labels, n):
             fail(png, f"uses class {int(labels[labels != IGNORE].max())}, there are {n} classes")
         if expected is not None and _digest(labels) != expected[voc_id]:
             fail(png, "label pixels differ from the project's label map")
@@ -414,7 +420,57 @@ def _check_copy(path: Path, want: _Copied, fail) -> tuple[int, int]:
     return want.height, want.width
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _unfiltered_palette_rows(data: bytes) -> np.ndarray | None:
+    """The pixels of a PNG as `encode_label_png` writes it (palette, 8 bits, not interlaced, every
+    row stored with filter 0), read without Pillow: chunks and their CRCs checked, the image data
+    inflated (zlib checks its own checksum) and every row's filter byte checked. None for any
+    other PNG, or anything wrong with it: the caller then decodes it with Pillow."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    view, pos, n = memoryview(data), len(_PNG_SIGNATURE), len(data)
+    header, palette, idat = None, False, []
+    while True:
+        if pos + 12 > n:
+            return None
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > n or zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
+            return None
+        body = view[pos + 8:end - 4]
+        if kind == b"IHDR" and length == 13:
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"PLTE":
+            palette = True
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos = end
+    if header is None or not palette or header[2:] != (8, 3, 0, 0, 0):  # 8 bits, palette, deflate, filters 0, no interlace
+        return None
+    w, h = header[0], header[1]
+    size = h * (w + 1)
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(b"".join(idat), size + 1)  # at most one byte more than the image has
+    except zlib.error:
+        return None
+    if len(raw) != size or not inflater.eof:
+        return None
+    rows = np.frombuffer(raw, np.uint8).reshape(h, w + 1)
+    return rows[:, 1:] if not rows[:, 0].any() else None
+
+
 def _read_p_png(path: Path, fail) -> np.ndarray:
+    try:
+        rows = _unfiltered_palette_rows(path.read_bytes())
+    except OSError as exc:
+        fail(path, f"unreadable ({exc.strerror or exc})")
+    if rows is not None:
+        return rows
     try:
         with open_limited(path) as im:
             im.load()

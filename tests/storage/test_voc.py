@@ -592,3 +592,29 @@ def test_export_copies_a_jpeg_that_fails_the_walk_but_decodes(annotated: Project
     s = export_voc(annotated, tmp_path / "voc")
     assert s.jpegs_copied == 2 and not s.failed
     assert _sha(tmp_path / "voc" / "JPEGImages" / "sub_a.jpg") == _sha(annotated.folder / "sub" / "a.jpg")
+
+
+def test_fast_label_png_reader_agrees_with_pillow(tmp_path: Path) -> None:
+    """The self-check reads the label maps it wrote without Pillow; anything else (another writer,
+    a damaged chunk or stream) is left to Pillow (None)."""
+    from deeplab_studio.storage.labelmaps import PngPalette, encode_label_png
+
+    rng = np.random.default_rng(2)
+    for shape in ((1, 1), (7, 300), (375, 500)):
+        lab = rng.integers(0, 256, shape, dtype=np.uint8)
+        lab[: shape[0] // 2] = 0
+        data = encode_label_png(lab, PngPalette(voc_colormap(21)))
+        rows = voc_export._unfiltered_palette_rows(data)
+        assert rows is not None and rows.shape == shape and (rows == lab).all()
+        for k in (20, 40, len(data) // 2, len(data) - 5):  # PLTE, inside IDAT, IEND's CRC
+            bad = bytearray(data)
+            bad[k] ^= 1
+            assert voc_export._unfiltered_palette_rows(bytes(bad)) is None
+        assert voc_export._unfiltered_palette_rows(data[:-12]) is None  # no IEND
+    Image.fromarray(lab).save(tmp_path / "l.png")  # mode L: not a label map as exported
+    Image.fromarray(lab % 16, "P").save(tmp_path / "p.png", bits=4)  # 4-bit palette PNG: Pillow reads it
+    assert voc_export._unfiltered_palette_rows((tmp_path / "l.png").read_bytes()) is None
+    assert voc_export._unfiltered_palette_rows((tmp_path / "p.png").read_bytes()) is None
+    fallback = voc_export._read_p_png(tmp_path / "p.png", lambda path, why: pytest.fail(why))
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.mode == "P" and (fallback == np.array(im)).all()
