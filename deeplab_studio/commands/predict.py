@@ -15,24 +15,33 @@ list or a concurrent run can only make predict refuse, never overwrite.
 
 A file that fails (decode, prediction, out of memory, write) is reported ("skipped ...") and the batch
 goes on; only a failure of the whole run (the model, a full disk) stops it. Exit status 1 if any failed.
+
+`--shard K/N` predicts one N-th of the inputs (`predict_shard`: split by a hash of each file's
+relative path), into its own list of files and a summary; `--merge-report OUT` totals the shards.
+A shard, or a run with `--resume`, skips images whose files are complete (all there, unchanged,
+listed with the same model and label options); writes are atomic, so a killed run is simply run
+again. `--engine ray` runs the same model in a pool of Ray actors (`predict_ray`) and writes the
+same files under the same rules.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from deeplab_studio.commands import CommandError
-from deeplab_studio.commands.predict_outputs import (  # noqa: F401  (plural: also used by evaluate)
-    MANIFEST_NAME, RUN_ERRNOS, OutputGuard, output_files, plural)
+from deeplab_studio.commands.predict_engine import Progress  # also used by evaluate
+from deeplab_studio.commands.predict_outputs import (  # plural: also used by evaluate
+    MANIFEST_NAME, OutputGuard, manifest_name, output_files, plural)
 
 
 # --- options shared with `evaluate` ----------------------------------------------------------------
@@ -192,63 +201,15 @@ def model_palette(predictor: Any) -> np.ndarray:
     return palette
 
 
-class Progress:
-    """One stderr line per image with the running rate (successful images per second)."""
-
-    def __init__(self, total: int, *, quiet: bool = False) -> None:
-        self.total, self.quiet, self.done, self.failed = total, quiet, 0, 0
-        self._open_line = False  # a `tile k/n` line is on the terminal, not yet ended
-        self.start = time.perf_counter()
-
-    def rate(self) -> float:
-        elapsed = time.perf_counter() - self.start
-        return (self.done - self.failed) / elapsed if elapsed > 0 else 0.0
-
-    def tiles(self, path: Path):
-        """A `Predictor.predict(progress=...)` callback: on a terminal, a `tile k/n` line that the
-        next message overwrites, so a large tiled image is not minutes of silence."""
-        stream = sys.stderr
-        if self.quiet or not stream.isatty():
-            return None
-
-        def show(done: int, total: int) -> None:
-            if total > 1:
-                self._open_line = done < total
-                end = "" if self._open_line else "\r\x1b[K"
-                print(f"\r[{self.done + 1}/{self.total}] {path}: tile {done}/{total}{end}", end="", file=stream,
-                      flush=True)
-        return show
-
-    def step(self, path: Path, error: BaseException | None = None) -> None:
-        if self._open_line:  # a failure mid-image: clear its tile line first
-            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
-            self._open_line = False
-        self.done += 1
-        if error is not None:
-            self.failed += 1
-            text, kind = str(error), type(error).__name__
-            if text.startswith(str(path)):  # storage errors already name the file
-                pass
-            elif isinstance(error, MemoryError):
-                text = f"{path}: out of memory" + (f" ({text})" if text else "")
-            elif text and isinstance(error, (ValueError, RuntimeError, OSError)):
-                text = f"{path}: {text}"
-            else:  # an unexpected kind of error: name it
-                text = f"{path}: {kind}: {text}" if text else f"{path}: {kind}"
-            print(f"[{self.done}/{self.total}] skipped {text}", file=sys.stderr, flush=True)
-        elif not self.quiet:
-            print(f"[{self.done}/{self.total}] {path}  ({self.rate():.2f} images/s)", file=sys.stderr, flush=True)
-
-    def summary(self, what: str) -> str:
-        elapsed = time.perf_counter() - self.start
-        ok = self.done - self.failed
-        text = f"{what} {ok} of {plural(self.total, 'image')} in {elapsed:.1f} s ({self.rate():.2f} images/s)"
-        return text + (f"; {self.failed} failed (see 'skipped' above)" if self.failed else "")
-
-
 # --- inputs and output names -------------------------------------------------------------------------
-def collect_images(inputs: list[str], *, exclude: Path | None = None) -> list[tuple[Path, Path]]:
-    """(image path, output stem relative to OUT) for every input file and image in input folders.
+class Input(NamedTuple):
+    path: Path  # the image file
+    stem: Path  # its outputs' name relative to OUT, without suffix
+    key: str  # its path relative to its input folder (posix; a file input: its name): decides its shard
+
+
+def collect_inputs(inputs: list[str], *, exclude: Path | None = None) -> list[Input]:
+    """Every input file and image in input folders, with its output stem and shard key.
 
     Stems mirror sub-folders of folder inputs; clashes (same stem from two inputs, or `a.jpg`
     beside `a.png`) get the extension appended, then a counter, in input order.
@@ -266,27 +227,50 @@ def collect_images(inputs: list[str], *, exclude: Path | None = None) -> list[tu
                 and not any(part.startswith(".") for part in f.relative_to(root).parts)
                 and not (exclude is not None and f.resolve().is_relative_to(exclude))
             )
-            items = [(f, f.relative_to(root).with_suffix("")) for f in files]
+            items = [(f, f.relative_to(root)) for f in files]
         elif root.is_file():
-            items = [(root, Path(root.stem))]
+            items = [(root, Path(root.name))]
         else:
             raise CommandError(f"{arg}: no such file or folder")
-        for path, stem in items:
+        for path, rel in items:
             key = path.resolve()
             if key not in seen:
                 seen.add(key)
-                found.append((path, stem))
+                found.append((path, rel))
     taken: set[str] = set()
-    named: list[tuple[Path, Path]] = []
-    for path, stem in found:
+    named: list[Input] = []
+    for path, rel in found:
+        stem = rel.with_suffix("")
         candidates = [stem, stem.with_name(f"{stem.name}_{path.suffix.lstrip('.').lower()}")]
         candidates += [stem.with_name(f"{stem.name}_{n}") for n in range(2, len(found) + 2)]
         for cand in candidates:
             if cand.as_posix().lower() not in taken:
                 taken.add(cand.as_posix().lower())
-                named.append((path, cand))
+                named.append(Input(path, cand, rel.as_posix()))
                 break
     return named
+
+
+def collect_images(inputs: list[str], *, exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(image path, output stem relative to OUT) of `collect_inputs`."""
+    return [(item.path, item.stem) for item in collect_inputs(inputs, exclude=exclude)]
+
+
+def run_key(args: argparse.Namespace) -> str:
+    """A key of what decides the labels: the model's bytes and the options that change them. Files
+    listed under the current key are complete results (`--resume`, `--shard` skip their images)."""
+    with model_file(args.model) as name:
+        path = Path(name)
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        model = hashlib.sha256()
+        for f in files:
+            model.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            with open(f, "rb") as stream:
+                while chunk := stream.read(1 << 20):
+                    model.update(chunk)
+    options = {"model": model.hexdigest(), "output_stride": args.output_stride, "tta": args.tta,
+               "crf": bool(args.crf), "tile_size": args.tile_size, "max_side": args.max_side}
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- outputs ------------------------------------------------------------------------------------------
@@ -309,8 +293,8 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
-    parser.add_argument("--out", required=True, metavar="DIR",
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument("--out", metavar="DIR",
                         help="folder for the label maps (created if needed). Never overwrites an input image or a "
                              f"file predict did not write (listed with its checksum in DIR/{MANIFEST_NAME}): "
                              "predict refuses before it starts; re-running into the same DIR replaces its own files")
@@ -318,71 +302,101 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-probs", action="store_true", help="also write <name>.probs.npy (C×H×W float16)")
     parser.add_argument("--overlay", action="store_true", help="also write <name>.overlay.jpg (classes over the image)")
     parser.add_argument("--quiet", action="store_true", help="report only failures and the summary")
+    group = parser.add_argument_group("many machines and processes")
+    group.add_argument("--shard", metavar="K/N",
+                       help="predict only shard K of N (K = 0..N-1; an image's shard is a hash of its path relative "
+                            "to its input folder, so adding files moves none): N processes, e.g. a SLURM job array "
+                            "(--array=0-(N-1) and --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), cover the "
+                            "inputs into one OUT. Implies --resume; each shard keeps its own list of files and a "
+                            "summary in OUT")
+    group.add_argument("--resume", action="store_true",
+                       help="skip images whose files are complete: all there, unchanged, written with the same "
+                            "model and label options (--output-stride, --tta, --crf, --tile-size, --max-side)")
+    group.add_argument("--merge-report", metavar="OUT",
+                       help="instead of predicting: total the shards' summaries in OUT and name the inputs that are "
+                            "missing or failed (with INPUTs: checked against them); exit status 1 unless every "
+                            "input is done exactly once")
+    group.add_argument("--engine", choices=("plain", "ray"), default="plain",
+                       help="plain: this process (default); ray: a Ray Data pipeline over a pool of model-holding "
+                            "actors (the optional extra deeplab-studio[ray]); the same files and the same rules")
+    group.add_argument("--workers", type=int, default=2, metavar="N", help="--engine ray: actors (default 2)")
+    group.add_argument("--cpus-per-worker", type=float, default=1, metavar="C",
+                       help="--engine ray: CPUs per actor, its torch threads (default 1)")
+    group.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
+                       help="--engine ray: GPUs per actor (e.g. 1, or 0.5 for two actors per GPU; default 0: CPU)")
+    group.add_argument("--address", metavar="ADDR",
+                       help="--engine ray: join this Ray cluster (e.g. auto, or ray://HOST:10001; inputs and the "
+                            "model must be readable on every node); default: start a local one for this run")
 
 
 def run(args: argparse.Namespace) -> int:
+    from deeplab_studio.commands.predict_shard import ShardSummary, merge_report, parse_shard, shard_of
+
+    if args.merge_report is not None:
+        expected = None
+        if args.inputs:
+            listing = collect_inputs(args.inputs, exclude=Path(args.merge_report).resolve())
+            expected = {item.stem.as_posix(): item.key for item in listing}
+        return merge_report(Path(args.merge_report), expected)
+    if args.out is None or not args.inputs:
+        raise CommandError("give the images and --out DIR (or --merge-report OUT)")
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.engine == "ray":
+        from deeplab_studio.commands.predict_ray import check_options
+
+        check_options(args)  # before any work
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out}: exists and is not a folder")
-    images = collect_images(args.inputs, exclude=out.resolve())
-    if not images:
+    listing = collect_inputs(args.inputs, exclude=out.resolve())
+    if not listing:
         raise CommandError(f"no images found in {' '.join(args.inputs)}")
-    files = {path: output_files(stem, probs=args.save_probs, overlay=args.overlay) for path, stem in images}
-    guard = OutputGuard(out)
-    guard.check([f for fs in files.values() for f in fs], [path for path, _ in images])  # before any work
+    mine = [item for item in listing if shard is None or shard_of(item.key, shard[1]) == shard[0]]
+    files = {item.path: output_files(item.stem, probs=args.save_probs, overlay=args.overlay) for item in mine}
+    guard = OutputGuard(out, manifest=manifest_name(shard))
+    guard.check([f for fs in files.values() for f in fs], [item.path for item in listing])  # before any work
 
-    from deeplab_studio import __version__
-    from deeplab_studio.ml.prefetch import prefetch_images
-    from deeplab_studio.storage.images import read_image
-    from deeplab_studio.storage.labelmaps import encode_label_png
+    from deeplab_studio.commands.predict_engine import Renderer, run_plain
 
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
-    predictor = load_predictor(args, keep_probs=args.crf or args.save_probs, on_warning=warn)
-    refine = None
-    if args.crf:  # the model card's CRF setting (ml.crf.model_crf), else the defaults
-        from deeplab_studio.ml.crf import model_crf
-
-        try:
-            refine = model_crf(args.model)
-        except ValueError as exc:
-            raise CommandError(f"{args.model}: {exc}") from None
-    palette = model_palette(predictor)
+    render = Renderer(args, on_warning=warn)  # loads the model: its errors come before any file is written
+    guard.run = run_key(args)
+    complete = [(args.resume or shard is not None) and guard.complete(files[item.path]) for item in mine]
+    skipped = [item for item, done in zip(mine, complete) if done]
+    todo = [item for item, done in zip(mine, complete) if not done]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"--out {out}: cannot create the folder ({exc})") from None
-
-    provenance = {"Software": f"deeplab-studio {__version__} predict"}
-    progress = Progress(len(images), quiet=args.quiet)
-    where = f"{predictor.device}" + ("" if predictor.backend == "torch" else f" ({predictor.backend})")
-    print(f"predicting {plural(len(images), 'image')} on {where} into {out}", file=sys.stderr, flush=True)
+    summary = None
+    if shard is not None:
+        summary = ShardSummary(out, shard, listing, mine, run=guard.run, model=str(args.model), engine=args.engine)
+        summary.start(skipped)
+    progress = Progress(len(todo), quiet=args.quiet)
+    backend = "" if render.predictor.backend == "torch" else f" ({render.predictor.backend})"
+    engine = f" with Ray ({plural(args.workers, 'worker')})" if args.engine == "ray" else \
+        f" on {render.predictor.device}{backend}"
+    part = f"shard {shard[0]}/{shard[1]}: " if shard else ""
+    done = f" ({len(skipped)} of {plural(len(mine), 'image')} already done)" if skipped else ""
+    print(f"{part}predicting {plural(len(todo), 'image')}{engine} into {out}{done}", file=sys.stderr, flush=True)
+    error: str | None = "interrupted"
     try:
-        for path, image in prefetch_images([p for p, _ in images], workers=args.decode_workers, read=read_image):
-            if isinstance(image, Exception):
-                progress.step(path, image)
-                continue
-            try:
-                pred = predictor.predict(image, progress=progress.tiles(path))
-                labels = refine(image, pred.probs) if refine is not None else pred.labels
-                data = [encode_label_png(labels, palette, text=provenance)]  # all made first: a failure writes nothing
-                if args.save_probs:
-                    data.append(npy_bytes(pred.probs.astype(np.float16, copy=False)))
-                if args.overlay:
-                    data.append(overlay_jpeg(image, labels, palette))
-                for rel, blob in zip(files[path], data):
-                    guard.write(rel, blob)
-            except CommandError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one file's failure (even out of memory) must not stop a batch
-                if isinstance(exc, OSError) and exc.errno in RUN_ERRNOS:
-                    raise CommandError(f"{exc}; stopped after {progress.done} of "
-                                       f"{plural(len(images), 'image')}") from None
-                progress.step(path, exc)
-                continue
-            progress.step(path)
+        if args.engine == "ray":
+            from deeplab_studio.commands.predict_ray import run_ray
+
+            del render  # the workers hold the model
+            run_ray(args, [item.path for item in todo], files, guard, progress)
+        else:
+            run_plain([item.path for item in todo], files, guard, render, progress, decode_workers=args.decode_workers)
+        error = None
+    except CommandError as exc:
+        error = str(exc)
+        raise
     finally:
         guard.close()
-    print(progress.summary("wrote label maps for"), file=sys.stderr, flush=True)
+        if summary is not None:
+            summary.finish(progress.written, progress.failures, error=error)
+    print(progress.summary(f"{part}wrote label maps for"), file=sys.stderr, flush=True)
     return 1 if progress.failed else 0

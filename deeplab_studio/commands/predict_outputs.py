@@ -4,6 +4,12 @@ Predict's own files are listed in `OUT/.deeplab-studio-predict.jsonl`, one (file
 appended *before* each write: a file is replaced only while its bytes are bytes predict wrote under
 that name, so a file the user edited or put there is kept; each target is checked again just
 before it is written. A crash, a lost list or a concurrent run can only make predict refuse.
+
+A shard (`predict --shard K/N`) appends to its own list, `.deeplab-studio-predict.shard-K-of-N.jsonl`,
+so shards running at once into one OUT never write the same file; every list in OUT counts as
+predict's record. Each line may carry `run`, a key of the model and the options that change labels
+(`predict.run_key`): an image whose files all exist with a listed digest of the current run key is
+complete, and a resumed run skips it.
 """
 
 from __future__ import annotations
@@ -18,11 +24,18 @@ from typing import Any
 
 from deeplab_studio.commands import CommandError
 
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 MANIFEST_NAME = ".deeplab-studio-predict.jsonl"
+MANIFEST_GLOB = ".deeplab-studio-predict*.jsonl"  # the plain list and every shard's
+
+
+def manifest_name(shard: tuple[int, int] | None = None) -> str:
+    """The list a run appends to: the plain one, or shard K of N's own."""
+    return MANIFEST_NAME if shard is None else f".deeplab-studio-predict.shard-{shard[0]}-of-{shard[1]}.jsonl"
 RUN_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}  # doom every later write too
 
 
@@ -47,26 +60,32 @@ class OutputGuard:
     """The files predict may write in OUT (the rule: see the module docstring). `check` before any
     work; `write` per file (re-checks, records in the manifest, writes atomically); `close` at the end."""
 
-    def __init__(self, out: Path) -> None:
-        self.out, self.manifest = out, out / MANIFEST_NAME
-        self.known = self._read()  # file (relative, posix) -> digests of bytes predict wrote there
+    def __init__(self, out: Path, *, manifest: str = MANIFEST_NAME, run: str | None = None) -> None:
+        self.out, self.manifest, self.run = out, out / manifest, run
+        self.known: dict[str, dict[str, str | None]] = {}  # file (relative, posix) -> {digest predict wrote: run}
+        for path in sorted(out.glob(MANIFEST_GLOB)) if out.is_dir() else []:
+            for rel, digests in self._read(path).items():
+                self.known.setdefault(rel, {}).update(digests)
         self.planned: dict[str, tuple[int, ...] | None] = {}  # file -> its _signature at check time
+        self.digests: dict[str, str] = {}  # file -> sha256 of its bytes at check time
         self.written: dict[str, str] = {}
         self._log: Any = None
 
-    def _read(self) -> dict[str, set[str]]:
-        known: dict[str, set[str]] = {}
+    @staticmethod
+    def _read(manifest: Path) -> dict[str, dict[str, str | None]]:
+        known: dict[str, dict[str, str | None]] = {}
         try:
-            lines = self.manifest.read_text(encoding="utf-8", errors="replace").splitlines()
+            lines = manifest.read_text(encoding="utf-8", errors="replace").splitlines()
         except (FileNotFoundError, NotADirectoryError):
             return known
         except OSError as exc:
-            raise CommandError(f"{self.manifest}: cannot read predict's list of its files ({exc.strerror})") from None
+            raise CommandError(f"{manifest}: cannot read predict's list of its files ({exc.strerror})") from None
         for line in lines:
             try:
                 entry = json.loads(line)
-                known.setdefault(str(entry["file"]), set()).add(str(entry["sha256"]))
-            except (ValueError, KeyError, TypeError):
+                run = entry.get("run")
+                known.setdefault(str(entry["file"]), {})[str(entry["sha256"])] = None if run is None else str(run)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 pass  # e.g. a torn last line after a crash: its file is simply not ours
         return known
 
@@ -94,9 +113,20 @@ class OutputGuard:
 
     def _ours(self, rel: str, path: Path) -> bool:
         try:
-            return _sha256(path) in self.known.get(rel, ())
+            self.digests[rel] = _sha256(path)
         except OSError:
             return False
+        return self.digests[rel] in self.known.get(rel, ())
+
+    def complete(self, files: list[str]) -> bool:
+        """True if every file (checked by `check`) is there, unchanged, with bytes listed under this
+        run's key: the image need not be predicted again."""
+        def done(rel: str) -> bool:
+            seen = self.planned.get(rel)
+            listed = self.known.get(rel, {})
+            return seen is not None and _signature(self.out / rel) == seen and rel in self.digests \
+                and listed.get(self.digests[rel], "") == self.run
+        return self.run is not None and all(done(rel) for rel in files)
 
     def write(self, rel: str, data: bytes) -> None:
         """Write `data` to OUT/`rel` if it is still as `check` found it (else FileExistsError)."""
@@ -108,7 +138,7 @@ class OutputGuard:
         digest = hashlib.sha256(data).hexdigest()
         try:  # listed before the file exists: a crash in between leaves a listed digest, never an unlisted file
             self._log = self._log or open(self.manifest, "a", encoding="utf-8")
-            self._log.write(json.dumps({"file": rel, "sha256": digest}) + "\n")
+            self._log.write(_line(rel, digest, self.run))
             self._log.flush()
         except OSError as exc:
             raise CommandError(f"{self.manifest}: cannot record predict's files ({exc.strerror})") from None
@@ -117,7 +147,7 @@ class OutputGuard:
         self.written[rel] = digest
 
     def close(self) -> None:
-        """Compact the manifest (atomically): each file this run wrote keeps only its digest on disk."""
+        """Compact this run's list (atomically): each file this run wrote keeps only its digest on disk."""
         from deeplab_studio.storage.atomic import atomic_write_text
 
         if self._log is None:
@@ -125,11 +155,16 @@ class OutputGuard:
         self._log.close()
         self._log = None
         try:
-            known = self._read() | {rel: {digest} for rel, digest in self.written.items()}  # re-read: other runs
-            atomic_write_text(self.manifest, "".join(json.dumps({"file": rel, "sha256": d}) + "\n"
+            known = self._read(self.manifest) | {rel: {d: self.run} for rel, d in self.written.items()}  # other runs
+            atomic_write_text(self.manifest, "".join(_line(rel, d, known[rel][d])
                                                      for rel in sorted(known) for d in sorted(known[rel])))
         except (OSError, CommandError):
             pass  # the appended lines are still there and still valid
+
+
+def _line(rel: str, digest: str, run: str | None) -> str:
+    entry = {"file": rel, "sha256": digest} | ({} if run is None else {"run": run})
+    return json.dumps(entry) + "\n"
 
 
 def _stat(path: Path) -> os.stat_result | None:
