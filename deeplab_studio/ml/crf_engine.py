@@ -244,31 +244,39 @@ def tile_labels(image: np.ndarray, current: np.ndarray, protect: np.ndarray, voi
                        params, tile.origin, tile.region, lattices, cancel)
 
 
-def _solve_crop(image: np.ndarray, unary: np.ndarray, select: np.ndarray, current: np.ndarray,
-                protect: np.ndarray, soft: bool, labs: list[int], params: CRFParams, origin: tuple[int, int],
-                region: tuple[int, int, int, int], lattices: LatticeSource, cancel: Cancel) -> np.ndarray:
-    """The fast engine on one crop: each selected pixel's candidate labels, the kernels, mean-field.
-    Returns the index into `labs` of each selected pixel's label (row-major)."""
+def candidates(unary: np.ndarray, points: np.ndarray, current: np.ndarray, protect: np.ndarray, soft: bool,
+               labs: list[int], params: CRFParams) -> tuple[np.ndarray, np.ndarray]:
+    """The energies (n×P) of a crop's selected `points` (flat indices) and each one's candidate
+    labels (bool n×P): for hard labels those present within `margin` (the others are impossible),
+    for probabilities those at `min_label_prob` or more there and the pixel's own label; a
+    protected pixel only its own label (its unary leaves the others at eps)."""
     n = len(labs)
-    points = np.flatnonzero(select)
     energy = unary.reshape(n, -1)[:, points]
-    if soft:  # a label is a candidate where its probability reaches min_label_prob, or is the label there
+    if soft:
         candidate = energy <= -np.log(max(params.min_label_prob, _PROB_EPS))
-        own = current.reshape(-1)[points]
         index = np.full(256, -1, dtype=np.int64)
         index[labs] = np.arange(n)
-        mine = index[own]
+        mine = index[current.reshape(-1)[points]]
         keep = (mine >= 0) & ~protect.reshape(-1)[points]
         candidate[mine[keep], np.flatnonzero(keep)] = True
-    else:  # hard labels: the labels present within `margin` (the others are impossible)
+    else:
         candidate = energy < np.float32(-np.log(_PROB_EPS) - 1e-3)
-    # protected pixels: only their own label (their unary leaves the others at eps)
     guarded = protect.reshape(-1)[points]
     if guarded.any():
         candidate[:, guarded] = energy[:, guarded] < np.float32(-np.log(_PROTECT_EPS) - 1e-3)
     none = ~candidate.any(axis=0)
     if none.any():  # no label possible (a label the model does not know): all stay open
         candidate[:, none] = True
+    return energy, candidate
+
+
+def _solve_crop(image: np.ndarray, unary: np.ndarray, select: np.ndarray, current: np.ndarray,
+                protect: np.ndarray, soft: bool, labs: list[int], params: CRFParams, origin: tuple[int, int],
+                region: tuple[int, int, int, int], lattices: LatticeSource, cancel: Cancel) -> np.ndarray:
+    """The fast engine on one crop: each selected pixel's candidate labels, the kernels, mean-field.
+    Returns the index into `labs` of each selected pixel's label (row-major)."""
+    points = np.flatnonzero(select)
+    energy, candidate = candidates(unary, points, current, protect, soft, labs, params)
     ys, xs = np.divmod(points, select.shape[1])
     ys, xs = ys + origin[0], xs + origin[1]
     gaussian = bilateral = None
