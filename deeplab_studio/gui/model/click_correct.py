@@ -23,12 +23,6 @@ from deeplab_studio.gui.workers.inference_worker import Correction, InferenceCli
 IGNORE = 255
 
 
-def _canvas(link):
-    """The window's canvas. WindowLink has no door for pointer input yet, so the clicks are read with
-    an event filter on the canvas viewport (a `WindowLink.canvas_clicks` hook would replace this)."""
-    return link.window.canvas
-
-
 class ClickCorrection(QObject):
     """The clicks of the image on screen and their requests (see the module docstring)."""
 
@@ -48,7 +42,7 @@ class ClickCorrection(QObject):
                                     self._on_mode, shortcut="K")
         self.act_clear = make_action(self, "forget_correction_clicks", "Forget Correction Clicks", self.clear)
         self.act_clear.setEnabled(False)
-        self._viewport = _canvas(link).viewport()
+        self._viewport = link.canvas_viewport()
         self._viewport.installEventFilter(self)
         client.correctionReady.connect(self._on_correction)
         client.failed.connect(self._on_failed)
@@ -69,7 +63,7 @@ class ClickCorrection(QObject):
         plain = not mods & (Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.ShiftModifier)
         if not (ctrl or (self.act_mode.isChecked() and plain)) or self.link.document() is None:
             return False
-        x, y = _canvas(self.link).image_point(event.position())
+        x, y = self.link.image_point(event.position())
         self.add_click(int(x // 1), int(y // 1))
         return True  # the click is the model's, not the active tool's
 

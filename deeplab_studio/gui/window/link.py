@@ -120,6 +120,15 @@ class WindowLink:
     def set_extra_overlay(self, rgba: np.ndarray | None) -> None:
         self.window.canvas.set_extra_overlay(rgba)
 
+    def canvas_viewport(self) -> QWidget:
+        """The widget that receives the canvas's pointer events (for an event filter that takes
+        some clicks for itself, e.g. click-to-correct)."""
+        return self.window.canvas.viewport()
+
+    def image_point(self, pos) -> tuple[float, float]:
+        """Image coordinates (x, y) of a position in the canvas viewport."""
+        return self.window.canvas.image_point(pos)
+
     # --- chrome ------------------------------------------------------------------------------
     def add_menu(self, title: str, actions: list[QAction | None]) -> None:
         """Append `actions` (None: a separator) to menu `title`, registered in the window's action

@@ -58,6 +58,7 @@ GESTURES: tuple[tuple[str, str], ...] = (
     ("Shift+wheel (wand)", "Coarser (up) or finer (down) superpixels"),
     ("Middle-drag, Space+drag", "Pan"),
     ("Alt+click", "Pick the class under the cursor"),
+    ("Ctrl+click", "Correct the model here with the active class (a model is loaded)"),
     ("Shift+drag (eraser)", "Paint ignore (255) instead of background"),
     ("Enter, double-click", "Close the polygon and fill it"),
     ("Esc", "Cancel the polygon"),
