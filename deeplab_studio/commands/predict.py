@@ -330,14 +330,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_studio.commands.predict_shard import ShardSummary, merge_report, parse_shard, shard_of
+    from deeplab_studio.commands.predict_shard import ShardSummary, parse_shard, report, shard_of
 
     if args.merge_report is not None:
-        expected = None
-        if args.inputs:
-            listing = collect_inputs(args.inputs, exclude=Path(args.merge_report).resolve())
-            expected = {item.stem.as_posix(): item.key for item in listing}
-        return merge_report(Path(args.merge_report), expected)
+        return report(args)
     if args.out is None or not args.inputs:
         raise CommandError("give the images and --out DIR (or --merge-report OUT)")
     shard = parse_shard(args.shard) if args.shard else None
@@ -361,7 +357,11 @@ def run(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
-    render = Renderer(args, on_warning=warn)  # loads the model: its errors come before any file is written
+    # the model loads here, so its errors come before any file is written; with Ray on the CPU (the
+    # workers load it again, on their devices)
+    checked = argparse.Namespace(**(vars(args) | ({"device": "cpu"} if args.engine == "ray" else {})))
+    render = Renderer(checked, on_warning=warn)
+    args.model = checked.model  # the bundled model's name when --model was not given
     guard.run = run_key(args)
     complete = [(args.resume or shard is not None) and guard.complete(files[item.path]) for item in mine]
     skipped = [item for item, done in zip(mine, complete) if done]

@@ -104,7 +104,9 @@ def _start(ray: Any, args: argparse.Namespace) -> None:
             ray.init(num_cpus=max(os.cpu_count() or 1, need), **quiet)
     except Exception as exc:
         where = f"join the Ray cluster at {args.address}" if args.address else "start a local Ray"
-        raise CommandError(f"--engine ray: cannot {where}: {exc}") from None
+        hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here too)" \
+            if args.address else ""
+        raise CommandError(f"--engine ray: cannot {where}: {str(exc).strip().splitlines()[-1]}{hint}") from None
 
 
 def run_ray(args: argparse.Namespace, items: list[Path], files: dict[Path, list[str]], guard: OutputGuard,

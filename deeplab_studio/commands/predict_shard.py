@@ -118,6 +118,17 @@ def _names(items: list[str] | dict[str, Any]) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
+def report(args: Any) -> int:
+    """`predict --merge-report OUT [INPUT...]`."""
+    from deeplab_studio.commands.predict import collect_inputs
+
+    if args.out or args.shard or args.engine != "plain":
+        raise CommandError("--merge-report OUT reads the shards' summaries: it takes no --out, --shard or --engine")
+    out = Path(args.merge_report)
+    listing = collect_inputs(args.inputs, exclude=out.resolve()) if args.inputs else None
+    return merge_report(out, None if listing is None else {item.stem.as_posix(): item.key for item in listing})
+
+
 def merge_report(out: Path, expected: dict[str, str] | None = None) -> int:
     """Print the totals of the shard summaries in `out`; 0 if every input is done exactly once.
 
@@ -180,15 +191,17 @@ def merge_report(out: Path, expected: dict[str, str] | None = None) -> int:
     lines.append(f"total: {plural(total, 'input')}: {len(set(done) & set(expected))} done ({written} written, "
                  f"{skipped} already done), {len(failed)} failed, {len(missing) + max(unknown, 0)} missing; "
                  f"{work:.1f} s of shard time, {wall:.1f} s from the first start to the last end{rate}")
-    for what, names in (("failed", failed), ("missing (no output)", missing), ("done more than once", twice),
+    for what, names in (("missing (no output)", missing), ("done more than once", twice),
                         ("done but not an input now", extra)):
         if names:
             lines.append(f"{what}: {_names([expected.get(x, x) for x in names])}")
     if unknown > 0:
         lines.append(f"missing: {unknown} inputs of the shards without a summary (give the INPUTs to "
                      "--merge-report to name them)")
-    for name, why in list(failed.items())[:SHOWN]:
-        lines.append(f"  {why}")
+    if failed:
+        lines.append(f"failed ({len(failed)}; run their shards again once fixed):")
+        lines += [f"  {why}" for why in list(failed.values())[:SHOWN]]
+        lines += [f"  and {len(failed) - SHOWN} more"] if len(failed) > SHOWN else []
     print("\n".join(lines))
     complete = len(by_shard) == n and all(s.get("status") == "finished" for s in by_shard.values())
     return 0 if complete and not (failed or missing or twice or unknown > 0) else 1

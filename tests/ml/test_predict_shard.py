@@ -158,9 +158,15 @@ def test_merge_report_numbers(tmp_path: Path, ckpts, capsys) -> None:
     assert "total: 7 inputs: 6 done" in report and "missing (no output): late.png" in report
 
 
-def test_merge_report_without_summaries_is_one_clear_line(tmp_path: Path, capsys) -> None:
-    assert main(["predict", "--merge-report", str(tmp_path)]) == 2
-    assert "no shard summaries found" in capsys.readouterr().err
+def test_merge_report_and_shard_mistakes_are_one_clear_line(tmp_path: Path, capsys) -> None:
+    for argv, words in ((["--merge-report", str(tmp_path)], "no shard summaries found"),
+                        (["--merge-report", str(tmp_path), "--shard", "0/2"], "it takes no --out, --shard"),
+                        (["--out", str(tmp_path / "out")], "give the images and --out DIR"),
+                        ([str(tmp_path), "--out", str(tmp_path / "out"), "--shard", "2/2"], "K must be 0 to N-1")):
+        assert main(["predict", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "out").exists()
 
 
 # --- resuming ------------------------------------------------------------------------------------------------
