@@ -52,6 +52,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise CommandError("--cpus-per-worker must be above 0 and --gpus-per-worker at least 0")
     if args.gpus_per_worker > 0 and (args.device == "cpu" or args.backend != "torch"):
         raise CommandError("--gpus-per-worker needs --device auto or cuda and --backend torch")
+    if args.gpus_per_worker == 0 and args.device not in ("auto", "cpu"):
+        raise CommandError(f"--device {args.device} with --engine ray: give the workers GPUs (--gpus-per-worker)")
     _ray()
 
 

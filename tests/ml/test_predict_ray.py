@@ -91,7 +91,8 @@ def test_ray_in_a_running_cluster_with_shards_and_resume(images: Path, tmp_path:
 
 def test_ray_options_are_checked_before_any_work(images: Path, tmp_path: Path, capsys) -> None:
     for argv, words in ((["--workers", "0"], "--workers must be at least 1"),
-                        (["--gpus-per-worker", "1"], "--gpus-per-worker needs --device auto or cuda")):
+                        (["--gpus-per-worker", "1"], "--gpus-per-worker needs --device auto or cuda"),
+                        (["--device", "cuda"], "give the workers GPUs (--gpus-per-worker)")):
         assert _run(images, tmp_path / "out", "--engine", "ray", *argv) == 2
         assert words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
