@@ -10,7 +10,8 @@ The memory model, for an h×w input (or tile) on the device the network runs on:
   slope of the allocator's peak between two input sizes (``measure_cost_per_pixel``): for the
   bundled ``deeplabv3_mobilenetv2_voc`` 330 B/px on the CPU (the same from 128² to 2048², and the
   process's peak RSS grows by 340 B/px from 1024² to 2048²). ``COST_PER_PIXEL`` holds the figures
-  measured by ``benchmarks/bench_tile_budget.py``; others are measured once on first use.
+  of every registered architecture (``benchmarks/bench_tile_budget.py --measure``: 160–544 B/px);
+  on a GPU, or for a model not in it, the figure is measured once on first use.
 - ``batch`` 2 with flip TTA (the image and its mirror run as one batch), ``s`` the largest TTA scale;
 - 12·(1 + batch): the float input and its normalised copies; 4·C·(batch + 1): the C-class logits
   at input size and the averaged probabilities (counted in full although most are freed before
@@ -35,9 +36,18 @@ import torch
 from torch import nn
 
 #: bytes of peak activation memory per input pixel, fp32, batch 1, on the CPU: (arch, output
-#: stride) → B/px, slopes measured by benchmarks/bench_tile_budget.py --measure
+#: stride) → B/px, slopes between 512² and 768² measured by benchmarks/bench_tile_budget.py --measure
+#: (torch 2.14, oneDNN; smaller inputs under-state the ResNets: 276 instead of 388 at 192²→320²)
 COST_PER_PIXEL: dict[tuple[str, int], float] = {
-    ("deeplabv3_mobilenetv2_tf", 16): 330.0,
+    ("deeplabv3plus_resnet50", 16): 388.0, ("deeplabv3plus_resnet50", 8): 544.0,
+    ("deeplabv3plus_resnet101", 16): 388.0, ("deeplabv3plus_resnet101", 8): 544.0,
+    ("deeplabv3plus_mobilenet", 16): 303.0, ("deeplabv3plus_mobilenet", 8): 318.0,
+    ("deeplabv3_resnet50", 16): 224.0, ("deeplabv3_resnet50", 8): 480.0,
+    ("deeplabv3_resnet101", 16): 224.0, ("deeplabv3_resnet101", 8): 480.0,
+    ("deeplabv3_mobilenet", 16): 249.0, ("deeplabv3_mobilenet", 8): 249.0,
+    ("deeplabv3_mobilenet_v3_large", 16): 160.0,
+    ("deeplabv3_mobilenetv2_tf", 16): 330.0, ("deeplabv3_mobilenetv2_tf", 8): 330.0,
+    ("deeplabv3_mobilenetv2_tf_dm05", 16): 165.0, ("deeplabv3_mobilenetv2_tf_dm05", 8): 165.0,
 }
 #: the share of the available memory a prediction may plan to use (other programs, fragmentation)
 DEFAULT_FRACTION = 0.5
@@ -139,7 +149,7 @@ def peak_allocated_bytes(fn: Callable[[], Any], device: torch.device) -> int:
     return peak
 
 
-def measure_cost_per_pixel(model: nn.Module, device: torch.device, *, sides: tuple[int, int] = (192, 320),
+def measure_cost_per_pixel(model: nn.Module, device: torch.device, *, sides: tuple[int, int] = (320, 512),
                            amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> float:
     """The model's peak activation bytes per input pixel on ``device``: the slope of the peak between
     two square inputs (each run once before, so one-off buffers such as reordered weights do not count)."""
