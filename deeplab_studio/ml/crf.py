@@ -1,22 +1,41 @@
-"""Dense CRF boundary refinement (Krähenbühl & Koltun mean-field, via pydensecrf).
+"""Dense CRF boundary refinement (Krähenbühl & Koltun's mean-field; own engine, pydensecrf as reference).
 
 `refine(image, probs)` snaps a softmax proposal to image edges, `refine_labels(image, labels)`
 does the same for a hard label map. Human pixels (`protect`) keep their label exactly and act
 as fixed evidence (near one-hot unary) for their neighbours; 255 (ignore) is never a CRF label:
 it carries no evidence and is restored where it was, never produced elsewhere.
 
-Speed without changing the answer: only the band within `margin` px of a label boundary (and,
-for soft input, of an uncertain pixel) is re-labelled; the band is cut into tiles (bounded
-memory); each tile's CRF holds only the band's pixels plus `margin` px of context (pydensecrf's
-general DenseCRF with the DenseCRF2D features) and only the labels that occur there. A hard
-label may move only to labels present within `margin` px; the others get a zero probability,
-so they carry no mass and leaving them out changes nothing. Measured: with a whole-image run
-every change lies within 16 px of the input's borders; restricted and whole-image runs differ
-on < 0.2 % of pixels (tests/ml/test_crf.py), at 6.5–14× the speed of a plain 21-label call
-(bench, 513² samples, 2 busy cores; the ratio moves with the load).
-Memory (4000×3000, bench): hard labels 2–3 s, peak RSS 230 MB; 21-class float16 probabilities
-(504 MB themselves) 10–15 s, peak RSS +264 MB over the inputs. A plain whole-image pydensecrf call
-with just the 2 labels present took 112 s and 2.9 GB.
+Speed without changing the answer (crf_engine, crf_meanfield, crf_lattice): only the band within
+`margin` px of a label boundary (and, for soft input, of an uncertain pixel) is re-labelled, cut
+into tiles (bounded memory) with `margin` px of context. Each pixel carries only its candidate
+labels: for hard labels those present within `margin` px (any other gets eps and cannot win),
+for probabilities those at `min_label_prob` or more there, and its own label. A label's messages
+are computed only where it is a candidate and a pixel with one candidate only sends messages, so
+a five-class scene costs what its busy pixels cost. The smoothness kernel is an exact truncated
+Gaussian stencil (`gaussian_sxy` <= 4; wider ones use a lattice), the appearance kernel runs on
+our permutohedral lattice (pydensecrf's arithmetic: the same Q within 2e-4), each label on the
+sub-lattice its pixels touch. `CRFSession` keeps an image's lattice and kernels across calls
+(the window's snaps and slider previews; `prepare` builds them ahead), `workers` runs the tiles of
+a large image in processes, `crf_torch.refine_torch` runs the mean-field on a GPU. pydensecrf
+stays as the reference (`crf_reference`, `crf_engine.refine_free_pixels(..., reference=True)`):
+on the 7 voc_real val crops the two differ on at most 91 of 263,169 pixels and 0.03 mIoU points
+(tests/ml/test_crf_engine.py); restricted and whole-image runs differ on < 0.2 % of pixels, and
+every change lies within 16 px of the input's borders (tests/ml/test_crf.py).
+Measured against a plain 21-label, whole-image pydensecrf call with the same energy, in one run
+(benchmarks/bench_crf_scenes.py, all 10 voc_real scenes, 2 cores under a load of ~9, wall time):
+the R101 predictions with the defaults 8.3-21.5× (median 10.4×), the bundled model's labels with
+its card setting 4.2-14.9× (median 8.4×), its probabilities with the defaults 2.8-18.2× (median
+5.8×); the previous engine (pydensecrf per tile with the tile's labels) gave 2.5-20×. Below 5×:
+the probabilities of 2011_000006 / 2011_000003 / 2011_000025 / 2007_000033 (2.8, 3.0, 4.0, 4.7×)
+and 2011_000006 with the card (4.2×): MobileNet's 1/16 logits leave ~80 % of those pixels
+uncertain (the band is nearly the whole image), up to 10 labels reach 1 % somewhere and 3-4 of
+them over large areas, and each such label costs a lattice filter over the whole band per
+iteration. A CRFSession's repeated call (snap again, slider preview): 16.5-44×, 6.6-25×, 4.0-27×.
+mIoU: ours - plain +0.02 / +0.06 / +0.04 points on average (worst -0.04), ours - previous engine
+-0.005 (worst -0.03).
+Memory (4000×3000, benchmarks/bench_crf.py, load ~9 on 2 cores): hard labels 5.0 s, peak RSS
+255 MB; 21-class float16 probabilities (504 MB themselves) 20 s, peak RSS +378 MB over the
+inputs. A plain whole-image pydensecrf call with just the 2 labels present took 112 s and 2.9 GB.
 
 Defaults chosen by measurement (benchmarks/bench_crf.py prints all of this). mIoU in points,
 background + object, void ignored, on tests/data/voc_samples (real DeepLab v3+ R101
@@ -25,29 +44,29 @@ predictions) and on synthetic proposals (ground truth itself; ground truth box-d
 
     setting (one change from the defaults)  prediction     GT (perfect)  GT↓8 soft     GT↓32 soft
     input mIoU                              96.63          100.00        99.96         95.03
-    defaults                                +2.27 (+1.75)  -0.60 (-1.19) -0.06 (-0.09) +1.92 (+1.32)
-    no gaussian kernel                      +1.43 (+0.09)  -1.43 (-2.48) -0.09 (-0.16) +1.82 (+1.10)
-    no bilateral kernel                     +0.00          +0.00         +0.00         -0.01
-    bilateral sxy 20 / 80                   +1.83 / +1.26  -0.20 / -1.70 -0.01 / -0.13 +1.35 / +1.55
-    srgb 3 / 13                             +2.05 / +2.13  -0.40 / -0.90 -0.03 / -0.05 +1.99 / +1.56
-    bilateral compat 2 / 5                  +1.87 / +1.70  -0.26 / -1.35 -0.01 / -0.17 +1.78 / +1.71
-    hard confidence 0.6 / 0.9               +1.81 / +0.85  -1.22 / -0.08 (soft input: no effect)
-    DeepLab v2 VOC (4, 121, 5, 3, 3)        +0.65 (-0.78)  -2.36 (-3.66) -0.31 (-0.60) +1.32 (-0.71)
-    DeepLab v2 R101 (4, 67, 3, 3, 1)        +1.80 (+1.25)  -1.33 (-1.99) -0.13 (-0.19) +1.88 (+0.36)
-    pydensecrf README (10, 80, 13, 3, 3)    -1.72 (-4.63)  -4.62 (-6.77) -0.99 (-1.57) -1.46 (-3.81)
-    the same with margin 64               -10.51 (-22.86) -14.01 (-27.05) -1.09 (-1.82) -1.78 (-4.13)
+    defaults                                +2.26 (+1.72)  -0.60 (-1.18) -0.05 (-0.09) +1.95 (+1.36)
+    no gaussian kernel                      +1.44 (+0.11)  -1.38 (-2.42) -0.09 (-0.15) +1.84 (+1.13)
+    no bilateral kernel                     +0.00          +0.00         -0.00         -0.02
+    bilateral sxy 20 / 80                   +1.81 / +1.27  -0.20 / -1.67 -0.01 / -0.13 +1.36 / +1.56
+    srgb 3 / 13                             +2.07 / +2.14  -0.41 / -0.91 -0.03 / -0.06 +2.00 / +1.58
+    bilateral compat 2 / 5                  +1.85 / +1.71  -0.26 / -1.28 -0.01 / -0.16 +1.82 / +1.75
+    hard confidence 0.6 / 0.9               +1.81 / +0.84  -1.19 / -0.07 (soft input: no effect)
+    DeepLab v2 VOC (4, 121, 5, 3, 3)        +0.67 (-0.75)  -2.35 (-3.63) -0.32 (-0.62) +1.30 (-0.69)
+    DeepLab v2 R101 (4, 67, 3, 3, 1)        +1.79 (+1.26)  -1.32 (-2.08) -0.13 (-0.19) +1.90 (+0.31)
+    pydensecrf README (10, 80, 13, 3, 3)    -1.72 (-4.63)  -4.64 (-6.83) -0.89 (-1.47) -1.23 (-3.19)
+    the same with margin 64               -10.50 (-22.83) -14.01 (-27.02) -0.99 (-1.67) -1.57 (-3.62)
 
 Strong bilateral damage is capped by `margin`, which is also how far a hard label may travel:
 the pydensecrf README kernels cost the aeroplane / bird 4.6 / 3.4 points here (whole-image runs
 with the same energy: 4.6 / 3.9), but 11.3 / 22.9 points with margin 64 (tests/ml/test_crf.py).
 
-The real predictions: 96.92 → 98.67, 96.60 → 99.30, 96.37 → 98.75 (aeroplane, sheep, bird); a
+The real predictions: 96.92 → 98.64, 96.60 → 99.28, 96.37 → 98.76 (aeroplane, sheep, bird); a
 plain whole-image 21-label call with the same energy and 10 iterations gives 98.64, 99.29,
-98.81 (mean 98.90 vs 98.91: equal within 0.01 points, not better; the bird is 0.06 lower). A
+98.81 (mean 98.90 vs 98.91: equal within 0.01 points, not better; the bird is 0.05 lower). A
 plain call with pydensecrf's own `unary_from_labels` (0.7 to the label, the rest spread over
 all 21) changes almost nothing (96.63 → 96.63). The defaults take the largest gain on real
 predictions while costing a perfect proposal less than half of what DeepLab's settings cost
-(−0.60 vs −1.33/−2.36; on GT↓8 −0.06 vs −0.13/−0.31, per sample at worst 0.003 points more
+(−0.60 vs −1.32/−2.35; on GT↓8 −0.05 vs −0.13/−0.32, per sample at worst 0.003 points more
 than R101's); a grid sweep of whole-image runs (bilateral sxy 20–100, srgb 3–13, compat 2–10,
 confidence 0.7–0.95) showed a broad plateau around these values, not a sharp optimum.
 `iterations` 10 matches the plain 10-iteration call; 5 gives +2.11 on the predictions and
@@ -56,22 +75,24 @@ confidence 0.7–0.95) showed a broad plateau around these values, not a sharp o
 Per model (`ProposalCRF`, `model_crf`): a model card may carry its own setting, `"crf": {"input":
 "probs"|"labels", "params": {...}}`; `predict --crf`, `evaluate --crf` and the window's proposals
 use it (the CRF panel's applied sliders still win). Re-checked on the 7 val crops of
-tests/data/voc_real with the R101 predictions as hard labels, the defaults give +1.39 mean (worst
--0.02; an exploratory sweep of 609 hard-label settings found none better by more than 0.02): they
+tests/data/voc_real with the R101 predictions as hard labels, the defaults give +1.38 mean (worst
+-0.03; +1.39 / -0.02 with the engine before the per-pixel candidates; an exploratory sweep of 609 hard-label settings found none better by more than 0.02): they
 stay. The bundled DeepLab v3 MobileNetV2 (OS 16, no decoder: logits at 1/16) is another case
 (benchmarks/measure_voc_model.py, all 10 voc_real images): with the defaults its proposals gain
 +0.39 from probabilities / +0.48 from labels, but train images lose up to 2.8 (a small, partly
 right car or sofa is erased) and pooled mIoU falls 1.2; from probabilities none of 108 settings
 did better than +0.49, and each lost at least 2.5 on some image. Its card asks for labels with
-hard_confidence 0.95, bilateral sxy 80, srgb 20, compat 4, margin 32: +0.78 mean, worst -0.06,
-pooled 68.61 -> 69.12 (leave-one-out over the images, the honest figure: +0.66, worst -1.24);
-the same setting gives the R101 predictions +0.79 instead of +1.39. Good hard-label settings lie
+hard_confidence 0.95, bilateral sxy 80, srgb 20, compat 4, margin 32: +0.76 mean, worst -0.13,
+pooled 68.61 -> 69.11 (found with the previous engine: +0.78, worst -0.06, 69.12; pydensecrf
+itself with the lattice at absolute instead of crop coordinates also gives -0.13 there: the
+lattice's placement alone moves a single image by ~0.07; leave-one-out over the images, the
+honest figure: +0.66, worst -1.24); the same setting gives the R101 predictions +0.79 instead of
++1.39. Good hard-label settings lie
 on a narrow ridge where bilateral_compat / log(c / (1 - c)), c = hard_confidence, is about
 1.25-1.45: below it little moves (0.95 with compat 3: +0.26), above it small objects vanish
 (0.95 with compat 5, or 0.85 with compat 3: worst -1.5 to -2.1).
 
-`cancel` (a callable or `threading.Event`) is checked between tiles and mean-field iterations
-(stepped with pydensecrf's startInference/stepInference: the same arithmetic as `inference`).
+`cancel` (a callable or `threading.Event`) is checked between tiles and mean-field iterations.
 """
 
 from __future__ import annotations

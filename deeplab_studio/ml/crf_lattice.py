@@ -42,10 +42,10 @@ class Lattice:
         """The filter over `points` (indices; None: all points), on the vertices they touch."""
         if points is None:
             return SubLattice(self.neighbours, self.offsets, self.weights)
-        offsets = self.offsets[points]
+        offsets = np.take(self.offsets, points, axis=0)
         used = np.zeros(self.m + 1, dtype=bool)
         used[offsets.ravel()] = True
-        return _compact(self.neighbours, used, offsets, self.weights[points])
+        return _compact(self.neighbours, used, offsets, np.take(self.weights, points, axis=0))
 
 
 class SubLattice:
@@ -62,16 +62,21 @@ class SubLattice:
         self.neighbours = neighbours
         self.mask = mask  # float32 m: 1 on the vertices these points touch (None: all of them)
         self.blurs = blurs if blurs is not None else _blur_matrices(neighbours)
-        self.slice = sparse.csr_matrix((weights.ravel(), offsets.ravel(), np.arange(0, n * d1 + 1, d1)),
-                                       shape=(n, self.m))
+        self.offsets, self.weights = offsets, weights
+        self.slice = self.rows(n)
         self.splat = self.slice.T  # CSC: the transpose costs nothing
+
+    def rows(self, k: int) -> sparse.csr_matrix:
+        """The slice of the first k points (k×m CSR; its transpose splats them)."""
+        d1 = self.offsets.shape[1]
+        return sparse.csr_matrix((self.weights[:k].ravel(), self.offsets[:k].ravel(),
+                                  np.arange(0, k * d1 + 1, d1, dtype=np.int64)), shape=(k, self.m))
 
     def sub(self, rows: np.ndarray) -> "SubLattice":
         """The filter over the points `rows` (indices into this one's points), on the vertices they
         touch: the same sums whether built compact or as a mask over these vertices (it is a mask
         when they touch most of them, which saves building a blur)."""
-        offsets = self.slice.indices.reshape(self.n, -1)[rows]
-        weights = self.slice.data.reshape(self.n, -1)[rows]
+        offsets, weights = np.take(self.offsets, rows, axis=0), np.take(self.weights, rows, axis=0)
         used = np.zeros(self.m + 1, dtype=bool)
         used[offsets.ravel()] = True
         if np.count_nonzero(used) < 0.5 * self.m:

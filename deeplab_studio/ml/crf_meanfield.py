@@ -69,6 +69,7 @@ class GaussianStencil(_Parts):
         mask = np.zeros(shape, dtype=np.float32)
         mask.flat[points] = 1.0
         self.norm = 1.0 / np.sqrt(self._filter(mask).ravel()[points] + 1e-20)
+        self.ys, self.xs = np.divmod(points, shape[1])
 
     def _filter(self, grid: np.ndarray) -> np.ndarray:
         return cv2.sepFilter2D(grid, -1, self.taps, self.taps, borderType=cv2.BORDER_CONSTANT)
@@ -79,15 +80,17 @@ class GaussianStencil(_Parts):
 
 class _StencilLabel:
     def __init__(self, kernel: GaussianStencil, support: np.ndarray, fixed: np.ndarray, live: np.ndarray) -> None:
-        ys, xs = np.divmod(kernel.points[support], kernel.shape[1])
+        ys, xs = kernel.ys[support], kernel.xs[support]
         y0, x0 = int(ys.min()), int(xs.min())
         self.box = (int(ys.max()) + 1 - y0, int(xs.max()) + 1 - x0)
         local = (ys - y0) * self.box[1] + (xs - x0)
         norm = kernel.norm[support]
         self.kernel, self.at, self.norm = kernel, local[live], norm[live]
-        grid = np.zeros(self.box, dtype=np.float32)
-        grid.flat[local[fixed]] = norm[fixed]
-        self.const = kernel._filter(grid).ravel()[self.at] * self.norm  # the fixed pixels' share
+        self.const = np.float32(0.0)  # the fixed pixels' share
+        if fixed.size:
+            grid = np.zeros(self.box, dtype=np.float32)
+            grid.reshape(-1)[local[fixed]] = norm[fixed]
+            self.const = kernel._filter(grid).reshape(-1)[self.at] * self.norm
 
     def message(self, q: np.ndarray) -> np.ndarray:
         grid = np.zeros(self.box, dtype=np.float32)
@@ -109,14 +112,15 @@ class LatticeKernel(_Parts):
 
 class _LatticeLabel:
     def __init__(self, kernel: LatticeKernel, support: np.ndarray, fixed: np.ndarray, live: np.ndarray) -> None:
-        self.sub = kernel.whole.sub(support)
-        norm = kernel.norm[support]
-        self.norm = norm[live]
-        self.slice = self.sub.slice[live]
+        self.sub = kernel.whole.sub(np.concatenate([support[live], support[fixed]]))  # live points first
+        self.norm = kernel.norm[support[live]]
+        self.slice = self.sub.rows(live.size)
         self.splat = self.slice.T
-        ones = np.zeros(support.size, dtype=np.float32)
-        ones[fixed] = norm[fixed]
-        self.const = self.sub.filter(ones)[live] * self.norm
+        self.const = np.float32(0.0)  # the fixed pixels' share
+        if fixed.size:
+            ones = np.zeros(support.size, dtype=np.float32)
+            ones[live.size:] = kernel.norm[support[fixed]]
+            self.const = self.sub.filter(ones)[:live.size] * self.norm
 
     def message(self, q: np.ndarray) -> np.ndarray:
         return self.sub.filter(q * self.norm, splat=self.splat, slice_=self.slice) * self.norm + self.const
@@ -134,7 +138,7 @@ def solve(unary: np.ndarray, candidate: np.ndarray, params: CRFParams, *, gaussi
     their number of candidates c into dense c×P_c blocks of one flat array (`at[k]`: the flat
     indices of label k's values), so the normalisation has no padding."""
     n, p = candidate.shape
-    count = candidate.sum(axis=0)
+    count = candidate.sum(axis=0, dtype=np.int16)
     best = candidate.argmax(axis=0)  # the answer of one-candidate pixels
     live_px = np.flatnonzero(count > 1)
     if live_px.size == 0:
@@ -147,7 +151,8 @@ def solve(unary: np.ndarray, candidate: np.ndarray, params: CRFParams, *, gaussi
     first = np.concatenate([[0], np.cumsum(sizes)])  # position in `order` where count c starts
     pos = np.empty(p, dtype=np.int64)
     pos[order] = np.arange(order.size) - first[counts]  # column within the pixel's block
-    slot = np.cumsum(candidate, axis=0) - 1
+    slot = np.cumsum(candidate, axis=0, dtype=np.int16)
+    slot -= 1
     base_flat = np.empty(int(starts[-1]), dtype=np.float32)
     blocks = [(c, int(starts[c]), int(sizes[c])) for c in range(2, n + 1) if sizes[c]]
     terms = [(kern, np.float32(w)) for kern, w in ((gaussian, params.gaussian_compat),
@@ -160,24 +165,25 @@ def solve(unary: np.ndarray, candidate: np.ndarray, params: CRFParams, *, gaussi
         if live.size == 0:
             continue
         px = support[live]
-        idx = starts[count[px]] + slot[k, px] * sizes[count[px]] + pos[px]
-        base_flat[idx] = -unary[k, px]
+        cpx = count[px]
+        idx = starts[cpx] + slot[k, px] * sizes[cpx] + pos[px]
+        base = -unary[k, px]
+        base_flat[idx] = base
         fixed = np.flatnonzero(count[support] == 1)
-        labels.append((idx, [(kern.label(support, fixed, live), w) for kern, w in terms]))
+        labels.append((idx, base, [(kern.label(support, fixed, live), w) for kern, w in terms]))
     q = np.empty_like(base_flat)
     _softmax_blocks(base_flat, q, blocks)
-    energy = np.empty_like(base_flat)
+    energy = base_flat.copy()  # each slot belongs to one label: every one is rewritten below
     for _ in range(int(params.iterations)):
         check_cancel(cancel)
-        energy[:] = base_flat
-        for idx, parts in labels:
+        for idx, base, parts in labels:
+            if not parts:
+                continue
             qk = q[idx]
-            msg = None
+            msg = base.copy()
             for part, w in parts:
-                m = part.message(qk)
-                msg = w * m if msg is None else msg + w * m
-            if msg is not None:
-                energy[idx] += msg
+                msg += w * part.message(qk)
+            energy[idx] = msg
         _softmax_blocks(energy, q, blocks)
     out = best.copy()
     for c, start, size in blocks:

@@ -61,6 +61,32 @@ class CRFSession:
 
         return _refine_labels(self.image, labels, protect, params, cancel, self)
 
+    def prepare(self, params: CRFParams | None = None, cancel: Cancel = None) -> int:
+        """Build the appearance kernel's lattice of every tile region ahead of the first call (e.g.
+        on a worker thread when the image opens), as far as the budget allows. Returns the number
+        of regions built."""
+        params = CRFParams() if params is None else params
+        if params.bilateral_compat <= 0:
+            return 0
+        from .crf_engine import splits
+        from .crf_params import check_cancel
+
+        height, width = self.image.shape[:2]
+        context, size = int(params.margin), int(params.tile_size)
+        scale = (float(params.bilateral_sxy), float(params.bilateral_srgb))
+        built = 0
+        for ty0, ty1 in splits(height, size):
+            for tx0, tx1 in splits(width, size):
+                check_cancel(cancel)
+                region = (max(ty0 - context, 0), min(ty1 + context, height), max(tx0 - context, 0),
+                          min(tx1 + context, width))
+                if self.nbytes + (region[1] - region[0]) * (region[3] - region[2]) * 60 > self.budget:
+                    return built
+                ys, xs = (a.ravel() for a in np.indices((region[1] - region[0], region[3] - region[2])))
+                self._lattice(scale, region, ys + region[0], xs + region[2])
+                built += 1
+        return built
+
     def matches(self, image: np.ndarray) -> bool:
         """Whether `image` has this session's pixels (shape and content)."""
         try:

@@ -82,3 +82,15 @@ def test_a_small_budget_keeps_little_and_answers_the_same(scene):
     assert len(session._kept) == 1
     session.clear()
     assert session.nbytes == 0
+
+
+def test_prepare_builds_the_lattice_ahead_and_answers_the_same(scene):
+    image, pred = scene
+    session = CRFSession(image)
+    assert session.prepare() == 1  # one tile region: the whole 513² image
+    built = session.misses
+    out = session.refine_labels(pred)
+    assert (out == refine_labels(image, pred)).all()
+    lattices = [k for k in session._kept if k[0] == "lattice"]
+    assert len(lattices) == 1 and session.misses == built + 2  # the kernel and stencil, not the lattice
+    assert CRFSession(image, budget=1000).prepare() == 0  # over the budget: nothing built
