@@ -263,38 +263,29 @@ class ExportDialog(QDialog):
         if isinstance(result, DatasetExport):
             self._finished_format(result, counts)
             return
-        summary = result
-        self.summary = summary
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
-        self.export_button.setEnabled(True)
-        self.open_button.setEnabled(True)
-        n = len(summary.ids)
-        failed = f" {len(summary.failed)} failed (listed below)." if summary.failed else ""
-        self.message.setText(f"Exported {n} image{'' if n == 1 else 's'} to {shown(summary.out_dir)} in "
-                             f"{summary.seconds:.1f} s.{failed}")
-        self.report.setPlainText(self.summary_text(summary, counts))
-        self.report.setVisible(True)
-        self.exportFinished.emit(summary)
+        self.summary = result
+        self._show_done(result, len(result.ids), "", self.summary_text(result, counts))
 
-    def _finished_format(self, result: DatasetExport, counts: np.ndarray) -> None:
-        """A non-VOC export ended: the same progress, message and report, in that format's terms."""
-        self.result = result
+    def _show_done(self, result: ExportSummary | DatasetExport, n: int, as_what: str, report: str) -> None:
+        """The progress bar full, the buttons back, the one-line message and the report shown."""
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.export_button.setEnabled(True)
         self.open_button.setEnabled(True)
-        n = len(result.keys)
         failed = f" {len(result.failed)} failed (listed below)." if result.failed else ""
-        title = writer(result.format).title
-        self.message.setText(f"Exported {n} image{'' if n == 1 else 's'} as {title} to {shown(result.out_dir)} "
+        self.message.setText(f"Exported {n} image{'' if n == 1 else 's'}{as_what} to {shown(result.out_dir)} "
                              f"in {result.seconds:.1f} s.{failed}")
-        lines = [f"images: {n}", f"classes: {result.num_classes}"]
-        lines += [f"failed, left out: {reason}" for _path, reason in result.failed]
-        lines += self._pixel_lines(counts)
-        self.report.setPlainText("\n".join(lines))
+        self.report.setPlainText(report)
         self.report.setVisible(True)
         self.exportFinished.emit(result)
+
+    def _finished_format(self, result: DatasetExport, counts: np.ndarray) -> None:
+        """A non-VOC export ended: the same message and report, in that format's terms."""
+        self.result = result
+        lines = [f"images: {len(result.keys)}", f"classes: {result.num_classes}"]
+        lines += [f"failed, left out: {reason}" for _path, reason in result.failed]
+        lines += self._pixel_lines(counts)
+        self._show_done(result, len(result.keys), f" as {writer(result.format).title}", "\n".join(lines))
 
     def _pixel_lines(self, counts: np.ndarray) -> list[str]:
         names, total = self.project.labels.names, max(int(counts.sum()), 1)
