@@ -6,9 +6,10 @@ probabilities at full image size, argmax labels and per-pixel confidence. Images
 downscaled first, per `large_image`); each block is written out as soon as no later tile has
 weight there (`ml.prediction.stitch_tiles`), so memory beyond the outputs is one tile plus the
 cross-fade strips, never all tiles. The model is moved to its device (`ml.device`) once and
-reused. The network's forward is pluggable (`backend`): torch (default) or ONNX Runtime on the CPU
-(`ml.onnx_backend`), with the same tiling and TTA. Inputs with a side under `MIN_SIDE` pixels (a 2×300 strip, a 1×1 icon) are edge-padded to
-`MIN_SIDE` for the network and the result is cropped back, so tiny images just work.
+reused. The network's forward is pluggable (`backend`): torch (default) or ONNX Runtime on the
+CPU (`ml.onnx_backend`), with the same tiling and TTA. Inputs with a side under `MIN_SIDE` pixels
+(a 2×300 strip, a 1×1 icon) are edge-padded to `MIN_SIDE` for the network and the result is
+cropped back, so tiny images just work.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ class Predictor:
       `ml.onnx_backend`) and run on the CPU in `threads` intra-op threads (default: all cores),
       which needs a LoadedModel or nn.Module and the [onnx] extra (OnnxUnavailable otherwise); or
       any callable mapping normalised N×3×H×W float32 CPU tensors to N×C×H×W logits. A backend
-      other than torch runs on the CPU (device "auto" or "cpu"). Out of memory → the tile size halves (down to `min_tile_size`), then the
-      model moves to the CPU; each step is reported through `on_warning` or `warnings.warn`.
+      other than torch runs on the CPU (device "auto" or "cpu").
+    - Out of memory → the tile size halves (down to `min_tile_size`), then the model moves to
+      the CPU; each step is reported through `on_warning` or `warnings.warn`.
 
     One Predictor serves one thread at a time (the GUI's inference worker owns it).
     """
