@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _gui_parser() -> argparse.ArgumentParser:
     epilog = "subcommands (headless):\n" + "\n".join(
-        f"  {name:<11} {summary}" for name, (_, summary) in SUBCOMMANDS.items()
+        f"  {name:<12} {summary}" for name, (_, summary) in SUBCOMMANDS.items()
     ) + "\n\nRun `deeplab-studio SUBCOMMAND --help` for a subcommand's options."
     p = _Parser(
         prog="deeplab-studio",
