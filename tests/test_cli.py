@@ -27,7 +27,7 @@ def test_console_script_is_declared_and_runs() -> None:
     assert out.returncode == 0 and out.stdout.strip() == f"deeplab-studio {deeplab_studio.__version__}"
     out = _run(str(script), "--help")
     assert out.returncode == 0 and "import-voc" in out.stdout and "--demo" in out.stdout
-    assert "  import      import a dataset (VOC, CVAT masks, labelme, COCO, mask folders)" in out.stdout
+    assert "  import       import a dataset (VOC, CVAT masks, labelme, COCO, mask folders)" in out.stdout
 
 
 @pytest.mark.parametrize("sub, options", [("export", ("--out", "--val-fraction", "--seed", "--status", "--format")),
