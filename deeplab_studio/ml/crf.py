@@ -22,15 +22,16 @@ on the 7 voc_real val crops the two differ on at most 91 of 263,169 pixels and 0
 (tests/ml/test_crf_engine.py); restricted and whole-image runs differ on < 0.2 % of pixels, and
 every change lies within 16 px of the input's borders (tests/ml/test_crf.py).
 Measured against a plain 21-label, whole-image pydensecrf call with the same energy, in one run
-(benchmarks/bench_crf_scenes.py, all 10 voc_real scenes, 2 cores under a load of ~9, wall time):
-the R101 predictions with the defaults 8.3-21.5× (median 10.4×), the bundled model's labels with
-its card setting 4.2-14.9× (median 8.4×), its probabilities with the defaults 2.8-18.2× (median
-5.8×); the previous engine (pydensecrf per tile with the tile's labels) gave 2.5-20×. Below 5×:
-the probabilities of 2011_000006 / 2011_000003 / 2011_000025 / 2007_000033 (2.8, 3.0, 4.0, 4.7×)
-and 2011_000006 with the card (4.2×): MobileNet's 1/16 logits leave ~80 % of those pixels
+(benchmarks/bench_crf_scenes.py, all 10 voc_real scenes, 2 cores under a load of ~9, wall time;
+two runs): the R101 predictions with the defaults 6.8-23× (median 10.4×), the bundled model's
+labels with its card setting 4.2-19× (median 8.4-8.9×), its probabilities with the defaults
+2.6-18× (median 5.8-6.3×); the previous engine (pydensecrf per tile with the tile's labels) gave
+2.3-22×. Below 5×: the probabilities of 2011_000006 / 2011_000003 / 2011_000025 (2.6-2.8,
+2.9-3.0, 4.0-4.1×), 2007_000033 (4.7×) and 2007_000332 (3.9× in one run, 5.3× in the other),
+and 2011_000006 with the card (4.2-4.3×): MobileNet's 1/16 logits leave ~80 % of those pixels
 uncertain (the band is nearly the whole image), up to 10 labels reach 1 % somewhere and 3-4 of
 them over large areas, and each such label costs a lattice filter over the whole band per
-iteration. A CRFSession's repeated call (snap again, slider preview): 16.5-44×, 6.6-25×, 4.0-27×.
+iteration. A CRFSession's repeated call (snap again, slider preview): 14-73×, 6.5-33×, 3.7-27×.
 mIoU: ours - plain +0.02 / +0.06 / +0.04 points on average (worst -0.04), ours - previous engine
 -0.005 (worst -0.03).
 Memory (4000×3000, benchmarks/bench_crf.py, load ~9 on 2 cores): hard labels 5.0 s, peak RSS
