@@ -103,7 +103,8 @@ def _start(ray: Any, args: argparse.Namespace) -> None:
             ray.init(address=args.address, **quiet)
         else:
             need = math.ceil(args.workers * args.cpus_per_worker)
-            ray.init(num_cpus=max(os.cpu_count() or 1, need), **quiet)
+            # "local": a new cluster for this run, never one that RAY_ADDRESS or /tmp/ray points at
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need), **quiet)
     except Exception as exc:
         where = f"join the Ray cluster at {args.address}" if args.address else "start a local Ray"
         hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here too)" \

@@ -66,7 +66,7 @@ def test_ray_writes_the_bytes_of_a_plain_run(images: Path, tmp_path: Path, capsy
 def test_ray_in_a_running_cluster_with_shards_and_resume(images: Path, tmp_path: Path, capsys) -> None:
     ray = _ray()
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as exc:
         pytest.skip(f"Ray cannot start here: {exc}")
     try:
