@@ -1,21 +1,8 @@
-"""The one cancel hook of long ml jobs (prediction, CRF, training): a callable returning True to
-stop, or anything with ``is_set()`` (a ``threading.Event``); None never stops. Standard library only.
-"""
+"""The cancel hook of long ml jobs (prediction, CRF, training): ``core.cancel``'s, re-exported
+under the name ml modules import it by."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
+from deeplab_studio.core.cancel import Cancel, is_cancelled
 
-#: what ``cancel=`` parameters accept (training also takes any object with ``is_set()``)
-Cancel = Callable[[], bool] | threading.Event | None
-
-
-def is_cancelled(cancel: Any) -> bool:
-    """Whether ``cancel`` (None, a callable or anything with ``is_set()``) asks to stop now."""
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
+__all__ = ["Cancel", "is_cancelled"]

@@ -31,15 +31,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from deeplab_studio.core.cancel import Cancel, is_cancelled  # noqa: F401  (re-exported: the formats import them here)
 from deeplab_studio.core.labels import LabelSet
 
 Progress = Callable[[int, int, str], None]  # (done, total, current item)
-#: a cancel hook: a callable returning True to stop, or anything with `is_set()` (threading.Event)
-Cancel = Callable[[], bool] | Any | None
 
 
 class FormatError(Exception):
@@ -48,15 +47,6 @@ class FormatError(Exception):
 
 class Cancelled(Exception):
     """The cancel hook asked to stop: what the run had written was removed again."""
-
-
-def is_cancelled(cancel: Cancel) -> bool:
-    """Whether `cancel` (None, a callable or anything with `is_set()`) asks to stop now."""
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
 
 
 def export_stems(keys: Iterable[str]) -> dict[str, str]:
