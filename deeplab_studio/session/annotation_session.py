@@ -74,6 +74,7 @@ class AnnotationSession:
         self.saver.saved.connect(lambda rec: self.status_changed.emit(rec.path))
         self.saver.failed.connect(lambda text: self.say(text))
         self.last_message = ""
+        self._positions: tuple[list, int, dict[str, int]] | None = None  # find()'s index of the records
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -97,11 +98,13 @@ class AnnotationSession:
         return self.project is not None and self.project.read_only
 
     def find(self, key: str) -> int | None:
-        """The index of the image with key (relative path) `key`, or None."""
-        for i, rec in enumerate(self.records):
-            if rec.path == key:
-                return i
-        return None
+        """The index of the image with key (relative path) `key`, or None (a dict lookup, rebuilt
+        only when the project's record list changed: every status change asks)."""
+        recs = self.project.records if self.project is not None else []
+        cached = self._positions
+        if cached is None or cached[0] is not recs or cached[1] != len(recs):
+            cached = self._positions = (recs, len(recs), {r.path: i for i, r in enumerate(recs)})
+        return cached[2].get(key)
 
     def say(self, text: str, level: str = "error") -> None:
         if level != "status":

@@ -54,7 +54,7 @@ class WindowLink:
 
     def record(self, key: str):
         index = self.session.find(key)
-        return self.session.records[index] if index is not None else None
+        return self.session.project.records[index] if index is not None else None
 
     def record_status(self, key: str) -> Status | None:
         rec = self.record(key)
@@ -71,8 +71,9 @@ class WindowLink:
 
     def next_key_and_path(self) -> tuple[str, str] | None:
         """The image after the current one in the project's order."""
-        doc, recs = self.session.document, self.records()
+        doc, project = self.session.document, self.session.project
         index = self.session.find(doc.key) if doc is not None else None
+        recs = project.records if project is not None else []
         if index is None or index + 1 >= len(recs):
             return None
         return recs[index + 1].path, str(self.session.project.image_path(recs[index + 1]))
