@@ -16,7 +16,7 @@ import numpy as np
 from deeplab_studio.core.brush import paint_disk, paint_line
 from deeplab_studio.core.fill import fill_mask, flood_region, polygon_mask
 from deeplab_studio.core.labels import BACKGROUND, IGNORE
-from deeplab_studio.core.patches import MaskPatch, StrokeRecorder
+from deeplab_studio.core.patches import MaskPatch, StrokeRecorder, union_bbox
 from deeplab_studio.session.document import AnnotationDocument
 from deeplab_studio.session.superpixels import Superpixels
 
@@ -84,11 +84,14 @@ class Tool:
         return False
 
 
-class BrushTool(Tool):
-    """Paints a gap-free capsule stroke of the active class; one undo step per stroke."""
+def background_protect(ctx: ToolContext, doc: AnnotationDocument) -> np.ndarray | None:
+    """The pixels a "background only" change must leave alone (every labelled one), or None."""
+    return doc.labels != BACKGROUND if ctx.background_only else None
 
-    name, title, shows_brush = "brush", "Brush", True
-    snaps = True  # refined by `ctx.snap` when that is set
+
+class StrokeTool(Tool):
+    """A press–drag–release change recorded tile by tile and committed as one undo step (the
+    brush, the eraser, the wand): the shared stroke state, finishing and cancelling."""
 
     def __init__(self, ctx: ToolContext) -> None:
         super().__init__(ctx)
@@ -96,25 +99,57 @@ class BrushTool(Tool):
         self._last: Point | None = None
         self._recorders: tuple[StrokeRecorder, StrokeRecorder] | None = None
         self._protect: np.ndarray | None = None
-        self._value = 0
 
     @property
     def busy(self) -> bool:
         return self._doc is not None
 
+    def protect_for(self, doc: AnnotationDocument) -> np.ndarray | None:
+        return background_protect(self.ctx, doc)
+
+    def _begin(self, doc: AnnotationDocument, p: Point) -> None:
+        self._doc, self._last = doc, p
+        self._recorders = (StrokeRecorder(doc.labels), StrokeRecorder(doc.edit_mask))
+        self._protect = self.protect_for(doc)
+
+    def _finish(self, p: Point, mods: Mods):
+        """End the stroke at `p`: (document, labels patch, edit patch, protect mask), or None when
+        no stroke was going on or it changed nothing."""
+        if self._doc is None:
+            return None
+        if p != self._last:
+            self.move(p, mods)
+        lp, ep = (rec.finish() for rec in self._recorders)
+        done = (self._doc, lp, ep, self._protect)
+        self._doc = self._last = self._recorders = self._protect = None
+        return None if lp is None and ep is None else done
+
+    def cancel(self) -> bool:
+        if self._doc is None:
+            return False
+        self.release(self._last or (0.0, 0.0), Mods())
+        return True
+
+
+class BrushTool(StrokeTool):
+    """Paints a gap-free capsule stroke of the active class; one undo step per stroke."""
+
+    name, title, shows_brush = "brush", "Brush", True
+    snaps = True  # refined by `ctx.snap` when that is set
+
+    def __init__(self, ctx: ToolContext) -> None:
+        super().__init__(ctx)
+        self._value = 0
+
     def value(self, mods: Mods) -> int:
         return self.ctx.active_class
-
-    def protect_for(self, doc: AnnotationDocument) -> np.ndarray | None:
-        return doc.labels != BACKGROUND if self.ctx.background_only else None
 
     def press(self, p: Point, mods: Mods) -> None:
         doc = self.ctx.document()
         if doc is None:
             return
-        self._doc, self._last, self._value = doc, p, self.value(mods)
-        self._recorders = (StrokeRecorder(doc.labels), StrokeRecorder(doc.edit_mask))
-        self._protect = self.protect_for(doc)
+        self._value = self.value(mods)
+        self._begin(doc, p)
         bbox = paint_disk(doc.labels, p, self.ctx.radius, self._value, protect=self._protect,
                           edit_mask=doc.edit_mask, recorders=self._recorders)
         doc.notify(bbox)
@@ -129,16 +164,10 @@ class BrushTool(Tool):
         doc.notify(bbox)
 
     def release(self, p: Point, mods: Mods) -> None:
-        if self._doc is None:
+        done = self._finish(p, mods)
+        if done is None:
             return
-        if p != self._last:
-            self.move(p, mods)
-        rec_labels, rec_edit = self._recorders
-        lp, ep = rec_labels.finish(), rec_edit.finish()
-        doc, protect = self._doc, self._protect
-        self._doc = self._last = self._recorders = self._protect = None
-        if lp is None and ep is None:
-            return
+        doc, lp, ep, protect = done
         title = f"{self.title} stroke"
         if self.snaps and self.ctx.snap is not None:
             try:
@@ -147,12 +176,6 @@ class BrushTool(Tool):
             except (ValueError, ImportError, MemoryError, RuntimeError) as exc:
                 self.ctx.message(f"Stroke not snapped: {exc}")
         self.ctx.commit(title, lp, ep)
-
-    def cancel(self) -> bool:
-        if self._doc is None:
-            return False
-        self.release(self._last or (0.0, 0.0), Mods())
-        return True
 
 
 class EraserTool(BrushTool):
@@ -169,19 +192,13 @@ class EraserTool(BrushTool):
 
 
 def _commit_fill(ctx: ToolContext, doc: AnnotationDocument, region: np.ndarray, title: str) -> None:
-    protect = doc.labels != BACKGROUND if ctx.background_only else None
-    result = fill_mask(doc.labels, region, ctx.active_class, protect=protect, edit_mask=doc.edit_mask)
+    result = fill_mask(doc.labels, region, ctx.active_class, protect=background_protect(ctx, doc),
+                       edit_mask=doc.edit_mask)
     if result is None:
         return
     lp, ep = result
-    doc.notify(_bbox_union(lp, ep))
+    doc.notify(union_bbox(*(q.bbox for q in (lp, ep) if q is not None)))
     ctx.commit(title, lp, ep)
-
-
-def _bbox_union(a: MaskPatch | None, b: MaskPatch | None):
-    boxes = [p.bbox for p in (a, b) if p is not None]
-    return (min(v[0] for v in boxes), min(v[1] for v in boxes),
-            max(v[2] for v in boxes), max(v[3] for v in boxes)) if boxes else None
 
 
 class FillTool(Tool):
@@ -260,7 +277,7 @@ class PickerTool(Tool):
             self.ctx.pick(value)
 
 
-class WandTool(Tool):
+class WandTool(StrokeTool):
     """Gives the superpixel under the click the active class; a drag paints every superpixel it
     crosses. Same rules as the brush ("background only", the edit mask); one undo step per drag."""
 
@@ -268,16 +285,8 @@ class WandTool(Tool):
 
     def __init__(self, ctx: ToolContext) -> None:
         super().__init__(ctx)
-        self._doc: AnnotationDocument | None = None
         self._sp: Superpixels | None = None
-        self._last: Point | None = None
         self._done: set[int] = set()
-        self._recorders: tuple[StrokeRecorder, StrokeRecorder] | None = None
-        self._protect: np.ndarray | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self._doc is not None
 
     @property
     def scale(self) -> int:
@@ -293,9 +302,8 @@ class WandTool(Tool):
         if sp is None or sp.shape != doc.labels.shape:
             self.ctx.message("The wand's superpixels are not ready for this image")
             return
-        self._doc, self._sp, self._last, self._done = doc, sp, p, set()
-        self._recorders = (StrokeRecorder(doc.labels), StrokeRecorder(doc.edit_mask))
-        self._protect = doc.labels != BACKGROUND if self.ctx.background_only else None
+        self._sp, self._done = sp, set()
+        self._begin(doc, p)
         region = sp.region_at(self.scale, *p)
         self._done.add(sp.segment_at(self.scale, *p))
         self._paint(*region)
@@ -326,21 +334,10 @@ class WandTool(Tool):
         doc.notify(box)
 
     def release(self, p: Point, mods: Mods) -> None:
-        if self._doc is None:
-            return
-        if p != self._last:
-            self.move(p, mods)
-        rec_labels, rec_edit = self._recorders
-        lp, ep = rec_labels.finish(), rec_edit.finish()
-        self._doc = self._sp = self._last = self._recorders = self._protect = None
-        if lp is not None or ep is not None:
-            self.ctx.commit(self.title, lp, ep)
-
-    def cancel(self) -> bool:
-        if self._doc is None:
-            return False
-        self.release(self._last or (0.0, 0.0), Mods())
-        return True
+        done = self._finish(p, mods)
+        self._sp = None
+        if done is not None:
+            self.ctx.commit(self.title, done[1], done[2])
 
 
 TOOL_CLASSES: dict[str, type[Tool]] = {
