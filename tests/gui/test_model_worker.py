@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplab_studio.gui.workers.inference_worker import BATCH, INTERACTIVE, InferenceClient, Job, JobKind, JobQueue
+from deeplab_studio.gui.workers.inference_client import InferenceClient
+from deeplab_studio.gui.workers.jobs import BATCH, INTERACTIVE, Job, JobKind, JobQueue
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,7 +51,7 @@ def test_gui_modules_do_not_import_torch_until_the_first_request() -> None:
         "import sys\n"
         "from PySide6.QtWidgets import QApplication\n"
         "app = QApplication([])\n"
-        "import deeplab_studio.gui.workers.inference_worker as w, deeplab_studio.gui.model.controller, "
+        "import deeplab_studio.gui.workers.inference_client as w, deeplab_studio.gui.model.controller, "
         "deeplab_studio.gui.model.dialog, deeplab_studio.gui.model.crf_panel, deeplab_studio.gui.demo\n"
         "c = w.InferenceClient()\n"
         "print('torch' in sys.modules)\n"

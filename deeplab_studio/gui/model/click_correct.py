@@ -18,7 +18,8 @@ import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 
 from deeplab_studio.gui.model.actions import make_action, make_toggle
-from deeplab_studio.gui.workers.inference_worker import Correction, InferenceClient, JobFailure, JobKind
+from deeplab_studio.gui.workers.inference_client import InferenceClient
+from deeplab_studio.gui.workers.jobs import Correction, JobFailure, JobKind
 
 IGNORE = 255
 

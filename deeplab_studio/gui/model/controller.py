@@ -28,7 +28,8 @@ from deeplab_studio.gui.window import settings as prefs
 from deeplab_studio.gui.workers.background_jobs import JobPool
 from deeplab_studio.gui.model.class_mapping import (ClassMapping, is_default_labelset, map_classes, model_labelset,
                                               unmatched_note)
-from deeplab_studio.gui.workers.inference_worker import InferenceClient, ModelInfo
+from deeplab_studio.gui.workers.inference_client import InferenceClient
+from deeplab_studio.gui.workers.jobs import ModelInfo
 from deeplab_studio.gui.model.actions import make_action, make_toggle
 from deeplab_studio.gui.model.click_correct import ClickCorrection
 from deeplab_studio.gui.model.offer import ModelOffer, bundled_weights, voc_model_available

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 
 from deeplab_studio.core.labels import BACKGROUND, IGNORE
 from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
-from deeplab_studio.gui.workers.inference_worker import ModelInfo
+from deeplab_studio.gui.workers.jobs import ModelInfo
 
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin);;All files (*)"
 

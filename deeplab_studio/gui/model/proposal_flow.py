@@ -23,8 +23,8 @@ from PySide6.QtCore import QObject, Signal
 
 from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
 from deeplab_studio.gui.model.batch_status import BatchStatus
-from deeplab_studio.gui.workers.inference_worker import (BATCH, INTERACTIVE, PREFETCH, InferenceClient, JobFailure,
-                                                         JobKind, Proposal)
+from deeplab_studio.gui.workers.inference_client import InferenceClient
+from deeplab_studio.gui.workers.jobs import BATCH, INTERACTIVE, PREFETCH, JobFailure, JobKind, Proposal
 from deeplab_studio.gui.model.uncertainty import UncertaintyStore
 from deeplab_studio.storage.records import Status
 

@@ -19,7 +19,8 @@ from PySide6.QtCore import QObject, Signal
 
 from deeplab_studio.gui.model.actions import make_action, make_toggle
 from deeplab_studio.gui.model.uncertainty import OVERLAY_COLORS, contrasting_color
-from deeplab_studio.gui.workers.inference_worker import InferenceClient, JobFailure, JobKind, ReviewResult
+from deeplab_studio.gui.workers.inference_client import InferenceClient
+from deeplab_studio.gui.workers.jobs import JobFailure, JobKind, ReviewResult
 from deeplab_studio.session.review import ImageReview, ReviewQueue, review_items
 
 MAP_BUDGET = 256 << 20  # bytes of disagreement maps kept (the most suspicious images' first)

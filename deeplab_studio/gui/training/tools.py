@@ -19,7 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QToolButton
 
-from deeplab_studio.gui.workers.inference_worker import ModelInfo
+from deeplab_studio.gui.workers.jobs import ModelInfo
 from deeplab_studio.gui.model.actions import make_action
 from deeplab_studio.gui.training.dialog import TrainDialog
 from deeplab_studio.gui.training.worker import TrainRun, format_eta
