@@ -268,11 +268,17 @@ def image_size(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
 
 def row_blocks(im: Image.Image) -> Iterator[tuple[int, Image.Image]]:
-    """(first row, crop) for consecutive full-width row blocks of about `_BLOCK_PIXELS` pixels."""
+    """(first row, crop) for consecutive full-width row blocks of about `_BLOCK_PIXELS` pixels.
+
+    The image passed our own size checks already; Pillow 12 re-checks its global bomb limit in
+    `crop`, so each crop is taken with that global lifted (under `_PIL_LOCK`).
+    """
     w, h = im.size
     step = max(1, _BLOCK_PIXELS // max(w, 1))
     for y in range(0, h, step):
-        yield y, im.crop((0, y, w, min(h, y + step)))
+        with _pillow_globals(None):
+            block = im.crop((0, y, w, min(h, y + step)))
+        yield y, block
 
 
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
