@@ -32,7 +32,7 @@ def test_export_dialog_writes_each_format_and_its_reader_gives_the_maps_back(qtb
         assert dlg.start_export()
     result = sig.args[0]
     assert result.format == fmt and len(result.keys) == 3
-    assert "pixels per class" in dlg.report.toPlainText()
+    assert "pixels per class" in dlg.status.report.toPlainText()
     back = reader(fmt).read(tmp_path / fmt)
     lut = plan_classes(back.class_names, back.colors, window.project.labels, adopt=False).lut  # by name
     got = {item.key: lut[item.read_labels()] for item in back.items}
@@ -62,8 +62,8 @@ def test_import_dialog_brings_a_dataset_into_the_open_project(qtbot, settings, t
     imp.source.setText(str(tmp_path / "dataset"))  # format: detected
     with qtbot.waitSignal(imp.importFinished, timeout=60000) as sig:
         assert imp.start_import()
-    assert "images/ + masks/" in imp.message.text() or sig.args[0].format == "masks"
-    assert sig.args[0].imported == 3 and "imported: 3" in imp.report.toPlainText()
+    assert "images/ + masks/" in imp.status.message.text() or sig.args[0].format == "masks"
+    assert sig.args[0].imported == 3 and "imported: 3" in imp.status.report.toPlainText()
     # the window reopened its project: the images are listed, writable, with the imported maps
     assert len(window.project.records) == 3 and not window.project.read_only
     assert window.document is not None

@@ -29,7 +29,7 @@ def test_export_dialog_writes_a_dataset_torchvision_loads(qtbot, window, tmp_pat
         assert dlg.start_export()
     summary = sig.args[0]
     assert len(summary.ids) == 3 and len(summary.val) == 1
-    assert "pixels per class" in dlg.report.toPlainText() and dlg.open_button.isEnabled()
+    assert "pixels per class" in dlg.status.report.toPlainText() and dlg.open_button.isEnabled()
 
     tv = pytest.importorskip("torchvision")
     ds = tv.datasets.VOCSegmentation(str(tmp_path / "export"), year="2012", image_set="trainval", download=False)
@@ -53,7 +53,7 @@ def test_export_into_a_foreign_folder_fails_in_the_dialog(qtbot, window, tmp_pat
     dlg.devkit.setChecked(False)
     with qtbot.waitSignal(dlg.exportFailed, timeout=30000) as sig:
         dlg.start_export()
-    assert "not empty" in sig.args[0] and "not empty" in dlg.message.text()
+    assert "not empty" in sig.args[0] and "not empty" in dlg.status.message.text()
     assert (dest / "notes.txt").read_text() == "mine"
 
 
@@ -117,7 +117,7 @@ def test_replacing_another_projects_export_asks_first(qtbot, settings, tmp_path,
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
     assert not dlg_b.start_export() and dlg_b.job is None
     assert len(asked) == 1 and str(a.folder) in asked[0] and "another project" in asked[0]
-    assert "cancelled" in dlg_b.message.text() and len(list(jpegs.iterdir())) == 3  # a's export kept
+    assert "cancelled" in dlg_b.status.message.text() and len(list(jpegs.iterdir())) == 3  # a's export kept
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
     assert _export(qtbot, dlg_b).ids == ["img_0"] and len(asked) == 2
     assert [p.name for p in jpegs.iterdir()] == ["img_0.jpg"]

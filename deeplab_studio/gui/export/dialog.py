@@ -17,12 +17,11 @@ after a question; images that fail are listed in the summary and left out.
 from __future__ import annotations
 
 import hashlib
-import html
 import os
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtCore import QSettings, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -32,16 +31,14 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QMessageBox,
-    QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
 )
 
+from deeplab_studio.gui.export.job_status import JobStatus, button_row
 from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
 from deeplab_studio.storage.formats import FORMATS, writer
 from deeplab_studio.storage.formats.project_export import DatasetExport, export_dataset
@@ -150,13 +147,7 @@ class ExportDialog(QDialog):
         form.addRow("Split seed", self.seed)
         form.addRow("Images with status", status_row)
         form.addRow("", self.objects)
-        self.progress = QProgressBar()
-        self.progress.setVisible(False)
-        self.message = QLabel()
-        self.message.setWordWrap(True)
-        self.report = QPlainTextEdit()
-        self.report.setReadOnly(True)
-        self.report.setVisible(False)
+        self.status = JobStatus()
         self.export_button = QPushButton("Export")
         self.export_button.setDefault(True)
         self.open_button = QPushButton("Open folder")
@@ -165,16 +156,10 @@ class ExportDialog(QDialog):
         self.export_button.clicked.connect(self.start_export)
         self.open_button.clicked.connect(self.open_folder)
         close.clicked.connect(self.close)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        for b in (self.open_button, self.export_button, close):
-            buttons.addWidget(b)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.message)
-        lay.addWidget(self.report, 1)
-        lay.addLayout(buttons)
+        lay.addWidget(self.status, 1)
+        lay.addLayout(button_row(self.open_button, self.export_button, close))
         self.resize(640, 380)
         self._format_changed()
 
@@ -212,7 +197,7 @@ class ExportDialog(QDialog):
             return False
         replace_other = self._confirm_replacing_other()
         if replace_other is None:
-            self.message.setText("Export cancelled: choose another destination.")
+            self.status.say("Export cancelled: choose another destination.")
             return False
         self.settings.setValue(destination_key(self.project.folder), self.destination.text().strip())
         for key, value in (("val_fraction", self.val_fraction.value()), ("seed", self.seed.value()),
@@ -226,13 +211,11 @@ class ExportDialog(QDialog):
         self.job = self.jobs.start(export_job, str(self.project.folder), str(self.project.data_dir), destination,
                                    self.fmt(), **options, on_result=lambda r: self._finished(*r),
                                    on_error=lambda exc: self._fail(str(exc)),
-                                   on_progress=lambda p: self._progress(*p))
+                                   on_progress=lambda p: self.status.step(*p))
         if self.job is None:
             return False
         self.export_button.setEnabled(False)
-        self.progress.setVisible(True)
-        self.progress.setRange(0, 0)
-        self.message.setText("Exporting…")
+        self.status.busy("Exporting…")
         return True
 
     def shutdown(self, *_) -> bool:
@@ -253,11 +236,6 @@ class ExportDialog(QDialog):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return True if answer == QMessageBox.StandardButton.Yes else None
 
-    def _progress(self, done: int, total: int, what: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.message.setText(f"{done} / {total}  {what}")
-
     def _finished(self, result: ExportSummary | DatasetExport, counts: np.ndarray) -> None:
         self.job = None
         if isinstance(result, DatasetExport):
@@ -268,15 +246,11 @@ class ExportDialog(QDialog):
 
     def _show_done(self, result: ExportSummary | DatasetExport, n: int, as_what: str, report: str) -> None:
         """The progress bar full, the buttons back, the one-line message and the report shown."""
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
         self.export_button.setEnabled(True)
         self.open_button.setEnabled(True)
         failed = f" {len(result.failed)} failed (listed below)." if result.failed else ""
-        self.message.setText(f"Exported {n} image{'' if n == 1 else 's'}{as_what} to {shown(result.out_dir)} "
-                             f"in {result.seconds:.1f} s.{failed}")
-        self.report.setPlainText(report)
-        self.report.setVisible(True)
+        self.status.finished(f"Exported {n} image{'' if n == 1 else 's'}{as_what} to {shown(result.out_dir)} "
+                             f"in {result.seconds:.1f} s.{failed}", report)
         self.exportFinished.emit(result)
 
     def _finished_format(self, result: DatasetExport, counts: np.ndarray) -> None:
@@ -316,9 +290,7 @@ class ExportDialog(QDialog):
         message = shown(message)
         self.job = None
         self.export_button.setEnabled(True)
-        self.progress.setVisible(False)
-        self.message.setText(f"<span style='color:#d33'>Export failed: {html.escape(message)}</span>")
-        self.message.setTextFormat(Qt.TextFormat.RichText)
+        self.status.failed(f"Export failed: {message}")
         self.exportFailed.emit(message)
 
     def open_folder(self) -> None:

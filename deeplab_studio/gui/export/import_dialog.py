@@ -6,12 +6,13 @@ layer's rule) and the project reopens as it was."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout)
+from PySide6.QtCore import QSettings, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit,
+                               QPushButton, QVBoxLayout)
+
+from deeplab_studio.gui.export.job_status import JobStatus, button_row
 
 from deeplab_studio.gui.workers.background_jobs import JobPool, TaskWorker
 from deeplab_studio.session.annotation_session import AnnotationSession
@@ -77,28 +78,16 @@ class ImportDialog(QDialog):
         form.addRow("Into project", self.into)
         form.addRow("Class mapping", self.classes_file)
         form.addRow("", self.overwrite)
-        self.progress = QProgressBar()
-        self.progress.setVisible(False)
-        self.message = QLabel()
-        self.message.setWordWrap(True)
-        self.report = QPlainTextEdit()
-        self.report.setReadOnly(True)
-        self.report.setVisible(False)
+        self.status = JobStatus()
         self.import_button = QPushButton("Import")
         self.import_button.setDefault(True)
         self.import_button.clicked.connect(self.start_import)
         close = QPushButton("Close")
         close.clicked.connect(self.close)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        buttons.addWidget(self.import_button)
-        buttons.addWidget(close)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.message)
-        lay.addWidget(self.report, 1)
-        lay.addLayout(buttons)
+        lay.addWidget(self.status, 1)
+        lay.addLayout(button_row(self.import_button, close))
         self.resize(620, 360)
 
     def _browse(self) -> None:
@@ -119,7 +108,7 @@ class ImportDialog(QDialog):
         try:
             if fmt == "auto":
                 fmt = detect(source)
-                self.message.setText(f"Detected {reader(fmt).title}.")
+                self.status.say(f"Detected {reader(fmt).title}.")
         except Exception as exc:  # noqa: BLE001 - one line in the dialog
             self._fail(str(exc))
             return False
@@ -131,20 +120,14 @@ class ImportDialog(QDialog):
         self.job = self.jobs.start(import_job, source, fmt, into, overwrite=self.overwrite.isChecked(),
                                    classes_file=self.classes_file.text().strip() or None,
                                    on_result=self._finished, on_error=lambda exc: self._fail(str(exc)),
-                                   on_progress=lambda p: self._progress(*p))
+                                   on_progress=lambda p: self.status.step(p[0], p[1], shown(p[2])))
         self.import_button.setEnabled(False)
-        self.progress.setVisible(True)
-        self.progress.setRange(0, 0)
+        self.status.busy()
         return True
 
     def shutdown(self, *_) -> bool:
         """Stop a running import between items and join its thread (window closing)."""
         return self.jobs.shutdown()
-
-    def _progress(self, done: int, total: int, what: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.message.setText(f"{done} / {total}  {shown(what)}")
 
     def _resume(self) -> None:
         if self._reopen:
@@ -154,13 +137,10 @@ class ImportDialog(QDialog):
     def _finished(self, summary: ImportSummary) -> None:
         self.job, self.summary = None, summary
         self._resume()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
         self.import_button.setEnabled(True)
         failed = f" {len(summary.failed)} failed (listed below)." if summary.failed else ""
-        self.message.setText(f"Imported {summary.imported} label maps into {shown(self.into.text())}.{failed}")
-        self.report.setPlainText(summary_text(summary))
-        self.report.setVisible(True)
+        self.status.finished(f"Imported {summary.imported} label maps into {shown(self.into.text())}.{failed}",
+                             summary_text(summary))
         self.importFinished.emit(summary)
 
     def _fail(self, message: str) -> None:
@@ -168,7 +148,5 @@ class ImportDialog(QDialog):
         self.job = None
         self._resume()
         self.import_button.setEnabled(True)
-        self.progress.setVisible(False)
-        self.message.setTextFormat(Qt.TextFormat.RichText)
-        self.message.setText(f"<span style='color:#d33'>Import failed: {html.escape(message)}</span>")
+        self.status.failed(f"Import failed: {message}")
         self.importFailed.emit(message)
