@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtWidgets import QApplication
 
 from deeplab_studio.gui.workers.jobs import Job
 from deeplab_studio.gui.model_tools import model_tools
@@ -99,7 +100,7 @@ def test_closing_joins_export_snap_download_and_training(qtbot, tmp_path, monkey
     assert not training.run.running and not training.run.thread_alive
     assert not controller.client.running
     assert _python_threads() <= before  # no Python thread (export, session I/O, saver) is left
-    qtbot.wait(50)
+    QApplication.processEvents()  # anything the threads posted before they were joined is delivered now
     assert ended == []  # nothing is reported into the closed window
     assert _tree(dest) == exported  # the earlier export is untouched, no staging folder left
     with Project.open(project.folder) as reopened:  # the window released it; nothing to recover
