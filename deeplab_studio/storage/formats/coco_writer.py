@@ -27,12 +27,11 @@ import numpy as np
 
 from deeplab_studio import __version__
 from deeplab_studio.core.labels import IGNORE, LabelSet
-from deeplab_studio.storage.formats.base import (
-    Cancel, Cancelled, ExportItem, FormatError, Progress, export_stems, is_cancelled)
+from deeplab_studio.storage.formats.base import Cancel, ExportItem, FormatError, Progress
 from deeplab_studio.storage.formats.coco_layout import BACKGROUND, IGNORE_CATEGORY, is_background
 from deeplab_studio.storage.formats.coco_masks import box_and_area, encode_uncompressed
 from deeplab_studio.storage.formats.coco_panoptic import panoptic_png
-from deeplab_studio.storage.formats.mask_files import checked_labels, describe_failure, place_image, write_bytes
+from deeplab_studio.storage.formats.mask_files import checked_labels, place_image, write_bytes, write_items
 
 IMAGES = "images/default"
 INSTANCES = "annotations/instances_default.json"
@@ -85,34 +84,17 @@ class CocoWriter:
               progress: Progress | None = None, cancel: Cancel = None) -> list[tuple[str, str]]:
         """The layout of the module doc; returns (key, reason) of the items that failed."""
         names = category_names(labels)
-        items = list(items)
-        stems = export_stems(it.key for it in items)
         images: list[dict] = []
         instances: list[dict] = []
         panoptic: list[dict] = []
-        failed: list[tuple[str, str]] = []
-        for k, item in enumerate(items):
-            if is_cancelled(cancel):
-                raise Cancelled("export cancelled")
-            if progress:
-                progress(k, len(items), item.key)
-            written: list[Path] = []
-            try:
-                entry, inst, pan = self._write_one(stage, item, stems[item.key], len(images) + 1, len(labels), written)
-            except OSError as exc:
-                if isinstance(exc, FileNotFoundError) and not item.image.exists():
-                    failed.append((item.key, f"{item.image}: no such file"))
-                    continue
-                raise  # the stage itself cannot be written: the run stops
-            except Exception as exc:  # noqa: BLE001 - this item's failure (MemoryError included)
-                failed.append((item.key, describe_failure(item.key, exc)))
-                stem = stage / IMAGES / stems[item.key]
-                for p in {*written, *(stem.with_name(stem.name + e) for e in (item.image.suffix.lower(), ".jpg", ".png"))}:
-                    p.unlink(missing_ok=True)
-                continue
+
+        def write_one(item: ExportItem, stem: str, written: list[Path]) -> None:
+            entry, inst, pan = self._write_one(stage, item, stem, len(images) + 1, len(labels), written)
             images.append(entry)
-            instances += inst
+            instances.extend(inst)
             panoptic.append(pan)
+
+        failed = write_items(items, stage / IMAGES, write_one, progress=progress, cancel=cancel)
         for i, a in enumerate(instances, 1):
             a["id"] = i
         used_void = any(a["category_id"] == IGNORE for a in instances)

@@ -23,11 +23,10 @@ import numpy as np
 from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, LabelSet
-from deeplab_studio.storage.formats.base import (
-    Cancel, Cancelled, ExportItem, FormatError, Progress, export_stems, is_cancelled)
+from deeplab_studio.storage.formats.base import Cancel, ExportItem, FormatError, Progress
 from deeplab_studio.storage.formats.contours import pixel_runs, trace_regions
 from deeplab_studio.storage.formats.labelme_shapes import BACKGROUND_LABEL, IGNORE_LABEL, Shape, paint
-from deeplab_studio.storage.formats.mask_files import checked_labels, describe_failure, place_image, write_bytes
+from deeplab_studio.storage.formats.mask_files import checked_labels, place_image, write_bytes, write_items
 
 FORMAT_VERSION = "5.5.0"  # the labelme JSON layout of labelme 5 and 6 (neither checks the version)
 
@@ -117,27 +116,8 @@ class LabelmeWriter:
               progress: Progress | None = None, cancel: Cancel = None) -> list[tuple[str, str]]:
         """`<stem>.json` + the image for each item, and `labels.txt`; (key, reason) of failures."""
         names = shape_names(labels)
-        items = list(items)
-        stems = export_stems(it.key for it in items)
-        failed: list[tuple[str, str]] = []
-        for k, item in enumerate(items):
-            if is_cancelled(cancel):
-                raise Cancelled("export cancelled")
-            if progress:
-                progress(k, len(items), item.key)
-            written: list[Path] = []
-            try:
-                self._write_one(stage, item, stems[item.key], names, len(labels), written)
-            except OSError as exc:
-                if isinstance(exc, FileNotFoundError) and not item.image.exists():
-                    failed.append((item.key, f"{item.image}: no such file"))
-                    continue
-                raise  # the stage itself cannot be written: the run stops
-            except Exception as exc:  # noqa: BLE001 - this item's failure (MemoryError included)
-                failed.append((item.key, describe_failure(item.key, exc)))
-                stem = stage / stems[item.key]
-                for p in {*written, *(stem.with_name(stem.name + e) for e in (item.image.suffix.lower(), ".jpg", ".png"))}:
-                    p.unlink(missing_ok=True)
+        failed = write_items(items, stage, lambda item, stem, written: self._write_one(
+            stage, item, stem, names, len(labels), written), progress=progress, cancel=cancel)
         write_bytes(stage / "labels.txt", "".join(f"{n}\n" for n in [IGNORE_LABEL, *names]))
         return failed
 

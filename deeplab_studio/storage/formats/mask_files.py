@@ -1,5 +1,6 @@
 """What the mask formats (VOC, CVAT masks, images/ + masks/ folders) share: safe item keys, an
-index of an image folder, the picklable label reader `MaskLabels`, and the writers' helpers.
+index of an image folder, the picklable label reader `MaskLabels`, and the writers' helpers
+(`write_items`: the per-item loop of the COCO and labelme writers).
 
 Masks of these formats are stored in the image file's raw pixel frame (their tools ignore EXIF),
 so `MaskLabels` rotates a mask with its image's EXIF orientation: labels come out in the frame
@@ -13,7 +14,7 @@ import io
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from PIL import Image
 
 from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, LabelSet
 from deeplab_studio.storage.formats.base import (
-    ExportItem, FormatError, Progress, export_stems)
+    Cancel, Cancelled, ExportItem, FormatError, Progress, export_stems, is_cancelled)
 from deeplab_studio.storage.images import IMAGE_EXTENSIONS, ImageReadError, apply_orientation, probe_image, read_image
 from deeplab_studio.storage.labelmaps import encode_label_png, read_label_png
 
@@ -220,6 +221,38 @@ def write_pairs(stage: Path, items: Iterable[ExportItem], classes: LabelSet, *, 
             continue
         done.append(stem)
     return done, failed
+
+
+def write_items(items: Iterable[ExportItem], image_dir: Path,
+                write_one: Callable[[ExportItem, str, list[Path]], object], *,
+                progress: Progress | None = None, cancel: Cancel = None) -> list[tuple[str, str]]:
+    """Call `write_one(item, stem, written)` for each item (stems from `export_stems`); it lists
+    each file in `written` as it writes it. Returns (key, reason) of the items that failed: a
+    failure removes the item's files (those listed, and its image under `image_dir` in any
+    extension `place_image` may have left). A missing source image is an item's failure; any
+    other OSError (the stage cannot be written) stops the run, as `cancel` does (Cancelled)."""
+    items = list(items)
+    stems = export_stems(it.key for it in items)
+    failed: list[tuple[str, str]] = []
+    for k, item in enumerate(items):
+        if is_cancelled(cancel):
+            raise Cancelled("export cancelled")
+        if progress:
+            progress(k, len(items), item.key)
+        written: list[Path] = []
+        try:
+            write_one(item, stems[item.key], written)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not item.image.exists():
+                failed.append((item.key, f"{item.image}: no such file"))
+                continue
+            raise  # the stage itself cannot be written: the run stops
+        except Exception as exc:  # noqa: BLE001 - this item's failure (MemoryError included)
+            failed.append((item.key, describe_failure(item.key, exc)))
+            stem = image_dir / stems[item.key]
+            for p in {*written, *(stem.with_name(stem.name + e) for e in (item.image.suffix.lower(), ".jpg", ".png"))}:
+                p.unlink(missing_ok=True)
+    return failed
 
 
 def describe_failure(name: str, exc: BaseException) -> str:
