@@ -17,6 +17,7 @@ import numpy as np
 
 from deeplab_studio.core.labels import IGNORE, LabelSet
 from deeplab_studio.core.patches import MaskPatch, union_bbox
+from deeplab_studio.session import class_edits
 from deeplab_studio.session.document import AnnotationDocument
 from deeplab_studio.session.events import Event
 from deeplab_studio.session.history import DirectSaver, History, PatchHistory, Saver
@@ -352,57 +353,24 @@ class AnnotationSession:
         if self.set_active_class(value):
             self.say(f"Picked class {value} ({self.class_name(value)})", "status")
 
-    # --- classes -------------------------------------------------------------------------------
+    # --- classes (the edits: class_edits) ------------------------------------------------------
     def set_labelset(self, labelset: LabelSet, lut: np.ndarray | None = None) -> bool:
         """Replace the class list; with `lut` (after a deletion) every label map is remapped."""
-        labelset = LabelSet(list(labelset.names), list(labelset.colors))
-        if self.project is not None:
-            if not self.saver.flush():
-                return False
-            try:
-                self.project.set_labelset(labelset, lut)
-            except (ProjectError, OSError, ValueError) as exc:
-                self.say(f"Cannot change the classes: {exc}")
-                return False
-            labelset = self.project.labels
-        self.labelset = labelset
-        if self.document is not None:
-            self.document.labelset = labelset
-            if lut is not None:
-                self.document.remap(lut)
-        self.labels_changed.emit(labelset)
-        return True
-
-    def _edit_classes(self, change: Callable[[LabelSet], object]) -> tuple[LabelSet, object] | None:
-        labelset = LabelSet.from_json(self.labelset.to_json())
-        try:
-            return labelset, change(labelset)
-        except (ValueError, KeyError) as exc:
-            self.say(str(exc))
-            return None
+        return class_edits.set_labelset(self, labelset, lut)
 
     def add_class(self, name: str, color=None) -> bool:
-        got = self._edit_classes(lambda ls: ls.add(name, color))
-        return got is not None and self.set_labelset(got[0])
+        return class_edits.edit(self, lambda ls: ls.add(name, color))
 
     def rename_class(self, index: int, name: str) -> bool:
-        got = self._edit_classes(lambda ls: ls.rename(index, name))
-        return got is not None and self.set_labelset(got[0])
+        return class_edits.edit(self, lambda ls: ls.rename(index, name))
 
     def recolor_class(self, index: int, color) -> bool:
-        got = self._edit_classes(lambda ls: ls.recolor(index, tuple(color)))
-        return got is not None and self.set_labelset(got[0])
+        return class_edits.edit(self, lambda ls: ls.recolor(index, tuple(color)))
 
     def delete_class(self, index: int, replacement: int = 0) -> bool:
         """Delete a class; its pixels in every image become `replacement`. Clears undo history
         (recorded patches use the old numbering)."""
-        got = self._edit_classes(lambda ls: ls.delete(index, replacement=replacement))
-        if got is None or not self.set_labelset(got[0], got[1]):
-            return False
-        self.history.clear_all()
-        if self.document is not None and self.project is not None:
-            self.saver.stack.setClean()  # the remapped map equals the remapped file on disk
-        return True
+        return class_edits.delete_class(self, index, replacement)
 
     def release_project(self) -> bool:
         """Save and close the open image and release the project's write lock, so another writer
