@@ -103,3 +103,14 @@ def controller_with_model(qtbot, window, checkpoint: Path):
     with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):
         c.load_model(str(checkpoint), "cpu")
     return c
+
+
+@pytest.fixture
+def voc_controller(qtbot, window):
+    """The window's model tools with the bundled VOC model loaded (CPU, CRF off); shut down after."""
+    from deeplab_studio.models import VOC_MODEL, bundled_model_path
+
+    with bundled_model_path(VOC_MODEL) as path:
+        c = controller_with_model(qtbot, window, path)
+    yield c
+    c.shutdown()

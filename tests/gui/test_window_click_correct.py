@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 
 from deeplab_studio.core.brush import paint_disk
-from tests.gui.conftest import click, controller_with_model
+from tests.gui.conftest import click
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,27 +31,8 @@ def folder(tmp_path) -> Path:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, folder):
-    from deeplab_studio.gui.window.main_window import MainWindow
-
-    w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(900, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    assert w.open_folder(folder)
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def controller(qtbot, window):
-    from deeplab_studio.models import VOC_MODEL, bundled_model_path
-
-    with bundled_model_path(VOC_MODEL) as path:
-        c = controller_with_model(qtbot, window, path)
-    yield c
-    c.shutdown()
+def controller(voc_controller):
+    return voc_controller  # the window is conftest's `window`, over this module's `folder`
 
 
 def gt_of(key: str) -> np.ndarray:

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from scipy import ndimage
 
 from deeplab_studio.gui.model.review import disagreement_overlay
 from deeplab_studio.storage.project import Project, Status
-from tests.gui.conftest import controller_with_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,27 +45,8 @@ def folder(tmp_path) -> Path:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, folder):
-    from deeplab_studio.gui.window.main_window import MainWindow
-
-    w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(900, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    assert w.open_folder(folder)
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def controller(qtbot, window):
-    from deeplab_studio.models import VOC_MODEL, bundled_model_path
-
-    with bundled_model_path(VOC_MODEL) as path:
-        c = controller_with_model(qtbot, window, path)
-    yield c
-    c.shutdown()
+def controller(voc_controller):
+    return voc_controller  # the window is conftest's `window`, over this module's `folder`
 
 
 def overlay_alpha(window, x: int, y: int) -> int:
