@@ -15,6 +15,7 @@ from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, LabelSet, voc_colorm
 from deeplab_studio.storage.labelmaps import read_label_png, write_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage import voc as voc_export
+from deeplab_studio.storage import voc_check
 from deeplab_studio.storage.voc import (
     ExportCheckError, ForeignExportError, VOCError, check_export, export_marker, export_voc, import_voc, object_map,
     other_project_export)
@@ -604,17 +605,17 @@ def test_fast_label_png_reader_agrees_with_pillow(tmp_path: Path) -> None:
         lab = rng.integers(0, 256, shape, dtype=np.uint8)
         lab[: shape[0] // 2] = 0
         data = encode_label_png(lab, PngPalette(voc_colormap(21)))
-        rows = voc_export._unfiltered_palette_rows(data)
+        rows = voc_check._unfiltered_palette_rows(data)
         assert rows is not None and rows.shape == shape and (rows == lab).all()
         for k in (20, 40, len(data) // 2, len(data) - 5):  # PLTE, inside IDAT, IEND's CRC
             bad = bytearray(data)
             bad[k] ^= 1
-            assert voc_export._unfiltered_palette_rows(bytes(bad)) is None
-        assert voc_export._unfiltered_palette_rows(data[:-12]) is None  # no IEND
+            assert voc_check._unfiltered_palette_rows(bytes(bad)) is None
+        assert voc_check._unfiltered_palette_rows(data[:-12]) is None  # no IEND
     Image.fromarray(lab).save(tmp_path / "l.png")  # mode L: not a label map as exported
     Image.fromarray(lab % 16, "P").save(tmp_path / "p.png", bits=4)  # 4-bit palette PNG: Pillow reads it
-    assert voc_export._unfiltered_palette_rows((tmp_path / "l.png").read_bytes()) is None
-    assert voc_export._unfiltered_palette_rows((tmp_path / "p.png").read_bytes()) is None
-    fallback = voc_export._read_p_png(tmp_path / "p.png", lambda path, why: pytest.fail(why))
+    assert voc_check._unfiltered_palette_rows((tmp_path / "l.png").read_bytes()) is None
+    assert voc_check._unfiltered_palette_rows((tmp_path / "p.png").read_bytes()) is None
+    fallback = voc_check._read_p_png(tmp_path / "p.png", lambda path, why: pytest.fail(why))
     with Image.open(tmp_path / "p.png") as im:
         assert im.mode == "P" and (fallback == np.array(im)).all()
