@@ -12,12 +12,7 @@ from PIL import Image
 
 from deeplab_studio.cli import main
 from deeplab_studio.storage.project import Project, Status
-
-
-def _one_error_line(rc: int, err: str, *words: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1, err
-    assert "error:" in lines[0] and all(w in lines[0] for w in words), lines[0]
+from tests.storage.test_cli_voc import _one_error_line  # exit 2 with one `error:` line naming `words`
 
 
 def test_export_cvat_mask_then_import_it_back(annotated: Project, tmp_path: Path, capsys) -> None:
