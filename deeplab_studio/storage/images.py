@@ -1,6 +1,6 @@
 """Safe image reading: any common file becomes an RGB `uint8` H×W×3 array, or one typed error.
 
-Conversions (documented choices):
+Conversions (documented choices; the per-mode code is `image_modes`):
 
 - EXIF orientation is applied, so arrays (and label maps) are in the orientation a viewer shows.
 - Grayscale, 1-bit and palette images are expanded to RGB.
@@ -34,11 +34,10 @@ in row blocks of half a megapixel written straight into the result, never on who
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from deeplab_studio.storage.image_cost import (  # noqa: F401  (WORK_BYTES re-exported)
     WORK_BYTES, decode_cost, jpeg_min_bytes)
+from deeplab_studio.storage.image_modes import finite, rgb_converter
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 400_000_000
@@ -56,7 +56,6 @@ DEFAULT_MAX_BYTES = 3 << 30  # 3 GiB: the most one read may need (see "Memory bu
 DEFAULT_MIN_SIDE = 2
 _BLOCK_PIXELS = 1 << 19  # pixels per row block of a conversion
 _ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO")  # MPO: multi-picture JPEG from cameras
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _INVERSE_ORIENTATION = {6: 8, 8: 6}  # the others undo themselves
 
 # Pillow's bomb limit and truncation flag are process globals; we set them while a header is read
@@ -281,68 +280,10 @@ def row_blocks(im: Image.Image) -> Iterator[tuple[int, Image.Image]]:
         yield y, block
 
 
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def _scale_16bit(arr: np.ndarray) -> np.ndarray:
-    """I;16* and I (Pillow's 16-bit grayscale): the full 16-bit range to 8 bit, rounded."""
-    blk = np.clip(arr, 0, 65535).astype(np.uint32)
-    return ((blk * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def _finite(arr: np.ndarray) -> np.ndarray:
-    return np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def _float_top(im: Image.Image) -> float:
     """The divisor for a float image: 1 for data in 0..1, else its largest finite value."""
-    top = max((float(_finite(np.asarray(b)).max(initial=0.0)) for _, b in row_blocks(im)), default=0.0)
+    top = max((float(finite(np.asarray(b)).max(initial=0.0)) for _, b in row_blocks(im)), default=0.0)
     return 1.0 if top <= 1.0 else top
-
-
-def _over_white(rgba: np.ndarray) -> np.ndarray:
-    """RGBA uint8 composited over white, exactly `round((c·a + 255·(255 − a)) / 255)`, in uint16
-    (`(t + (t >> 8)) >> 8` with `t = x + 128` is `(x + 127) // 255` for every x ≤ 65025)."""
-    a = rgba[:, :, 3:4].astype(np.uint16)
-    t = rgba[:, :, :3] * a
-    t += 255 * (255 - a) + 128
-    t += t >> 8
-    return (t >> 8).astype(np.uint8)
-
-
-def _cmyk_converter(im: Image.Image) -> Callable[[Image.Image], Image.Image]:
-    """CMYK→RGB through the embedded ICC profile when it works, else Pillow's plain formula."""
-    icc = im.info.get("icc_profile")
-    if icc:
-        try:
-            from PIL import ImageCms
-
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            transform = ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), "CMYK", "RGB")
-            return lambda b: ImageCms.applyTransform(b, transform)
-        except Exception:  # missing littlecms or a broken profile: fall back to the plain formula
-            pass
-    return lambda b: b.convert("RGB")
-
-
-def _rgb_converter(im: Image.Image) -> Callable[[Image.Image], np.ndarray]:
-    """A function from a row block of `im` to its RGB uint8 pixels (the module's conversions)."""
-    mode = im.mode
-    if mode == "RGB":
-        return np.asarray
-    if mode == "F":
-        top = _float_top(im)
-        return lambda b: _gray_to_rgb(np.clip(np.rint(_finite(np.asarray(b)) / top * 255.0), 0, 255).astype(np.uint8))
-    if mode.startswith("I"):
-        return lambda b: _gray_to_rgb(_scale_16bit(np.asarray(b)))
-    if mode == "CMYK":
-        cmyk = _cmyk_converter(im)
-        return lambda b: np.asarray(cmyk(b), dtype=np.uint8)
-    if mode in _ALPHA_MODES or (mode == "P" and (
-            "transparency" in im.info or (im.palette is not None and im.palette.mode == "RGBA"))):
-        return lambda b: _over_white(np.asarray(b.convert("RGBA"), dtype=np.uint8))
-    return lambda b: np.asarray(b.convert("RGB"), dtype=np.uint8)
 
 
 def _oriented_result(raw_hw: tuple[int, int], channels: tuple[int, ...], dtype: type, orientation: int
@@ -356,7 +297,7 @@ def _oriented_result(raw_hw: tuple[int, int], channels: tuple[int, ...], dtype: 
 
 def _to_rgb_oriented(im: Image.Image, orientation: int) -> np.ndarray:
     """The decoded frame as C-contiguous RGB uint8, orientation applied, converted block by block."""
-    convert = _rgb_converter(im)
+    convert = rgb_converter(im, _float_top)
     out, raw = _oriented_result((im.size[1], im.size[0]), (3,), np.uint8, orientation)
     for y, block in row_blocks(im):
         raw[y:y + block.size[1]] = convert(block)
