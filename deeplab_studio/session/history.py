@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
+
 from deeplab_studio.core.patches import MaskPatch
 from deeplab_studio.session.document import AnnotationDocument
 from deeplab_studio.session.events import Event
@@ -127,21 +129,27 @@ class PatchHistory:
             self._changed(lp, ep)
 
 
-class DirectSaver:
-    """A Qt-free `Saver`: nothing happens until `flush()`, which saves the open image in the
-    calling thread when its stack is not clean (or a change outside the stack was scheduled)."""
+def save_failure(record, exc: BaseException) -> str:
+    """The one line a failed save reports: the file and the reason (an OSError's own words)."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"Could not save the annotation of {record.path}: {reason}"
 
-    def __init__(self) -> None:
-        self.project = self.record = self.document = self.stack = None
-        self.pending_status = None
-        self._forced = False
-        self.saved = Event()
-        self.failed = Event()
 
-    def attach(self, project, record, document, stack) -> None:
+class SaveTarget:
+    """What every `Saver` follows: the open image's project, record, document and undo stack, the
+    status to give its next save, and whether it has unsaved changes."""
+
+    project: Any = None
+    record: Any = None
+    document: AnnotationDocument | None = None
+    stack: Stack | None = None
+    pending_status: Any = None
+    _forced = False  # a change outside the undo stack (e.g. a class deletion remap) is unsaved
+
+    def attach(self, project, record, document: AnnotationDocument | None, stack: Stack | None) -> None:
+        """Follow another image (flush the previous one first)."""
         self.project, self.record, self.document, self.stack = project, record, document, stack
-        self.pending_status = None
-        self._forced = False
+        self._forced, self.pending_status = False, None
 
     def detach(self) -> None:
         self.attach(None, None, None, None)
@@ -149,24 +157,43 @@ class DirectSaver:
     def dirty(self) -> bool:
         return self.document is not None and (self._forced or (self.stack is not None and not self.stack.isClean()))
 
+    def _status(self, edit_mask: np.ndarray):
+        """The pending status (e.g. auto after a model run) unless a human has painted."""
+        return None if self.pending_status is None or edit_mask.any() else self.pending_status
+
+    def _save_now(self) -> None:
+        """Write the open image's annotation in this thread; raises what `save_annotation` raises."""
+        rec, doc = self.record, self.document
+        self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=self._status(doc.edit_mask),
+                                     journal_seq=self.project.journal_last(rec))
+
+    def _mark_clean(self) -> None:
+        self._forced, self.pending_status = False, None
+        if self.stack is not None:
+            self.stack.setClean()
+
+
+class DirectSaver(SaveTarget):
+    """A Qt-free `Saver`: nothing happens until `flush()`, which saves the open image in the
+    calling thread when its stack is not clean (or a change outside the stack was scheduled)."""
+
+    def __init__(self) -> None:
+        self.saved = Event()
+        self.failed = Event()
+
     def schedule(self, *, force: bool = False) -> None:
         self._forced = self._forced or force
 
     def flush(self) -> bool:
         if not self.dirty():
             return True
-        doc, rec = self.document, self.record
-        status = None if self.pending_status is None or doc.edit_mask.any() else self.pending_status
         try:
-            self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=status,
-                                         journal_seq=self.project.journal_last(rec))
+            self._save_now()
         except Exception as exc:  # noqa: BLE001 - reported, never raised: the session goes on
-            self.failed.emit(f"Could not save the annotation of {rec.path}: {exc}")
+            self.failed.emit(save_failure(self.record, exc))
             return False
-        self._forced, self.pending_status = False, None
-        if self.stack is not None:
-            self.stack.setClean()
-        self.saved.emit(rec)
+        self._mark_clean()
+        self.saved.emit(self.record)
         return True
 
     def shutdown(self) -> None:

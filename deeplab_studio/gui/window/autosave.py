@@ -13,20 +13,16 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
 from deeplab_studio.session.document import AnnotationDocument
+from deeplab_studio.session.history import SaveTarget, save_failure
 
 DELAY_MS = 800
 
 
-def _reason(exc: BaseException) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-
-
-class AutoSaver(QObject):
+class AutoSaver(QObject, SaveTarget):
     saved = Signal(object)  # the record that was written
     failed = Signal(str)  # one line naming the file and the reason
     _finished = Signal(object, object, int, object)  # (record, document, stack index, error) from the thread
@@ -37,10 +33,6 @@ class AutoSaver(QObject):
         self.timer.setSingleShot(True)
         self.timer.setInterval(delay_ms)
         self.timer.timeout.connect(self._save_in_background if background else self.flush)
-        self.project = self.record = self.document = None
-        self.stack: QUndoStack | None = None
-        self._forced = False
-        self.pending_status = None  # status for the next save (e.g. auto after a model run)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autosave")
         self._inflight: Future | None = None
         self._finished.connect(self._background_done)
@@ -48,17 +40,7 @@ class AutoSaver(QObject):
     def attach(self, project, record, document: AnnotationDocument | None, stack: QUndoStack | None) -> None:
         """Follow another image (call `flush()` first)."""
         self.timer.stop()
-        self.project, self.record, self.document, self.stack = project, record, document, stack
-        self._forced = False
-        self.pending_status = None
-
-    def detach(self) -> None:
-        self.attach(None, None, None, None)
-
-    def dirty(self) -> bool:
-        if self.document is None:
-            return False
-        return self._forced or (self.stack is not None and not self.stack.isClean())
+        super().attach(project, record, document, stack)
 
     def schedule(self, *, force: bool = False) -> None:
         """A change happened: save after the debounce delay. `force` marks changes outside the
@@ -67,9 +49,6 @@ class AutoSaver(QObject):
         if self.dirty() and not self.timer.isActive():
             # not restarted by later changes: steady painting must not postpone the save forever
             self.timer.start()
-
-    def _status(self, edit_mask: np.ndarray):
-        return None if self.pending_status is None or edit_mask.any() else self.pending_status
 
     def wait(self) -> None:
         """Block until a background save in flight has finished (its result is then handled)."""
@@ -84,22 +63,14 @@ class AutoSaver(QObject):
         self.wait()
         if not self.dirty():
             return True
-        rec, doc = self.record, self.document
         try:
-            self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=self._status(doc.edit_mask),
-                                         journal_seq=self.project.journal_last(rec))
+            self._save_now()
         except Exception as exc:  # noqa: BLE001 - any failure must end as a message, never a crash
-            self.failed.emit(f"Could not save the annotation of {rec.path}: {_reason(exc)}")
+            self.failed.emit(save_failure(self.record, exc))
             return False
-        self._mark_saved(rec)
+        self._mark_clean()
+        self.saved.emit(self.record)
         return True
-
-    def _mark_saved(self, rec) -> None:
-        self._forced = False
-        self.pending_status = None
-        if self.stack is not None:
-            self.stack.setClean()
-        self.saved.emit(rec)
 
     def _save_in_background(self) -> None:
         if not self.dirty():
@@ -130,10 +101,11 @@ class AutoSaver(QObject):
         if doc is not self.document:
             return  # the user moved on; flush() already saved that image
         if error is not None:
-            self.failed.emit(f"Could not save the annotation of {rec.path}: {_reason(error)}")
+            self.failed.emit(save_failure(rec, error))
             return
         if self.stack is None or self.stack.index() == index:
-            self._mark_saved(rec)
+            self._mark_clean()
+            self.saved.emit(rec)
         else:
             self.saved.emit(rec)  # written, but newer edits exist: stay dirty and save again
             self.schedule()
