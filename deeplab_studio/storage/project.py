@@ -39,6 +39,7 @@ import numpy as np
 from deeplab_studio.core.labels import LabelSet
 from deeplab_studio.storage import images as _images
 from deeplab_studio.storage import index_db, locations
+from deeplab_studio.storage.index_tx import index_transaction, upsert_records
 from deeplab_studio.storage.journal import Journal
 from deeplab_studio.storage.labelmaps import (  # noqa: F401  (REV_TEXT_KEY re-exported)
     REV_TEXT_KEY, read_label_png_at_rev, read_mask_png, write_label_png, write_mask_png)
@@ -152,31 +153,15 @@ class Project:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One transaction of the index (a failure rolls back and is a ProjectError)."""
         self._check_writable()
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise ProjectError(f"{self.data_dir / INDEX_FILE}: cannot update the project index ({exc})") from None
-        try:
+        with index_transaction(self._conn, self.data_dir / INDEX_FILE) as conn:
             yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            if isinstance(exc, sqlite3.Error):
-                raise ProjectError(f"{self.data_dir / INDEX_FILE}: cannot update the project index ({exc})") from None
-            raise
 
     def _update_rows(self, recs: list[ImageRecord]) -> None:
         """Insert or replace the rows of `recs` in one transaction."""
         if not recs:
             return
-        cols = index_db.COLUMNS
         with self._tx() as conn:
-            conn.executemany(f"INSERT OR REPLACE INTO images ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                             [index_db.row_values(r.row()) for r in recs])
+            upsert_records(conn, recs)
 
     # --- records and images ----------------------------------------------------------------
     def __len__(self) -> int:
