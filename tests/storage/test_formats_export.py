@@ -150,3 +150,21 @@ def test_writers_name_items_by_export_stem(tmp_path: Path) -> None:
         export_dataset(p, tmp_path / "out", "masks")
     assert sorted(os.listdir(tmp_path / "out/masks")) == ["x.png", "x_2.png"]
     assert writer("masks").name == "masks"
+
+
+@pytest.mark.parametrize("fmt", ["masks", "cvat-mask", "voc"])
+def test_a_source_that_fails_after_its_copy_leaves_no_file_in_the_stage(tmp_path: Path, fmt: str) -> None:
+    from deeplab_studio.storage.formats.base import ExportItem
+
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), np.uint8)).save(good, quality=95)
+    cut = tmp_path / "cut.jpg"
+    data = good.read_bytes()
+    cut.write_bytes(data[:len(data) * 2 // 3])  # header intact: copied, then fails when the copy is decoded
+    items = [ExportItem(p.name, p, lambda: np.ones((24, 32), np.uint8), (32, 24)) for p in (good, cut)]
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    failed = writer(fmt).write(stage, items, LabelSet(["background", "thing"]))
+    assert [key for key, _ in failed] == ["cut.jpg"]
+    images = sorted(p.name for p in stage.rglob("*.jpg"))
+    assert images == ["good.jpg"] and not [p for p in stage.rglob("cut*")]

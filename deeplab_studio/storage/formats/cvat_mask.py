@@ -68,7 +68,7 @@ class CvatMaskWriter:
     def write(self, stage: Path, items: Iterable[ExportItem], labels: LabelSet, *,
               progress: Progress | None = None) -> list[tuple[str, str]]:
         check_colours(labels, "CVAT's mask format")
-        done, failed = write_pairs(stage, items, labels, image_dir=JPEG_DIR, mask_dir=CLASS_DIR, stems=None,
+        done, failed = write_pairs(stage, items, labels, image_dir=JPEG_DIR, mask_dir=CLASS_DIR,
                                    encode=colour_png, jpeg_only=False, progress=progress)
         write_bytes(stage / SPLIT_DIR / f"{SPLIT}.txt", "".join(f"{i}\n" for i in sorted(done)))
         write_bytes(stage / LABELMAP_FILE, labelmap_text(labels))

@@ -190,37 +190,20 @@ def checked_labels(item: ExportItem, n_classes: int) -> np.ndarray:
 
 
 def write_pairs(stage: Path, items: Iterable[ExportItem], classes: LabelSet, *, image_dir: str, mask_dir: str,
-                stems: dict[str, str] | None, encode, jpeg_only: bool,
-                progress: Progress | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+                encode, jpeg_only: bool, progress: Progress | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """Write each item's image under `image_dir` and its mask (`encode(labels, classes)`) under
-    `mask_dir` as `<stem>.png`; returns (stems written, (key, reason) of items that failed). An
-    item's failure removes its files; an OSError writing into the stage stops the run."""
-    items = list(items)
-    stems = stems or export_stems(item.key for item in items)
-    done, failed = [], []
-    for k, item in enumerate(items):
-        if progress:
-            progress(k, len(items), item.key)
-        stem = stems[item.key]
-        img = mask = None
-        try:
-            labels = checked_labels(item, len(classes))
-            img = place_image(item.image, stage / image_dir / stem, item.size, jpeg_only=jpeg_only)
-            mask = stage / mask_dir / f"{stem}.png"
-            write_bytes(mask, encode(labels, classes))
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and not item.image.exists():
-                failed.append((item.key, f"{item.image}: no such file"))
-                continue
-            raise
-        except Exception as exc:  # noqa: BLE001 - this item's failure (MemoryError included)
-            failed.append((item.key, describe_failure(item.key, exc)))
-            for p in (img, mask):
-                if p is not None:
-                    p.unlink(missing_ok=True)
-            continue
+    `mask_dir` as `<stem>.png` (stems from `export_stems`), through `write_items`; returns (stems
+    written, (key, reason) of items that failed)."""
+    done: list[str] = []
+
+    def write_one(item: ExportItem, stem: str, written: list[Path]) -> None:
+        labels = checked_labels(item, len(classes))
+        written.append(place_image(item.image, stage / image_dir / stem, item.size, jpeg_only=jpeg_only))
+        written.append(stage / mask_dir / f"{stem}.png")
+        write_bytes(written[-1], encode(labels, classes))
         done.append(stem)
-    return done, failed
+
+    return done, write_items(items, stage / image_dir, write_one, progress=progress)
 
 
 def write_items(items: Iterable[ExportItem], image_dir: Path,

@@ -129,7 +129,7 @@ class MasksWriter:
               progress: Progress | None = None) -> list[tuple[str, str]]:
         """images/ (each image in its own format when upright), masks/ (palette PNGs in the
         classes' colours), classes.txt and dataset_meta.json."""
-        _, failed = write_pairs(stage, items, labels, image_dir=IMAGES, mask_dir=MASKS, stems=None,
+        _, failed = write_pairs(stage, items, labels, image_dir=IMAGES, mask_dir=MASKS,
                                 encode=index_png, jpeg_only=False, progress=progress)
         write_bytes(stage / CLASSES_FILE, "".join(f"{n}\n" for n in labels.names))
         write_bytes(stage / META_FILE, meta_text(labels))

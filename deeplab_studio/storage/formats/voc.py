@@ -25,7 +25,7 @@ import numpy as np
 
 from deeplab_studio.core.labels import IGNORE, VOC_CLASSES, LabelSet
 from deeplab_studio.storage.formats.base import (
-    ExportItem, FormatError, Progress, SourceDataset, SourceItem, export_stems)
+    ExportItem, FormatError, Progress, SourceDataset, SourceItem)
 from deeplab_studio.storage.formats.mask_files import (
     MaskLabels, index_images, index_png, is_safe_key, lookup_palette, write_bytes, write_pairs)
 from deeplab_studio.storage.voc_format import (
@@ -177,9 +177,8 @@ class VocWriter:
               progress: Progress | None = None) -> list[tuple[str, str]]:
         """VOC: JPEGImages/ (JPEG only), SegmentationClass/ (palette PNGs), the three split
         files (a seeded 80/20 split), class_names.txt and labelmap.txt (void declared)."""
-        items = list(items)
-        stems = export_stems(it.key for it in items)  # ids keep subfolders (`a/b`), as CVAT and Datumaro do
-        done, failed = write_pairs(stage, items, labels, image_dir=JPEG_DIR, mask_dir=CLASS_DIR, stems=stems,
+        # ids keep subfolders (`a/b`, from export_stems), as CVAT and Datumaro do
+        done, failed = write_pairs(stage, items, labels, image_dir=JPEG_DIR, mask_dir=CLASS_DIR,
                                    encode=index_png, jpeg_only=True, progress=progress)
         train, val = split_ids(sorted(done), 0.2, 0)
         for name, members in (("train", train), ("val", val), ("trainval", sorted(done))):
