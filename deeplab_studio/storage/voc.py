@@ -301,13 +301,19 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
         swap_into_place(stage, root)
     except _StageWriteError as exc:
         remove_stage(stage, created)
-        what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
-        raise VOCError(f"{root}: cannot write the export ({what}); nothing was written") from None
+        raise VOCError(write_failure(root, stage, exc)) from None
     except BaseException:
         remove_stage(stage, created)
         raise
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def write_failure(out_dir: Path, stage: Path, exc: BaseException) -> str:
+    """The one line for an export that could not write into its staging folder `stage` (removed
+    by the caller): the failing file is named relative to the stage."""
+    what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
+    return f"{out_dir}: cannot write the export ({what}); nothing was written"
 
 
 def _check_failed(exc: ExportCheckError, stage: Path, out_dir: Path, sources: dict[str, Path]) -> ExportCheckError:

@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 
 from deeplab_studio.core.labels import IGNORE_COLOR, MAX_CLASSES, LabelSet, LabelSetError
-from deeplab_studio.storage.formats.base import FormatError
+from deeplab_studio.storage.formats.base import FormatError, unique_names
 
 JPEG_DIR = "JPEGImages"
 CLASS_DIR = "SegmentationClass"
@@ -73,21 +73,18 @@ def make_ids(rel_paths: list[str]) -> dict[str, str]:
     order: `sub/dir/img 1.png` → `sub_dir_img_1`; a clash gets `_2`, `_3`, ...; a path that is not
     valid UTF-8 (surrogate escapes) gets `_` + 6 hex digits of its bytes' hash (`caf\\xe9.png` →
     `caf_<hash>`), so it never takes the id of a readable name."""
-    used: set[str] = set()
-    ids: dict[str, str] = {}
-    for rel in rel_paths:
-        stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.replace("/", "_")).strip("._-")[:100] or "image"
-        if _UNDECODABLE_RE.search(rel):
-            base += "_" + hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:6]
-        if base.split(".")[0].upper() in _WINDOWS_RESERVED:
-            base += "_"
-        cand, n = base, 2
-        while cand.casefold() in used:
-            cand, n = f"{base}_{n}", n + 1
-        used.add(cand.casefold())
-        ids[rel] = cand
-    return ids
+    return unique_names((rel, _id_base(rel)) for rel in rel_paths)
+
+
+def _id_base(rel: str) -> str:
+    """The id `make_ids` wants for `rel` before clashes are resolved."""
+    stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.replace("/", "_")).strip("._-")[:100] or "image"
+    if _UNDECODABLE_RE.search(rel):
+        base += "_" + hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    if base.split(".")[0].upper() in _WINDOWS_RESERVED:
+        base += "_"
+    return base
 
 
 def is_safe_id(voc_id: str) -> bool:

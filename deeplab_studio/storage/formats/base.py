@@ -49,20 +49,30 @@ class Cancelled(Exception):
     """The cancel hook asked to stop: what the run had written was removed again."""
 
 
-def export_stems(keys: Iterable[str]) -> dict[str, str]:
-    """Each relative image path → the name its item is written under: the path without its
-    extension, `_2`, `_3`... appended where two would clash (also case-insensitively)."""
+def unique_names(wanted: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """key → name for `(key, wanted name)` pairs, in order: a name already given (also
+    case-insensitively) gets `_2`, `_3`... appended."""
     used: set[str] = set()
     out: dict[str, str] = {}
-    for key in keys:
-        name = key.rsplit("/", 1)[-1]
-        stem = key[: len(key) - len(name)] + (name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name)
-        cand, n = stem, 2
+    for key, base in wanted:
+        cand, n = base, 2
         while cand.casefold() in used:
-            cand, n = f"{stem}_{n}", n + 1
+            cand, n = f"{base}_{n}", n + 1
         used.add(cand.casefold())
         out[key] = cand
     return out
+
+
+def _path_stem(key: str) -> str:
+    """`key` without the extension of its file name (a leading dot is no extension)."""
+    name = key.rsplit("/", 1)[-1]
+    return key[: len(key) - len(name)] + (name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name)
+
+
+def export_stems(keys: Iterable[str]) -> dict[str, str]:
+    """Each relative image path → the name its item is written under: the path without its
+    extension, `_2`, `_3`... appended where two would clash (also case-insensitively)."""
+    return unique_names((key, _path_stem(key)) for key in keys)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from deeplab_studio.storage.formats.base import (
     Cancel, Cancelled, ExportItem, FormatError, Progress, export_stems, is_cancelled)
 from deeplab_studio.storage.formats.class_names import plan_classes
 from deeplab_studio.storage.project import Project, Status
-from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, parse_statuses
+from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, parse_statuses, write_failure
 from deeplab_studio.storage.voc_format import shown
 from deeplab_studio.storage.voc_target import (
     MARKER_FILE, check_target, export_marker, make_stage, marker_text, remove_stage, swap_into_place, written_files)
@@ -115,8 +115,7 @@ def export_dataset(project: Project, out_dir: str | Path, fmt: str = "voc", *,
         swap_into_place(stage, out)
     except OSError as exc:
         remove_stage(stage, created)
-        what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
-        raise FormatError(f"{out}: cannot write the export ({what}); nothing was written") from None
+        raise FormatError(write_failure(out, stage, exc)) from None
     except BaseException:
         remove_stage(stage, created)
         raise
