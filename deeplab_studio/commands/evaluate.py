@@ -21,7 +21,9 @@ from pathlib import Path
 
 from deeplab_studio.commands import CommandError
 from deeplab_studio.commands.import_data import FORMAT_CHOICES
-from deeplab_studio.commands.predict import Progress, add_model_arguments, load_predictor, plural
+from deeplab_studio.commands.predict import add_model_arguments, load_predictor
+from deeplab_studio.commands.predict_engine import Progress
+from deeplab_studio.commands.predict_outputs import plural
 
 
 def open_source(path: Path, fmt: str, split: str | None):
