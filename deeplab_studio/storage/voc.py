@@ -29,7 +29,8 @@ import io
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,8 +260,7 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
     ids = make_ids([r.path for r in chosen])
     summary = ExportSummary(root, [], [], [], len(project.labels), skipped=skipped, destination=destination,
                             layout=layout)
-    stage, created = make_stage(root)
-    try:
+    with staging(root, _StageWriteError, VOCError) as stage:
         expected: dict[str, str] = {}
         copied: dict[str, CopiedJpeg] = {}
         palettes = _Palettes(PngPalette(project.labels.palette()), PngPalette(voc_colormap()))
@@ -299,21 +299,26 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
         except ExportCheckError as exc:  # told in the user's terms: the staging folder is deleted
             raise _check_failed(exc, stage, root, {ids[r.path]: project.image_path(r) for r in done}) from None
         swap_into_place(stage, root)
-    except _StageWriteError as exc:
-        remove_stage(stage, created)
-        raise VOCError(write_failure(root, stage, exc)) from None
-    except BaseException:
-        remove_stage(stage, created)
-        raise
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def write_failure(out_dir: Path, stage: Path, exc: BaseException) -> str:
-    """The one line for an export that could not write into its staging folder `stage` (removed
-    by the caller): the failing file is named relative to the stage."""
-    what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
-    return f"{out_dir}: cannot write the export ({what}); nothing was written"
+@contextmanager
+def staging(out_dir: Path, write_errors: type[BaseException], error: type[Exception]) -> Iterator[Path]:
+    """A new staging folder beside `out_dir` (`make_stage`) for the body to fill and swap into
+    place (`export_voc` and every other format's export). When the body fails the stage is
+    removed: a `write_errors` failure is raised as one `error` line naming the file that could
+    not be written (relative to the stage), anything else as it is."""
+    stage, created = make_stage(out_dir)
+    try:
+        yield stage
+    except write_errors as exc:
+        remove_stage(stage, created)
+        what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
+        raise error(f"{out_dir}: cannot write the export ({what}); nothing was written") from None
+    except BaseException:
+        remove_stage(stage, created)
+        raise
 
 
 def _check_failed(exc: ExportCheckError, stage: Path, out_dir: Path, sources: dict[str, Path]) -> ExportCheckError:

@@ -28,10 +28,10 @@ from deeplab_studio.storage.formats.base import (
     Cancel, Cancelled, ExportItem, FormatError, Progress, export_stems, is_cancelled)
 from deeplab_studio.storage.formats.class_names import plan_classes
 from deeplab_studio.storage.project import Project, Status
-from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, parse_statuses, write_failure
+from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, parse_statuses, staging
 from deeplab_studio.storage.voc_format import shown
 from deeplab_studio.storage.voc_target import (
-    MARKER_FILE, check_target, export_marker, make_stage, marker_text, remove_stage, swap_into_place, written_files)
+    MARKER_FILE, check_target, export_marker, marker_text, swap_into_place, written_files)
 
 
 @dataclass
@@ -97,8 +97,7 @@ def export_dataset(project: Project, out_dir: str | Path, fmt: str = "voc", *,
         wanted = ", ".join(s.value for s in parse_statuses(statuses))
         raise FormatError(f"{project.folder}: no images with status {wanted} to export")
     stems = export_stems(it.key for it in items)
-    stage, created = make_stage(out)
-    try:
+    with staging(out, OSError, FormatError) as stage:
         failed = wr.write(stage, items, project.labels, progress=report)
         if is_cancelled(cancel):  # also when a writer took the progress hook's Cancelled for an item's failure
             raise Cancelled("export cancelled; nothing was written")
@@ -113,12 +112,6 @@ def export_dataset(project: Project, out_dir: str | Path, fmt: str = "voc", *,
         report(len(items), len(items), "checking the export")
         check_round_trip(stage, fmt, done, project, stems)
         swap_into_place(stage, out)
-    except OSError as exc:
-        remove_stage(stage, created)
-        raise FormatError(write_failure(out, stage, exc)) from None
-    except BaseException:
-        remove_stage(stage, created)
-        raise
     failed_paths = [(shown(project.folder / k), why) for k, why in failed]
     return DatasetExport(out, fmt, sorted(it.key for it in done), len(project.labels), failed_paths, skipped,
                          time.perf_counter() - t0)
