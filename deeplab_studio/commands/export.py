@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 EXPORT_FORMATS = ("voc", "cvat-mask", "labelme", "coco", "masks")
@@ -80,32 +81,46 @@ def open_project(folder: str):
     return project
 
 
-def _export_other(args: argparse.Namespace, statuses) -> int:
-    """Every format but voc: the generic export (staged, re-read by its reader, swapped in)."""
+def _export(folder: str, export: Callable[[Any], Any], errors: tuple[type[BaseException], ...]) -> Any:
+    """`export(project)` on the project of `folder` and its summary, its failed images named on
+    stderr; a refused target or one of `errors` is one CommandError line."""
     from deeplab_studio.commands import CommandError
-    from deeplab_studio.storage.formats.base import FormatError
-    from deeplab_studio.storage.formats.project_export import export_dataset
-    from deeplab_studio.storage.images import ImageReadError
-    from deeplab_studio.storage.project import ProjectError
     from deeplab_studio.storage.voc import ForeignExportError
     from deeplab_studio.storage.voc_format import shown
 
     try:
-        project = open_project(args.folder)
-        s = export_dataset(project, args.out, args.format, statuses=statuses, replace_other=args.overwrite_other,
-                           progress=progress_printer("exporting"))
+        project = open_project(folder)
+        summary = export(project)
         project.close()
     except ForeignExportError as exc:
         raise CommandError(f"{shown(exc)} (--overwrite-other replaces it)") from None
-    except (ProjectError, FormatError, ImageReadError, OSError, ValueError) as exc:
+    except errors as exc:
         raise CommandError(shown(exc)) from None
-    for _path, reason in s.failed:
+    for _path, reason in summary.failed:  # voc's reasons are shown() already: the same text
         print(f"failed: {shown(reason)}", file=sys.stderr)
-    skipped = ", ".join(f"{n} {st}" for st, n in sorted(s.skipped.items()))
+    return summary
+
+
+def _left_out(summary: Any) -> str:
+    """The summary line's tail: how many images failed, and the statuses that were skipped."""
+    skipped = ", ".join(f"{n} {st}" for st, n in sorted(summary.skipped.items()))
+    return ((f"; {len(summary.failed)} failed (named above, left out)" if summary.failed else "")
+            + (f"; left out: {skipped}" if skipped else ""))
+
+
+def _export_other(args: argparse.Namespace, statuses) -> int:
+    """Every format but voc: the generic export (staged, re-read by its reader, swapped in)."""
+    from deeplab_studio.storage.formats.base import FormatError
+    from deeplab_studio.storage.formats.project_export import export_dataset
+    from deeplab_studio.storage.images import ImageReadError
+    from deeplab_studio.storage.project import ProjectError
+    from deeplab_studio.storage.voc_format import shown
+
+    s = _export(args.folder, lambda project: export_dataset(
+        project, args.out, args.format, statuses=statuses, replace_other=args.overwrite_other,
+        progress=progress_printer("exporting")), (ProjectError, FormatError, ImageReadError, OSError, ValueError))
     print(f"exported {len(s.keys)} images ({s.num_classes} classes) as {s.format} to {shown(s.out_dir)} in "
-          f"{s.seconds:.1f} s, checked by reading it back"
-          + (f"; {len(s.failed)} failed (named above, left out)" if s.failed else "")
-          + (f"; left out: {skipped}" if skipped else ""))
+          f"{s.seconds:.1f} s, checked by reading it back" + _left_out(s))
     return 1 if s.failed else 0
 
 
@@ -113,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_studio.commands import CommandError
     from deeplab_studio.storage.images import ImageReadError
     from deeplab_studio.storage.project import ProjectError
-    from deeplab_studio.storage.voc import ForeignExportError, VOCError, export_voc, parse_statuses
+    from deeplab_studio.storage.voc import VOCError, export_voc, parse_statuses
     from deeplab_studio.storage.voc_format import shown
 
     try:
@@ -129,24 +144,13 @@ def run(args: argparse.Namespace) -> int:
     args.seed = 0 if args.seed is None else args.seed
     if not 0.0 <= args.val_fraction < 1.0:
         raise CommandError(f"--val-fraction must be in [0, 1), not {args.val_fraction}")
-    try:
-        project = open_project(args.folder)
-        summary = export_voc(project, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                             statuses=statuses, objects=bool(args.objects), progress=progress_printer("exporting"),
-                             layout="flat" if args.flat else "devkit", replace_other=args.overwrite_other)
-        project.close()
-    except ForeignExportError as exc:
-        raise CommandError(f"{shown(exc)} (--overwrite-other replaces it)") from None
-    except (ProjectError, VOCError, ImageReadError, OSError) as exc:
-        raise CommandError(shown(exc)) from None
-    for _path, reason in summary.failed:
-        print(f"failed: {reason}", file=sys.stderr)
-    skipped = ", ".join(f"{n} {s}" for s, n in sorted(summary.skipped.items()))
+    summary = _export(args.folder, lambda project: export_voc(
+        project, args.out, val_fraction=args.val_fraction, seed=args.seed, statuses=statuses,
+        objects=bool(args.objects), progress=progress_printer("exporting"), layout="flat" if args.flat else "devkit",
+        replace_other=args.overwrite_other), (ProjectError, VOCError, ImageReadError, OSError))
     print(f"exported {len(summary.ids)} images ({len(summary.train)} train, {len(summary.val)} val, "
           f"{summary.num_classes} classes) to {shown(summary.out_dir)} in {summary.seconds:.1f} s; "
-          f"{summary.jpegs_copied} JPEGs copied, {summary.images_converted} converted"
-          + (f"; {len(summary.failed)} failed (named above, left out)" if summary.failed else "")
-          + (f"; left out: {skipped}" if skipped else "")
+          f"{summary.jpegs_copied} JPEGs copied, {summary.images_converted} converted" + _left_out(summary)
           + (f"; {summary.objects_dropped} objects beyond 254 written as void" if summary.objects_dropped else ""))
     if summary.layout == "devkit":
         print(f'torchvision: VOCSegmentation(root={str(summary.destination)!r}, year="2012", image_set="train")')
