@@ -29,8 +29,7 @@ import io
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +47,8 @@ from deeplab_studio.storage.voc_format import (
     labelmap_text, make_ids, shown, split_ids, voc_root_for)
 from deeplab_studio.storage.voc_import import ImportSummary, import_voc  # noqa: F401  (public API)
 from deeplab_studio.storage.voc_target import (  # noqa: F401  (MARKER_FILE, export_marker...: public API)
-    MARKER_FILE, ForeignExportError, check_destination, check_target, export_marker, make_stage, marker_text,
-    other_project_export, remove_stage, swap_into_place)
+    MARKER_FILE, ForeignExportError, check_destination, check_target, export_marker, marker_text,
+    other_project_export, staging, swap_into_place)
 
 DEFAULT_STATUSES: tuple[Status, ...] = (Status.REVIEWED, Status.EDITED, Status.AUTO)
 Progress = Callable[[int, int, str], None]
@@ -301,24 +300,6 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
         swap_into_place(stage, root)
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-@contextmanager
-def staging(out_dir: Path, write_errors: type[BaseException], error: type[Exception]) -> Iterator[Path]:
-    """A new staging folder beside `out_dir` (`make_stage`) for the body to fill and swap into
-    place (`export_voc` and every other format's export). When the body fails the stage is
-    removed: a `write_errors` failure is raised as one `error` line naming the file that could
-    not be written (relative to the stage), anything else as it is."""
-    stage, created = make_stage(out_dir)
-    try:
-        yield stage
-    except write_errors as exc:
-        remove_stage(stage, created)
-        what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
-        raise error(f"{out_dir}: cannot write the export ({what}); nothing was written") from None
-    except BaseException:
-        remove_stage(stage, created)
-        raise
 
 
 def _check_failed(exc: ExportCheckError, stage: Path, out_dir: Path, sources: dict[str, Path]) -> ExportCheckError:

@@ -18,6 +18,8 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from deeplab_studio.storage.atomic import pid_alive
@@ -206,6 +208,24 @@ def remove_dead_stages(out_dir: Path) -> None:
         m = _STAGE_RE.match(p.name)
         if m and m["name"] == out_dir.name and p.is_dir() and not pid_alive(int(m["pid"])):
             shutil.rmtree(p, ignore_errors=True)
+
+
+@contextmanager
+def staging(out_dir: Path, write_errors: type[BaseException], error: type[Exception]) -> Iterator[Path]:
+    """A new staging folder beside `out_dir` (`make_stage`) for the body to fill and swap into
+    place (`export_voc` and every other format's export). When the body fails the stage is
+    removed: a `write_errors` failure is raised as one `error` line naming the file that could
+    not be written (relative to the stage), anything else as it is."""
+    stage, created = make_stage(out_dir)
+    try:
+        yield stage
+    except write_errors as exc:
+        remove_stage(stage, created)
+        what = shown(exc).replace(f"{shown(stage)}{os.sep}", "")
+        raise error(f"{out_dir}: cannot write the export ({what}); nothing was written") from None
+    except BaseException:
+        remove_stage(stage, created)
+        raise
 
 
 def swap_into_place(stage: Path, out_dir: Path) -> None:

@@ -28,10 +28,10 @@ from deeplab_studio.storage.formats.base import (
     Cancel, Cancelled, ExportItem, FormatError, Progress, export_stems, is_cancelled)
 from deeplab_studio.storage.formats.class_names import plan_classes
 from deeplab_studio.storage.project import Project, Status
-from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, parse_statuses, staging
+from deeplab_studio.storage.voc import DEFAULT_STATUSES, ExportSummary, export_voc, parse_statuses
 from deeplab_studio.storage.voc_format import shown
 from deeplab_studio.storage.voc_target import (
-    MARKER_FILE, check_target, export_marker, marker_text, swap_into_place, written_files)
+    MARKER_FILE, check_target, export_marker, marker_text, staging, swap_into_place, written_files)
 
 
 @dataclass
