@@ -21,12 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 
 from deeplab_studio.core.scenes import generate_scene
@@ -35,7 +32,7 @@ from deeplab_studio.ml.click_correct import ClickCorrector
 from deeplab_studio.ml.predictor import Predictor
 from deeplab_studio.models import SCENES_MODEL, VOC_MODEL, bundled_model_path
 
-VOC = Path(__file__).resolve().parents[1] / "tests" / "data" / "voc_real"
+from _common import best_of, voc_scenes
 
 
 def miou(gt: np.ndarray, labels: np.ndarray) -> float:
@@ -57,16 +54,6 @@ def next_click(gt: np.ndarray, labels: np.ndarray) -> tuple[int, int, int] | Non
     dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(dist.argmax()), dist.shape)
     return int(x), int(y), int(gt[y, x])
-
-
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    """Fastest wall time of `repeat` runs (the machine is shared) and the last result."""
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def run_image(corrector: ClickCorrector, predictor: Predictor, rgb: np.ndarray, gt: np.ndarray | None,
@@ -129,10 +116,8 @@ def main() -> None:
         loaded = load_checkpoint(path)
     predictor, corrector = Predictor(loaded, device="cpu"), ClickCorrector(loaded)
     rows = {}
-    for image in sorted((VOC / "images").iterdir()):
-        rgb = np.asarray(Image.open(image).convert("RGB"))
-        gt = np.asarray(Image.open(VOC / "masks" / f"{image.stem}.png"))
-        rows[image.stem] = run_image(corrector, predictor, rgb, gt, args.clicks, args.repeat)
+    for stem, rgb, gt in voc_scenes():
+        rows[stem] = run_image(corrector, predictor, rgb, gt, args.clicks, args.repeat)
     report(f"{VOC_MODEL} ({loaded.arch}) on tests/data/voc_real", rows)
 
     with bundled_model_path(SCENES_MODEL) as path:

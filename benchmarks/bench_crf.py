@@ -35,6 +35,8 @@ from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml import crf
 from deeplab_studio.ml.crf import DEEPLAB_V2_PARAMS, CRFParams, refine, refine_labels
 
+from _common import best_of
+
 SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "voc_samples"
 IDS = (1, 23, 114)
 NUM_CLASSES = 21
@@ -101,15 +103,6 @@ def soft_energy_all_labels(probs: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(probs, 1e-5, 1.0)).astype(np.float32)
 
 
-def timed(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
 # --- 1. real samples: refine vs plain -----------------------------------------------------------
 def bench_real(repeat: int) -> None:
     p = CRFParams()
@@ -121,9 +114,9 @@ def bench_real(repeat: int) -> None:
     rows = []
     for n in IDS:
         image, pred, gt = load_sample(n)
-        t_r, r = timed(lambda: refine_labels(image, pred), repeat)
+        t_r, r = best_of(lambda: refine_labels(image, pred), repeat)
         energy = hard_energy_all_labels(pred, p)
-        t_p, b = timed(lambda: plain_crf(image, energy, p), repeat)
+        t_p, b = best_of(lambda: plain_crf(image, energy, p), repeat)
         from pydensecrf.utils import unary_from_labels
         textbook = plain_crf(image, unary_from_labels(pred, NUM_CLASSES, gt_prob=p.hard_confidence,
                                                       zero_unsure=False).reshape((NUM_CLASSES,) + pred.shape), p)
@@ -139,8 +132,8 @@ def bench_real(repeat: int) -> None:
     for n in IDS:
         image, _, gt = load_sample(n)
         probs = coarse_softmax(gt, 16)
-        t_r, r = timed(lambda: refine(image, probs), repeat)
-        t_p, b = timed(lambda: plain_crf(image, soft_energy_all_labels(probs), CRFParams()), repeat)
+        t_r, r = best_of(lambda: refine(image, probs), repeat)
+        t_p, b = best_of(lambda: plain_crf(image, soft_energy_all_labels(probs), CRFParams()), repeat)
         print(f"   {n:>6} {miou(gt, probs.argmax(0))*100:7.2f} {miou(gt, r)*100:7.2f} {miou(gt, b)*100:7.2f} "
               f"{t_r:8.3f}s {t_p:7.3f}s {t_p/t_r:5.1f}×")
 

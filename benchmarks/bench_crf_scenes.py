@@ -23,28 +23,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from deeplab_studio.core.labels import IGNORE, voc_colormap
+from deeplab_studio.core.labels import IGNORE
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml import crf_engine
 from deeplab_studio.ml.crf import CRFParams, CRFSession, model_crf, refine, refine_labels
 from deeplab_studio.ml.crf_inputs import check_probs
 from deeplab_studio.ml.crf_reference import plain_crf
 
-VOC = Path(__file__).resolve().parents[1] / "tests" / "data" / "voc_real"
-NUM_CLASSES = 21
-
-
-def colours_to_indices(rgb: np.ndarray) -> np.ndarray:
-    cmap = voc_colormap(NUM_CLASSES).astype(np.int64)
-    lut = {int((r << 16) | (g << 8) | b): i for i, (r, g, b) in enumerate(cmap)}
-    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    uniq, inv = np.unique(packed, return_inverse=True)
-    return np.array([lut.get(int(k), IGNORE) for k in uniq], np.uint8)[inv].reshape(packed.shape)
+from _common import NUM_CLASSES, VOC, colours_to_indices, voc_scenes
 
 
 def miou(gt: np.ndarray, labels: np.ndarray) -> float:
@@ -71,17 +61,15 @@ def cases(with_model: bool) -> list[tuple[str, str, np.ndarray, np.ndarray, dict
         with bundled_model_path(VOC_MODEL) as path:
             predictor = Predictor(load_checkpoint(path), device="cpu")
         card = model_crf(VOC_MODEL).params
-    for p in sorted((VOC / "images").iterdir()):
-        image = np.asarray(Image.open(p).convert("RGB"))
-        gt = np.asarray(Image.open(VOC / "masks" / f"{p.stem}.png"))
-        r101 = VOC / "vainf_r101_pred" / f"{p.stem}.png"
+    for stem, image, gt in voc_scenes():
+        r101 = VOC / "vainf_r101_pred" / f"{stem}.png"
         if r101.exists():
             labels = colours_to_indices(np.asarray(Image.open(r101).convert("RGB")))
-            out.append((p.stem, "r101", image, gt, {"labels": labels, "params": CRFParams()}))
+            out.append((stem, "r101", image, gt, {"labels": labels, "params": CRFParams()}))
         if with_model:
-            preds[p.stem] = pred = predictor.predict(image)
-            out.append((p.stem, "card", image, gt, {"labels": pred.labels, "params": card}))
-            out.append((p.stem, "probs", image, gt, {"probs": pred.probs.astype(np.float32), "params": CRFParams()}))
+            preds[stem] = pred = predictor.predict(image)
+            out.append((stem, "card", image, gt, {"labels": pred.labels, "params": card}))
+            out.append((stem, "probs", image, gt, {"probs": pred.probs.astype(np.float32), "params": CRFParams()}))
     return out
 
 

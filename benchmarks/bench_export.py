@@ -19,7 +19,6 @@ import io
 import pstats
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,8 @@ from PIL import Image
 from deeplab_studio.core.labels import LabelSet
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc import export_voc
+
+from _common import best_of
 
 REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "voc_real"
 
@@ -69,15 +70,6 @@ def naive_export(proj: Project, out: Path) -> None:
         im.save(out / "SegmentationClass" / f"{stem}.png")
 
 
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def run(tmp: Path, n: int, sources: str, repeat: int, profile: bool) -> None:
     proj = make_project(tmp / f"project_{sources}", n, sources)
     count = [0]
@@ -91,8 +83,8 @@ def run(tmp: Path, n: int, sources: str, repeat: int, profile: bool) -> None:
     # interleaved, so that load from other processes hits both alike
     t_naive, t_export = [], []
     for _ in range(repeat):
-        t_naive.append(best_of(1, lambda: naive_export(proj, out())))
-        t_export.append(best_of(1, lambda: export_voc(proj, out())))
+        t_naive.append(best_of(lambda: naive_export(proj, out()), 1)[0])
+        t_export.append(best_of(lambda: export_voc(proj, out()), 1)[0])
     naive, export = min(t_naive), min(t_export)
     print(f"{sources:5s} n={n}: naive loop {naive:.3f} s ({n / naive:.0f} img/s), export_voc {export:.3f} s "
           f"({n / export:.0f} img/s); export speed = {naive / export:.2f}x the naive loop's")

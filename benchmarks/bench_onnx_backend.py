@@ -39,6 +39,8 @@ from deeplab_studio.ml.zoo import build_model
 from deeplab_studio.models import VOC_MODEL, bundled_model_path, bundled_models
 from deeplab_studio.storage.images import is_image_file, read_image
 
+from _common import best_of
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT / "tests" / "data" / "voc_real" / "images"
 
@@ -69,16 +71,6 @@ def torch_forward(model: torch.nn.Module, *, bf16: bool) -> Callable[[torch.Tens
     return forward
 
 
-def best_of(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
-    fn()  # warm-up (first-call allocations, onnxruntime's arena)
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def bench_model(spec: str, images: list[Path], args: argparse.Namespace, cache: Path) -> None:
     model = load(spec)
     module = model if isinstance(model, torch.nn.Module) else model.model
@@ -107,7 +99,7 @@ def bench_model(spec: str, images: list[Path], args: argparse.Namespace, cache: 
         image = read_image(path)
         reference = None
         for name, predictor in predictors.items():
-            t, pred = best_of(args.repeat, lambda p=predictor, im=image: p.predict(im))
+            t, pred = best_of(lambda p=predictor, im=image: p.predict(im), args.repeat, warmup=True)
             seconds[name] += t
             if reference is None:
                 reference = pred.labels
@@ -117,9 +109,10 @@ def bench_model(spec: str, images: list[Path], args: argparse.Namespace, cache: 
             agree[name][2] = min(agree[name][2], same / reference.size)
         x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - mean) / std
         with torch.inference_mode():
-            seconds["plain model(x)"] += best_of(args.repeat, lambda x=x: module(x))[0]
+            seconds["plain model(x)"] += best_of(lambda x=x: module(x), args.repeat, warmup=True)[0]
         array = x.numpy()
-        seconds["plain session.run"] += best_of(args.repeat, lambda a=array: forward.session.run(None, {"image": a}))[0]
+        seconds["plain session.run"] += best_of(lambda a=array: forward.session.run(None, {"image": a}), args.repeat,
+                                                 warmup=True)[0]
 
     n = len(images)
     base = seconds["torch fp32 (eager)"] / n

@@ -26,25 +26,21 @@ import argparse
 import datetime
 import itertools
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from deeplab_studio.core.labels import IGNORE, voc_colormap
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml.checkpoints import load_checkpoint
 from deeplab_studio.ml.crf import CRFParams, ProposalCRF, model_crf
 from deeplab_studio.ml.predictor import Predictor
 from deeplab_studio.models import VOC_MODEL, bundled_model_path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests" / "data"
-VOC = DATA / "voc_real"
-TFLITE = DATA / "coral_deeplabv3_mnv2_pascal" / "deeplabv3_mnv2_pascal_quant.tflite"
+from _common import NUM_CLASSES, ROOT, VOC, colours_to_indices, voc_scenes
+
+TFLITE = ROOT / "tests" / "data" / "coral_deeplabv3_mnv2_pascal" / "deeplabv3_mnv2_pascal_quant.tflite"
 CARD = ROOT / "deeplab_studio" / "models" / f"{VOC_MODEL}.json"
-NUM_CLASSES = 21
 MAX_LOSS = 0.5  # points: a setting may lower no image by more than this
 CRF_NOTE = ("chosen by benchmarks/measure_voc_model.py --crf-search on this model's proposals for "
             "tests/data/voc_real; see measured.crf_search and measured.native_with_crf")
@@ -55,21 +51,6 @@ GRID: list[tuple[str, dict[str, float]]] = (
      for hc, bc, sxy, srgb, m in itertools.product((0.7, 0.8, 0.9, 0.95), (2, 3, 4), (40, 80, 120), (5, 20), (16, 32))]
     + [("probs", dict(bilateral_compat=bc, bilateral_sxy=sxy, bilateral_srgb=srgb, margin=m))
        for bc, sxy, srgb, m in itertools.product((3, 5), (20, 40, 80), (5, 13), (16, 32))])
-
-
-def load_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{image id: (RGB image, ground truth)} for the 10 images, sorted by id."""
-    return {p.stem: (np.array(Image.open(p).convert("RGB")), np.array(Image.open(VOC / "masks" / f"{p.stem}.png")))
-            for p in sorted((VOC / "images").iterdir())}
-
-
-def colours_to_indices(rgb: np.ndarray) -> np.ndarray:
-    """VOC-colormap RGB → class indices (255 for the void colour and any unknown colour)."""
-    cmap = voc_colormap(NUM_CLASSES).astype(np.int64)
-    lut = {int((r << 16) | (g << 8) | b): i for i, (r, g, b) in enumerate(cmap)}
-    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    uniq, inv = np.unique(packed, return_inverse=True)
-    return np.array([lut.get(int(k), IGNORE) for k in uniq], np.uint8)[inv].reshape(packed.shape)
 
 
 def scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
@@ -207,7 +188,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave the model card as it is")
     parser.add_argument("--crf-search", action="store_true", help="also search CRF settings (about 10 minutes)")
     args = parser.parse_args()
-    data = load_pairs()
+    data = {stem: (image, gt) for stem, image, gt in voc_scenes()}  # the 10 images, sorted by id
     with bundled_model_path(VOC_MODEL) as path:
         predictor = Predictor(load_checkpoint(path), device="cpu")
     preds = {k: predictor.predict(image) for k, (image, _) in data.items()}
