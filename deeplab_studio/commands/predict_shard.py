@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from deeplab_studio.commands import CommandError
+from deeplab_studio.commands.predict_inputs import collect_inputs
 from deeplab_studio.commands.predict_outputs import plural
 
 SUMMARY_RE = re.compile(r"\.deeplab-studio-predict\.shard-(\d+)-of-(\d+)\.summary\.json")
@@ -120,8 +121,6 @@ def _names(items: list[str] | dict[str, Any]) -> str:
 
 def report(args: Any) -> int:
     """`predict --merge-report OUT [INPUT...]`."""
-    from deeplab_studio.commands.predict import collect_inputs
-
     if args.out or args.shard or args.engine != "plain":
         raise CommandError("--merge-report OUT reads the shards' summaries: it takes no --out, --shard or --engine")
     out = Path(args.merge_report)

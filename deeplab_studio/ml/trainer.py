@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 
 from deeplab_studio.core.metrics import ConfusionMatrix
 from deeplab_studio.ml.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentParams
-from deeplab_studio.ml.datasets import EpochSampler, EvalDataset, SegmentationDataset, TrainData
+from deeplab_studio.ml.datasets import EvalDataset, SegmentationDataset, TrainData
+from deeplab_studio.ml.samplers import EpochSampler
 
 from .distributed import DistContext, wrap_model
 from .errors import TrainError
