@@ -145,6 +145,8 @@ class SaveTarget:
     stack: Stack | None = None
     pending_status: Any = None
     _forced = False  # a change outside the undo stack (e.g. a class deletion remap) is unsaved
+    saved: Any  # set by the subclass: `.emit(record)` after a write
+    failed: Any  # set by the subclass: `.emit(line)` when a write failed
 
     def attach(self, project, record, document: AnnotationDocument | None, stack: Stack | None) -> None:
         """Follow another image (flush the previous one first)."""
@@ -161,11 +163,21 @@ class SaveTarget:
         """The pending status (e.g. auto after a model run) unless a human has painted."""
         return None if self.pending_status is None or edit_mask.any() else self.pending_status
 
-    def _save_now(self) -> None:
-        """Write the open image's annotation in this thread; raises what `save_annotation` raises."""
+    def _save_now(self) -> bool:
+        """Write the open image's annotation in this thread when it is dirty; tell `saved(record)`
+        or `failed(line)` (the subclass's signals). True when the file on disk is up to date."""
+        if not self.dirty():
+            return True
         rec, doc = self.record, self.document
-        self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=self._status(doc.edit_mask),
-                                     journal_seq=self.project.journal_last(rec))
+        try:
+            self.project.save_annotation(rec, doc.labels, doc.edit_mask, status=self._status(doc.edit_mask),
+                                         journal_seq=self.project.journal_last(rec))
+        except Exception as exc:  # noqa: BLE001 - reported, never raised: the session goes on
+            self.failed.emit(save_failure(rec, exc))
+            return False
+        self._mark_clean()
+        self.saved.emit(rec)
+        return True
 
     def _mark_clean(self) -> None:
         self._forced, self.pending_status = False, None
@@ -185,16 +197,7 @@ class DirectSaver(SaveTarget):
         self._forced = self._forced or force
 
     def flush(self) -> bool:
-        if not self.dirty():
-            return True
-        try:
-            self._save_now()
-        except Exception as exc:  # noqa: BLE001 - reported, never raised: the session goes on
-            self.failed.emit(save_failure(self.record, exc))
-            return False
-        self._mark_clean()
-        self.saved.emit(self.record)
-        return True
+        return self._save_now()
 
     def shutdown(self) -> None:
         self.flush()

@@ -61,16 +61,7 @@ class AutoSaver(QObject, SaveTarget):
         """Save now (in this thread) if anything is unsaved. True when the file on disk is up to date."""
         self.timer.stop()
         self.wait()
-        if not self.dirty():
-            return True
-        try:
-            self._save_now()
-        except Exception as exc:  # noqa: BLE001 - any failure must end as a message, never a crash
-            self.failed.emit(save_failure(self.record, exc))
-            return False
-        self._mark_clean()
-        self.saved.emit(self.record)
-        return True
+        return self._save_now()
 
     def _save_in_background(self) -> None:
         if not self.dirty():
