@@ -94,8 +94,11 @@ def report(name: str, rows: dict[str, dict]) -> None:
             laters.append(later / r["forward"])
         curve = " ".join(f"{v * 100:.1f}" for v in r["miou"])
         print(f"{key:14} {r['forward']:9.3f} {r['features']:10.3f} {first:11.3f} {later:8.3f} {steps:6.0f}  {curve}")
+    if not forwards:
+        return
+    later_ratio = f"{statistics.median(laters):.2f}x a forward" if laters else "n/a (one click per image)"
     print(f"median forward {statistics.median(forwards):.3f} s; first click (features + click) "
-          f"{statistics.median(firsts):.2f}x a forward; a later click {statistics.median(laters):.2f}x a forward")
+          f"{statistics.median(firsts):.2f}x a forward; a later click {later_ratio}")
     curves = [r["miou"] for r in rows.values() if r["miou"]]
     if curves:
         n = min(len(c) for c in curves)
