@@ -68,8 +68,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation: flip; ms (scales 0.75/1/1.25, each with flip; ~7× slower); "
                              "ms-paper (the paper's 0.5-1.75 in steps of 0.25, each with flip; ~20× slower, ~2.6× the memory)")
     parser.add_argument("--crf", action="store_true", help="refine each prediction with the dense CRF")
-    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX",
-                        help="images with a longer side run in overlapping tiles of this size (default 1024)")
+    parser.add_argument("--tile-size", type=tile_size, default=1024, metavar="PX|auto",
+                        help="images with a longer side run in overlapping tiles of this size (default 1024); "
+                             "auto: each image whole when it fits half the memory free on the device, else the "
+                             "largest tiles that do")
     parser.add_argument("--max-side", type=int, default=None, metavar="PX",
                         help="instead of tiling, shrink images to this longest side and scale the result back")
     parser.add_argument("--decode-workers", type=int, default=1, metavar="N",
@@ -77,6 +79,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 TORCHVISION_PREFIX = "torchvision:"
+
+
+def tile_size(text: str) -> int | str:
+    """--tile-size: "auto", or a whole number of pixels, at least 64."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of pixels or 'auto', not {text!r}") from None
+    if size < 64:
+        raise argparse.ArgumentTypeError(f"must be at least 64, not {size}")
+    return size
 
 
 @contextmanager
@@ -134,8 +149,6 @@ def load_predictor(args: argparse.Namespace, *, keep_probs: bool, on_warning=Non
         device = resolve_device(args.device)
     except DeviceError as exc:
         raise CommandError(str(exc)) from None
-    if args.tile_size < 64:
-        raise CommandError(f"--tile-size must be at least 64, not {args.tile_size}")
     if args.max_side is not None and args.max_side < 32:
         raise CommandError(f"--max-side must be at least 32, not {args.max_side}")
     _check_backend(args, device)  # before the model loads

@@ -103,6 +103,18 @@ def test_predict_with_crf_tiles_tta_and_output_stride(tmp_path: Path, random_ckp
         assert im.mode == "P" and im.size == (72, 40) and np.array(im).max() <= 2
 
 
+def test_predict_tile_size_auto_fits_the_image_to_memory(tmp_path: Path, random_ckpt: Path) -> None:
+    src = _image(tmp_path / "x.png", 40, 72)
+    for name, size in (("fixed", "64"), ("auto", "auto")):
+        assert main(["predict", "--model", str(random_ckpt), "--device", "cpu", "--tile-size", size, str(src),
+                     "--out", str(tmp_path / name)]) == 0
+    with Image.open(tmp_path / "auto" / "x.png") as a, Image.open(tmp_path / "fixed" / "x.png") as f:
+        assert a.size == f.size == (72, 40)
+    runs = {name: json.loads((tmp_path / name / ".deeplab-studio-predict.jsonl").read_text())["run"]
+            for name in ("fixed", "auto")}
+    assert runs["fixed"] != runs["auto"]  # the tile size is part of the run key --resume compares
+
+
 def test_output_names_are_unique(tmp_path: Path) -> None:
     for rel in ("d1/x.jpg", "d1/x.png", "d1/sub/x.jpg", "d2/x.jpg", "d1/.hidden/y.jpg", "d1/notes.txt"):
         _image(tmp_path / rel) if not rel.endswith(".txt") else (tmp_path / rel).write_text("hi")
@@ -116,6 +128,7 @@ def test_output_names_are_unique(tmp_path: Path) -> None:
     (["--model", "missing.safetensors"], "file not found"),
     (["--device", "tpu"], "unknown device"),
     (["--tile-size", "8"], "--tile-size"),
+    (["--tile-size", "big"], "--tile-size"),
 ])
 def test_predict_bad_arguments_are_one_clear_line(tmp_path: Path, ckpt: Path, capsys, argv, message) -> None:
     src = _image(tmp_path / "x.png")
@@ -123,7 +136,10 @@ def test_predict_bad_arguments_are_one_clear_line(tmp_path: Path, ckpt: Path, ca
     for k, v in zip(argv[::2], argv[1::2]):
         base[k] = v if k != "--model" else str(tmp_path / v)
     args = [x for kv in base.items() for x in kv]
-    rc = main(["predict", *args, str(src), "--out", str(tmp_path / "out")])
+    try:
+        rc = main(["predict", *args, str(src), "--out", str(tmp_path / "out")])
+    except SystemExit as exc:  # refused by the argument parser (exit status 2, one line)
+        rc = exc.code
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0]
 
