@@ -110,11 +110,11 @@ from .crf_engine import LatticeSource, refine_free_pixels
 from .crf_engine import unary_energy as _unary  # noqa: F401 (benchmarks/bench_crf.py reads crf._unary)
 from .crf_inputs import check_image, check_labels, check_params, check_probs, check_protect
 from .crf_params import DEEPLAB_V2_PARAMS, MIN_RANGE, Cancel, CRFParams  # noqa: F401 (re-exported)
-from .crf_session import CRFSession, session_for
+from .crf_session import CRFSession, SessionLender, session_for
 from .errors import CRFCancelled  # noqa: F401 (also imported from here)
 
 __all__ = ["CRFParams", "CRFCancelled", "refine", "refine_labels", "DEEPLAB_V2_PARAMS", "ProposalCRF", "model_crf",
-           "CRFSession", "session_for"]
+           "CRFSession", "SessionLender", "session_for"]
 
 
 # --- public API ----------------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ A session's answers equal the one-shot functions' (`ml.crf.refine`, `refine_labe
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -168,6 +171,33 @@ def session_for(image: np.ndarray, session: CRFSession | None) -> CRFSession:
     if session is not None and session.matches(image):
         return session
     return CRFSession(image)
+
+
+class SessionLender:
+    """A home for the warm session of the image being worked on, shared by callers in several
+    threads (the window's slider previews and Snap to edges): `with lender.lend(image) as s:`.
+    The kept session is lent to one caller at a time; a caller that finds it lent out, or kept for
+    another image, gets a new one. The session handed back last is kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: CRFSession | None = None
+
+    @contextmanager
+    def lend(self, image: np.ndarray) -> Iterator[CRFSession]:
+        with self._lock:
+            session, self._kept = self._kept, None
+        session = session_for(image, session)
+        try:
+            yield session
+        finally:
+            with self._lock:
+                self._kept = session
+
+    def clear(self) -> None:
+        """Drop the kept session (its memory goes with it)."""
+        with self._lock:
+            self._kept = None
 
 
 def _fingerprint(image: np.ndarray) -> int:

@@ -305,7 +305,15 @@ def test_crf_panel_previews_when_opened_and_follows_the_image(qtbot, window, con
         assert window.apply_labels(blocky, text="test")
         assert panel.preview is None and not panel.apply_button.isEnabled()  # the old one is stale
     np.testing.assert_array_equal(panel.preview_base, blocky)  # computed on the new labels
-    assert blocker.args[0] > 0 and panel.apply()
+    assert blocker.args[0] > 0
+    with controller.crf_sessions().lend(doc.image) as session:  # the image's kernels are kept...
+        assert session.matches(doc.image)
+        misses = session.misses
+    with qtbot.waitSignal(panel.previewReady, timeout=60000):
+        panel.sliders["iterations"].setValue(4)
+    with controller.crf_sessions().lend(doc.image) as again:  # ...and serve a slider's preview
+        assert again is session and session.misses == misses and session.hits > 0
+    assert panel.apply()
     assert not panel.preview_pending() and "Applied" in panel.info.text()  # its own write starts no run
     panel.parentWidget().close()  # a hidden panel computes nothing on the next image change
     assert window.step(1) and panel.preview is None and not panel.preview_pending()

@@ -79,6 +79,7 @@ def test_closing_joins_export_snap_download_and_training(qtbot, tmp_path, monkey
 
     monkeypatch.setattr(export_dialog, "export_voc", slow_export)
     monkeypatch.setattr(crf, "refine_labels", slow_refine)
+    monkeypatch.setattr(crf.CRFSession, "refine_labels", lambda self, labels, **kw: slow_refine(self.image, labels, **kw))
     monkeypatch.setattr(checkpoints, "fetch_torchvision_weights", slow_fetch)
 
     assert dialog.start_export()

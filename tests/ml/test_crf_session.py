@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from deeplab_studio.core.labels import voc_colormap
-from deeplab_studio.ml.crf import CRFParams, CRFSession, ProposalCRF, refine, refine_labels, session_for
+from deeplab_studio.ml.crf import CRFParams, CRFSession, ProposalCRF, SessionLender, refine, refine_labels, session_for
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +94,26 @@ def test_prepare_builds_the_lattice_ahead_and_answers_the_same(scene):
     lattices = [k for k in session._kept if k[0] == "lattice"]
     assert len(lattices) == 1 and session.misses == built + 2  # the kernel and stencil, not the lattice
     assert CRFSession(image, budget=1000).prepare() == 0  # over the budget: nothing built
+
+
+def test_the_lender_keeps_one_warm_session_and_never_lends_it_twice(scene):
+    image, pred = scene
+    lender = SessionLender()
+    with lender.lend(image) as first:
+        answer = first.refine_labels(pred)
+        with lender.lend(image) as meanwhile:  # another thread's call while the first runs
+            assert meanwhile is not first
+    with lender.lend(image) as again:
+        assert again is first  # the one handed back last (`meanwhile` came back before `first`)
+        misses = again.misses
+        assert (again.refine_labels(pred, params=CRFParams(bilateral_compat=5))
+                == refine_labels(image, pred, params=CRFParams(bilateral_compat=5))).all()
+        assert again.misses == misses  # the kept kernels served the preview
+    assert (answer == refine_labels(image, pred)).all()
+    other = image.copy()
+    other[0, 0] ^= 1
+    with lender.lend(other) as fresh:
+        assert fresh is not first and fresh.matches(other)
+    lender.clear()
+    with lender.lend(other) as after_clear:
+        assert after_clear is not fresh

@@ -66,6 +66,7 @@ class ModelController(QObject):
         self.mapping: ClassMapping | None = None
         self.crf_params = None  # ml.crf.CRFParams applied in the CRF panel; None = the model's own
         self.crf_panel = None  # gui.crf_panel.CRFPanel, made on first use
+        self._crf_lender = None  # ml.crf.SessionLender, made on first use (see crf_sessions)
         self.model_status: tuple[str, str] = ("", "")  # status-bar text and tooltip of the model
         self._loading: tuple[int, str, str] | None = None  # (request id, path, device) of the last load asked
         self._device = "auto"  # the device asked for the loaded model
@@ -76,7 +77,8 @@ class ModelController(QObject):
         self.proposals = ProposalFlow(link, self.client, self.uncertainty, self.jobs,
                                       options=self.proposal_options, require_model=self._require_model,
                                       precompute=self.act_precompute.isChecked,
-                                      refresh_overlay=self.refresh_overlay, parent=self)
+                                      refresh_overlay=self.refresh_overlay, crf_sessions=self.crf_sessions,
+                                      parent=self)
         self.batch_status = self.proposals.batch_status
         flow = self.proposals
         for mine, theirs in ((self.proposalApplied, flow.proposalApplied), (self.snapApplied, flow.snapApplied),
@@ -143,6 +145,15 @@ class ModelController(QObject):
         """How proposals are made now: CRF on/off, the CRF panel's parameters, the class mapping."""
         lut = None if self.mapping is None or self.mapping.is_identity() else self.mapping.lut()
         return ProposalOptions(self.act_crf.isChecked(), self.crf_params, lut)
+
+    def crf_sessions(self):
+        """The `ml.crf.SessionLender` that Snap to edges and the CRF panel's previews share, so
+        repeated CRF runs on one image reuse its kernels (made on first use: no CRF import at start)."""
+        if self._crf_lender is None:
+            from deeplab_studio.ml.crf_session import SessionLender
+
+            self._crf_lender = SessionLender()
+        return self._crf_lender
 
     # --- model -------------------------------------------------------------------------------
     def load_model(self, path: str, device: str = "auto") -> int:

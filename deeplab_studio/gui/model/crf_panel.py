@@ -191,7 +191,7 @@ class CRFPanel(QWidget):
         token = (self._serial, doc.key, doc.labels.copy())
         self.info.setText("Computing preview…")
         self.controller.jobs.start(refine_job, doc.image, doc.labels.copy(), doc.edit_mask.copy(), self.params(),
-                                   on_result=lambda r: self._on_preview(token, r),
+                                   self.controller.crf_sessions(), on_result=lambda r: self._on_preview(token, r),
                                    on_error=lambda e: self._on_preview(token, e))
 
     def _on_preview(self, token: tuple, result: np.ndarray | BaseException) -> None:

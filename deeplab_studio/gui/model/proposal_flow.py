@@ -42,11 +42,15 @@ class ProposalOptions:
 
 
 def refine_job(task: TaskWorker, image: np.ndarray, labels: np.ndarray, protect: np.ndarray,
-               params: Any) -> np.ndarray:
-    """`labels` snapped to the edges of `image` by the CRF, pixels in `protect` kept (pool thread)."""
+               params: Any, lender: Any = None) -> np.ndarray:
+    """`labels` snapped to the edges of `image` by the CRF, pixels in `protect` kept (pool thread).
+    With `lender` (`ml.crf.SessionLender`) the image's CRF kernels are kept for the next call."""
     from deeplab_studio.ml.crf import refine_labels
 
-    return refine_labels(image, labels, protect=protect, params=params, cancel=task.cancelled)
+    if lender is None:
+        return refine_labels(image, labels, protect=protect, params=params, cancel=task.cancelled)
+    with lender.lend(image) as session:
+        return session.refine_labels(labels, protect=protect, params=params, cancel=task.cancelled)
 
 
 class ProposalFlow(QObject):
@@ -61,9 +65,10 @@ class ProposalFlow(QObject):
     def __init__(self, link, client: InferenceClient, uncertainty: UncertaintyStore, jobs: JobPool, *,
                  options: Callable[[], ProposalOptions], require_model: Callable[[], bool],
                  precompute: Callable[[], bool], refresh_overlay: Callable[[], None],
-                 parent: QObject | None = None) -> None:
+                 crf_sessions: Callable[[], Any] = lambda: None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.link, self.client, self.uncertainty, self.jobs = link, client, uncertainty, jobs
+        self._crf_sessions = crf_sessions  # the SessionLender that Snap to edges shares with the CRF panel
         self._options, self._require_model = options, require_model
         self._precompute, self._refresh_overlay = precompute, refresh_overlay
         self.prefetched: dict[str, Proposal] = {}  # pre-computed proposals by image key (oldest first)
@@ -254,7 +259,8 @@ class ProposalFlow(QObject):
         token = (self._snap_serial, doc.key, doc.labels.copy())
         self.message.emit("Snapping to edges…")
         return self.jobs.start(refine_job, doc.image, doc.labels.copy(), doc.edit_mask.copy(),
-                               self._options().crf_params, on_result=lambda r: self._on_snap_done(token, r),
+                               self._options().crf_params, self._crf_sessions(),
+                               on_result=lambda r: self._on_snap_done(token, r),
                                on_error=lambda e: self._on_snap_done(token, e))
 
     def _on_snap_done(self, token: tuple, result: np.ndarray | BaseException) -> None:
