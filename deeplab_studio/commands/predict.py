@@ -186,7 +186,8 @@ def _check_backend(args: argparse.Namespace, device: Any) -> None:
 
 def _backend(args: argparse.Namespace, loaded: Any) -> Any:
     """`--backend` as Predictor takes it: "torch", or the ONNX Runtime forward (exported into the
-    cache first, said on stderr, when not cached)."""
+    cache first, said on stderr, when not cached), in `args.threads` threads when set (a Ray actor's
+    CPUs), else on every core."""
     name = getattr(args, "backend", "torch")
     if name == "torch":
         return name
@@ -197,7 +198,7 @@ def _backend(args: argparse.Namespace, loaded: Any) -> Any:
         print(message, file=sys.stderr, flush=True)
 
     try:
-        return load_onnx_forward(loaded, on_export=say)
+        return load_onnx_forward(loaded, threads=vars(args).get("threads"), on_export=say)
     except OnnxUnavailable as exc:
         raise CommandError(f"--backend {name}: {exc}") from None
     except OnnxExportError as exc:
@@ -282,7 +283,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "actors (the optional extra deeplab-studio[ray]); the same files and the same rules")
     group.add_argument("--workers", type=int, default=2, metavar="N", help="--engine ray: actors (default 2)")
     group.add_argument("--cpus-per-worker", type=float, default=1, metavar="C",
-                       help="--engine ray: CPUs per actor, its torch threads (default 1)")
+                       help="--engine ray: CPUs per actor, its torch or ONNX Runtime threads (default 1)")
     group.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
                        help="--engine ray: GPUs per actor (e.g. 1, or 0.5 for two actors per GPU; default 0: CPU)")
     group.add_argument("--address", metavar="ADDR",

@@ -71,7 +71,8 @@ class ImageWorker:
         args = argparse.Namespace(**options)
         if args.device == "auto":  # the devices Ray gave this actor, not the node's
             args.device = "cuda" if args.gpus_per_worker > 0 else "cpu"
-        torch.set_num_threads(max(1, round(args.cpus_per_worker)))
+        args.threads = max(1, round(args.cpus_per_worker))  # the CPUs Ray reserved, for torch and ONNX Runtime
+        torch.set_num_threads(args.threads)
         self.warnings: list[str] = []
         self.render = Renderer(args, on_warning=self.warnings.append)
 

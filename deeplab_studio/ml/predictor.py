@@ -142,6 +142,8 @@ class Predictor:
         self.on_warning = on_warning
         self.model = module.eval()
         self.backend, self._net = self._make_backend(backend, threads)
+        #: intra-op threads of an ONNX Runtime backend (None for torch, which uses torch's setting)
+        self.threads: int | None = getattr(self._net, "threads", None)
         if self._net is not None:
             if resolve_device(device).type != "cpu" and str(device) != "auto":
                 raise DeviceError(f"the {self.backend} backend runs on the CPU, not on {device}")

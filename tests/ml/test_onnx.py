@@ -8,6 +8,7 @@ images. A tiny random DeepLab v3+ is exported with both exporters and drives the
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -224,6 +225,29 @@ def test_predict_cli_with_onnxruntime_backend(cache: Path, voc, voc_onnx: Path, 
         labels = np.array(im)
     expected = Predictor(voc).predict(read_image(src)).labels
     assert _agreement(labels, expected) >= 0.995
+
+
+def test_a_ray_actor_runs_onnxruntime_in_the_cpus_ray_reserved(cache: Path, voc, voc_onnx: Path,
+                                                              tmp_path: Path) -> None:
+    """Each `predict --engine ray` actor's ONNX Runtime session takes --cpus-per-worker threads, not
+    every core of the node (N actors × all cores oversubscribed it). The actor is built as Ray
+    builds it, from the run's plain options (no Ray needed)."""
+    from deeplab_studio.commands import predict
+    from deeplab_studio.commands.predict_ray import ImageWorker
+    from deeplab_studio.ml.onnx_backend import default_threads
+
+    entry = cache_path(voc)
+    if not entry.exists():
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(voc_onnx, entry)
+    parser = argparse.ArgumentParser()
+    predict.add_arguments(parser)
+    args = parser.parse_args(["--engine", "ray", "--backend", "onnxruntime", "--cpus-per-worker", "1",
+                              "x.jpg", "--out", str(tmp_path / "out")])
+    worker = ImageWorker({k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))})
+    assert worker.render.predictor.backend == "onnxruntime" and worker.render.predictor.threads == 1
+    assert Predictor(voc, backend="onnxruntime").threads == default_threads()  # a plain run: every core
+    assert Predictor(voc).threads is None  # torch keeps its own setting
 
 
 def test_missing_onnxruntime_is_one_line_with_the_install_hint(tmp_path: Path) -> None:
