@@ -204,6 +204,13 @@ class Project:
 
     def load_annotation(self, rec: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
         """(labels uint8 H×W, edit mask bool H×W); zeros and an empty mask when unlabeled."""
+        return self._load(rec, with_mask=True)
+
+    def load_labels(self, rec: ImageRecord) -> np.ndarray:
+        """The label map alone (exports: the edit mask file is not read)."""
+        return self._load(rec, with_mask=False)[0]
+
+    def _load(self, rec: ImageRecord, *, with_mask: bool) -> tuple[np.ndarray, np.ndarray]:
         shape = (rec.height, rec.width)
         if rec.gen is None:
             return np.zeros(shape, np.uint8), np.zeros(shape, bool)
@@ -214,7 +221,7 @@ class Project:
                 return np.zeros(shape, np.uint8), np.zeros(shape, bool)
             lfile, mfile = self.annotation_files(rec)
         labels = read_label_png_at_rev(lfile, self.label_remaps)
-        mask = read_mask_png(mfile) if mfile.is_file() else np.zeros(shape, bool)
+        mask = read_mask_png(mfile) if with_mask and mfile.is_file() else np.zeros(shape, bool)
         for f, name, arr in ((lfile, "label map", labels), (mfile, "edit mask", mask)):
             if arr.shape != shape:
                 raise ProjectError(f"{f}: {name} is {arr.shape[1]}×{arr.shape[0]}, "

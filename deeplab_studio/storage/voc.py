@@ -13,8 +13,9 @@ swap is a rename, and an export can always be re-run. An image that fails is rep
   checked (`probe_image`) and its marker structure walked to the end of the image (`_jpeg_complete`:
   every segment whole, the last scan ended by EOI), and only a file that fails that walk is decoded
   to tell a damaged source (left out, reported) from an unusual but readable one (copied). The
-  self-check compares each copy's size and SHA-256 with the bytes read from the source, instead of
-  decoding it again; converted JPEGs and every label map are decoded and checked (`voc_check`).
+  self-check compares each JPEG's size and SHA-256 with the bytes the export wrote (the source's
+  for a copy, the encoder's for a conversion) instead of decoding it again; every label map is
+  decoded and checked (`voc_check`).
 - `SegmentationClass/<id>.png`: mode P with the project's class colours, 255 = void.
 - `SegmentationObject/<id>.png` (`objects=True`): connected components (8-connected) of each
   class, numbered 1.. in class order then raster order; 255 where the class map is void. VOC
@@ -24,7 +25,6 @@ swap is a rename, and an export can always be re-run. An image that fails is rep
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -41,7 +41,7 @@ from deeplab_studio.storage.images import probe_image, read_image
 from deeplab_studio.storage.labelmaps import PngPalette, encode_label_png
 from deeplab_studio.storage.project import Project, Status
 from deeplab_studio.storage.voc_check import (  # noqa: F401  (CheckReport: public API)
-    CheckReport, CopiedJpeg, ExportCheckError, check_export, label_digest, unknown_classes)
+    CheckReport, ExportCheckError, WrittenJpeg, check_export, label_digest, unknown_classes)
 from deeplab_studio.storage.voc_format import (
     CLASS_DIR, CLASS_NAMES_FILE, JPEG_DIR, LABELMAP_FILE, OBJECT_DIR, SPLIT_DIR, VOCError, class_names_text,
     labelmap_text, make_ids, shown, split_ids, voc_root_for)
@@ -199,11 +199,11 @@ def _failure(path: str | Path, exc: BaseException) -> str:
 
 
 def _export_one(project: Project, rec, stage: Path, voc_id: str, objects: bool, summary: ExportSummary,
-                copied: dict[str, CopiedJpeg], palettes: _Palettes) -> str:
+                written: dict[str, WrittenJpeg], palettes: _Palettes) -> str:
     """Write one image's JPEG, class map (and object map) into the stage; returns the labels' digest.
     Raises on a problem with this image (its partial files are the caller's to remove)."""
     n_classes = len(project.labels)
-    labels, _ = project.load_annotation(rec)
+    labels = project.load_labels(rec)
     if unknown_classes(labels, n_classes):
         raise VOCError(f"{project.image_path(rec)}: its label map uses class {int(labels[labels != IGNORE].max())}, "
                        f"the project has {n_classes} classes")
@@ -215,17 +215,19 @@ def _export_one(project: Project, rec, stage: Path, voc_id: str, objects: bool, 
             h, w = read_image(src).shape[:2]  # one that decodes after all is copied
             if (w, h) != rec.size:
                 raise VOCError(f"{src}: image is now {w}×{h}, the project has it as {rec.width}×{rec.height}")
-        _write(jpg, data)
-        copied[voc_id] = CopiedJpeg(rec.height, rec.width, len(data), hashlib.sha256(data).hexdigest())
+        written[voc_id] = WrittenJpeg.of(data, rec.height, rec.width, copied=True)
     else:
-        _write(jpg, _encode_jpeg(project.read_image(rec)))
+        image = project.read_image(rec)
+        data = _encode_jpeg(image)
+        written[voc_id] = WrittenJpeg.of(data, *image.shape[:2], copied=False)
+    _write(jpg, data)
     _write(stage / CLASS_DIR / f"{voc_id}.png", encode_label_png(labels, palettes.classes))
     if objects:
         inst, dropped = object_map(labels)
         _write(stage / OBJECT_DIR / f"{voc_id}.png", encode_label_png(inst, palettes.objects))
         summary.objects_dropped += dropped
-    summary.jpegs_copied += voc_id in copied
-    summary.images_converted += voc_id not in copied
+    summary.jpegs_copied += written[voc_id].copied
+    summary.images_converted += not written[voc_id].copied
     return label_digest(labels)
 
 
@@ -261,7 +263,7 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
                             layout=layout)
     with staging(root, _StageWriteError, VOCError) as stage:
         expected: dict[str, str] = {}
-        copied: dict[str, CopiedJpeg] = {}
+        written: dict[str, WrittenJpeg] = {}
         palettes = _Palettes(PngPalette(project.labels.palette()), PngPalette(voc_colormap()))
         done = []
         for k, rec in enumerate(chosen):
@@ -269,12 +271,12 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
             if progress:
                 progress(k, len(chosen), shown(rec.path))
             try:
-                expected[voc_id] = _export_one(project, rec, stage, voc_id, objects, summary, copied, palettes)
+                expected[voc_id] = _export_one(project, rec, stage, voc_id, objects, summary, written, palettes)
                 done.append(rec)
             except _StageWriteError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one image's failure (MemoryError included)
-                copied.pop(voc_id, None)
+                written.pop(voc_id, None)
                 summary.failed.append((shown(rec.path), _failure(project.image_path(rec), exc)))
                 for sub, ext in ((JPEG_DIR, ".jpg"), (CLASS_DIR, ".png"), (OBJECT_DIR, ".png")):
                     (stage / sub / f"{voc_id}{ext}").unlink(missing_ok=True)
@@ -294,7 +296,7 @@ def export_voc(project: Project, out_dir: str | Path, *, val_fraction: float = 0
         if progress:
             progress(len(chosen), len(chosen), "checking the export")
         try:
-            check_export(stage, expected=expected, objects=objects, copied=copied)
+            check_export(stage, expected=expected, objects=objects, written=written)
         except ExportCheckError as exc:  # told in the user's terms: the staging folder is deleted
             raise _check_failed(exc, stage, root, {ids[r.path]: project.image_path(r) for r in done}) from None
         swap_into_place(stage, root)

@@ -1,8 +1,9 @@
 """The VOC export's self-check: re-read a written VOC folder completely and compare it with what
 was meant to be written (`check_export`); `voc` runs it on the staging folder before the swap.
 
-Copied JPEGs are compared by size and SHA-256 with the source bytes (`CopiedJpeg`), converted ones
-are decoded; label maps are read without Pillow when they are as `encode_label_png` writes them
+Every JPEG the export wrote is compared by size and SHA-256 with the bytes it meant to write
+(`WrittenJpeg`: the source's bytes for a copy, the encoder's for a conversion) instead of being
+decoded again; JPEGs of a folder checked on its own are decoded; label maps are read without Pillow when they are as `encode_label_png` writes them
 (`_unfiltered_palette_rows`), else with Pillow.
 """
 
@@ -39,12 +40,20 @@ class CheckReport:
 
 
 @dataclass(frozen=True)
-class CopiedJpeg:
-    """A JPEG copied byte for byte: what the self-check compares the staged file with."""
+class WrittenJpeg:
+    """A JPEG the export wrote: what the self-check compares the staged file with."""
     height: int
     width: int
     size: int
     sha256: str
+    copied: bool = True  # the source's bytes (else the encoder's, for a converted image)
+
+    @classmethod
+    def of(cls, data: bytes, height: int, width: int, *, copied: bool) -> WrittenJpeg:
+        return cls(height, width, len(data), hashlib.sha256(data).hexdigest(), copied)
+
+
+CopiedJpeg = WrittenJpeg  # the name before converted JPEGs were recorded too
 
 
 def unknown_classes(labels: np.ndarray, n: int) -> bool:
@@ -60,14 +69,14 @@ def label_digest(arr: np.ndarray) -> str:
 
 
 def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None, objects: bool | None = None,
-                 copied: dict[str, CopiedJpeg] | None = None) -> CheckReport:
+                 written: dict[str, WrittenJpeg] | None = None) -> CheckReport:
     """Re-read a VOC folder completely and check it; raises `ExportCheckError` on the first problem.
 
     Checks the class files agree, the splits partition trainval, every JPEG decodes fully, every
     class map is mode P, the image's size, and uses only known classes or 255; object maps (when
     present) match their class maps; with `expected` (id -> digest), the label pixels are exact.
-    `copied` (export only: id -> what it copied): JPEGs copied byte for byte are checked by size
-    and SHA-256 against the source bytes instead of being decoded.
+    `written` (export only: id -> the JPEG it wrote): those JPEGs are checked by size and SHA-256
+    against the bytes written instead of being decoded.
     """
     root = Path(out_dir)
 
@@ -91,8 +100,8 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
     has_objects = (root / OBJECT_DIR).is_dir() if objects is None else objects
     for voc_id in tv:
         jpg, png = root / JPEG_DIR / f"{voc_id}.jpg", root / CLASS_DIR / f"{voc_id}.png"
-        if copied and voc_id in copied:
-            h, w = _check_copy(jpg, copied[voc_id], fail)
+        if written and voc_id in written:
+            h, w = _check_written(jpg, written[voc_id], fail)
         else:
             try:
                 if probe_image(jpg).format != "JPEG":
@@ -115,14 +124,15 @@ def check_export(out_dir: str | Path, *, expected: dict[str, str] | None = None,
     return CheckReport(tv, splits, n)
 
 
-def _check_copy(path: Path, want: CopiedJpeg, fail) -> tuple[int, int]:
-    """(h, w) of a copied JPEG after checking its bytes are the source's (size, SHA-256)."""
+def _check_written(path: Path, want: WrittenJpeg, fail) -> tuple[int, int]:
+    """(h, w) of a JPEG the export wrote, after checking its bytes are those (size, SHA-256)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         fail(path, f"unreadable ({exc.strerror or exc})")
     if len(data) != want.size or hashlib.sha256(data).hexdigest() != want.sha256:
-        fail(path, f"differs from the source bytes it was copied from ({len(data)} bytes, {want.size} copied)")
+        what = "the source bytes it was copied from" if want.copied else "the JPEG the export encoded"
+        fail(path, f"differs from {what} ({len(data)} bytes, {want.size} written)")
     return want.height, want.width
 
 

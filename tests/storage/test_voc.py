@@ -341,14 +341,14 @@ def test_export_goes_on_after_a_failing_image(annotated: Project, tmp_path: Path
     src = annotated.folder / "a.jpg"  # header intact, data cut: copied byte for byte, fails to decode
     data = src.read_bytes()
     src.write_bytes(data[: len(data) * 2 // 3])
-    real = Project.load_annotation
+    real = Project.load_labels
 
     def out_of_memory_for_one(self, rec):
         if rec.path == "b.png":
             raise MemoryError()
         return real(self, rec)
 
-    monkeypatch.setattr(Project, "load_annotation", out_of_memory_for_one)
+    monkeypatch.setattr(Project, "load_labels", out_of_memory_for_one)
     out = tmp_path / "voc"
     s = export_voc(annotated, out)
     assert s.ids == ["alpha", "rot", "sub_a"] and sorted(s.train + s.val) == s.ids
@@ -358,7 +358,7 @@ def test_export_goes_on_after_a_failing_image(annotated: Project, tmp_path: Path
     assert sorted(p.stem for p in (out / "JPEGImages").iterdir()) == s.ids
     assert sorted(export_marker(out)["sources"]) == s.ids
     assert check_export(out).ids == s.ids
-    monkeypatch.setattr(Project, "load_annotation", lambda self, rec: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(Project, "load_labels", lambda self, rec: (_ for _ in ()).throw(MemoryError()))
     with pytest.raises(VOCError, match="none of the 5 images could be exported"):
         export_voc(annotated, tmp_path / "none")
     assert not (tmp_path / "none").exists() and sorted(export_marker(out)["sources"]) == s.ids
@@ -565,6 +565,26 @@ def test_a_copied_jpeg_damaged_in_the_stage_fails_the_check(annotated: Project, 
     monkeypatch.setattr(voc_export, "_write", real)
     s = export_voc(annotated, tmp_path / "voc")
     assert s.jpegs_copied == 2 and _sha(tmp_path / "voc" / "JPEGImages" / "a.jpg") == _sha(annotated.folder / "a.jpg")
+
+
+def test_a_converted_jpeg_damaged_in_the_stage_fails_the_check(annotated: Project, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """A converted image's JPEG is checked against the bytes the encoder gave (no second decode):
+    a byte flipped while writing b.jpg fails the self-check, and nothing is written."""
+    real = voc_export._write
+
+    def flip_a_byte(path: Path, data):
+        if path.name == "b.jpg":
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0x40
+            data = bytes(data)
+        real(path, data)
+
+    monkeypatch.setattr(voc_export, "_write", flip_a_byte)
+    with pytest.raises(ExportCheckError) as info:
+        export_voc(annotated, tmp_path / "voc")
+    assert f"JPEGImages{os.sep}b.jpg: differs from the JPEG the export encoded" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
 
 
 def test_jpeg_structure_walk(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def export_job(task: TaskWorker, folder: str, data_dir: str, destination: Path, 
                                      replace_other=options["replace_other"])
             counts = np.zeros(256, np.int64)
             for key in summary.keys:
-                counts += np.bincount(project.load_annotation(project.record(key))[0].ravel(), minlength=256)
+                counts += np.bincount(project.load_labels(project.record(key)).ravel(), minlength=256)
             return summary, counts
         summary = export_voc(project, destination, progress=progress, **options)
     counts = np.zeros(256, np.int64)

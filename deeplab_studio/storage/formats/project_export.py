@@ -47,7 +47,7 @@ class DatasetExport:
 
 
 def _project_labels(project: Project, rec) -> np.ndarray:
-    return project.load_annotation(rec)[0]
+    return project.load_labels(rec)
 
 
 def export_items(project: Project, statuses: Iterable[Status | str] = DEFAULT_STATUSES
