@@ -53,9 +53,6 @@ class WrittenJpeg:
         return cls(height, width, len(data), hashlib.sha256(data).hexdigest(), copied)
 
 
-CopiedJpeg = WrittenJpeg  # the name before converted JPEGs were recorded too
-
-
 def unknown_classes(labels: np.ndarray, n: int) -> bool:
     """True when `labels` holds a value that is neither a class below `n` nor void (255)."""
     return np.count_nonzero(labels >= n) > (np.count_nonzero(labels == IGNORE) if n <= IGNORE else 0)
