@@ -225,6 +225,14 @@ def read_label_png_at_rev(path: str | Path, remaps) -> np.ndarray:
     return labels
 
 
+def label_png_palette(path: str | Path) -> np.ndarray | None:
+    """The colours (N×3 uint8) of a palette label map, read from its header; None for other modes."""
+    path = Path(path)
+    with _open_label_file(path, DEFAULT_MAX_BYTES) as im:
+        colours = im.getpalette() if im.mode == "P" else None
+    return None if not colours else np.asarray(colours, np.uint8).reshape(-1, 3)
+
+
 def read_label_png(path: str | Path, palette=None, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
     """A uint8 H×W label map from a palette/grayscale PNG (values as stored) or a colour PNG
     (colours looked up in `palette`, default the VOC colormap; unknown colours raise).

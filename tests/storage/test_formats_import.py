@@ -151,6 +151,34 @@ def test_mask_folder_pairs_by_stem_and_says_what_it_skips(tmp_path: Path) -> Non
     assert s.class_names == ["background", "class 1", "class 2"] and not s.classes_declared
 
 
+def test_masks_in_the_voc_colours_name_the_voc_classes(tmp_path: Path, data_dir: Path) -> None:
+    """A mask folder without classes.txt whose palette PNGs draw every value in its VOC colour (the
+    ten real VOC masks) is read as the 21 VOC classes; one value in another colour, or a grayscale
+    mask, and the classes are numbered as before."""
+    s = open_dataset(data_dir / "voc_real")
+    assert s.class_names == ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+                             "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+                             "sheep", "sofa", "train", "tvmonitor"]
+    assert s.colors == [tuple(int(v) for v in c) for c in voc_colormap(21)] and not s.classes_declared
+    assert any("Pascal VOC colours" in n for n in s.notes)
+    imported = import_dataset(s, tmp_path / "p")
+    assert imported.imported == 10 and imported.classes.names == s.class_names
+    root = tmp_path / "m"
+    (root / "images").mkdir(parents=True)
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:6, 2:6] = 3
+    for name, palette in (("a", voc_colormap(256)), ("b", voc_colormap(256))):
+        Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(root / "images" / f"{name}.png")
+        write_label_png(root / "masks" / f"{name}.png", labels, palette)
+    assert open_dataset(root).class_names[3] == "bird"
+    odd = voc_colormap(256)
+    odd[3] = (1, 2, 3)  # value 3 drawn in a colour that is not VOC's
+    write_label_png(root / "masks" / "b.png", labels, odd)
+    assert open_dataset(root).class_names == ["background", "class 1", "class 2", "class 3"]
+    Image.fromarray(labels).save(root / "masks" / "b.png")  # grayscale: no colours at all
+    assert open_dataset(root).class_names == ["background", "class 1", "class 2", "class 3"]
+
+
 def test_class_mapping_file(tmp_path: Path) -> None:
     voc = tmp_path / "voc"
     truth = _voc(voc, ["x"], {"trainval": ["x"]})

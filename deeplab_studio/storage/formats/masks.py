@@ -23,12 +23,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, LabelSet
+import numpy as np
+
+from deeplab_studio.core.labels import IGNORE, IGNORE_COLOR, VOC_CLASSES, LabelSet, voc_colormap
 from deeplab_studio.storage.formats.base import (
     ExportItem, FormatError, Progress, SourceDataset, SourceItem)
 from deeplab_studio.storage.formats.mask_files import (
     MaskLabels, index_images, index_png, is_safe_key, write_bytes, write_pairs)
 from deeplab_studio.storage.formats.voc import numbering
+from deeplab_studio.storage.labelmaps import label_png_palette
 from deeplab_studio.storage.voc_format import META_FILE, VOID_ENTRY, _read_lines, parse_meta_entries, shown
 
 IMAGES, MASKS, CLASSES_FILE = "images", "masks", "classes.txt"
@@ -56,19 +59,27 @@ def _masks(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _numbered_classes(items: list[SourceItem]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Class names up to the highest value in the masks (each read once); masks that fail are
-    returned as problems (their items are dropped by the caller)."""
-    top, bad = 0, []
+def _classes_from_values(items: list[SourceItem], masks: dict[str, Path]
+                         ) -> tuple[list[str], list[tuple[int, int, int]] | None, list[tuple[str, str]]]:
+    """(names, colours, problems) for masks that name no classes, each mask read once: the 21
+    Pascal VOC classes and colours when every mask is a palette PNG drawing each of its values in
+    its VOC colour (VOC-style folders, labelme2voc output), else "background", "class 1", ... up to
+    the highest value. Masks that fail are problems (their items are dropped by the caller)."""
+    top, bad, voc = 0, [], True
+    cmap = voc_colormap(256)
     for item in items:
         try:
             labels = item.read_labels()
+            palette = label_png_palette(masks[item.key]) if voc else None
         except Exception as exc:  # noqa: BLE001 - this mask's failure
             bad.append((item.key, str(exc) or type(exc).__name__))
             continue
-        values = labels[labels != IGNORE]
-        top = max(top, int(values.max()) if values.size else 0)
-    return ["background", *(f"class {i}" for i in range(1, top + 1))], bad
+        used = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[:IGNORE])
+        top = max(top, int(used[-1]) if used.size else 0)
+        voc = voc and palette is not None and len(palette) > top and bool((palette[used] == cmap[used]).all())
+    if voc and items and top < len(VOC_CLASSES):
+        return list(VOC_CLASSES), [tuple(int(v) for v in c) for c in cmap[:len(VOC_CLASSES)]], bad
+    return ["background", *(f"class {i}" for i in range(1, top + 1))], None, bad
 
 
 class MasksReader:
@@ -112,11 +123,12 @@ class MasksReader:
                 raise FormatError(f"{root / CLASSES_FILE}: lists no classes")
             notes.append(f"classes: {CLASSES_FILE}")
         else:
-            names, bad = _numbered_classes(items)
+            names, colors, bad = _classes_from_values(items, masks)
             failed = {k for k, _ in bad}
             items = [it for it in items if it.key not in failed]
             problems += bad
-            notes.append(f"no {CLASSES_FILE}: {len(names)} classes numbered from the masks' values")
+            notes.append(f"no {CLASSES_FILE}: the masks are drawn in the Pascal VOC colours, so the 21 VOC classes"
+                         if colors else f"no {CLASSES_FILE}: {len(names)} classes numbered from the masks' values")
             declared = False
         return SourceDataset(self.name, root, names, colors or None, items, problems, notes, declared)
 
