@@ -105,3 +105,24 @@ def test_the_overlay_marks_strong_disagreement_only() -> None:
     assert rgba.shape == (1, 5, 4) and (rgba[..., :3] == (0, 255, 0)).all()
     assert list(rgba[0, :, 3]) == sorted(rgba[0, :, 3]) and rgba[0, 0, 3] == 0 and rgba[0, 1, 3] == 0
     assert rgba[0, 4, 3] == 200
+
+
+def test_the_crf_panel_and_snap_start_at_the_models_card_setting(qtbot, window, controller) -> None:
+    """The bundled VOC model's card asks for its own CRF setting: the panel's sliders start there
+    (not at the module defaults) and Snap to edges uses it, until the panel applies its own."""
+    from deeplab_studio.ml.crf import CRFParams
+    from deeplab_studio.models import VOC_MODEL, model_card
+
+    card = model_card(VOC_MODEL)["crf"]["params"]
+    assert controller.client.model.crf_params == CRFParams(**card)
+    controller.show_crf_panel()
+    panel = controller.crf_panel
+    assert panel.params() == CRFParams(**card) != CRFParams()
+    assert controller.proposal_options().snap_params == CRFParams(**card)
+    assert controller.proposal_options().crf_params is None  # proposals: the worker's own setting
+    panel.sliders["iterations"].setValue(4)
+    with qtbot.waitSignal(panel.previewReady, timeout=60000):
+        panel.run_preview()
+    assert panel.apply()
+    assert controller.proposal_options().snap_params.iterations == 4  # the panel's, from the card's
+    assert controller.proposal_options().snap_params.bilateral_sxy == card["bilateral_sxy"]

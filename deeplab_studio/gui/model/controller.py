@@ -144,7 +144,14 @@ class ModelController(QObject):
     def proposal_options(self) -> ProposalOptions:
         """How proposals are made now: CRF on/off, the CRF panel's parameters, the class mapping."""
         lut = None if self.mapping is None or self.mapping.is_identity() else self.mapping.lut()
-        return ProposalOptions(self.act_crf.isChecked(), self.crf_params, lut)
+        return ProposalOptions(self.act_crf.isChecked(), self.crf_params, lut, self.crf_setting())
+
+    def crf_setting(self):
+        """The CRF parameters in force: those applied in the CRF panel, else the loaded model's
+        (its card's setting, else the defaults); None before any model."""
+        if self.crf_params is not None:
+            return self.crf_params
+        return self.client.model.crf_params if self.client.model is not None else None
 
     def crf_sessions(self):
         """The `ml.crf.SessionLender` that Snap to edges and the CRF panel's previews share, so
@@ -205,6 +212,8 @@ class ModelController(QObject):
         if note:  # e.g. a model of other classes on a labelled project: its proposals may be empty
             self.link.show_warning(note)
         self.proposals.precompute_next()
+        if self.crf_panel is not None:
+            self.crf_panel.model_changed()
         self.modelChanged.emit(info)
 
     def _on_model_failed(self, message: str) -> None:

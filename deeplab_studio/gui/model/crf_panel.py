@@ -5,7 +5,8 @@ map on the model controller's job pool (human pixels protected); the canvas show
 would change in their new class colour, the panel a thumbnail of the result and how many pixels
 would change. Apply writes it as one undoable command and keeps the parameters for later
 proposals and Snap to edges; Revert drops the preview and returns the sliders to the last
-applied parameters.
+applied parameters. Until something is applied the sliders start at the loaded model's own
+setting (its card's, e.g. the bundled VOC model's), which proposals and Snap to edges use then.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class CRFPanel(QWidget):
         super().__init__(parent)
         self.controller = controller
         self.link = controller.link
-        self.applied_params = controller.crf_params or _default_params()
+        self.applied_params = controller.crf_setting() or _default_params()
         self.preview: np.ndarray | None = None  # the refined label map on show
         self.preview_key: str | None = None  # the image it is for
         self.preview_base: np.ndarray | None = None  # the labels it was computed from
@@ -248,6 +249,13 @@ class CRFPanel(QWidget):
         self._clear_preview("Applied. These parameters are used for proposals and Snap to edges.")
         self.applied.emit()
         return True
+
+    def model_changed(self) -> None:
+        """Another model: until parameters are applied here, the sliders show the model's own."""
+        if self.controller.crf_params is None:
+            self.applied_params = self.controller.crf_setting() or _default_params()
+            self.set_params(self.applied_params)
+            self._restart("The model changed; computing the preview again…")
 
     def revert(self) -> None:
         """Drop the preview and go back to the last applied parameters."""

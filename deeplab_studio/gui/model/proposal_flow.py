@@ -39,6 +39,7 @@ class ProposalOptions:
     crf: bool  # refine with the dense CRF
     crf_params: Any = None  # ml.crf.CRFParams chosen in the CRF panel; None: the model's own setting
     lut: np.ndarray | None = None  # model class -> project class, None for the identity
+    snap_params: Any = None  # what Snap to edges uses: the panel's parameters, else the model's (None: defaults)
 
 
 def refine_job(task: TaskWorker, image: np.ndarray, labels: np.ndarray, protect: np.ndarray,
@@ -259,7 +260,7 @@ class ProposalFlow(QObject):
         token = (self._snap_serial, doc.key, doc.labels.copy())
         self.message.emit("Snapping to edges…")
         return self.jobs.start(refine_job, doc.image, doc.labels.copy(), doc.edit_mask.copy(),
-                               self._options().crf_params, self._crf_sessions(),
+                               self._options().snap_params, self._crf_sessions(),
                                on_result=lambda r: self._on_snap_done(token, r),
                                on_error=lambda e: self._on_snap_done(token, e))
 

@@ -119,7 +119,7 @@ class InferenceWorker(QObject):
         crf = model_crf(job.path)  # the model card's CRF setting, else the defaults
         self._predictor, self._crf = predictor, crf
         self._assist.reset()
-        self.modelLoaded.emit(model_info(loaded, job.path, str(device), job.request_id))
+        self.modelLoaded.emit(model_info(loaded, job.path, str(device), job.request_id, crf.params))
 
     def _loaded_predictor(self):
         if self._predictor is None:

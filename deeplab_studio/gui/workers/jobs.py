@@ -153,6 +153,7 @@ class ModelInfo:
     device: str
     device_label: str
     request_id: int = 0  # the load request that produced it
+    crf_params: Any = None  # ml.crf.CRFParams its proposals are refined with (its card's, else the defaults)
 
     @property
     def file_name(self) -> str:
@@ -165,14 +166,14 @@ class ModelInfo:
         return f"{self.file_name.rsplit('.', 1)[0]} · {self.device_label.split(',')[0]}", tip
 
 
-def model_info(loaded, path: str, device: str, request_id: int = 0) -> ModelInfo:
+def model_info(loaded, path: str, device: str, request_id: int = 0, crf_params: Any = None) -> ModelInfo:
     """The `ModelInfo` of a loaded checkpoint (`ml.checkpoints.LoadedCheckpoint`) on `device`."""
     return ModelInfo(
         path=str(path), arch=loaded.arch, num_classes=int(loaded.num_classes),
         class_names=tuple(loaded.class_names) if loaded.class_names else None,
         class_colors=tuple(tuple(c) for c in loaded.class_colors) if loaded.class_colors else None,
         output_stride=loaded.output_stride, device=device, device_label=device_label(device),
-        request_id=request_id)
+        request_id=request_id, crf_params=crf_params)
 
 
 def device_label(device: str) -> str:
