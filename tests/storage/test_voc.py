@@ -542,19 +542,26 @@ def test_export_removes_leftovers_of_a_killed_export(annotated: Project, tmp_pat
     assert not any(d.exists() for d in stale) and all(d.exists() for d in kept)
 
 
-def test_a_copied_jpeg_damaged_in_the_stage_fails_the_check(annotated: Project, tmp_path: Path, monkeypatch) -> None:
-    """Copies are checked by their hash, not decoded: a copy whose bytes differ from the source's
-    (injected here: one byte flipped while writing a.jpg into the stage) fails the self-check."""
+def _flip_a_byte_while_writing(name: str, monkeypatch):
+    """The export's writes, with one byte of file `name` flipped on its way into the stage; returns
+    the real write function."""
     real = voc_export._write
 
     def flip_a_byte(path: Path, data):
-        if path.name == "a.jpg":
+        if path.name == name:
             data = bytearray(data)
             data[len(data) // 2] ^= 0x40
             data = bytes(data)
         real(path, data)
 
     monkeypatch.setattr(voc_export, "_write", flip_a_byte)
+    return real
+
+
+def test_a_copied_jpeg_damaged_in_the_stage_fails_the_check(annotated: Project, tmp_path: Path, monkeypatch) -> None:
+    """Copies are checked by their hash, not decoded: a copy whose bytes differ from the source's
+    (injected here: one byte flipped while writing a.jpg into the stage) fails the self-check."""
+    real = _flip_a_byte_while_writing("a.jpg", monkeypatch)
     with pytest.raises(ExportCheckError) as info:
         export_voc(annotated, tmp_path / "voc")
     msg = str(info.value)
@@ -571,16 +578,7 @@ def test_a_converted_jpeg_damaged_in_the_stage_fails_the_check(annotated: Projec
                                                                 monkeypatch) -> None:
     """A converted image's JPEG is checked against the bytes the encoder gave (no second decode):
     a byte flipped while writing b.jpg fails the self-check, and nothing is written."""
-    real = voc_export._write
-
-    def flip_a_byte(path: Path, data):
-        if path.name == "b.jpg":
-            data = bytearray(data)
-            data[len(data) // 2] ^= 0x40
-            data = bytes(data)
-        real(path, data)
-
-    monkeypatch.setattr(voc_export, "_write", flip_a_byte)
+    _flip_a_byte_while_writing("b.jpg", monkeypatch)
     with pytest.raises(ExportCheckError) as info:
         export_voc(annotated, tmp_path / "voc")
     assert f"JPEGImages{os.sep}b.jpg: differs from the JPEG the export encoded" in str(info.value)
