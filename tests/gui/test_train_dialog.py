@@ -240,6 +240,34 @@ def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint)
     qtbot.waitUntil(lambda: controller.client.model.path == str(out), timeout=60000)
 
 
+def test_resume_continues_a_cancelled_run_to_its_end(qtbot, tools, window) -> None:
+    dialog = tools.show_dialog()
+    small_run(dialog, epochs=3, start="random")
+    out = Path(dialog.out_edit.text())
+    assert not dialog.resume_button.isEnabled()  # nothing to resume yet
+
+    def cancel_after_first_epoch(ev) -> None:
+        if ev.kind == "epoch" and not tools.run.cancel_requested:
+            dialog.cancel_button.click()
+
+    tools.run.progress.connect(cancel_after_first_epoch)
+    with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
+        assert dialog.start()
+    first = blocker.args[0]
+    assert first.cancelled and first.epochs_done == 1 and first.last_path.is_file()
+    assert dialog.resume_button.isEnabled()
+    tools.run.progress.disconnect(cancel_after_first_epoch)
+    dialog.epochs.setValue(50)  # the dialog's settings now: Resume keeps the cancelled run's
+    steps = []
+    tools.run.progress.connect(lambda ev: steps.append(ev.step) if ev.kind == "step" else None)
+    with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
+        dialog.resume_button.click()
+    done = blocker.args[0]
+    assert not done.cancelled and done.epochs_done == 3 and done.out_path == out
+    assert done.steps == 3 * first.steps and min(steps) > first.steps  # went on from the saved step
+    assert not first.last_path.exists() and not dialog.resume_button.isEnabled()
+
+
 def test_no_labelled_images_gives_a_message_and_the_app_goes_on(qtbot, tmp_path, tiny_checkpoint) -> None:
     w = open_window(qtbot, tmp_path, make_project(tmp_path / "only_auto", ("auto", "unlabeled", "auto")))
     try:

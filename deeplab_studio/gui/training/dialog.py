@@ -6,7 +6,8 @@ project's classes, rows of classes with the same name kept — an ImageNet backb
 weights can be had, or random init), epochs, batch size, crop, learning rate, output path
 (`<data dir>/models/<timestamp>.safetensors`); how many `edited`/`reviewed` images train (never
 the unreviewed `auto` proposals); a live chart of the loss and the validation mIoU; ETA; Cancel.
-After a cancel the best model so far is kept and can be made active.
+After a cancel the best model so far is kept and can be made active, and Resume continues the
+run from the step it stopped at (its resume state, `<out stem>.last.pt`).
 
 The dialog belongs to the window's `TrainingTools` (gui/training/tools.py), which it is given:
 the run, the active model and the window link come from there.
@@ -14,6 +15,7 @@ the run, the active model and the window link come from there.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +52,8 @@ class TrainDialog(QDialog):
         self._out_edited = False
         self._setting_lr = False
         self._rate: float | None = None  # images/s of the last step event
+        self._last_request: TrainRequest | None = None  # the run started last
+        self._resumable: TrainRequest | None = None  # a cancelled run whose resume state is on disk
         self._build()
         tools.modelActivated.connect(self._on_activated)
         tools.run.started.connect(lambda _req: self._set_running(True))
@@ -148,10 +152,14 @@ class TrainDialog(QDialog):
         self.cancel_button = QPushButton("Cancel training")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the cancelled run from the step it stopped at")
+        self.resume_button.setEnabled(False)
+        self.resume_button.clicked.connect(self.resume)
         close = QPushButton("Close")
         close.setToolTip("Hide this window; a run goes on in the background")
         close.clicked.connect(self.hide)
-        for b in (self.start_button, self.cancel_button, close):
+        for b in (self.start_button, self.resume_button, self.cancel_button, close):
             buttons.addWidget(b)
         root.addLayout(buttons)
         self.resize(720, 720)
@@ -219,6 +227,7 @@ class TrainDialog(QDialog):
         self.settings_box.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.cancel_button.setText("Cancel training")
+        self.resume_button.setEnabled(not running and self._resumable is not None)
         if running:
             self.start_button.setEnabled(False)
         else:
@@ -251,8 +260,17 @@ class TrainDialog(QDialog):
         if not out or not out.endswith(".safetensors"):
             self._show_result("The output file must end in .safetensors.", error=True)
             return False
-        link.flush_saves()  # the image on screen trains with its latest strokes (read from disk)
-        req = self.request()
+        return self._launch(self.request())
+
+    def resume(self) -> bool:
+        """Continue the last cancelled run (its settings, its output file) from where it stopped."""
+        if self.tools.run.running or self._resumable is None:
+            return False
+        return self._launch(replace(self._resumable, resume=True))
+
+    def _launch(self, req: TrainRequest) -> bool:
+        self.tools.link.flush_saves()  # the image on screen trains with its latest strokes (read from disk)
+        self._last_request = req
         self.chart.clear(0, req.epochs)
         self._rate = None
         self.progress.setRange(0, 0)  # busy until the first step
@@ -328,6 +346,8 @@ class TrainDialog(QDialog):
             return
         best = (f"best val mIoU {result.best_miou:.3f} (epoch {result.best_epoch})"
                 if result.best_miou is not None else "no validation score")
+        self._resumable = self._last_request if result.cancelled and Path(result.last_path).is_file() else None
+        self.resume_button.setEnabled(self._resumable is not None)
         if result.cancelled:
             self.status_label.setText(f"Cancelled at step {result.steps}.")
             if result.saved:

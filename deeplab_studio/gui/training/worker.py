@@ -53,6 +53,7 @@ class TrainRequest:
     cpu_threads: int | None = None  # None: max(1, cores - 1)
     num_workers: int | None = None  # None: 0 on the CPU, 1 when CUDA trains
     log_every: int | None = None  # None: about 200 loss points per run
+    resume: bool = False  # continue a cancelled run from its resume state (`<out stem>.last.pt`)
 
 
 TRAINABLE = (Status.EDITED, Status.REVIEWED)
@@ -122,7 +123,7 @@ def run_training(req: TrainRequest, cancel: Callable[[], bool],
                              val_fraction=req.val_fraction, init=req.init, log_every=log_every)
         out = Path(req.out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        result = train(config, data, out, progress=emit, cancel=cancel)
+        result = train(config, data, out, progress=emit, cancel=cancel, resume=req.resume)
     if not result.cancelled:  # a finished run needs no resume state (it is as big as the model twice)
         Path(result.last_path).unlink(missing_ok=True)
     return result
