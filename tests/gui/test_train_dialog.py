@@ -93,6 +93,21 @@ def small_run(dialog, *, epochs: int, start: str | None = None) -> None:
     dialog.device.setCurrentText("cpu")
 
 
+def run_cancelled_after_first_epoch(qtbot, tools, dialog):
+    """Start the dialog's run, press Cancel once its first epoch ended; the TrainResult."""
+    def cancel_after_first_epoch(ev) -> None:
+        if ev.kind == "epoch" and not tools.run.cancel_requested:
+            dialog.cancel_button.click()
+
+    tools.run.progress.connect(cancel_after_first_epoch)
+    try:
+        with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
+            assert dialog.start()
+    finally:
+        tools.run.progress.disconnect(cancel_after_first_epoch)
+    return blocker.args[0]
+
+
 def test_attach_is_idempotent_and_menu_has_the_actions(tools, window) -> None:
     assert attach_training_tools(window) is tools
     texts = [a.text() for a in window.model_menu.actions()]
@@ -221,15 +236,7 @@ def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint)
     assert dialog.request().edited_pixels_only and dialog.request().init == "random"
     assert dialog.arch_combo.isEnabled()
     out = Path(dialog.out_edit.text())
-
-    def cancel_after_first_epoch(ev) -> None:
-        if ev.kind == "epoch" and not tools.run.cancel_requested:
-            dialog.cancel_button.click()
-
-    tools.run.progress.connect(cancel_after_first_epoch)
-    with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
-        assert dialog.start()
-    result = blocker.args[0]
+    result = run_cancelled_after_first_epoch(qtbot, tools, dialog)
     assert result.cancelled and result.saved and 1 <= result.epochs_done < 200
     assert out.is_file() and load_checkpoint(out).num_classes == len(CLASSES)
     assert result.last_path.is_file()  # the resume state of a cancelled run stays
@@ -245,18 +252,9 @@ def test_resume_continues_a_cancelled_run_to_its_end(qtbot, tools, window) -> No
     small_run(dialog, epochs=3, start="random")
     out = Path(dialog.out_edit.text())
     assert not dialog.resume_button.isEnabled()  # nothing to resume yet
-
-    def cancel_after_first_epoch(ev) -> None:
-        if ev.kind == "epoch" and not tools.run.cancel_requested:
-            dialog.cancel_button.click()
-
-    tools.run.progress.connect(cancel_after_first_epoch)
-    with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
-        assert dialog.start()
-    first = blocker.args[0]
+    first = run_cancelled_after_first_epoch(qtbot, tools, dialog)
     assert first.cancelled and first.epochs_done == 1 and first.last_path.is_file()
     assert dialog.resume_button.isEnabled()
-    tools.run.progress.disconnect(cancel_after_first_epoch)
     dialog.epochs.setValue(50)  # the dialog's settings now: Resume keeps the cancelled run's
     steps = []
     tools.run.progress.connect(lambda ev: steps.append(ev.step) if ev.kind == "step" else None)
