@@ -145,18 +145,18 @@ def test_train_dialog_starts_from_the_voc_model(qtbot, tmp_path, photos) -> None
     assert t.controller is c
     try:
         dialog = t.show_dialog()
-        combo = dialog.start_combo
+        combo = dialog.settings.start_combo
         assert combo.currentData() == VOC_MODEL and combo.findData("active") < 0  # first when no model is active
         assert [combo.itemData(i) for i in range(combo.count())] == [VOC_MODEL, "imagenet", "random"]
-        assert dialog.arch_combo.currentText() == "deeplabv3_mobilenetv2_tf" and not dialog.arch_combo.isEnabled()
-        assert dialog.freeze_bn.isChecked() and not dialog.freeze_bn.isEnabled()  # folded batch norm
+        assert dialog.settings.arch_combo.currentText() == "deeplabv3_mobilenetv2_tf" and not dialog.settings.arch_combo.isEnabled()
+        assert dialog.settings.freeze_bn.isChecked() and not dialog.settings.freeze_bn.isEnabled()  # folded batch norm
         req = dialog.request()
         assert req.init == VOC_MODEL and req.arch is None and req.lr == pytest.approx(0.001)  # fine-tuning rate
         combo.setCurrentIndex(combo.findData("random"))
-        assert dialog.arch_combo.isEnabled() and dialog.freeze_bn.isEnabled()
+        assert dialog.settings.arch_combo.isEnabled() and dialog.settings.freeze_bn.isEnabled()
         req = dialog.request()
-        assert req.init == "random" and req.arch == dialog.arch_combo.currentText() and req.lr == pytest.approx(0.01)
-        dialog.lr.setValue(0.005)  # the user's rate stays whatever the start point
+        assert req.init == "random" and req.arch == dialog.settings.arch_combo.currentText() and req.lr == pytest.approx(0.01)
+        dialog.settings.lr.setValue(0.005)  # the user's rate stays whatever the start point
         combo.setCurrentIndex(combo.findData(VOC_MODEL))
         assert dialog.request().lr == pytest.approx(0.005)
         with qtbot.waitSignal(c.client.modelLoaded, timeout=60000):

@@ -19,7 +19,7 @@ from PySide6.QtCore import QSettings
 from deeplab_studio.core.scenes import SCENE_CLASSES, generate_scene, scene_labelset
 from tests.gui.conftest import controller_with_model
 from deeplab_studio.gui.model_tools import attach_training_tools
-from deeplab_studio.gui.training.dialog import INIT_ACTIVE
+from deeplab_studio.gui.training.settings import INIT_ACTIVE
 from deeplab_studio.gui.training.worker import training_counts
 from deeplab_studio.gui.training.chart import TrainingChart, TrainingCurves, nice_ceiling
 from deeplab_studio.ml.arch_names import ARCH_NAMES
@@ -85,12 +85,12 @@ def tools(qtbot, window, tiny_checkpoint):
 
 def small_run(dialog, *, epochs: int, start: str | None = None) -> None:
     if start is not None:
-        dialog.start_combo.setCurrentIndex(dialog.start_combo.findData(start))
-    dialog.arch_combo.setCurrentText(ARCH)
-    dialog.epochs.setValue(epochs)
-    dialog.batch.setValue(2)
-    dialog.crop.setValue(48)
-    dialog.device.setCurrentText("cpu")
+        dialog.settings.start_combo.setCurrentIndex(dialog.settings.start_combo.findData(start))
+    dialog.settings.arch_combo.setCurrentText(ARCH)
+    dialog.settings.epochs.setValue(epochs)
+    dialog.settings.batch.setValue(2)
+    dialog.settings.crop.setValue(48)
+    dialog.settings.device.setCurrentText("cpu")
 
 
 def run_cancelled_after_first_epoch(qtbot, tools, dialog):
@@ -144,7 +144,7 @@ def test_dialog_opens_while_the_worker_is_still_importing_the_zoo(qtbot, window,
     half.__spec__._initializing = True  # what the import system sets while the module body runs
     monkeypatch.setitem(sys.modules, "deeplab_studio.ml.zoo", half)
     dialog = attach_training_tools(window).show_dialog()
-    combo = dialog.arch_combo
+    combo = dialog.settings.arch_combo
     assert [combo.itemText(i) for i in range(combo.count())] == list(ARCH_NAMES)
 
 
@@ -156,9 +156,9 @@ def test_only_edited_and_reviewed_images_are_counted(tools, window) -> None:
     assert "<b>5</b> images will train: 3 edited, 2 reviewed" in text
     assert "1 unreviewed auto proposal" in text and "1 unlabeled" in text
     assert dialog.start_button.isEnabled()
-    assert dialog.start_combo.currentData() == INIT_ACTIVE  # fine-tune the active model by default
-    assert not dialog.arch_combo.isEnabled() and dialog.arch_combo.currentText() == ARCH
-    out = Path(dialog.out_edit.text())
+    assert dialog.settings.start_combo.currentData() == INIT_ACTIVE  # fine-tune the active model by default
+    assert not dialog.settings.arch_combo.isEnabled() and dialog.settings.arch_combo.currentText() == ARCH
+    out = Path(dialog.settings.out_edit.text())
     assert out.parent == Path(window.project.data_dir) / "models" and out.suffix == ".safetensors"
 
 
@@ -172,12 +172,12 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     assert window.document.key in controller.uncertainty.mean
     dialog = tools.show_dialog()
     small_run(dialog, epochs=2, start=INIT_ACTIVE)
-    out = Path(dialog.out_edit.text())
+    out = Path(dialog.settings.out_edit.text())
     events = []
     tools.run.progress.connect(events.append)
     with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
         dialog.start_button.click()
-        assert not dialog.settings_box.isEnabled() and dialog.cancel_button.isEnabled()
+        assert not dialog.settings.isEnabled() and dialog.cancel_button.isEnabled()
         assert tools.status_button.isVisible()  # the status bar shows the run while the dialog is hidden
     result = blocker.args[0]
     assert result.saved and not result.cancelled and result.epochs_done == 2
@@ -200,7 +200,7 @@ def test_a_run_updates_the_chart_and_its_model_becomes_active(qtbot, tools, wind
     assert dialog.back_button.isEnabled() and "Active model" in dialog.result_label.text()
     assert "best val mIoU" in dialog.result_label.text()
     assert controller.uncertainty.mean == {}  # the previous model's uncertainty no longer ranks images
-    assert dialog.start_button.isEnabled() and dialog.settings_box.isEnabled()
+    assert dialog.start_button.isEnabled() and dialog.settings.isEnabled()
     summary = load_checkpoint(out).meta["training"]
     assert summary["train_images"] + summary["val_images"] == 5  # never the auto or unlabeled image
     assert not result.last_path.exists()  # a finished run leaves no resume state behind
@@ -232,10 +232,10 @@ def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint)
     controller = tools.controller
     dialog = tools.show_dialog()
     small_run(dialog, epochs=200, start="random")
-    dialog.painted_only.setChecked(True)
+    dialog.settings.painted_only.setChecked(True)
     assert dialog.request().edited_pixels_only and dialog.request().init == "random"
-    assert dialog.arch_combo.isEnabled()
-    out = Path(dialog.out_edit.text())
+    assert dialog.settings.arch_combo.isEnabled()
+    out = Path(dialog.settings.out_edit.text())
     result = run_cancelled_after_first_epoch(qtbot, tools, dialog)
     assert result.cancelled and result.saved and 1 <= result.epochs_done < 200
     assert out.is_file() and load_checkpoint(out).num_classes == len(CLASSES)
@@ -250,12 +250,12 @@ def test_cancel_keeps_the_best_checkpoint(qtbot, tools, window, tiny_checkpoint)
 def test_resume_continues_a_cancelled_run_to_its_end(qtbot, tools, window) -> None:
     dialog = tools.show_dialog()
     small_run(dialog, epochs=3, start="random")
-    out = Path(dialog.out_edit.text())
+    out = Path(dialog.settings.out_edit.text())
     assert not dialog.resume_button.isEnabled()  # nothing to resume yet
     first = run_cancelled_after_first_epoch(qtbot, tools, dialog)
     assert first.cancelled and first.epochs_done == 1 and first.last_path.is_file()
     assert dialog.resume_button.isEnabled()
-    dialog.epochs.setValue(50)  # the dialog's settings now: Resume keeps the cancelled run's
+    dialog.settings.epochs.setValue(50)  # the dialog's settings now: Resume keeps the cancelled run's
     steps = []
     tools.run.progress.connect(lambda ev: steps.append(ev.step) if ev.kind == "step" else None)
     with qtbot.waitSignal(tools.run.finished, timeout=TIMEOUT) as blocker:
@@ -273,9 +273,9 @@ def test_no_labelled_images_gives_a_message_and_the_app_goes_on(qtbot, tmp_path,
         dialog = t.show_dialog()
         assert "needs at least 2 edited or reviewed images" in dialog.data_label.text()
         assert not dialog.start_button.isEnabled()
-        assert dialog.start_combo.findData("active") < 0  # no model loaded: no "active" entry
-        assert dialog.start_combo.currentData() == "deeplabv3_mobilenetv2_voc"  # the bundled VOC model first
-        dialog.start_combo.setCurrentIndex(dialog.start_combo.findData("random"))
+        assert dialog.settings.start_combo.findData("active") < 0  # no model loaded: no "active" entry
+        assert dialog.settings.start_combo.currentData() == "deeplabv3_mobilenetv2_voc"  # the bundled VOC model first
+        dialog.settings.start_combo.setCurrentIndex(dialog.settings.start_combo.findData("random"))
         # forced anyway, the worker's error comes back as a message in the window
         shown = []
         w.messageShown.connect(shown.append)
@@ -284,7 +284,7 @@ def test_no_labelled_images_gives_a_message_and_the_app_goes_on(qtbot, tmp_path,
         assert "at least 2 edited or reviewed images" in blocker.args[0]
         assert any("Training failed" in m and "at least 2" in m for m in shown)
         assert "Training failed" in dialog.result_label.text()
-        assert not t.run.running and dialog.settings_box.isEnabled()
+        assert not t.run.running and dialog.settings.isEnabled()
         assert w.step(+1) and w.document is not None  # the window still works
     finally:
         w.close()
@@ -353,4 +353,4 @@ def test_opening_another_folder_cancels_the_run_and_the_dialog_follows(qtbot, to
     assert blocker.args[0].cancelled and not tools.run.running
     qtbot.waitUntil(lambda: dialog.start_button.isEnabled(), timeout=10000)
     assert "<b>2</b> images will train: 1 edited, 1 reviewed" in dialog.data_label.text()
-    assert Path(dialog.out_edit.text()).parent == Path(window.project.data_dir) / "models"
+    assert Path(dialog.settings.out_edit.text()).parent == Path(window.project.data_dir) / "models"

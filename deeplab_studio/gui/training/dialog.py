@@ -1,13 +1,10 @@
 """The "Train on my labels" dialog: a run's settings, its live chart and its outcome.
 
-Settings: architecture, start point (the active model's checkpoint, the bundled Pascal VOC model
-— the first choice when no model of the user's is active; its class layer is resized to the
-project's classes, rows of classes with the same name kept — an ImageNet backbone when its
-weights can be had, or random init), epochs, batch size, crop, learning rate, output path
-(`<data dir>/models/<timestamp>.safetensors`); how many `edited`/`reviewed` images train (never
-the unreviewed `auto` proposals); a live chart of the loss and the validation mIoU; ETA; Cancel.
-After a cancel the best model so far is kept and can be made active, and Resume continues the
-run from the step it stopped at (its resume state, `<out stem>.last.pt`).
+The settings (start point, architecture, schedule, device, output file) are `TrainSettings`
+(gui/training/settings.py); the dialog shows how many `edited`/`reviewed` images train (never
+the unreviewed `auto` proposals), a live chart of the loss and the validation mIoU, the ETA and
+Cancel. After a cancel the best model so far is kept and can be made active, and Resume continues
+the run from the step it stopped at (its resume state, `<out stem>.last.pt`).
 
 The dialog belongs to the window's `TrainingTools` (gui/training/tools.py), which it is given:
 the run, the active model and the window link come from there.
@@ -19,24 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+from PySide6.QtWidgets import (QDialog, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QVBoxLayout, QWidget)
 
-from deeplab_studio.gui.model.offer import bundled_name, voc_model_available
-from deeplab_studio.gui.training.worker import (INIT_IMAGENET, INIT_RANDOM, TrainRequest, default_output_path,
-                                            format_eta, training_counts)
 from deeplab_studio.gui.training.chart import TrainingChart
-from deeplab_studio.ml.arch_names import ARCH_NAMES, DEFAULT_ARCH
+from deeplab_studio.gui.training.settings import TrainSettings
+from deeplab_studio.gui.training.worker import TrainRequest, format_eta, training_counts
 from deeplab_studio.ml.train_config import ProgressKind, TrainProgress, TrainResult
-from deeplab_studio.models import VOC_MODEL, model_card
 
 if TYPE_CHECKING:
     from deeplab_studio.gui.training.tools import TrainingTools
-
-INIT_ACTIVE = "active"
-SCRATCH_LR, FINETUNE_LR = 0.01, 0.001  # as `deeplab-studio train` (commands/train.py: default_lr)
-
 
 def _name(path: str | Path) -> str:
     return str(path).replace("\\", "/").rsplit("/", 1)[-1]
@@ -49,8 +38,6 @@ class TrainDialog(QDialog):
         super().__init__(parent)
         self.tools = tools
         self.setWindowTitle("Train on my labels")
-        self._out_edited = False
-        self._setting_lr = False
         self._rate: float | None = None  # images/s of the last step event
         self._last_request: TrainRequest | None = None  # the run started last
         self._resumable: TrainRequest | None = None  # a cancelled run whose resume state is on disk
@@ -68,48 +55,8 @@ class TrainDialog(QDialog):
         QVBoxLayout(data_box).addWidget(self.data_label)
         root.addWidget(data_box)
 
-        self.settings_box = QGroupBox("Model and schedule")
-        form = QFormLayout(self.settings_box)
-        self.start_combo = QComboBox()
-        self.start_combo.currentIndexChanged.connect(self._start_changed)
-        self.arch_combo = QComboBox()
-        self.arch_combo.addItems(ARCH_NAMES)  # torch-free (ml.zoo registers exactly these)
-        self.arch_combo.setCurrentText(DEFAULT_ARCH)
-        self.epochs = _spin(1, 1000, 10)
-        self.batch = _spin(1, 256, 4)
-        self.crop = _spin(32, 2048, 321)
-        self.crop.setSuffix(" px")
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(1e-5, 1.0)
-        self.lr.setSingleStep(0.001)
-        self.lr.setValue(SCRATCH_LR)
-        self._lr_edited = False  # the user chose a rate: switching the start point keeps it
-        self.lr.valueChanged.connect(lambda _v: setattr(self, "_lr_edited", not self._setting_lr))
-        self.freeze_bn = QCheckBox("Freeze BatchNorm statistics (fine-tuning with small batches)")
-        self.painted_only = QCheckBox("Edited images: learn only the pixels a human painted (reviewed images count whole)")
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda"])
-        self.out_edit = QLineEdit()
-        self.out_edit.textEdited.connect(lambda _t: setattr(self, "_out_edited", True))
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        out_row = QHBoxLayout()
-        out_row.addWidget(self.out_edit, 1)
-        out_row.addWidget(browse)
-        sched = QHBoxLayout()
-        for label, w in (("Epochs", self.epochs), ("Batch", self.batch), ("Crop", self.crop), ("LR", self.lr)):
-            sched.addWidget(QLabel(label))
-            sched.addWidget(w)
-        sched.addStretch(1)
-        form.addRow("Start from", self.start_combo)
-        form.addRow("Architecture", self.arch_combo)
-        form.addRow("Schedule", sched)
-        form.addRow("", self.freeze_bn)
-        form.addRow("", self.painted_only)
-        form.addRow("Device", self.device)
-        form.addRow("Save to", out_row)
-        root.addWidget(self.settings_box)
+        self.settings = TrainSettings(self.tools)
+        root.addWidget(self.settings)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -170,7 +117,7 @@ class TrainDialog(QDialog):
         project = self.tools.link.project()
         running = self.tools.run.running
         if not running:  # while a run goes on, its settings stay on show
-            self._fill_start_combo()
+            self.settings.refresh(project.data_dir if project is not None else None)
         if project is None:
             self.data_label.setText("Open a folder first: training uses its edited and reviewed images.")
             self.start_button.setEnabled(False)
@@ -185,46 +132,9 @@ class TrainDialog(QDialog):
                      "correct some proposals with the brush or mark images reviewed first.</span>")
         self.data_label.setText(text)
         self.start_button.setEnabled(n >= 2 and not running)
-        if not running and (not self._out_edited or not self.out_edit.text()):
-            self.out_edit.setText(str(default_output_path(project.data_dir)))
-            self._out_edited = False
-
-    def _fill_start_combo(self) -> None:
-        keep = self.start_combo.currentData()
-        self.start_combo.blockSignals(True)
-        self.start_combo.clear()
-        model = self.tools.active_model()
-        if model is not None and bundled_name(model.path) != VOC_MODEL:
-            self.start_combo.addItem(f"Active model: {model.file_name} ({model.arch})", INIT_ACTIVE)
-        if voc_model_available():
-            self.start_combo.addItem("Bundled Pascal VOC model (DeepLab v3 MobileNetV2, 21 classes; "
-                                     "class layer resized to this project's classes)", VOC_MODEL)
-        self.start_combo.addItem("ImageNet backbone (random init when the weights can't be had)", INIT_IMAGENET)
-        self.start_combo.addItem("Random initialisation", INIT_RANDOM)
-        i = self.start_combo.findData(keep)
-        self.start_combo.setCurrentIndex(i if i >= 0 else 0)
-        self.start_combo.blockSignals(False)
-        self._start_changed()
-
-    def _start_changed(self, *_) -> None:
-        start = self.start_combo.currentData()
-        active = start in (INIT_ACTIVE, VOC_MODEL)  # fine-tune a model: its architecture
-        if active:
-            arch = self.tools.active_model().arch if start == INIT_ACTIVE else model_card(VOC_MODEL)["arch"]
-            if self.arch_combo.findText(arch) < 0:
-                self.arch_combo.addItem(arch)
-            self.arch_combo.setCurrentText(arch)
-        self.arch_combo.setEnabled(not active and not self.tools.run.running)
-        folded = start == VOC_MODEL  # batch norm folded into its weights: training keeps it fixed anyway
-        self.freeze_bn.setChecked(folded or (active and self.batch.value() < 8))
-        self.freeze_bn.setEnabled(not folded)
-        if not self._lr_edited:  # a trained model fine-tunes at a lower rate (it keeps what it knows)
-            self._setting_lr = True
-            self.lr.setValue(FINETUNE_LR if active else SCRATCH_LR)
-            self._setting_lr = False
 
     def _set_running(self, running: bool) -> None:
-        self.settings_box.setEnabled(not running)
+        self.settings.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.cancel_button.setText("Cancel training")
         self.resume_button.setEnabled(not running and self._resumable is not None)
@@ -238,14 +148,7 @@ class TrainDialog(QDialog):
         folder = self.tools.link.project_folder()
         if folder is None:
             raise RuntimeError("no folder is open: nothing to train on")
-        start = self.start_combo.currentData()
-        init = self.tools.active_model().path if start == INIT_ACTIVE else start
-        model_start = start in (INIT_ACTIVE, VOC_MODEL)
-        return TrainRequest(project_folder=folder, out_path=Path(self.out_edit.text()).expanduser(),
-                            arch=None if model_start else self.arch_combo.currentText(), init=init,
-                            epochs=self.epochs.value(), batch_size=self.batch.value(), crop=self.crop.value(),
-                            lr=self.lr.value(), freeze_bn=self.freeze_bn.isChecked(),
-                            device=self.device.currentText(), edited_pixels_only=self.painted_only.isChecked())
+        return self.settings.request(folder)
 
     # --- buttons -----------------------------------------------------------------------------
     def start(self) -> bool:
@@ -256,7 +159,7 @@ class TrainDialog(QDialog):
         if link.project() is None:
             self._show_result("Open a folder first.", error=True)
             return False
-        out = self.out_edit.text().strip()
+        out = self.settings.out_edit.text().strip()
         if not out or not out.endswith(".safetensors"):
             self._show_result("The output file must end in .safetensors.", error=True)
             return False
@@ -287,15 +190,6 @@ class TrainDialog(QDialog):
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Cancelling…")
         self.status_label.setText(self.status_label.text() + " · cancelling after this step")
-
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the trained model", self.out_edit.text(),
-                                              "DeepLab Studio checkpoint (*.safetensors)")
-        if path:
-            if not path.endswith(".safetensors"):
-                path += ".safetensors"
-            self.out_edit.setText(path)
-            self._out_edited = True
 
     def _use_result(self) -> None:
         if self.tools.trained_model:
@@ -386,18 +280,11 @@ class TrainDialog(QDialog):
 
     def on_model_changed(self) -> None:
         if not self.tools.run.running:
-            self._fill_start_combo()
+            self.settings.fill_start_combo()
 
     def _show_result(self, text: str, *, error: bool = False) -> None:
         self.result_label.setStyleSheet("color: #b00020;" if error else "")
         self.result_label.setText(text)
 
 
-def _spin(lo: int, hi: int, value: int) -> QSpinBox:
-    s = QSpinBox()
-    s.setRange(lo, hi)
-    s.setValue(value)
-    return s
-
-
-__all__ = ["FINETUNE_LR", "INIT_ACTIVE", "SCRATCH_LR", "TrainDialog"]
+__all__ = ["TrainDialog"]
