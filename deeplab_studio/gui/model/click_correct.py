@@ -18,23 +18,21 @@ import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 
 from deeplab_studio.gui.model.actions import make_action, make_toggle
+from deeplab_studio.gui.model.assist_tool import AssistTool
 from deeplab_studio.gui.workers.inference_client import InferenceClient
 from deeplab_studio.gui.workers.jobs import Correction, JobFailure, JobKind
 
 IGNORE = 255
 
 
-class ClickCorrection(QObject):
+class ClickCorrection(AssistTool):
     """The clicks of the image on screen and their requests (see the module docstring)."""
 
     applied = Signal(str)  # image key: a correction landed as one undo step
-    message = Signal(str)
 
     def __init__(self, link, client: InferenceClient, *, lut: Callable[[], np.ndarray | None],
                  require_model: Callable[[], bool], parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.link, self.client = link, client
-        self._lut, self._require_model = lut, require_model
+        super().__init__(link, client, lut=lut, require_model=require_model, parent=parent)
         self.clicks: list[tuple[int, int, int]] = []
         self.key: str | None = None  # the image the clicks belong to
         self.rid: int | None = None  # the request on its way

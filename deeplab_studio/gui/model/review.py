@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from deeplab_studio.gui.model.actions import make_action, make_toggle
+from deeplab_studio.gui.model.assist_tool import AssistTool
 from deeplab_studio.gui.model.uncertainty import OVERLAY_COLORS, contrasting_color
 from deeplab_studio.gui.workers.inference_client import InferenceClient
 from deeplab_studio.gui.workers.jobs import JobFailure, JobKind, ReviewResult
@@ -39,17 +40,14 @@ def disagreement_overlay(disagreement: np.ndarray, *, color: tuple[int, int, int
     return out
 
 
-class ReviewTool(QObject):
+class ReviewTool(AssistTool):
     """Scores, ranks and steps through likely label errors (see the module docstring)."""
 
     ranked = Signal(int)  # images ranked when a scoring run ended
-    message = Signal(str)
 
     def __init__(self, link, client: InferenceClient, *, lut: Callable[[], np.ndarray | None],
                  require_model: Callable[[], bool], parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.link, self.client = link, client
-        self._lut, self._require_model = lut, require_model
+        super().__init__(link, client, lut=lut, require_model=require_model, parent=parent)
         self.queue = ReviewQueue()
         self.batch_id: int | None = None
         self._scores: dict[str, ImageReview] = {}
