@@ -269,15 +269,27 @@ def image_size(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 def row_blocks(im: Image.Image) -> Iterator[tuple[int, Image.Image]]:
     """(first row, crop) for consecutive full-width row blocks of about `_BLOCK_PIXELS` pixels.
 
-    The image passed our own size checks already; Pillow 12 re-checks its global bomb limit in
-    `crop`, so each crop is taken with that global lifted (under `_PIL_LOCK`).
+    The image passed our own size checks already, but Pillow 12 re-checks its global bomb limit
+    in `crop`: where a host program lowered that global below a block, the crop is taken with it
+    lifted, under `_PIL_LOCK`. Otherwise no lock is taken, so a label map's conversion never waits
+    behind another thread's image decode.
     """
     w, h = im.size
     step = max(1, _BLOCK_PIXELS // max(w, 1))
     for y in range(0, h, step):
-        with _pillow_globals(None):
-            block = im.crop((0, y, w, min(h, y + step)))
-        yield y, block
+        box = (0, y, w, min(h, y + step))
+        yield y, _crop(im, box, w * (box[3] - y))
+
+
+def _crop(im: Image.Image, box: tuple[int, int, int, int], pixels: int) -> Image.Image:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or pixels <= limit:
+        try:
+            return im.crop(box)
+        except Image.DecompressionBombError:  # another thread changed the global meanwhile
+            pass
+    with _pillow_globals(None):
+        return im.crop(box)
 
 
 def _float_top(im: Image.Image) -> float:
