@@ -242,8 +242,11 @@ class TrainDialog(QDialog):
                 if result.best_miou is not None else "no validation score")
         self._resumable = self._last_request if result.cancelled and Path(result.last_path).is_file() else None
         self.resume_button.setEnabled(self._resumable is not None)
+        if self._resumable is not None:  # the settings box may show a new run's file by now
+            self.resume_button.setToolTip(f"Continue {_name(result.out_path)} from step {result.steps}")
         if result.cancelled:
-            self.status_label.setText(f"Cancelled at step {result.steps}.")
+            self.status_label.setText(f"Cancelled at step {result.steps}."
+                                      + (" Resume continues this run." if self._resumable is not None else ""))
             if result.saved:
                 self._show_result(f"Cancelled. The best model so far is kept: {result.out_path} ({best}).")
                 self.use_button.setEnabled(True)
